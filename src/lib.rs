@@ -1,0 +1,25 @@
+//! silentmon: a SPAN-port silent monitoring appliance for contact centers.
+//!
+//! The crate map (docs/ARCHITECTURE.md says the same in more words). Dependencies point down
+//! this list, never up; the cores (`packet`, `codec`, `flow`, `sip`, `media`, `engine`) never
+//! touch a socket, a clock, libpcap or a sound card.
+//!
+//! | module    | holds |
+//! |-----------|-------|
+//! | `cli`     | clap definitions, typed settings, one `run` per subcommand (the only `anyhow` user) |
+//! | `report`  | stream tables and JSON for `flows` |
+//! | `capture` | the only code that touches libpcap: `PacketSource` over files (and live NICs) |
+//! | `engine`  | the packet path: decapsulate -> classify -> SIP call table + RTP flow table |
+//! | `media`   | G.711/Opus decoding and the RTP-timestamp timeline that `extract` renders |
+//! | `sip`     | SIP message and SDP views, dialogs by Call-ID, media endpoints |
+//! | `flow`    | RTP/RTCP streams keyed by 5-tuple + SSRC, RFC 3550 statistics |
+//! | `codec`   | payload types, codec names, clock rates |
+//! | `packet`  | zero-copy header views and lax decapsulation |
+//! | `time`    | capture timestamps (no clock reads) |
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod codec;
+pub mod media;
+pub mod packet;
+pub mod time;
