@@ -19,7 +19,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod capture;
 pub mod codec;
 pub mod media;
 pub mod packet;
 pub mod time;
+pub mod vlantest;

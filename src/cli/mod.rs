@@ -1,0 +1,101 @@
+//! Command line: clap definitions, validation into typed settings, one `run` per subcommand.
+//! The only module that uses `anyhow`; [`main`] alone prints errors and chooses exit codes.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod demo;
+mod extract;
+mod flows;
+mod offline;
+
+/// silentmon: silent monitoring of contact-center calls from a switch SPAN port.
+///
+/// Offline analysis: `flows` lists the RTP streams of a capture with loss and jitter (as
+/// `tshark -z rtp,streams` does), `extract` decodes a stream, a call or a number's calls to WAV.
+/// `demo` runs both on the bundled demo capture.
+#[derive(Debug, Parser)]
+#[command(name = "silentmon", version, about, long_about, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    /// Log lines as JSON objects (for log shippers) instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the RTP streams of a capture: packets, loss, delta, jitter, VLANs, SIP call.
+    Flows(flows::FlowsArgs),
+    /// Decode a stream, a SIP call or all calls of a number to a 16-bit PCM WAV file.
+    Extract(extract::ExtractArgs),
+    /// Analyse the bundled demo capture and write the demo agent's call to a WAV file.
+    Demo(demo::DemoArgs),
+}
+
+/// Runs the command line; the process exit code comes from here.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.log_json);
+    let result = match cli.command {
+        Command::Flows(a) => flows::run(a),
+        Command::Extract(a) => extract::run(a),
+        Command::Demo(a) => demo::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("silentmon: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn init_logging(verbose: u8, json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+}

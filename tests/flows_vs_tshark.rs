@@ -1,0 +1,121 @@
+//! `silentmon flows` against tshark, the reference, on every third-party capture that carries
+//! RTP and on the project's own generated captures: the same streams (src, dst, SSRC), the same
+//! packets and lost per stream, max delta within 0.01 ms, jitter within 0.1 ms. tshark is run
+//! here, on the same file; nothing is copied from earlier runs.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+
+/// Streams of `silentmon flows --json`, keyed by (src, dst, ssrc).
+fn silentmon_streams(file: &Path) -> BTreeMap<(String, String, u32), Value> {
+    let out = run_ok(silentmon().arg("flows").arg("-r").arg(file).arg("--json"));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("flows --json is JSON");
+    doc["streams"]
+        .as_array()
+        .expect("streams array")
+        .iter()
+        .map(|s| {
+            (
+                (
+                    s["src"].as_str().unwrap().to_owned(),
+                    s["dst"].as_str().unwrap().to_owned(),
+                    s["ssrc"].as_u64().unwrap() as u32,
+                ),
+                s.clone(),
+            )
+        })
+        .collect()
+}
+
+fn compare_with_tshark(file: &Path) {
+    let reference = tshark_rtp_streams(file, true);
+    let ours = silentmon_streams(file);
+    let theirs: BTreeMap<_, _> = reference
+        .iter()
+        .map(|t| ((t.src.clone(), t.dst.clone(), t.ssrc), t))
+        .collect();
+    let our_keys: Vec<_> = ours.keys().collect();
+    let their_keys: Vec<_> = theirs.keys().collect();
+    assert_eq!(
+        our_keys,
+        their_keys,
+        "{}: streams differ (ours vs tshark)",
+        file.display()
+    );
+    for (key, t) in &theirs {
+        let s = &ours[key];
+        let ctx = format!("{} stream {key:?}", file.display());
+        let num = |k: &str| s[k].as_f64().unwrap_or_else(|| panic!("{ctx}: no {k}"));
+        assert_eq!(s["packets"].as_u64().unwrap(), t.packets, "{ctx}: packets");
+        assert_eq!(s["lost"].as_i64().unwrap(), t.lost, "{ctx}: lost");
+        assert!(
+            (num("max_delta_ms") - t.max_delta_ms).abs() <= 0.01,
+            "{ctx}: max delta {} vs tshark {}",
+            num("max_delta_ms"),
+            t.max_delta_ms
+        );
+        for (ours_k, theirs_v) in [
+            ("max_jitter_ms", t.max_jitter_ms),
+            ("mean_jitter_ms", t.mean_jitter_ms),
+            ("min_jitter_ms", t.min_jitter_ms),
+        ] {
+            assert!(
+                (num(ours_k) - theirs_v).abs() <= 0.1,
+                "{ctx}: {ours_k} {} vs tshark {theirs_v}",
+                num(ours_k)
+            );
+        }
+        let payload: Vec<&str> = s["payload"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap())
+            .collect();
+        assert_eq!(payload.join(", "), t.payload, "{ctx}: payload names");
+    }
+}
+
+macro_rules! public_capture_tests {
+    ($($name:ident => $file:expr,)*) => {$(
+        #[test]
+        fn $name() {
+            compare_with_tshark(&public($file));
+        }
+    )*};
+}
+
+public_capture_tests! {
+    sip_rtp_g711 => "wireshark-sip-rtp-g711.pcap",
+    sip_rtp_g722 => "wireshark-sip-rtp-g722.pcap",
+    sip_rtp_opus => "wireshark-sip-rtp-opus.pcap",
+    sip_dtmf2 => "wireshark-SIP_DTMF2.pcap",
+    vlan_qinq_rtp => "ndpi-false_positives-vlan-qinq-rtp.pcapng",
+    vlan_opus => "ndpi-rtp-vlan-opus.pcapng",
+    skinny_g711u => "ndpi-skinny-g711u.pcap",
+    projectrtp_dtmf => "projectrtp-dtmf3presses.pcap",
+    sipp_g711a => "sipp-g711a.pcap",
+    no_rtp_erspan2 => "tcpdump-erspan-type-ii-3.pcap",
+    no_rtp_erspan3 => "zeek-gre-erspan3-dot1q.pcap",
+    no_rtp_qinq_arp => "tcpdump-802.1ad_QinQ.pcap",
+    no_rtp_qinq_sap => "zeek-q-in-q.pcap",
+}
+
+/// Every capture in the public directory is compared above (a new file must be added there).
+#[test]
+fn every_public_capture_is_covered() {
+    let source = include_str!("flows_vs_tshark.rs");
+    for entry in std::fs::read_dir(public_dir()).expect("public testdata directory") {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".pcap") || name.ends_with(".pcapng") {
+            assert!(
+                source.contains(&format!("\"{name}\"")),
+                "{name} is not compared with tshark in tests/flows_vs_tshark.rs"
+            );
+        }
+    }
+}

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Whole-program benchmark of `silentmon flows` (issue: foundation, item 10). Not a test.
+# Generates a large capture with capgen (default: 1000 concurrent VLAN-tagged G.711 calls x 60 s,
+# about 6 M packets), then in one run times, on the same warm file:
+#   1. a bare libpcap loop that only counts packets (tools/bench/pcapcount.c),
+#   2. silentmon flows (full decap + SIP + RTP stats),
+#   3. tshark -q -z rtp,streams (skip with NO_TSHARK=1),
+# and prints packets/s, ratios and peak memory. Usage: tools/bench-flows.sh [CALLS] [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+calls=${1:-1000}
+secs=${2:-60}
+work=${BENCH_DIR:-/tmp/silentmon-bench}
+mkdir -p "$work"
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+
+cargo build --release --locked -q --bin silentmon --bin capgen
+cc -O2 -o "$work/pcapcount" tools/bench/pcapcount.c -lpcap
+
+cap="$work/calls-$calls-$secs.pcap"
+if [ ! -f "$cap" ]; then
+  echo "generating $cap ..." >&2
+  target/release/capgen --calls "$calls" --duration "$secs" --encap vlan:100+ --codec pcmu \
+    --seed 7 -o "$cap" --truth "$work/truth-$calls-$secs.json"
+fi
+cat "$cap" > /dev/null # warm the page cache
+packets=$("$work/pcapcount" "$cap" | awk '{print $1}')
+size=$(stat -c %s "$cap")
+
+# run NAME CMD...: best of 3 wall-clock seconds and the peak RSS (KiB) of that run.
+run() {
+  local name=$1; shift
+  local best="" rss=""
+  for _ in 1 2 3; do
+    local out
+    out=$( { /usr/bin/time -f '%e %M' "$@" > /dev/null 2>/dev/null; } 2>&1 | tail -n 1)
+    local t=${out% *} m=${out#* }
+    if [ -z "$best" ] || awk "BEGIN{exit !($t < $best)}"; then best=$t; rss=$m; fi
+    [ "$name" = tshark ] && break # one tshark run is plenty
+  done
+  echo "$name $best $rss"
+}
+
+results=$(mktemp)
+run libpcap "$work/pcapcount" "$cap" >> "$results"
+run silentmon target/release/silentmon flows -r "$cap" --json >> "$results"
+if [ "${NO_TSHARK:-0}" != 1 ]; then
+  run tshark tshark -n -r "$cap" -q -z rtp,streams >> "$results"
+fi
+
+streams=$((calls * 2))
+echo
+echo "capture: $cap ($packets packets, $((size / 1048576)) MiB, $calls calls, $streams RTP streams)"
+printf '%-10s %10s %14s %12s\n' tool seconds packets/s "peak RSS MiB"
+while read -r name t m; do
+  printf '%-10s %10s %14.0f %12.1f\n' "$name" "$t" "$(awk "BEGIN{print $packets/$t}")" "$(awk "BEGIN{print $m/1024}")"
+done < "$results"
+lp=$(awk '$1=="libpcap"{print $2}' "$results")
+sm=$(awk '$1=="silentmon"{print $2}' "$results")
+smrss=$(awk '$1=="silentmon"{print $3}' "$results")
+echo
+echo "silentmon / bare libpcap throughput: $(awk "BEGIN{printf \"%.2f\", $lp/$sm}")x (target >= 0.5x)"
+ts=$(awk '$1=="tshark"{print $2}' "$results")
+if [ -n "$ts" ]; then
+  echo "silentmon / tshark throughput:       $(awk "BEGIN{printf \"%.1f\", $ts/$sm}")x (target >= 30x)"
+fi
+echo "silentmon peak RSS per stream:       $(awk "BEGIN{printf \"%.1f\", $smrss*1024/$streams}") bytes (whole process / streams)"
+rm -f "$results"

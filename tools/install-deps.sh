@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what silentmon needs on Debian 12, and nothing that is already there.
+#   tools/install-deps.sh          build + run dependencies
+#   tools/install-deps.sh --test   also what the test suite needs (tshark, tcpreplay, sox, ...)
+# Must run as root (or with sudo available). Idempotent and quiet when nothing is missing.
+set -euo pipefail
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+# Build: libpcap (capture), libopus (Opus decode), ALSA headers (sound output), pkg-config.
+pkgs=(pkg-config libpcap-dev libopus-dev libasound2-dev ca-certificates)
+if [ $want_test = 1 ]; then
+  # tshark: reference stream statistics; tcpreplay/tcpdump: replay and capture in namespaces;
+  # sox + espeak-ng: reference audio; iproute2: namespaces and veth pairs.
+  pkgs+=(tshark tcpreplay tcpdump sox espeak-ng iproute2)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "install-deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  # tshark asks whether non-root users may capture; answer for it.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The Rust toolchain: the machine image provides rustup's cargo; make it visible.
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+  fi
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install-deps: no cargo found. Install Rust >= 1.85 (rustup) and run again." >&2
+  exit 1
+fi
