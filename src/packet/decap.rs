@@ -1,6 +1,26 @@
-//! Lax decapsulation (skeleton; see packet/mod.rs for the contract).
-use super::{Decapsulated, LinkType};
+//! Lax decapsulation: from the link layer to UDP/TCP through VLAN tags and tunnels, keeping every
+//! layer that parsed and a [`Stop`] saying where and why it could not go further. Counts every
+//! outcome in [`DecapStats`]. Never panics; allocates only to store IPv4 fragments.
+
+use std::net::IpAddr;
+
+use etherparse::{Ipv4Slice, Ipv6Slice, TcpSlice, UdpSlice};
+
+use super::erspan::ErspanHeader;
+use super::ethernet::{ethertype, EthernetFrame, VlanHeader};
+use super::fragment::{FragmentKey, FragmentStats, Offer, Reassembler};
+use super::gre::GreHeader;
+use super::gtp::{GtpuHeader, GTPU_PORT, G_PDU};
+use super::sll::CookedHeader;
+use super::vxlan::{VxlanHeader, VXLAN_PORT};
+use super::{
+    Decapsulated, IpEndpoints, Layer, LinkType, Stop, StopReason, Transport, Tunnels, VlanStack,
+};
 use crate::time::{Span, Timestamp};
+
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_GRE: u8 = 47;
 
 /// Decapsulator limits.
 #[derive(Clone, Debug)]
@@ -23,40 +43,804 @@ impl Default for DecapConfig {
     }
 }
 
-/// Counters.
+/// Counters: frames by link type and encapsulation, stops by layer and reason.
 #[derive(Clone, Debug, Default)]
-pub struct DecapStats {}
+pub struct DecapStats {
+    /// Frames offered.
+    pub frames: u64,
+    /// Frames by link type: Ethernet, SLL, SLL2, raw IP, NULL/LOOP, other.
+    pub link: [u64; 6],
+    /// Frames with exactly one VLAN tag (innermost Ethernet).
+    pub tagged: u64,
+    /// Frames with two or more tags.
+    pub qinq: u64,
+    /// Frames through GRE (transparent Ethernet bridging).
+    pub gre_teb: u64,
+    /// Frames through GRE carrying IP.
+    pub gre_ip: u64,
+    /// Frames through ERSPAN type I/II.
+    pub erspan2: u64,
+    /// Frames through ERSPAN type III.
+    pub erspan3: u64,
+    /// Frames through VXLAN.
+    pub vxlan: u64,
+    /// Frames through GTP-U.
+    pub gtp: u64,
+    /// Innermost IPv4 packets.
+    pub ipv4: u64,
+    /// Innermost IPv6 packets.
+    pub ipv6: u64,
+    /// UDP datagrams.
+    pub udp: u64,
+    /// TCP segments.
+    pub tcp: u64,
+    /// Other IP protocols.
+    pub other_ip: u64,
+    /// Stops, by layer then reason kind.
+    pub stops: [[u64; StopReason::KINDS]; Layer::ALL.len()],
+    /// IPv4 reassembly counters.
+    pub fragments: FragmentStats,
+}
+
+const LINK_NAMES: [&str; 6] = [
+    "ethernet",
+    "linux_sll",
+    "linux_sll2",
+    "raw_ip",
+    "null_loop",
+    "other_link",
+];
 
 impl DecapStats {
-    /// (name, count) of frames by encapsulation seen (vlan, qinq, sll, gre, erspan2, ...).
+    /// (name, count) of frames by link type and encapsulation (for reports; not a hot path).
     pub fn encapsulations(&self) -> Vec<(&'static str, u64)> {
-        todo!()
+        let mut v: Vec<(&'static str, u64)> = LINK_NAMES
+            .iter()
+            .zip(self.link)
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, n)| (*name, n))
+            .collect();
+        v.extend([
+            ("vlan_tagged", self.tagged),
+            ("qinq", self.qinq),
+            ("gre", self.gre_teb),
+            ("gre_ip", self.gre_ip),
+            ("erspan2", self.erspan2),
+            ("erspan3", self.erspan3),
+            ("vxlan", self.vxlan),
+            ("gtp_u", self.gtp),
+            ("ipv4", self.ipv4),
+            ("ipv6", self.ipv6),
+            ("ipv4_fragments", self.fragments.fragments),
+            ("ipv4_reassembled", self.fragments.reassembled),
+            ("udp", self.udp),
+            ("tcp", self.tcp),
+            ("other_ip", self.other_ip),
+        ]);
+        v
     }
-    /// (reason, count) of frames that stopped early, by "layer/reason".
+
+    /// ("layer/reason", count) of frames that stopped early, non-zero only.
     pub fn stops(&self) -> Vec<(String, u64)> {
-        todo!()
+        let mut v = Vec::new();
+        for layer in Layer::ALL {
+            for (kind, &n) in self.stops[layer.index()].iter().enumerate() {
+                if n > 0 {
+                    v.push((
+                        format!("{}/{}", layer.name(), StopReason::kind_name(kind)),
+                        n,
+                    ));
+                }
+            }
+        }
+        v
+    }
+
+    /// Frames that stopped for `reason` at `layer`.
+    pub fn stop_count(&self, layer: Layer, reason: StopReason) -> u64 {
+        self.stops[layer.index()][reason.index()]
     }
 }
 
-/// Stateful (fragment reassembly) decapsulator.
-pub struct Decapsulator {}
+/// Stateful decapsulator (the state is the IPv4 reassembler).
+pub struct Decapsulator {
+    config: DecapConfig,
+    fragments: Reassembler,
+    stats: DecapStats,
+}
+
+/// What to decode next.
+enum Next<'a> {
+    /// An Ethernet header.
+    Ethernet(&'a [u8]),
+    /// A payload announced by an ethertype (after a link header or a tag).
+    EtherType(u16, &'a [u8]),
+    /// An IP packet whose version is in its first nibble.
+    Ip(&'a [u8]),
+    /// An IP payload of protocol `proto`.
+    Transport(u8, &'a [u8]),
+}
 
 impl Decapsulator {
     /// New decapsulator.
-    pub fn new(_config: DecapConfig) -> Self {
-        todo!()
+    pub fn new(config: DecapConfig) -> Self {
+        let fragments = Reassembler::new(config.max_fragment_bytes, config.fragment_timeout);
+        Decapsulator {
+            config,
+            fragments,
+            stats: DecapStats::default(),
+        }
     }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &DecapStats {
+        &self.stats
+    }
+
     /// Decodes one frame captured at `now` on a link of type `link`.
     pub fn decapsulate<'a>(
         &'a mut self,
-        _now: Timestamp,
-        _link: LinkType,
-        _frame: &'a [u8],
+        now: Timestamp,
+        link: LinkType,
+        frame: &'a [u8],
     ) -> Decapsulated<'a> {
-        todo!()
+        let Decapsulator {
+            config,
+            fragments,
+            stats,
+        } = self;
+        let mut fragments = Some(fragments);
+        stats.frames += 1;
+        let mut d = Decapsulated {
+            vlans: VlanStack::new(),
+            outer_vlans: VlanStack::new(),
+            tunnels: Tunnels::none(),
+            ethertype: 0,
+            ip: None,
+            transport: Transport::None,
+            stop: None,
+        };
+        let offset_of = |buf: &[u8]| {
+            let off = (buf.as_ptr() as usize).wrapping_sub(frame.as_ptr() as usize);
+            if off <= frame.len() {
+                off
+            } else {
+                0
+            }
+        };
+        let mut depth: u8 = 0;
+        let link_index = match link {
+            LinkType::Ethernet => 0,
+            LinkType::LinuxSll => 1,
+            LinkType::LinuxSll2 => 2,
+            LinkType::RawIp | LinkType::Ipv4 | LinkType::Ipv6 => 3,
+            LinkType::Null | LinkType::Loop => 4,
+            LinkType::Unknown(_) => 5,
+        };
+        stats.link[link_index] += 1;
+
+        let mut stop = |d: &mut Decapsulated<'a>, layer: Layer, at: &[u8], reason: StopReason| {
+            stats.stops[layer.index()][reason.index()] += 1;
+            d.stop = Some(Stop {
+                layer,
+                offset: offset_of(at),
+                reason,
+            });
+        };
+
+        let mut next = match link {
+            LinkType::Ethernet => Next::Ethernet(frame),
+            LinkType::LinuxSll | LinkType::LinuxSll2 => {
+                let h = if link == LinkType::LinuxSll {
+                    CookedHeader::new_checked_v1(frame)
+                } else {
+                    CookedHeader::new_checked_v2(frame)
+                };
+                match h {
+                    Ok(h) => Next::EtherType(h.protocol(), h.payload()),
+                    Err(_) => {
+                        stop(&mut d, Layer::Link, frame, StopReason::Truncated);
+                        return finish(d, stats);
+                    }
+                }
+            }
+            LinkType::RawIp => Next::Ip(frame),
+            LinkType::Ipv4 => Next::EtherType(ethertype::IPV4, frame),
+            LinkType::Ipv6 => Next::EtherType(ethertype::IPV6, frame),
+            LinkType::Null | LinkType::Loop => {
+                let Some(af) = frame.get(..4) else {
+                    stop(&mut d, Layer::Link, frame, StopReason::Truncated);
+                    return finish(d, stats);
+                };
+                let af = if link == LinkType::Null {
+                    u32::from_le_bytes([af[0], af[1], af[2], af[3]])
+                } else {
+                    u32::from_be_bytes([af[0], af[1], af[2], af[3]])
+                };
+                match af {
+                    2 => Next::EtherType(ethertype::IPV4, &frame[4..]),
+                    10 | 24 | 28 | 30 => Next::EtherType(ethertype::IPV6, &frame[4..]),
+                    _ => {
+                        stop(&mut d, Layer::Link, frame, StopReason::Malformed);
+                        return finish(d, stats);
+                    }
+                }
+            }
+            LinkType::Unknown(_) => {
+                stop(&mut d, Layer::Link, frame, StopReason::UnsupportedLinkType);
+                return finish(d, stats);
+            }
+        };
+
+        loop {
+            next = match next {
+                Next::Ethernet(buf) => match EthernetFrame::new_checked(buf) {
+                    Ok(eth) => {
+                        let t = eth.ethertype();
+                        // Ethernet's payload borrows `buf`, so re-slice from it.
+                        Next::EtherType(t, &buf[super::ethernet::HEADER_LEN..])
+                    }
+                    Err(_) => {
+                        stop(&mut d, Layer::Link, buf, StopReason::Truncated);
+                        break;
+                    }
+                },
+                Next::EtherType(t, buf) if ethertype::is_vlan(t) => {
+                    match VlanHeader::new_checked(buf) {
+                        Ok(tag) => {
+                            if !d.vlans.push(tag.tag(t)) {
+                                stop(&mut d, Layer::Vlan, buf, StopReason::TooManyVlans);
+                                break;
+                            }
+                            Next::EtherType(
+                                tag.inner_ethertype(),
+                                &buf[super::ethernet::VLAN_TAG_LEN..],
+                            )
+                        }
+                        Err(_) => {
+                            stop(&mut d, Layer::Vlan, buf, StopReason::Truncated);
+                            break;
+                        }
+                    }
+                }
+                Next::EtherType(t, buf) => {
+                    d.ethertype = t;
+                    match t {
+                        ethertype::IPV4 | ethertype::IPV6 => Next::Ip(buf),
+                        other => {
+                            stop(
+                                &mut d,
+                                Layer::Link,
+                                buf,
+                                StopReason::UnsupportedEtherType(other),
+                            );
+                            break;
+                        }
+                    }
+                }
+                Next::Ip(buf) => match buf.first().map(|b| b >> 4) {
+                    Some(4) => match Ipv4Slice::from_slice(buf) {
+                        Ok(ip) => {
+                            let h = ip.header();
+                            let proto = h.protocol().0;
+                            d.ip = Some(IpEndpoints {
+                                src: IpAddr::V4(h.source_addr()),
+                                dst: IpAddr::V4(h.destination_addr()),
+                                protocol: proto,
+                            });
+                            let p = ip.payload();
+                            if !p.fragmented {
+                                Next::Transport(proto, p.payload)
+                            } else {
+                                let key = FragmentKey {
+                                    src: h.source_addr(),
+                                    dst: h.destination_addr(),
+                                    protocol: proto,
+                                    id: h.identification(),
+                                };
+                                let offset = h.fragments_offset().byte_offset() as usize;
+                                let Some(r) = fragments.take() else {
+                                    // Already reassembled once in this frame (a fragmented
+                                    // tunnel inside a fragmented tunnel): not supported.
+                                    stop(&mut d, Layer::Ipv4, buf, StopReason::FragmentDropped);
+                                    break;
+                                };
+                                stats.fragments.timed_out = r.stats().timed_out;
+                                match r.offer(now, key, offset, h.more_fragments(), p.payload) {
+                                    Offer::Complete(whole) => {
+                                        stats.fragments.fragments += 1;
+                                        stats.fragments.reassembled += 1;
+                                        Next::Transport(proto, whole)
+                                    }
+                                    Offer::Pending => {
+                                        stats.fragments.fragments += 1;
+                                        stop(&mut d, Layer::Ipv4, buf, StopReason::FragmentPending);
+                                        break;
+                                    }
+                                    Offer::Dropped => {
+                                        stats.fragments.dropped += 1;
+                                        stop(&mut d, Layer::Ipv4, buf, StopReason::FragmentDropped);
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            let reason = match e {
+                                etherparse::err::ipv4::SliceError::Len(_) => StopReason::Truncated,
+                                _ => StopReason::Malformed,
+                            };
+                            stop(&mut d, Layer::Ipv4, buf, reason);
+                            break;
+                        }
+                    },
+                    Some(6) => match Ipv6Slice::from_slice(buf) {
+                        Ok(ip) => {
+                            let h = ip.header();
+                            let p = ip.payload();
+                            let proto = p.ip_number.0;
+                            d.ip = Some(IpEndpoints {
+                                src: IpAddr::V6(h.source_addr()),
+                                dst: IpAddr::V6(h.destination_addr()),
+                                protocol: proto,
+                            });
+                            if p.fragmented {
+                                stop(&mut d, Layer::Ipv6, buf, StopReason::Ipv6Fragment);
+                                break;
+                            }
+                            Next::Transport(proto, p.payload)
+                        }
+                        Err(e) => {
+                            let reason = match e {
+                                etherparse::err::ipv6::SliceError::Len(_) => StopReason::Truncated,
+                                _ => StopReason::Malformed,
+                            };
+                            stop(&mut d, Layer::Ipv6, buf, reason);
+                            break;
+                        }
+                    },
+                    Some(_) => {
+                        stop(&mut d, Layer::Ipv4, buf, StopReason::Malformed);
+                        break;
+                    }
+                    None => {
+                        stop(&mut d, Layer::Ipv4, buf, StopReason::Truncated);
+                        break;
+                    }
+                },
+                Next::Transport(IPPROTO_UDP, buf) => match UdpSlice::from_slice(buf) {
+                    Ok(udp) => {
+                        let (sp, dp) = (udp.source_port(), udp.destination_port());
+                        let payload = udp.payload();
+                        let can_nest = depth < config.max_tunnel_depth;
+                        if can_nest && (dp == VXLAN_PORT) {
+                            if let Ok(vx) = VxlanHeader::new_checked(payload) {
+                                depth += 1;
+                                enter_tunnel(&mut d, Tunnels::VXLAN);
+                                stats.vxlan += 1;
+                                next = Next::Ethernet(vx.payload());
+                                continue;
+                            }
+                        }
+                        if can_nest && (dp == GTPU_PORT || sp == GTPU_PORT) {
+                            if let Ok(g) = GtpuHeader::new_checked(payload) {
+                                if g.message_type() == G_PDU
+                                    && matches!(g.payload().first().map(|b| b >> 4), Some(4 | 6))
+                                {
+                                    depth += 1;
+                                    d.tunnels.insert(Tunnels::GTP);
+                                    stats.gtp += 1;
+                                    next = Next::Ip(g.payload());
+                                    continue;
+                                }
+                            }
+                        }
+                        d.transport = Transport::Udp {
+                            src_port: sp,
+                            dst_port: dp,
+                            payload,
+                        };
+                        break;
+                    }
+                    Err(_) => {
+                        stop(&mut d, Layer::Udp, buf, StopReason::Truncated);
+                        break;
+                    }
+                },
+                Next::Transport(IPPROTO_TCP, buf) => match TcpSlice::from_slice(buf) {
+                    Ok(tcp) => {
+                        d.transport = Transport::Tcp {
+                            src_port: tcp.source_port(),
+                            dst_port: tcp.destination_port(),
+                            payload: tcp.payload(),
+                        };
+                        break;
+                    }
+                    Err(e) => {
+                        let reason = match e {
+                            etherparse::err::tcp::HeaderSliceError::Len(_) => StopReason::Truncated,
+                            _ => StopReason::Malformed,
+                        };
+                        stop(&mut d, Layer::Tcp, buf, reason);
+                        break;
+                    }
+                },
+                Next::Transport(IPPROTO_GRE, buf) if depth < config.max_tunnel_depth => {
+                    let gre = match GreHeader::new_checked(buf) {
+                        Ok(g) => g,
+                        Err(e) => {
+                            let reason = match e {
+                                super::Error::Truncated => StopReason::Truncated,
+                                super::Error::Malformed => StopReason::Malformed,
+                            };
+                            stop(&mut d, Layer::Gre, buf, reason);
+                            break;
+                        }
+                    };
+                    if gre.version() != 0 {
+                        stop(
+                            &mut d,
+                            Layer::Gre,
+                            buf,
+                            StopReason::UnsupportedGre(gre.protocol()),
+                        );
+                        break;
+                    }
+                    depth += 1;
+                    match gre.protocol() {
+                        ethertype::TEB => {
+                            enter_tunnel(&mut d, Tunnels::GRE_TEB);
+                            stats.gre_teb += 1;
+                            Next::Ethernet(gre.payload())
+                        }
+                        ethertype::ERSPAN2 => {
+                            enter_tunnel(&mut d, Tunnels::ERSPAN2);
+                            stats.erspan2 += 1;
+                            if gre.has_sequence() {
+                                match ErspanHeader::new_checked_type2(gre.payload()) {
+                                    Ok(h) => Next::Ethernet(h.payload()),
+                                    Err(_) => {
+                                        stop(
+                                            &mut d,
+                                            Layer::Erspan,
+                                            gre.payload(),
+                                            StopReason::Truncated,
+                                        );
+                                        break;
+                                    }
+                                }
+                            } else {
+                                // ERSPAN type I: no ERSPAN header.
+                                Next::Ethernet(gre.payload())
+                            }
+                        }
+                        ethertype::ERSPAN3 => {
+                            enter_tunnel(&mut d, Tunnels::ERSPAN3);
+                            stats.erspan3 += 1;
+                            match ErspanHeader::new_checked_type3(gre.payload()) {
+                                Ok(h) => Next::Ethernet(h.payload()),
+                                Err(_) => {
+                                    stop(
+                                        &mut d,
+                                        Layer::Erspan,
+                                        gre.payload(),
+                                        StopReason::Truncated,
+                                    );
+                                    break;
+                                }
+                            }
+                        }
+                        ethertype::IPV4 | ethertype::IPV6 => {
+                            d.tunnels.insert(Tunnels::GRE_IP);
+                            stats.gre_ip += 1;
+                            Next::Ip(gre.payload())
+                        }
+                        other => {
+                            stop(&mut d, Layer::Gre, buf, StopReason::UnsupportedGre(other));
+                            break;
+                        }
+                    }
+                }
+                Next::Transport(IPPROTO_GRE, buf) => {
+                    stop(&mut d, Layer::Gre, buf, StopReason::TooDeep);
+                    break;
+                }
+                Next::Transport(_, _) => {
+                    d.transport = Transport::Other;
+                    break;
+                }
+            };
+        }
+        finish(d, stats)
     }
-    /// Counters so far.
-    pub fn stats(&self) -> &DecapStats {
-        todo!()
+}
+
+/// Entering a tunnel's inner Ethernet frame: the outermost tags are kept as `outer_vlans`, the
+/// inner frame's tags start afresh; the outer IP header is no longer the innermost.
+fn enter_tunnel(d: &mut Decapsulated<'_>, t: Tunnels) {
+    if d.tunnels.is_empty() {
+        d.outer_vlans = d.vlans;
+    }
+    d.vlans = VlanStack::new();
+    d.ip = None;
+    d.tunnels.insert(t);
+}
+
+/// Counts the layers of a finished result.
+fn finish<'a>(d: Decapsulated<'a>, stats: &mut DecapStats) -> Decapsulated<'a> {
+    match d.vlans.len() {
+        0 => {}
+        1 => stats.tagged += 1,
+        _ => stats.qinq += 1,
+    }
+    match d.ip.map(|ip| ip.src) {
+        Some(IpAddr::V4(_)) => stats.ipv4 += 1,
+        Some(IpAddr::V6(_)) => stats.ipv6 += 1,
+        None => {}
+    }
+    match d.transport {
+        Transport::Udp { .. } => stats.udp += 1,
+        Transport::Tcp { .. } => stats.tcp += 1,
+        Transport::Other => stats.other_ip += 1,
+        Transport::None => {}
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    fn ts(ms: i64) -> Timestamp {
+        Timestamp::from_nanos(ms * 1_000_000)
+    }
+
+    /// Ethernet + tags + IPv4 + UDP with `payload`.
+    fn udp_frame(tags: &[(u16, u16)], payload: &[u8], frag: Option<(u16, bool)>) -> Vec<u8> {
+        let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
+        for &(tpid, vid) in tags {
+            f.extend_from_slice(&tpid.to_be_bytes());
+            f.extend_from_slice(&vid.to_be_bytes());
+        }
+        f.extend_from_slice(&0x0800u16.to_be_bytes());
+        let udp_len = 8 + payload.len();
+        let mut ip = vec![0x45, 0];
+        ip.extend_from_slice(&((20 + udp_len) as u16).to_be_bytes());
+        ip.extend_from_slice(&[0, 1]);
+        let (off, mf) = frag.unwrap_or((0, false));
+        ip.extend_from_slice(&((off / 8) | if mf { 0x2000 } else { 0 }).to_be_bytes());
+        ip.extend_from_slice(&[64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&4000u16.to_be_bytes());
+        f.extend_from_slice(&5000u16.to_be_bytes());
+        f.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn tags_up_to_four_then_stop() {
+        let mut d = Decapsulator::new(DecapConfig::default());
+        for n in 0..=5u16 {
+            let tags: Vec<(u16, u16)> = (0..n)
+                .map(|i| (if i == 0 { 0x88A8 } else { 0x8100 }, 100 + i))
+                .collect();
+            let f = udp_frame(&tags, b"hello", None);
+            let r = d.decapsulate(ts(0), LinkType::Ethernet, &f);
+            if n <= 4 {
+                assert_eq!(
+                    r.vlans.ids().collect::<Vec<_>>(),
+                    (0..n).map(|i| 100 + i).collect::<Vec<_>>()
+                );
+                assert_eq!(
+                    r.transport,
+                    Transport::Udp {
+                        src_port: 4000,
+                        dst_port: 5000,
+                        payload: b"hello"
+                    }
+                );
+                assert_eq!(r.stop, None);
+            } else {
+                assert_eq!(r.stop.unwrap().reason, StopReason::TooManyVlans);
+                // The fifth tag's TCI, after its TPID.
+                assert_eq!(r.stop.unwrap().offset, 12 + 4 * 4 + 2);
+            }
+        }
+        // Two, three and four tags, and the five-tag frame that kept four.
+        assert_eq!(d.stats().qinq, 4);
+        assert_eq!(d.stats().tagged, 1);
+        assert_eq!(
+            d.stats().stop_count(Layer::Vlan, StopReason::TooManyVlans),
+            1
+        );
+    }
+
+    #[test]
+    fn truncation_at_every_length_never_panics_and_is_counted() {
+        let f = udp_frame(&[(0x8100, 85)], b"0123456789", None);
+        let mut d = Decapsulator::new(DecapConfig::default());
+        for len in 0..f.len() {
+            let r = d.decapsulate(ts(0), LinkType::Ethernet, &f[..len]);
+            assert!(r.stop.is_some(), "length {len}");
+        }
+        let total: u64 = d.stats().stops().iter().map(|(_, n)| n).sum();
+        assert_eq!(total, f.len() as u64);
+    }
+
+    #[test]
+    fn sll_raw_and_null_links() {
+        let eth = udp_frame(&[], b"x", None);
+        let ip = &eth[14..];
+        let mut sll = vec![0u8; 16];
+        sll[14..16].copy_from_slice(&[0x08, 0x00]);
+        sll.extend_from_slice(ip);
+        let mut sll2 = vec![0x08, 0x00];
+        sll2.extend_from_slice(&[0u8; 18]);
+        sll2.extend_from_slice(ip);
+        let mut null = 2u32.to_le_bytes().to_vec();
+        null.extend_from_slice(ip);
+        let mut d = Decapsulator::new(DecapConfig::default());
+        for (link, buf) in [
+            (LinkType::LinuxSll, &sll[..]),
+            (LinkType::LinuxSll2, &sll2[..]),
+            (LinkType::RawIp, ip),
+            (LinkType::Ipv4, ip),
+            (LinkType::Null, &null[..]),
+        ] {
+            let r = d.decapsulate(ts(0), link, buf);
+            assert!(
+                matches!(r.transport, Transport::Udp { dst_port: 5000, .. }),
+                "{link:?}"
+            );
+        }
+        let r = d.decapsulate(ts(0), LinkType::Unknown(147), ip);
+        assert_eq!(r.stop.unwrap().reason, StopReason::UnsupportedLinkType);
+    }
+
+    #[test]
+    fn ipv4_fragments_reassembled_out_of_order() {
+        let payload: Vec<u8> = (0..64u8).collect();
+        // The whole UDP datagram, then cut into IP fragments of 40 and 32 bytes.
+        let whole = udp_frame(&[(0x8100, 85)], &payload, None);
+        let udp = &whole[18 + 20..];
+        let mk = |off: usize, data: &[u8], mf: bool| {
+            let mut f = whole[..18 + 20].to_vec();
+            f[18 + 2..18 + 4].copy_from_slice(&((20 + data.len()) as u16).to_be_bytes());
+            f[18 + 6..18 + 8]
+                .copy_from_slice(&(((off / 8) as u16) | if mf { 0x2000 } else { 0 }).to_be_bytes());
+            f.extend_from_slice(data);
+            f
+        };
+        let first = mk(0, &udp[..40], true);
+        let second = mk(40, &udp[40..], false);
+        let mut d = Decapsulator::new(DecapConfig::default());
+        let r = d.decapsulate(ts(0), LinkType::Ethernet, &second);
+        assert_eq!(r.stop.unwrap().reason, StopReason::FragmentPending);
+        let r = d.decapsulate(ts(1), LinkType::Ethernet, &first);
+        assert_eq!(
+            r.transport,
+            Transport::Udp {
+                src_port: 4000,
+                dst_port: 5000,
+                payload: &payload[..]
+            }
+        );
+        assert_eq!(r.vlans.ids().collect::<Vec<_>>(), vec![85]);
+        assert_eq!(d.stats().fragments.reassembled, 1);
+    }
+
+    #[test]
+    fn vxlan_and_gre_tunnels() {
+        let inner = udp_frame(&[(0x8100, 20)], b"rtp", None);
+        // VXLAN: outer Ethernet/VLAN 5/IPv4/UDP 4789.
+        let mut vx = vec![0x08, 0, 0, 0, 0, 0, 0x2A, 0];
+        vx.extend_from_slice(&inner);
+        let mut outer = udp_frame(&[(0x8100, 5)], &vx, None);
+        outer[18 + 20 + 2..18 + 20 + 4].copy_from_slice(&4789u16.to_be_bytes());
+        let mut d = Decapsulator::new(DecapConfig::default());
+        let r = d.decapsulate(ts(0), LinkType::Ethernet, &outer);
+        assert!(r.tunnels.contains(Tunnels::VXLAN));
+        assert_eq!(r.vlans.ids().collect::<Vec<_>>(), vec![20]);
+        assert_eq!(r.outer_vlans.ids().collect::<Vec<_>>(), vec![5]);
+        assert!(matches!(
+            r.transport,
+            Transport::Udp {
+                payload: b"rtp",
+                ..
+            }
+        ));
+    }
+
+    fn public(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/testdata/public")
+            .join(name)
+    }
+
+    /// (inner VLAN ids, innermost IP protocol or ethertype) -> frames, for a whole capture.
+    fn census(name: &str) -> (BTreeMap<(Vec<u16>, String), u64>, DecapStats) {
+        let mut cap = pcap::Capture::from_file(public(name)).unwrap();
+        let link = LinkType::from_dlt(cap.get_datalink().0);
+        let mut d = Decapsulator::new(DecapConfig::default());
+        let mut out = BTreeMap::new();
+        let mut n = 0;
+        while let Ok(p) = cap.next_packet() {
+            n += 1;
+            let r = d.decapsulate(ts(n), link, p.data);
+            let what = match (r.ip, r.stop) {
+                (Some(ip), _) => format!("ip{}", ip.protocol),
+                (
+                    None,
+                    Some(Stop {
+                        reason: StopReason::UnsupportedEtherType(t),
+                        ..
+                    }),
+                ) => {
+                    format!("0x{t:04x}")
+                }
+                (None, s) => format!("{s:?}"),
+            };
+            *out.entry((r.vlans.ids().collect(), what)).or_insert(0) += 1;
+        }
+        (out, d.stats().clone())
+    }
+
+    fn key(vlans: &[u16], what: &str) -> (Vec<u16>, String) {
+        (vlans.to_vec(), what.to_owned())
+    }
+
+    #[test]
+    fn erspan_type2_capture() {
+        // tcpdump's erspan-type-ii-3.pcap: 108 frames in GRE/ERSPAN II; inner VLAN 1 (28 frames)
+        // and VLAN 865 (10 frames, ARP), the rest untagged STP (LLC, no ethertype).
+        let (c, s) = census("tcpdump-erspan-type-ii-3.pcap");
+        assert_eq!(s.erspan2, 108);
+        assert_eq!(
+            c.iter()
+                .filter(|(k, _)| k.0 == [1])
+                .map(|(_, n)| n)
+                .sum::<u64>(),
+            28
+        );
+        assert_eq!(c[&key(&[865], "0x0806")], 10);
+        assert_eq!(
+            c.iter()
+                .filter(|(k, _)| k.0.is_empty())
+                .map(|(_, n)| n)
+                .sum::<u64>(),
+            70
+        );
+    }
+
+    #[test]
+    fn erspan_type3_capture() {
+        // zeek's gre-erspan3-dot1q.pcap: 2 frames, ERSPAN III, inner VLAN 10, ICMP.
+        let (c, s) = census("zeek-gre-erspan3-dot1q.pcap");
+        assert_eq!(s.erspan3, 2);
+        assert_eq!(c[&key(&[10], "ip1")], 2);
+    }
+
+    #[test]
+    fn qinq_captures() {
+        // tcpdump's 802.1ad_QinQ.pcap: S-tag 0x88a8 then C-tag 2001, ARP.
+        let (c, s) = census("tcpdump-802.1ad_QinQ.pcap");
+        assert_eq!(s.qinq, 2);
+        let (k, n) = c.iter().next().unwrap();
+        assert_eq!((k.0.last(), k.1.as_str(), *n), (Some(&2001), "0x0806", 2));
+        // zeek's q-in-q.pcap: double 0x8100 tags 13/10, 4 UDP frames and one other.
+        let (c, _) = census("zeek-q-in-q.pcap");
+        assert_eq!(c[&key(&[13, 10], "ip17")], 4);
+        // nDPI's regression file: VLAN 107 and QinQ 4006/20 RTP, GTP-U in 3243/10.
+        let (c, s) = census("ndpi-false_positives-vlan-qinq-rtp.pcapng");
+        assert_eq!(c[&key(&[107], "ip17")], 30);
+        assert_eq!(c[&key(&[4006, 20], "ip17")], 30);
+        assert_eq!(c[&key(&[3243, 10], "ip17")], 50);
+        // GTP-U also carries TCP in QinQ 3394/113.
+        assert_eq!(c[&key(&[3394, 113], "ip6")], 4);
+        assert_eq!(s.gtp, 54);
     }
 }

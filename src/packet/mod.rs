@@ -15,13 +15,12 @@
 
 use std::net::IpAddr;
 
-use crate::time::Timestamp;
-
 pub mod decap;
 pub mod erspan;
 pub mod ethernet;
 pub mod fragment;
 pub mod gre;
+pub mod gtp;
 pub mod rtcp;
 pub mod rtp;
 pub mod sll;
@@ -153,6 +152,8 @@ impl Tunnels {
     pub const VXLAN: Tunnels = Tunnels(8);
     /// GRE carrying IP directly.
     pub const GRE_IP: Tunnels = Tunnels(16);
+    /// GTP-U (UDP 2152) carrying IP.
+    pub const GTP: Tunnels = Tunnels(32);
 
     /// No tunnel.
     pub const fn none() -> Self {
@@ -178,6 +179,7 @@ impl Tunnels {
             (Tunnels::ERSPAN3, "erspan3"),
             (Tunnels::VXLAN, "vxlan"),
             (Tunnels::GRE_IP, "gre-ip"),
+            (Tunnels::GTP, "gtp-u"),
         ]
         .into_iter()
         .filter(move |(t, _)| self.contains(*t))
@@ -244,6 +246,44 @@ pub enum Layer {
     Erspan,
     /// VXLAN header.
     Vxlan,
+    /// GTP-U header.
+    Gtp,
+}
+
+impl Layer {
+    /// Every layer, in index order.
+    pub const ALL: [Layer; 10] = [
+        Layer::Link,
+        Layer::Vlan,
+        Layer::Ipv4,
+        Layer::Ipv6,
+        Layer::Udp,
+        Layer::Tcp,
+        Layer::Gre,
+        Layer::Erspan,
+        Layer::Vxlan,
+        Layer::Gtp,
+    ];
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layer::Link => "link",
+            Layer::Vlan => "vlan",
+            Layer::Ipv4 => "ipv4",
+            Layer::Ipv6 => "ipv6",
+            Layer::Udp => "udp",
+            Layer::Tcp => "tcp",
+            Layer::Gre => "gre",
+            Layer::Erspan => "erspan",
+            Layer::Vxlan => "vxlan",
+            Layer::Gtp => "gtp",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// Why decoding stopped before reaching a transport payload. Small and `Copy`: the hot path
@@ -270,6 +310,57 @@ pub enum StopReason {
     UnsupportedGre(u16),
     /// A later IPv6/IPv4 fragment we cannot use (IPv6 fragments are not reassembled).
     Ipv6Fragment,
+}
+
+impl StopReason {
+    /// Number of reason kinds (for counter arrays).
+    pub const KINDS: usize = 10;
+
+    /// Index of the reason kind (code points are folded).
+    pub(crate) fn index(self) -> usize {
+        match self {
+            StopReason::Truncated => 0,
+            StopReason::Malformed => 1,
+            StopReason::UnsupportedEtherType(_) => 2,
+            StopReason::UnsupportedLinkType => 3,
+            StopReason::TooManyVlans => 4,
+            StopReason::TooDeep => 5,
+            StopReason::FragmentPending => 6,
+            StopReason::FragmentDropped => 7,
+            StopReason::UnsupportedGre(_) => 8,
+            StopReason::Ipv6Fragment => 9,
+        }
+    }
+
+    /// Name of the reason kind at `index`.
+    pub(crate) fn kind_name(index: usize) -> &'static str {
+        [
+            "truncated",
+            "malformed",
+            "other_ethertype",
+            "unsupported_link_type",
+            "too_many_vlans",
+            "too_deep",
+            "fragment_pending",
+            "fragment_dropped",
+            "unsupported_gre",
+            "ipv6_fragment",
+        ]
+        .get(index)
+        .copied()
+        .unwrap_or("unknown")
+    }
+}
+
+/// Why a view could not be built over a buffer. Small and `Copy` (hot path).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Error {
+    /// The buffer is shorter than the header (or a length field) says.
+    #[error("truncated")]
+    Truncated,
+    /// A field has an impossible value.
+    #[error("malformed")]
+    Malformed,
 }
 
 /// Where and why decoding stopped.
