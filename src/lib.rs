@@ -21,6 +21,7 @@
 
 pub mod capture;
 pub mod codec;
+pub mod flow;
 pub mod media;
 pub mod packet;
 pub mod time;
