@@ -24,5 +24,6 @@ pub mod codec;
 pub mod flow;
 pub mod media;
 pub mod packet;
+pub mod sip;
 pub mod time;
 pub mod vlantest;

@@ -1,0 +1,254 @@
+//! SDP (RFC 4566) as SIP carries it: connection addresses (session or media level), media lines,
+//! `a=rtpmap` payload formats, `a=ptime`, direction attributes and `a=rtcp`. Only what media
+//! endpoints need; unknown lines are skipped.
+
+use std::net::IpAddr;
+
+use super::Error;
+use crate::codec::{static_payload_format, Codec, PayloadFormat, PayloadMap};
+
+/// Media direction (RFC 3264 hold semantics).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum Direction {
+    /// Both ways.
+    #[default]
+    SendRecv,
+    /// Only from the SDP's author (the other party is on hold).
+    SendOnly,
+    /// Only to the SDP's author.
+    RecvOnly,
+    /// Neither (held).
+    Inactive,
+}
+
+impl Direction {
+    fn parse(attr: &str) -> Option<Direction> {
+        Some(match attr {
+            "sendrecv" => Direction::SendRecv,
+            "sendonly" => Direction::SendOnly,
+            "recvonly" => Direction::RecvOnly,
+            "inactive" => Direction::Inactive,
+            _ => return None,
+        })
+    }
+}
+
+/// One `m=` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Media {
+    /// `audio`, `video`, ...
+    pub kind: String,
+    /// Port (0 = rejected stream).
+    pub port: u16,
+    /// Transport protocol (`RTP/AVP`, `RTP/SAVP`, ...).
+    pub proto: String,
+    /// Payload types offered, in preference order.
+    pub formats: Vec<u8>,
+    /// Connection address in effect (media level, else session level).
+    pub connection: Option<IpAddr>,
+    /// Payload formats (rtpmap + static table).
+    pub payloads: PayloadMap,
+    /// Direction in effect (media level, else session level, else sendrecv).
+    pub direction: Direction,
+    /// Packetisation time, ms.
+    pub ptime: Option<u32>,
+    /// RTCP port from `a=rtcp` (else port + 1).
+    pub rtcp_port: Option<u16>,
+}
+
+impl Media {
+    /// True for old-style hold (`c=IN IP4 0.0.0.0`) or a hold direction.
+    pub fn is_hold(&self) -> bool {
+        self.connection.is_some_and(|a| a.is_unspecified())
+            || matches!(self.direction, Direction::SendOnly | Direction::Inactive)
+    }
+}
+
+/// A parsed session description.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionDescription {
+    /// Media sections.
+    pub media: Vec<Media>,
+}
+
+fn parse_connection(value: &str) -> Option<IpAddr> {
+    // c=IN IP4 10.0.0.1[/ttl]
+    let mut parts = value.split_whitespace();
+    let _net = parts.next()?;
+    let _family = parts.next()?;
+    let addr = parts.next()?.split('/').next()?;
+    addr.parse().ok()
+}
+
+impl SessionDescription {
+    /// Parses an SDP body.
+    pub fn parse(body: &[u8]) -> Result<SessionDescription, Error> {
+        let text = std::str::from_utf8(body).map_err(|_| Error::NotUtf8)?;
+        let mut session_conn = None;
+        let mut session_dir = None;
+        let mut media: Vec<Media> = Vec::new();
+        let mut media_conn: Vec<Option<IpAddr>> = Vec::new();
+        let mut media_dir: Vec<Option<Direction>> = Vec::new();
+        let mut saw_version = false;
+        for line in text.lines() {
+            let line = line.trim_end();
+            let Some((kind, value)) = line.split_once('=') else {
+                continue;
+            };
+            match kind {
+                "v" => saw_version = true,
+                "c" => {
+                    let c = parse_connection(value);
+                    if let Some(slot) = media_conn.last_mut() {
+                        *slot = c;
+                    } else {
+                        session_conn = c;
+                    }
+                }
+                "m" => {
+                    let mut p = value.split_whitespace();
+                    let kind = p.next().ok_or(Error::Sdp)?.to_owned();
+                    let port = p
+                        .next()
+                        .and_then(|x| x.split('/').next())
+                        .and_then(|x| x.parse().ok())
+                        .ok_or(Error::Sdp)?;
+                    let proto = p.next().ok_or(Error::Sdp)?.to_owned();
+                    let formats: Vec<u8> = p.filter_map(|f| f.parse().ok()).take(32).collect();
+                    let mut payloads = PayloadMap::new();
+                    for &pt in &formats {
+                        if let Some(f) = static_payload_format(pt) {
+                            payloads.insert(pt, f);
+                        }
+                    }
+                    media.push(Media {
+                        kind,
+                        port,
+                        proto,
+                        formats,
+                        connection: None,
+                        payloads,
+                        direction: Direction::SendRecv,
+                        ptime: None,
+                        rtcp_port: None,
+                    });
+                    media_conn.push(None);
+                    media_dir.push(None);
+                }
+                "a" => {
+                    let (name, arg) = value.split_once(':').unwrap_or((value, ""));
+                    if let Some(d) = Direction::parse(name) {
+                        match media_dir.last_mut() {
+                            Some(slot) => *slot = Some(d),
+                            None => session_dir = Some(d),
+                        }
+                        continue;
+                    }
+                    let Some(m) = media.last_mut() else {
+                        continue;
+                    };
+                    match name {
+                        "rtpmap" => {
+                            // a=rtpmap:<pt> <encoding>/<clock>[/<channels>]
+                            let Some((pt, enc)) = arg.split_once(' ') else {
+                                continue;
+                            };
+                            let Ok(pt) = pt.trim().parse::<u8>() else {
+                                continue;
+                            };
+                            let mut e = enc.trim().split('/');
+                            let name = e.next().unwrap_or("");
+                            let clock_rate = e.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+                            let channels = e.next().and_then(|c| c.parse().ok()).unwrap_or(1);
+                            m.payloads.insert(
+                                pt,
+                                PayloadFormat {
+                                    codec: Codec::from_encoding_name(name),
+                                    clock_rate,
+                                    channels,
+                                },
+                            );
+                        }
+                        "ptime" => m.ptime = arg.trim().parse().ok(),
+                        "rtcp" => {
+                            m.rtcp_port = arg.split_whitespace().next().and_then(|p| p.parse().ok())
+                        }
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !saw_version {
+            return Err(Error::Sdp);
+        }
+        for (i, m) in media.iter_mut().enumerate() {
+            m.connection = media_conn[i].or(session_conn);
+            m.direction = media_dir[i].or(session_dir).unwrap_or_default();
+        }
+        Ok(SessionDescription { media })
+    }
+
+    /// The first audio section with a non-zero port.
+    pub fn audio(&self) -> Option<&Media> {
+        self.media.iter().find(|m| m.kind == "audio" && m.port != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &[u8] = b"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+m=audio 16384 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
+a=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\nm=video 0 RTP/AVP 34\r\n";
+
+    #[test]
+    fn offer() {
+        let s = SessionDescription::parse(OFFER).unwrap();
+        assert_eq!(s.media.len(), 2);
+        let a = s.audio().unwrap();
+        assert_eq!(a.port, 16384);
+        assert_eq!(a.connection, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(a.formats, vec![0, 8, 101]);
+        assert_eq!(a.payloads.get(101).unwrap().codec, Codec::TelephoneEvent);
+        assert_eq!(a.payloads.get(8).unwrap().codec, Codec::Pcma);
+        assert_eq!(a.ptime, Some(20));
+        assert!(!a.is_hold());
+    }
+
+    #[test]
+    fn hold_forms_and_media_level_connection() {
+        let s = SessionDescription::parse(
+            b"v=0\r\nc=IN IP4 10.0.0.1\r\na=sendonly\r\nm=audio 4000 RTP/AVP 8\r\nc=IN IP6 ::1\r\n",
+        )
+        .unwrap();
+        let a = s.audio().unwrap();
+        assert_eq!(a.direction, Direction::SendOnly);
+        assert_eq!(a.connection, Some("::1".parse().unwrap()));
+        assert!(a.is_hold());
+        let old =
+            SessionDescription::parse(b"v=0\r\nc=IN IP4 0.0.0.0\r\nm=audio 4000 RTP/AVP 0\r\n")
+                .unwrap();
+        assert!(old.audio().unwrap().is_hold());
+        let opus = SessionDescription::parse(
+            b"v=0\r\nm=audio 5000 RTP/AVP 99\r\na=rtpmap:99 opus/48000/2\r\n",
+        )
+        .unwrap();
+        let f = opus.audio().unwrap().payloads.get(99).unwrap();
+        assert_eq!((f.codec, f.clock_rate, f.channels), (Codec::Opus, 48000, 2));
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(
+            SessionDescription::parse(b"m=audio x RTP/AVP 0\r\n").err(),
+            Some(Error::Sdp)
+        );
+        assert_eq!(SessionDescription::parse(b"hello").err(), Some(Error::Sdp));
+        assert_eq!(
+            SessionDescription::parse(b"\xff\xfe").err(),
+            Some(Error::NotUtf8)
+        );
+    }
+}
