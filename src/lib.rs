@@ -20,10 +20,13 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod capture;
+pub mod cli;
 pub mod codec;
+pub mod engine;
 pub mod flow;
 pub mod media;
 pub mod packet;
+pub mod report;
 pub mod sip;
 pub mod time;
 pub mod vlantest;

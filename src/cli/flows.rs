@@ -13,9 +13,11 @@ use crate::report::Report;
 
 /// Arguments of `flows`.
 #[derive(Debug, Args)]
-#[command(after_help = "Streams are keyed by source, destination and SSRC (an SSRC change starts a \
+#[command(
+    after_help = "Streams are keyed by source, destination and SSRC (an SSRC change starts a \
 new stream). RTP is recognised from SIP/SDP, else heuristically (version 2, plausible payload type, \
-sequence and timestamp progression). Numbers agree with `tshark -q -z rtp,streams`.")]
+sequence and timestamp progression). Numbers agree with `tshark -q -z rtp,streams`."
+)]
 pub(crate) struct FlowsArgs {
     /// Capture file to read (pcap or pcapng; Ethernet, Linux cooked or raw IP).
     #[arg(short = 'r', long = "read", value_name = "FILE")]
@@ -35,7 +37,11 @@ pub(crate) struct FlowsArgs {
 }
 
 pub(crate) fn run(args: FlowsArgs) -> Result<ExitCode> {
-    let input = Input::new(&args.read, args.filter.as_deref(), args.filter_file.as_deref())?;
+    let input = Input::new(
+        &args.read,
+        args.filter.as_deref(),
+        args.filter_file.as_deref(),
+    )?;
     let mut config = EngineConfig::default();
     config.flows.heuristic = !args.no_heuristic;
     let analysis = analyse(&input, config)?;

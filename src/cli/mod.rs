@@ -6,10 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod demo;
-mod extract;
+mod duration;
 mod flows;
 mod offline;
+mod vlantest;
 
 /// silentmon: silent monitoring of contact-center calls from a switch SPAN port.
 ///
@@ -17,7 +17,13 @@ mod offline;
 /// `tshark -z rtp,streams` does), `extract` decodes a stream, a call or a number's calls to WAV.
 /// `demo` runs both on the bundled demo capture.
 #[derive(Debug, Parser)]
-#[command(name = "silentmon", version, about, long_about, propagate_version = true)]
+#[command(
+    name = "silentmon",
+    version,
+    about,
+    long_about,
+    propagate_version = true
+)]
 pub struct Cli {
     /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -35,10 +41,8 @@ pub struct Cli {
 enum Command {
     /// List the RTP streams of a capture: packets, loss, delta, jitter, VLANs, SIP call.
     Flows(flows::FlowsArgs),
-    /// Decode a stream, a SIP call or all calls of a number to a 16-bit PCM WAV file.
-    Extract(extract::ExtractArgs),
-    /// Analyse the bundled demo capture and write the demo agent's call to a WAV file.
-    Demo(demo::DemoArgs),
+    /// Qualify a NIC for 802.1Q-tagged SPAN traffic (listen / send / self / -r FILE).
+    Vlantest(vlantest::VlantestArgs),
 }
 
 /// Runs the command line; the process exit code comes from here.
@@ -47,8 +51,7 @@ pub fn main() -> ExitCode {
     init_logging(cli.verbose, cli.log_json);
     let result = match cli.command {
         Command::Flows(a) => flows::run(a),
-        Command::Extract(a) => extract::run(a),
-        Command::Demo(a) => demo::run(a),
+        Command::Vlantest(a) => vlantest::run(a),
     };
     match result {
         Ok(code) => code,

@@ -161,7 +161,9 @@ pub(crate) fn run(args: VlantestArgs) -> Result<ExitCode> {
             let report = judge_file(&file, exp, args.judge.json)?;
             finish(report, args.judge.json)
         }
-        (None, None) => bail!("say `listen`, `send`, `self` or `-r FILE` (see `silentmon vlantest --help`)"),
+        (None, None) => {
+            bail!("say `listen`, `send`, `self` or `-r FILE` (see `silentmon vlantest --help`)")
+        }
     }
 }
 
@@ -258,7 +260,12 @@ fn print_frame(f: &FrameReport) {
     } else {
         f.vlans
             .iter()
-            .map(|t| format!("vlan {} pcp {} dei {} ({})", t.id, t.pcp, t.dei as u8, t.tpid))
+            .map(|t| {
+                format!(
+                    "vlan {} pcp {} dei {} ({})",
+                    t.id, t.pcp, t.dei as u8, t.tpid
+                )
+            })
             .collect::<Vec<_>>()
             .join(" / ")
     };
@@ -388,9 +395,7 @@ fn finish(report: RunReport, json: bool) -> Result<ExitCode> {
                 "PASS: {} frames tagged with VLAN {} reached the capture stack on {}",
                 t.tagged, report.expected.vlan, report.source
             )?,
-            Verdict::Fail { cause, diagnosis } => {
-                writeln!(out, "FAIL ({cause:?}): {diagnosis}")?
-            }
+            Verdict::Fail { cause, diagnosis } => writeln!(out, "FAIL ({cause:?}): {diagnosis}")?,
         }
     }
     Ok(match report.verdict {
@@ -486,8 +491,8 @@ fn test_id() -> u32 {
 }
 
 fn self_test(a: SelfArgs) -> Result<ExitCode> {
-    let dst_mac = interface_mac(&a.rx)
-        .with_context(|| format!("cannot read the MAC address of {}", a.rx))?;
+    let dst_mac =
+        interface_mac(&a.rx).with_context(|| format!("cannot read the MAC address of {}", a.rx))?;
     let exp = Expectation {
         vlan: a.send.vlan,
         count: a.send.count,

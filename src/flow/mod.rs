@@ -134,10 +134,16 @@ pub struct Stream {
 /// A 5-tuple + SSRC that looks like RTP but is not confirmed yet.
 #[derive(Clone, Debug)]
 struct Candidate {
-    pending: [RtpSample; CONFIRM_PACKETS],
+    /// Packets seen so far (duplicates included, so they count once confirmed).
+    pending: [RtpSample; MAX_PENDING],
     len: usize,
+    /// Steps of progression among them.
+    steps: usize,
     vlans: VlanStack,
 }
+
+/// Most packets a candidate holds (progressing ones plus duplicates) before starting over.
+const MAX_PENDING: usize = 8;
 
 /// The stream table.
 pub struct FlowTable {
@@ -242,8 +248,9 @@ impl FlowTable {
             self.candidates.insert(
                 key,
                 Candidate {
-                    pending: [s; CONFIRM_PACKETS],
+                    pending: [s; MAX_PENDING],
                     len: 1,
+                    steps: 0,
                     vlans,
                 },
             );
@@ -253,23 +260,28 @@ impl FlowTable {
             return UdpVerdict::NotMedia;
         };
         let prev = c.pending[c.len - 1];
-        if !progresses(&prev, &s) {
+        let duplicate = prev.seq == s.seq && prev.rtp_ts == s.rtp_ts;
+        if c.len == MAX_PENDING || !(duplicate || progresses(&prev, &s)) {
             // Start over from this packet: the earlier ones were not a stream.
             self.stats.candidates_rejected += c.len as u64;
             c.pending[0] = s;
             c.len = 1;
+            c.steps = 0;
             return UdpVerdict::Candidate;
         }
         c.pending[c.len] = s;
         c.len += 1;
-        if c.len < CONFIRM_PACKETS {
+        if !duplicate {
+            c.steps += 1;
+        }
+        if c.steps + 1 < CONFIRM_PACKETS {
             return UdpVerdict::Candidate;
         }
         let Some(c) = self.candidates.remove(&key) else {
             return UdpVerdict::NotMedia;
         };
         self.stats.candidates_confirmed += 1;
-        match self.new_stream(key, c.vlans, None, PayloadMap::new(), &c.pending) {
+        match self.new_stream(key, c.vlans, None, PayloadMap::new(), &c.pending[..c.len]) {
             Some(id) => UdpVerdict::Rtp(id),
             None => UdpVerdict::NotMedia,
         }

@@ -104,9 +104,8 @@ pub struct StreamStats {
     time_ms: f64,
     seq_num: u16,
     under: bool,
-    seq_timestamp: i64,
-    ext_timestamp: i64,
-    last_rtp_ts: u32,
+    first_rtp_ts: u32,
+    last_nominal_ms: f64,
     pt: u8,
     delta_ms: f64,
     // RFC 3550 state for duplicates and order.
@@ -160,9 +159,8 @@ impl StreamStats {
             time_ms: 0.0,
             seq_num: first.seq,
             under: false,
-            seq_timestamp: first.rtp_ts as i64,
-            ext_timestamp: first.rtp_ts as i64,
-            last_rtp_ts: first.rtp_ts,
+            first_rtp_ts: first.rtp_ts,
+            last_nominal_ms: 0.0,
             pt: first.pt,
             delta_ms: 0.0,
             highest_seq: first.seq,
@@ -190,12 +188,9 @@ impl StreamStats {
         self.payload_types |= 1u128 << (p.pt & 0x7F);
         self.update_order(p.seq);
 
-        // Extended RTP timestamp, unwrapped relative to the previous packet.
-        self.ext_timestamp += p.rtp_ts.wrapping_sub(self.last_rtp_ts) as i32 as i64;
-        self.last_rtp_ts = p.rtp_ts;
-        let ext_ts = self.ext_timestamp;
-
-        let in_time_sequence = self.seq_timestamp <= ext_ts;
+        // In time sequence: the timestamp is within half the range after the first one.
+        let since_first = p.rtp_ts.wrapping_sub(self.first_rtp_ts);
+        let in_time_sequence = since_first < 0x8000_0000;
         if !in_time_sequence {
             self.wrong_timestamps += 1;
         }
@@ -229,20 +224,21 @@ impl StreamStats {
         let clock_rate = self.clock_for(p.pt);
 
         let mut current_jitter = 0.0;
-        let nominal_diff = (ext_ts - self.seq_timestamp) as f64;
-        if clock_rate != 0 {
-            self.clock_rate = clock_rate;
-            // Wireshark divides by the clock in kHz as an integer.
-            let nominal_ms = nominal_diff / (clock_rate / 1000) as f64;
-            let expected_time = self.time_ms + nominal_ms;
-            let diff = (now_ms - expected_time).abs();
-            current_jitter = (15.0 * self.jitter_ms + diff) / 16.0;
-            self.delta_ms = now_ms - self.time_ms;
-            self.jitter_ms = current_jitter;
-        } else {
-            self.delta_ms = now_ms - self.time_ms;
+        if in_time_sequence {
+            if clock_rate != 0 {
+                self.clock_rate = clock_rate;
+                // Wireshark divides by the clock in kHz as an integer.
+                let nominal_ms = since_first as f64 / (clock_rate / 1000) as f64;
+                let expected_time = self.time_ms + (nominal_ms - self.last_nominal_ms);
+                let current_diff = (now_ms - expected_time).abs();
+                current_jitter = (15.0 * self.jitter_ms + current_diff) / 16.0;
+                self.delta_ms = now_ms - self.time_ms;
+                self.jitter_ms = current_jitter;
+                self.last_nominal_ms = nominal_ms;
+            } else {
+                self.delta_ms = now_ms - self.time_ms;
+            }
         }
-
         let regular = !p.marker && !is_cn && in_time_sequence && !follows_cn;
         if regular {
             let deltas = self.packets as f64; // packets so far = deltas including this one
@@ -266,7 +262,6 @@ impl StreamStats {
         }
         if in_time_sequence {
             self.time_ms = now_ms;
-            self.seq_timestamp = ext_ts;
         }
         self.last_seq = seq;
         self.packets += 1;
@@ -337,6 +332,8 @@ impl StreamStats {
         }
         match static_name(pt) {
             Some(n) => n.to_owned(),
+            // Wireshark's RFC 4733 dissector claims dynamic type 101 by default.
+            None if pt == 101 => "rtpevent".to_owned(),
             None => format!("RTPType-{pt}"),
         }
     }

@@ -210,7 +210,7 @@ fn stream_row(s: &Stream, first: Timestamp, engine: &Engine) -> StreamRow {
         src: s.key.src.to_string(),
         dst: s.key.dst.to_string(),
         ssrc: s.key.ssrc,
-        payload: st.payload_names().map(str::to_owned).collect(),
+        payload: st.payload_names(),
         packets: st.packets,
         expected: st.expected(),
         lost: st.lost(),
@@ -219,12 +219,12 @@ fn stream_row(s: &Stream, first: Timestamp, engine: &Engine) -> StreamRow {
         out_of_order: st.out_of_order,
         seq_wraps: st.seq_wraps,
         min_delta_ms: st.min_delta_ms,
-        mean_delta_ms: st.mean_delta_ms(),
+        mean_delta_ms: st.mean_delta_ms,
         max_delta_ms: st.max_delta_ms,
         min_jitter_ms: st.min_jitter_ms,
-        mean_jitter_ms: st.mean_jitter_ms(),
+        mean_jitter_ms: st.mean_jitter_ms,
         max_jitter_ms: st.max_jitter_ms,
-        problem: st.problem,
+        problem: st.problem(),
         vlans: s.vlans.ids().collect(),
         call_id: s
             .call
@@ -247,7 +247,10 @@ fn counters(engine: &Engine) -> Vec<(String, u64)> {
         ("tcp_segments".into(), e.tcp_segments),
         ("other_ip".into(), e.other_ip),
         ("undecoded".into(), e.undecoded),
-        ("rtp_streams".into(), engine.flows().streams().count() as u64),
+        (
+            "rtp_streams".into(),
+            engine.flows().streams().count() as u64,
+        ),
     ];
     let d = engine.decapsulator().stats();
     out.extend(
