@@ -119,3 +119,19 @@ fn every_public_capture_is_covered() {
         }
     }
 }
+
+macro_rules! own_capture_tests {
+    ($($name:ident => $file:expr,)*) => {$(
+        #[test]
+        fn $name() {
+            compare_with_tshark(&testdata($file));
+        }
+    )*};
+}
+
+own_capture_tests! {
+    own_demo => "demo-vlan85-mobile-agent.pcap",
+    own_calls_4_vlan100_loss => "calls-4-vlan100-loss.pcap",
+    own_calls_2_qinq => "calls-2-qinq.pcap",
+    own_calls_3_untagged_jitter => "calls-3-untagged-jitter.pcap",
+}

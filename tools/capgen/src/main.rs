@@ -1,1 +1,858 @@
-fn main() {}
+//! capgen: writes pcap files of N concurrent SIP + RTP calls (untagged, 802.1Q or QinQ; PCMU or
+//! PCMA; tones or speech from WAV files; loss, reordering, jitter, duplicates, SSRC changes) and a
+//! JSON truth file computed from what was actually written, plus per-direction reference PCM.
+//! Also writes vlantest's sample frames. Deterministic for a given `--seed`.
+
+mod frame;
+mod pcap_writer;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::io::BufWriter;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use silentmon::media::g711;
+use silentmon::vlantest::sample::{build_frame, SAMPLE_SRC_MAC};
+use silentmon::vlantest::Signature;
+
+use frame::{udp_frame, Encap};
+use pcap_writer::PcapWriter;
+
+#[derive(Parser)]
+#[command(
+    name = "capgen",
+    about = "Synthetic SIP+RTP captures with a JSON truth file"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// N concurrent SIP+RTP calls.
+    Calls(CallsArgs),
+    /// vlantest's signed sample frames (IPv4/UDP, one 802.1Q tag).
+    VlanSample(VlanSampleArgs),
+}
+
+#[derive(clap::Args)]
+struct VlanSampleArgs {
+    /// Output pcap.
+    #[arg(short = 'o', long)]
+    out: PathBuf,
+    /// VLAN id of the frames.
+    #[arg(long, default_value_t = 85)]
+    vlan: u16,
+    /// Frames.
+    #[arg(long, default_value_t = 5)]
+    count: u16,
+    /// Capture time of the first frame, seconds since the epoch.
+    #[arg(long, default_value_t = 1_700_000_000)]
+    start_epoch: i64,
+}
+
+#[derive(clap::Args, Clone)]
+struct CallsArgs {
+    /// Concurrent calls.
+    #[arg(long, default_value_t = 1)]
+    calls: u32,
+    /// Seconds of audio per call.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Capture time of the first packet, seconds since the epoch.
+    #[arg(long, default_value_t = 1_700_000_000)]
+    start_epoch: i64,
+    /// untagged | vlan:ID | vlan:ID+ (ID, ID+1, ... per call) | qinq:OUTER:INNER
+    #[arg(long, default_value = "untagged")]
+    encap: String,
+    /// pcmu | pcma
+    #[arg(long, default_value = "pcmu")]
+    codec: String,
+    /// Packetisation time in ms (10, 20, 30, 40).
+    #[arg(long, default_value_t = 20)]
+    ptime: u32,
+    /// Caller audio from a WAV file (mono 16-bit, any rate) instead of tones.
+    #[arg(long)]
+    wav: Option<PathBuf>,
+    /// Agent audio from a WAV file instead of tones.
+    #[arg(long)]
+    agent_wav: Option<PathBuf>,
+    /// Packet loss, percent (interior packets only).
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// Packets delivered after their successor, percent.
+    #[arg(long, default_value_t = 0.0)]
+    reorder: f64,
+    /// Random capture-time jitter, ms (uniform 0..J).
+    #[arg(long, default_value_t = 0.0)]
+    jitter_ms: f64,
+    /// Duplicated packets, percent.
+    #[arg(long, default_value_t = 0.0)]
+    duplicate: f64,
+    /// Seconds into each call at which both directions change SSRC (and sequence/timestamp base).
+    #[arg(long)]
+    ssrc_change_at: Option<f64>,
+    /// Number of the first agent (called party); call i reaches agent BASE+i.
+    #[arg(long, default_value_t = 5001)]
+    agent_base: u32,
+    /// The agent is a mobile agent reached at this remote number (Request-URI carries it).
+    #[arg(long)]
+    mobile_agent: Option<String>,
+    /// Only caller -> agent audio.
+    #[arg(long)]
+    one_way: bool,
+    /// RTCP sender reports every 5 s per direction.
+    #[arg(long)]
+    rtcp: bool,
+    /// PRNG seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output pcap.
+    #[arg(short = 'o', long)]
+    out: PathBuf,
+    /// Truth JSON output.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    /// Directory for per-direction reference PCM WAVs (8 kHz, what a receiver should decode).
+    #[arg(long)]
+    ref_dir: Option<PathBuf>,
+}
+
+/// splitmix64: small, deterministic, good enough for impairments.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn chance(&mut self, percent: f64) -> bool {
+        percent > 0.0 && self.unit() * 100.0 < percent
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Law {
+    Mu,
+    A,
+}
+
+impl Law {
+    fn pt(self) -> u8 {
+        match self {
+            Law::Mu => 0,
+            Law::A => 8,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Law::Mu => "g711U",
+            Law::A => "g711A",
+        }
+    }
+    fn sdp(self) -> &'static str {
+        match self {
+            Law::Mu => "PCMU",
+            Law::A => "PCMA",
+        }
+    }
+    fn encode(self, s: i16) -> u8 {
+        match self {
+            Law::Mu => g711::encode_ulaw(s),
+            Law::A => g711::encode_alaw(s),
+        }
+    }
+    fn decode(self, c: u8) -> i16 {
+        match self {
+            Law::Mu => g711::ULAW_TO_LINEAR[c as usize],
+            Law::A => g711::ALAW_TO_LINEAR[c as usize],
+        }
+    }
+}
+
+enum Audio {
+    Tone(f64),
+    Pcm(std::rc::Rc<Vec<i16>>),
+}
+
+impl Audio {
+    fn sample(&self, n: u64) -> i16 {
+        match self {
+            Audio::Tone(f) => {
+                (8000.0 * (2.0 * std::f64::consts::PI * f * n as f64 / 8000.0).sin()) as i16
+            }
+            Audio::Pcm(v) => v.get(n as usize).copied().unwrap_or(0),
+        }
+    }
+}
+
+/// Reads a mono (or first-channel) 16-bit WAV and resamples it to 8 kHz (linear interpolation).
+fn read_wav_8k(path: &Path) -> Result<Vec<i16>> {
+    let mut r =
+        hound::WavReader::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let spec = r.spec();
+    if spec.bits_per_sample != 16 || spec.sample_format != hound::SampleFormat::Int {
+        bail!("{}: need 16-bit integer PCM", path.display());
+    }
+    let ch = spec.channels as usize;
+    let raw: Vec<i16> = r.samples::<i16>().step_by(ch).collect::<Result<_, _>>()?;
+    let ratio = spec.sample_rate as f64 / 8000.0;
+    let n = (raw.len() as f64 / ratio) as usize;
+    Ok((0..n)
+        .map(|i| {
+            let x = i as f64 * ratio;
+            let j = x as usize;
+            let f = x - j as f64;
+            let a = raw[j] as f64;
+            let b = *raw.get(j + 1).unwrap_or(&raw[j]) as f64;
+            (a + (b - a) * f) as i16
+        })
+        .collect())
+}
+
+/// One SSRC segment of a direction: what the truth file reports as a stream.
+#[derive(Clone)]
+struct Segment {
+    ssrc: u32,
+    seq0: u16,
+    ts0: u32,
+    start_k: u64,
+    written: u64,
+    duplicates: u64,
+    missing: u64,
+    first_k: Option<u64>,
+    last_k: Option<u64>,
+}
+
+struct Dir {
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    audio: Audio,
+    tone_hz: Option<f64>,
+    segments: Vec<Segment>,
+    reference: Vec<i16>,
+    to_agent: bool,
+    sr_sent: u64,
+    octets: u64,
+}
+
+struct Call {
+    call_id: String,
+    caller: String,
+    called_uri_user: String,
+    agent: String,
+    caller_ip: Ipv4Addr,
+    agent_ip: Ipv4Addr,
+    encap: Encap,
+    sip_start_us: i64,
+    rtp_first_tick: u64,
+    dirs: Vec<Dir>,
+}
+
+#[derive(Serialize)]
+struct StreamTruth {
+    src: String,
+    dst: String,
+    ssrc: u32,
+    payload: String,
+    packets: u64,
+    expected: u64,
+    lost: i64,
+    missing: u64,
+    duplicates: u64,
+    call_id: String,
+    direction: &'static str,
+    vlans: Vec<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tone_hz: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ref_wav: Option<String>,
+}
+
+#[derive(Serialize)]
+struct CallTruth {
+    call_id: String,
+    caller: String,
+    called: String,
+    agent: String,
+    caller_media: String,
+    agent_media: String,
+    vlans: Vec<u16>,
+    start: f64,
+    end: f64,
+}
+
+#[derive(Serialize)]
+struct Truth {
+    packets: u64,
+    streams: Vec<StreamTruth>,
+    calls: Vec<CallTruth>,
+}
+
+fn parse_encap(s: &str, i: u32) -> Result<Encap> {
+    if s == "untagged" {
+        return Ok(Encap::Untagged);
+    }
+    if let Some(v) = s.strip_prefix("vlan:") {
+        let (v, step) = match v.strip_suffix('+') {
+            Some(v) => (v, true),
+            None => (v, false),
+        };
+        let id: u16 = v.parse().context("vlan id")?;
+        let id = if step { id + (i % 4000) as u16 } else { id };
+        if !(1..4095).contains(&id) {
+            bail!("VLAN id {id} out of range");
+        }
+        return Ok(Encap::Vlan(id));
+    }
+    if let Some(v) = s.strip_prefix("qinq:") {
+        let (o, inner) = v.split_once(':').context("qinq:OUTER:INNER")?;
+        return Ok(Encap::QinQ(o.parse()?, inner.parse()?));
+    }
+    bail!("--encap {s:?}: use untagged, vlan:ID, vlan:ID+ or qinq:OUTER:INNER")
+}
+
+fn sdp(ip: Ipv4Addr, port: u16, law: Law, ptime: u32) -> String {
+    format!(
+        "v=0\r\no=capgen 1 1 IN IP4 {ip}\r\ns=capgen\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP {pt} 101\r\na=rtpmap:{pt} {name}/8000\r\n\
+         a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:{ptime}\r\na=sendrecv\r\n",
+        pt = law.pt(),
+        name = law.sdp()
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sip(
+    start: &str,
+    call: &Call,
+    from_tag: &str,
+    to_tag: Option<&str>,
+    cseq: &str,
+    via_host: Ipv4Addr,
+    body: &str,
+) -> Vec<u8> {
+    let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+    let ctype = if body.is_empty() {
+        String::new()
+    } else {
+        "Content-Type: application/sdp\r\n".to_owned()
+    };
+    format!(
+        "{start}\r\nVia: SIP/2.0/UDP {via_host}:5060;branch=z9hG4bK{cseq_n}{from_tag}\r\n\
+         From: \"Caller\" <sip:{caller}@{cip}>;tag={from_tag}\r\n\
+         To: \"Agent {agent}\" <sip:{agent}@{aip}>{to_tag}\r\nCall-ID: {cid}\r\nCSeq: {cseq}\r\n\
+         Max-Forwards: 70\r\n{ctype}Content-Length: {len}\r\n\r\n{body}",
+        cseq_n = cseq.split(' ').next().unwrap_or("1"),
+        caller = call.caller,
+        cip = call.caller_ip,
+        agent = call.agent,
+        aip = call.agent_ip,
+        cid = call.call_id,
+        len = body.len(),
+    )
+    .into_bytes()
+}
+
+/// A frame waiting in the reorder/jitter queue: (time µs, order, bytes, truth update).
+type Queued = (
+    Reverse<(i64, u64)>,
+    Vec<u8>,
+    Option<(usize, usize, usize, u64)>,
+);
+
+fn run_calls(a: CallsArgs) -> Result<()> {
+    let law = match a.codec.as_str() {
+        "pcmu" => Law::Mu,
+        "pcma" => Law::A,
+        other => bail!("--codec {other:?}: use pcmu or pcma"),
+    };
+    if ![10, 20, 30, 40].contains(&a.ptime) {
+        bail!("--ptime must be 10, 20, 30 or 40");
+    }
+    let mut rng = Rng(a.seed);
+    let caller_pcm = a
+        .wav
+        .as_deref()
+        .map(read_wav_8k)
+        .transpose()?
+        .map(std::rc::Rc::new);
+    let agent_pcm = a
+        .agent_wav
+        .as_deref()
+        .map(read_wav_8k)
+        .transpose()?
+        .map(std::rc::Rc::new);
+    let samples_per_packet = 8 * a.ptime as u64;
+    let ptime_us = a.ptime as i64 * 1000;
+    let base_us = a.start_epoch * 1_000_000;
+    let packets_per_call = (a.duration * 1000.0 / a.ptime as f64).round().max(1.0) as u64;
+
+    let mut calls: Vec<Call> = Vec::new();
+    for i in 0..a.calls {
+        let encap = parse_encap(&a.encap, i)?;
+        let caller_ip = Ipv4Addr::new(10, 1, (i / 250) as u8, (i % 250 + 1) as u8);
+        let agent_ip = Ipv4Addr::new(10, 2, (i / 250) as u8, (i % 250 + 1) as u8);
+        let sip_start_us = base_us + (i as i64 % 500) * 7_000;
+        let rtp_first_tick =
+            ((sip_start_us + 120_000 - base_us) + ptime_us - 1) as u64 / ptime_us as u64;
+        let agent = (a.agent_base + i).to_string();
+        let called_uri_user = a.mobile_agent.clone().unwrap_or_else(|| agent.clone());
+        let seg = |rng: &mut Rng| Segment {
+            ssrc: rng.next() as u32,
+            seq0: rng.next() as u16,
+            ts0: rng.next() as u32,
+            start_k: 0,
+            written: 0,
+            duplicates: 0,
+            missing: 0,
+            first_k: None,
+            last_k: None,
+        };
+        let caller_port = 20000 + 2 * (i % 5000) as u16;
+        let agent_port = 30000 + 2 * (i % 5000) as u16;
+        let caller_tone = 400.0 + 10.0 * i as f64;
+        let agent_tone = 1000.0 + 10.0 * i as f64;
+        let mut dirs = vec![Dir {
+            src: (caller_ip, caller_port),
+            dst: (agent_ip, agent_port),
+            audio: match &caller_pcm {
+                Some(p) => Audio::Pcm(p.clone()),
+                None => Audio::Tone(caller_tone),
+            },
+            tone_hz: caller_pcm.is_none().then_some(caller_tone),
+            segments: vec![seg(&mut rng)],
+            reference: Vec::new(),
+            to_agent: true,
+            sr_sent: 0,
+            octets: 0,
+        }];
+        if !a.one_way {
+            dirs.push(Dir {
+                src: (agent_ip, agent_port),
+                dst: (caller_ip, caller_port),
+                audio: match &agent_pcm {
+                    Some(p) => Audio::Pcm(p.clone()),
+                    None => Audio::Tone(agent_tone),
+                },
+                tone_hz: agent_pcm.is_none().then_some(agent_tone),
+                segments: vec![seg(&mut rng)],
+                reference: Vec::new(),
+                to_agent: false,
+                sr_sent: 0,
+                octets: 0,
+            });
+        }
+        calls.push(Call {
+            call_id: format!("{:08x}-{i}@capgen", a.seed as u32),
+            caller: format!("+4930555{:04}", i % 10000),
+            called_uri_user,
+            agent,
+            caller_ip,
+            agent_ip,
+            encap,
+            sip_start_us,
+            rtp_first_tick,
+            dirs,
+        });
+    }
+
+    let file =
+        File::create(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    let mut pcap = PcapWriter::new(BufWriter::with_capacity(1 << 20, file))?;
+    let mut heap: BinaryHeap<Queued> = BinaryHeap::new();
+    let mut order: u64 = 0;
+    let mut frame_buf = Vec::with_capacity(2048);
+    let mut payload = Vec::with_capacity(512);
+    let mut ip_id: u16 = 0;
+    let mut written_total: u64 = 0;
+    let max_delay_us = (a.jitter_ms * 1000.0) as i64 + ptime_us + 2000;
+
+    let mut push = |heap: &mut BinaryHeap<Queued>,
+                    t: i64,
+                    bytes: Vec<u8>,
+                    truth: Option<(usize, usize, usize, u64)>| {
+        order += 1;
+        heap.push((Reverse((t, order)), bytes, truth));
+    };
+
+    // SIP setup for every call.
+    for (ci, c) in calls.iter().enumerate() {
+        let offer = sdp(c.caller_ip, c.dirs[0].src.1, law, a.ptime);
+        let answer = sdp(c.agent_ip, c.dirs[0].dst.1, law, a.ptime);
+        let ruri = format!("INVITE sip:{}@{} SIP/2.0", c.called_uri_user, c.agent_ip);
+        let ftag = format!("f{ci}");
+        let ttag = format!("t{ci}");
+        let msgs: [(i64, bool, Vec<u8>); 5] = [
+            (
+                0,
+                true,
+                sip(&ruri, c, &ftag, None, "1 INVITE", c.caller_ip, &offer),
+            ),
+            (
+                5_000,
+                false,
+                sip(
+                    "SIP/2.0 100 Trying",
+                    c,
+                    &ftag,
+                    None,
+                    "1 INVITE",
+                    c.caller_ip,
+                    "",
+                ),
+            ),
+            (
+                20_000,
+                false,
+                sip(
+                    "SIP/2.0 180 Ringing",
+                    c,
+                    &ftag,
+                    Some(&ttag),
+                    "1 INVITE",
+                    c.caller_ip,
+                    "",
+                ),
+            ),
+            (
+                100_000,
+                false,
+                sip(
+                    "SIP/2.0 200 OK",
+                    c,
+                    &ftag,
+                    Some(&ttag),
+                    "1 INVITE",
+                    c.caller_ip,
+                    &answer,
+                ),
+            ),
+            (
+                110_000,
+                true,
+                sip(
+                    &format!("ACK sip:{}@{} SIP/2.0", c.called_uri_user, c.agent_ip),
+                    c,
+                    &ftag,
+                    Some(&ttag),
+                    "1 ACK",
+                    c.caller_ip,
+                    "",
+                ),
+            ),
+        ];
+        for (dt, from_caller, m) in msgs {
+            let (s, d) = if from_caller {
+                (c.caller_ip, c.agent_ip)
+            } else {
+                (c.agent_ip, c.caller_ip)
+            };
+            ip_id = ip_id.wrapping_add(1);
+            udp_frame(&mut frame_buf, c.encap, s, 5060, d, 5060, ip_id, &m);
+            push(&mut heap, c.sip_start_us + dt, frame_buf.clone(), None);
+        }
+    }
+
+    let last_tick = calls.iter().map(|c| c.rtp_first_tick).max().unwrap_or(0) + packets_per_call;
+    let ssrc_change_k = a
+        .ssrc_change_at
+        .map(|s| (s * 1000.0 / a.ptime as f64).round() as u64)
+        .filter(|&k| k > 2 && k + 2 < packets_per_call);
+    for tick in 0..=last_tick + 1 {
+        let now = base_us + tick as i64 * ptime_us;
+        for (ci, c) in calls.iter_mut().enumerate() {
+            if tick < c.rtp_first_tick || tick >= c.rtp_first_tick + packets_per_call {
+                continue;
+            }
+            let k = tick - c.rtp_first_tick;
+            for (di, d) in c.dirs.iter_mut().enumerate() {
+                if Some(k) == ssrc_change_k {
+                    d.segments.push(Segment {
+                        ssrc: rng.next() as u32,
+                        seq0: rng.next() as u16,
+                        ts0: rng.next() as u32,
+                        start_k: k,
+                        written: 0,
+                        duplicates: 0,
+                        missing: 0,
+                        first_k: None,
+                        last_k: None,
+                    });
+                }
+                let si = d.segments.len() - 1;
+                let seg = &d.segments[si];
+                let kk = k - seg.start_k;
+                let seg_len = ssrc_change_k
+                    .filter(|_| si == 0)
+                    .unwrap_or(packets_per_call)
+                    - seg.start_k;
+                let interior = kk >= 2 && kk + 2 < seg_len;
+                payload.clear();
+                payload.push(0x80);
+                payload.push(law.pt() | if kk == 0 { 0x80 } else { 0 });
+                payload.extend_from_slice(&seg.seq0.wrapping_add(kk as u16).to_be_bytes());
+                payload.extend_from_slice(
+                    &seg.ts0
+                        .wrapping_add((kk * samples_per_packet) as u32)
+                        .to_be_bytes(),
+                );
+                payload.extend_from_slice(&seg.ssrc.to_be_bytes());
+                let lost = interior && rng.chance(a.loss);
+                for n in 0..samples_per_packet {
+                    let code = law.encode(d.audio.sample(k * samples_per_packet + n));
+                    payload.push(code);
+                    if a.ref_dir.is_some() {
+                        d.reference.push(if lost { 0 } else { law.decode(code) });
+                    }
+                }
+                d.octets += samples_per_packet;
+                if lost {
+                    d.segments[si].missing += 1;
+                    continue;
+                }
+                let mut t = now + (rng.unit() * a.jitter_ms * 1000.0) as i64;
+                if interior && rng.chance(a.reorder) {
+                    t += ptime_us + 1000;
+                }
+                ip_id = ip_id.wrapping_add(1);
+                udp_frame(
+                    &mut frame_buf,
+                    c.encap,
+                    d.src.0,
+                    d.src.1,
+                    d.dst.0,
+                    d.dst.1,
+                    ip_id,
+                    &payload,
+                );
+                push(&mut heap, t, frame_buf.clone(), Some((ci, di, si, k)));
+                if interior && rng.chance(a.duplicate) {
+                    d.segments[si].duplicates += 1;
+                    push(&mut heap, t + 50, frame_buf.clone(), Some((ci, di, si, k)));
+                }
+                // RTCP sender report every 5 s.
+                if a.rtcp && k > 0 && k % (5000 / a.ptime as u64) == 0 {
+                    d.sr_sent += 1;
+                    let mut sr = vec![0x80, 200, 0, 6];
+                    sr.extend_from_slice(&d.segments[si].ssrc.to_be_bytes());
+                    let secs = (now / 1_000_000) as u64 + 2_208_988_800;
+                    sr.extend_from_slice(&(secs as u32).to_be_bytes());
+                    sr.extend_from_slice(&0u32.to_be_bytes());
+                    sr.extend_from_slice(
+                        &d.segments[si]
+                            .ts0
+                            .wrapping_add((kk * samples_per_packet) as u32)
+                            .to_be_bytes(),
+                    );
+                    sr.extend_from_slice(&(k as u32).to_be_bytes());
+                    sr.extend_from_slice(&(d.octets as u32).to_be_bytes());
+                    udp_frame(
+                        &mut frame_buf,
+                        c.encap,
+                        d.src.0,
+                        d.src.1 + 1,
+                        d.dst.0,
+                        d.dst.1 + 1,
+                        ip_id,
+                        &sr,
+                    );
+                    push(&mut heap, now + 1000, frame_buf.clone(), None);
+                }
+            }
+        }
+        // BYE when a call's audio is over.
+        for (ci, c) in calls.iter().enumerate() {
+            if tick == c.rtp_first_tick + packets_per_call {
+                let ftag = format!("f{ci}");
+                let ttag = format!("t{ci}");
+                let bye = sip(
+                    &format!("BYE sip:{}@{} SIP/2.0", c.called_uri_user, c.agent_ip),
+                    c,
+                    &ftag,
+                    Some(&ttag),
+                    "2 BYE",
+                    c.caller_ip,
+                    "",
+                );
+                let ok = sip(
+                    "SIP/2.0 200 OK",
+                    c,
+                    &ftag,
+                    Some(&ttag),
+                    "2 BYE",
+                    c.caller_ip,
+                    "",
+                );
+                ip_id = ip_id.wrapping_add(1);
+                udp_frame(
+                    &mut frame_buf,
+                    c.encap,
+                    c.caller_ip,
+                    5060,
+                    c.agent_ip,
+                    5060,
+                    ip_id,
+                    &bye,
+                );
+                push(&mut heap, now + 20_000, frame_buf.clone(), None);
+                udp_frame(
+                    &mut frame_buf,
+                    c.encap,
+                    c.agent_ip,
+                    5060,
+                    c.caller_ip,
+                    5060,
+                    ip_id,
+                    &ok,
+                );
+                push(&mut heap, now + 25_000, frame_buf.clone(), None);
+            }
+        }
+        // Write everything that can no longer be overtaken.
+        while heap
+            .peek()
+            .is_some_and(|(Reverse((t, _)), _, _)| *t <= now - max_delay_us)
+        {
+            let (Reverse((t, _)), bytes, truth) = heap.pop().expect("peeked");
+            pcap.write(t, &bytes)?;
+            written_total += 1;
+            if let Some((ci, di, si, k)) = truth {
+                let s = &mut calls[ci].dirs[di].segments[si];
+                s.written += 1;
+                s.first_k.get_or_insert(k);
+                s.last_k = Some(k);
+            }
+        }
+    }
+    while let Some((Reverse((t, _)), bytes, truth)) = heap.pop() {
+        pcap.write(t, &bytes)?;
+        written_total += 1;
+        if let Some((ci, di, si, k)) = truth {
+            let s = &mut calls[ci].dirs[di].segments[si];
+            s.written += 1;
+            s.first_k.get_or_insert(k);
+            s.last_k = Some(k);
+        }
+    }
+    pcap.finish()?;
+
+    // Truth, from what was written.
+    let mut streams = Vec::new();
+    let mut call_truths = Vec::new();
+    if let Some(dir) = &a.ref_dir {
+        std::fs::create_dir_all(dir)?;
+    }
+    for c in &calls {
+        for d in &c.dirs {
+            let direction = if d.to_agent { "to_agent" } else { "from_agent" };
+            let ref_wav = match &a.ref_dir {
+                Some(dir) => {
+                    let path = dir.join(format!("{}-{direction}.wav", c.call_id.replace('@', "_")));
+                    let spec = hound::WavSpec {
+                        channels: 1,
+                        sample_rate: 8000,
+                        bits_per_sample: 16,
+                        sample_format: hound::SampleFormat::Int,
+                    };
+                    let mut w = hound::WavWriter::create(&path, spec)?;
+                    for s in &d.reference {
+                        w.write_sample(*s)?;
+                    }
+                    w.finalize()?;
+                    Some(path.display().to_string())
+                }
+                None => None,
+            };
+            for s in &d.segments {
+                let (Some(first), Some(last)) = (s.first_k, s.last_k) else {
+                    continue;
+                };
+                let expected = last + 1 - first;
+                streams.push(StreamTruth {
+                    src: format!("{}:{}", d.src.0, d.src.1),
+                    dst: format!("{}:{}", d.dst.0, d.dst.1),
+                    ssrc: s.ssrc,
+                    payload: law.name().to_owned(),
+                    packets: s.written,
+                    expected,
+                    lost: expected as i64 - s.written as i64,
+                    missing: s.missing,
+                    duplicates: s.duplicates,
+                    call_id: c.call_id.clone(),
+                    direction,
+                    vlans: c.encap.vlans(),
+                    tone_hz: d.tone_hz,
+                    ref_wav: ref_wav.clone(),
+                });
+            }
+        }
+        let start = (c.sip_start_us - base_us) as f64 / 1e6;
+        call_truths.push(CallTruth {
+            call_id: c.call_id.clone(),
+            caller: c.caller.clone(),
+            called: c.called_uri_user.clone(),
+            agent: c.agent.clone(),
+            caller_media: format!("{}:{}", c.dirs[0].src.0, c.dirs[0].src.1),
+            agent_media: format!("{}:{}", c.dirs[0].dst.0, c.dirs[0].dst.1),
+            vlans: c.encap.vlans(),
+            start,
+            end: ((c.rtp_first_tick + packets_per_call) as i64 * ptime_us + 20_000) as f64 / 1e6,
+        });
+    }
+    if let Some(path) = &a.truth {
+        let truth = Truth {
+            packets: written_total,
+            streams,
+            calls: call_truths,
+        };
+        let f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        serde_json::to_writer_pretty(BufWriter::new(f), &truth)?;
+    }
+    Ok(())
+}
+
+fn run_vlan_sample(a: VlanSampleArgs) -> Result<()> {
+    let file =
+        File::create(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    let mut pcap = PcapWriter::new(BufWriter::new(file))?;
+    let mut f = Vec::new();
+    for seq in 0..a.count {
+        let sig = Signature {
+            test_id: 0x5A4D_0085,
+            seq,
+            count: a.count,
+            sent_vlan: Some(a.vlan),
+        };
+        build_frame(&mut f, [0xff; 6], SAMPLE_SRC_MAC, &sig);
+        pcap.write(a.start_epoch * 1_000_000 + seq as i64 * 200_000, &f)?;
+    }
+    pcap.finish()?;
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let result = match Cli::parse().command {
+        Command::Calls(a) => run_calls(a),
+        Command::VlanSample(a) => run_vlan_sample(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("capgen: error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
