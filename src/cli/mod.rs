@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod demo;
 mod duration;
+mod extract;
 mod flows;
 mod offline;
 mod vlantest;
@@ -41,6 +43,10 @@ pub struct Cli {
 enum Command {
     /// List the RTP streams of a capture: packets, loss, delta, jitter, VLANs, SIP call.
     Flows(flows::FlowsArgs),
+    /// Decode a stream, a SIP call or all calls of a number to a 16-bit PCM WAV file.
+    Extract(extract::ExtractArgs),
+    /// Analyse the bundled demo capture and write the demo agent's call to a WAV file.
+    Demo(demo::DemoArgs),
     /// Qualify a NIC for 802.1Q-tagged SPAN traffic (listen / send / self / -r FILE).
     Vlantest(vlantest::VlantestArgs),
 }
@@ -51,6 +57,8 @@ pub fn main() -> ExitCode {
     init_logging(cli.verbose, cli.log_json);
     let result = match cli.command {
         Command::Flows(a) => flows::run(a),
+        Command::Extract(a) => extract::run(a),
+        Command::Demo(a) => demo::run(a),
         Command::Vlantest(a) => vlantest::run(a),
     };
     match result {

@@ -9,7 +9,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::capture::{self, PacketSource, PcapFile};
 use crate::engine::{Engine, EngineConfig};
-use crate::packet::LinkType;
 use crate::time::Timestamp;
 
 /// Files smaller than this get no progress bar.
@@ -57,7 +56,6 @@ pub(crate) struct Analysis {
     pub(crate) engine: Engine,
     /// Capture time of the first frame (report times are relative to it, like tshark's).
     pub(crate) first_ts: Option<Timestamp>,
-    pub(crate) link: LinkType,
 }
 
 /// Runs the whole file through a new engine.
@@ -82,11 +80,7 @@ pub(crate) fn analyse(input: &Input, config: EngineConfig) -> Result<Analysis> {
         p.finish_and_clear();
     }
     tracing::info!(frames = n, file = %input.path.display(), "capture analysed");
-    Ok(Analysis {
-        engine,
-        first_ts,
-        link,
-    })
+    Ok(Analysis { engine, first_ts })
 }
 
 /// A byte-based progress bar when stderr is a terminal and the file is large.

@@ -1,4 +1,7 @@
-//! Media: decoders (G.711 tables, Opus) and the timeline that turns an RTP stream into PCM
-//! honouring timestamps. Pure: no I/O, no clock.
+//! Media: decoders (G.711 tables, Opus), the RTP-timestamp timeline that turns one direction of
+//! a call into PCM (`extract`), and the two-direction mix. Pure: no I/O, no clock, no device.
 
 pub mod g711;
+pub mod mix;
+pub mod opus;
+pub mod timeline;

@@ -8,7 +8,6 @@ mod field {
     use std::ops::Range;
     pub(super) const FIRST: usize = 0;
     pub(super) const PT: usize = 1;
-    pub(super) const LENGTH: Range<usize> = 2..4;
     pub(super) const SSRC: Range<usize> = 4..8;
     pub(super) const HEADER_LEN: usize = SSRC.end;
     pub(super) const SENDER_INFO_LEN: usize = 20;
@@ -105,7 +104,7 @@ impl<'a> RtcpPacket<'a> {
         if buffer[field::FIRST] >> 6 != 2 {
             return Err(Error::Malformed);
         }
-        let words = u16::from_be_bytes([buffer[2], buffer[3]]) as usize;
+        let words = u16::from_be_bytes([buffer[2], buffer[3]]) as usize; // length field
         let len = (words + 1) * 4;
         if buffer.len() < len {
             return Err(Error::Truncated);
