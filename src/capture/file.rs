@@ -55,7 +55,8 @@ impl PacketSource for PcapFile {
                 self.position += RECORD_HEADER_LEN + p.header.caplen as u64;
                 // With nanosecond precision libpcap puts nanoseconds in tv_usec.
                 let ts = Timestamp::from_nanos(
-                    p.header.ts.tv_sec as i64 * 1_000_000_000 + p.header.ts.tv_usec as i64,
+                    #[allow(clippy::unnecessary_cast)]
+                    super::timeval_nanos(p.header.ts.tv_sec as i64, p.header.ts.tv_usec as i64),
                 );
                 Ok(Some(Frame {
                     ts,

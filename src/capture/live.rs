@@ -22,6 +22,10 @@ pub struct LiveOptions {
     pub timeout: Duration,
     /// Optional BPF expression.
     pub filter: Option<String>,
+    /// Non-blocking reads: [`LiveCapture::poll_frame`] returns `None` at once when nothing is
+    /// buffered (libpcap's TPACKET_V3 timeout does not fire while no packet at all arrives, so a
+    /// shell that must notice deadlines polls in this mode and sleeps between empty polls).
+    pub nonblocking: bool,
 }
 
 impl Default for LiveOptions {
@@ -32,6 +36,7 @@ impl Default for LiveOptions {
             buffer_bytes: 64 << 20,
             timeout: Duration::from_millis(5),
             filter: None,
+            nonblocking: false,
         }
     }
 }
@@ -141,6 +146,9 @@ impl LiveCapture {
             .precision(pcap::Precision::Nano)
             .open()
             .map_err(open_err)?;
+        if options.nonblocking {
+            capture = capture.setnonblock().map_err(open_err)?;
+        }
         if let Some(f) = &options.filter {
             capture.filter(f, true).map_err(|e| Error::Filter {
                 filter: f.clone(),
@@ -160,12 +168,14 @@ impl LiveCapture {
         self.link
     }
 
-    /// The next frame, or `None` when the packet timeout passed with nothing to hand up.
+    /// The next frame, or `None` when the packet timeout passed (or, non-blocking, when nothing
+    /// is buffered).
     pub fn poll_frame(&mut self) -> Result<Option<Frame<'_>>, LiveError> {
         match self.capture.next_packet() {
             Ok(p) => Ok(Some(Frame {
                 ts: Timestamp::from_nanos(
-                    p.header.ts.tv_sec as i64 * 1_000_000_000 + p.header.ts.tv_usec as i64,
+                    #[allow(clippy::unnecessary_cast)]
+                    super::timeval_nanos(p.header.ts.tv_sec as i64, p.header.ts.tv_usec as i64),
                 ),
                 data: p.data,
                 wire_len: p.header.len,

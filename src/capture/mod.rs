@@ -77,6 +77,13 @@ pub fn read_filter_file(text: &str) -> String {
         .join(" ")
 }
 
+/// Nanoseconds from a `timeval` whose microsecond field holds nanoseconds (libpcap's nanosecond
+/// precision). The casts are needed on platforms where `time_t`/`suseconds_t` are 32-bit.
+#[allow(clippy::unnecessary_cast)]
+pub(crate) fn timeval_nanos(secs: i64, nanos: i64) -> i64 {
+    secs * 1_000_000_000 + nanos
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -304,6 +304,7 @@ fn listen(
         snaplen: 512,
         buffer_bytes: 4 << 20,
         timeout: Duration::from_millis(50),
+        nonblocking: true,
         ..LiveOptions::default()
     };
     let mut cap = LiveCapture::open(iface, &options)?;
@@ -326,6 +327,7 @@ fn listen(
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline && !tally.is_complete(&exp) {
         let Some(frame) = cap.poll_frame()? else {
+            std::thread::sleep(Duration::from_millis(5));
             continue;
         };
         let obs = observe(&mut decap, frame.ts, link, frame.data);

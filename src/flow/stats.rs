@@ -195,18 +195,18 @@ impl StreamStats {
             self.wrong_timestamps += 1;
         }
         let seq = p.seq;
-        if seq < self.start_seq && in_time_sequence && !self.under {
-            self.cycles += 1;
-            self.under = true;
-        } else if seq == 0 && self.last_seq == 65535 && in_time_sequence && !self.under {
+        if in_time_sequence
+            && !self.under
+            && (seq < self.start_seq || (seq == 0 && self.last_seq == 65535))
+        {
             self.cycles += 1;
             self.under = true;
         } else if seq > self.start_seq && in_time_sequence && self.under {
             self.under = false;
         }
-        if in_time_sequence && (self.seq_num as u32 + 1 == seq as u32) {
-            self.seq_num = seq;
-        } else if in_time_sequence && self.seq_num == 65535 && seq == 0 {
+        if in_time_sequence
+            && (self.seq_num as u32 + 1 == seq as u32 || (self.seq_num == 65535 && seq == 0))
+        {
             self.seq_num = seq;
         } else if in_time_sequence
             && ((self.seq_num as u32 + 1) < seq as u32

@@ -57,7 +57,9 @@ impl Netns {
     pub fn new(prefix: &str) -> Netns {
         let name = unique(prefix);
         sh(&["ip", "netns", "add", &name]);
-        sh(&["ip", "netns", "exec", &name, "ip", "link", "set", "lo", "up"]);
+        sh(&[
+            "ip", "netns", "exec", &name, "ip", "link", "set", "lo", "up",
+        ]);
         Netns { name }
     }
 

@@ -36,7 +36,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// N concurrent SIP+RTP calls.
-    Calls(CallsArgs),
+    Calls(Box<CallsArgs>),
     /// vlantest's signed sample frames (IPv4/UDP, one 802.1Q tag).
     VlanSample(VlanSampleArgs),
 }
@@ -845,7 +845,7 @@ fn run_vlan_sample(a: VlanSampleArgs) -> Result<()> {
 
 fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
-        Command::Calls(a) => run_calls(a),
+        Command::Calls(a) => run_calls(*a),
         Command::VlanSample(a) => run_vlan_sample(a),
     };
     match result {
