@@ -20,7 +20,7 @@ cc -O2 -o "$work/pcapcount" tools/bench/pcapcount.c -lpcap
 cap="$work/calls-$calls-$secs.pcap"
 if [ ! -f "$cap" ]; then
   echo "generating $cap ..." >&2
-  target/release/capgen --calls "$calls" --duration "$secs" --encap vlan:100+ --codec pcmu \
+  target/release/capgen calls --calls "$calls" --duration "$secs" --encap vlan:100+ --codec pcmu \
     --seed 7 -o "$cap" --truth "$work/truth-$calls-$secs.json"
 fi
 cat "$cap" > /dev/null # warm the page cache
