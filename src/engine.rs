@@ -108,17 +108,18 @@ impl Engine {
                     }
                     return FrameVerdict::Sip;
                 }
-                let hint = self
-                    .calls
-                    .media_hint(dst)
-                    .or_else(|| self.calls.media_hint(src))
-                    .map(|(call, payloads)| MediaHint {
-                        call,
-                        payloads: *payloads,
-                    });
+                let calls = &self.calls;
+                let hint = || {
+                    calls.media_hint(dst).or_else(|| calls.media_hint(src)).map(
+                        |(call, payloads)| MediaHint {
+                            call,
+                            payloads: *payloads,
+                        },
+                    )
+                };
                 match self
                     .flows
-                    .handle_udp(now, &d.vlans, src, dst, payload, hint.as_ref())
+                    .handle_udp_with(now, &d.vlans, src, dst, payload, hint)
                 {
                     UdpVerdict::Rtp(id) => {
                         self.stats.rtp_packets += 1;

@@ -14,7 +14,7 @@ work=${BENCH_DIR:-/tmp/silentmon-bench}
 mkdir -p "$work"
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 
-cargo build --release --locked -q --bin silentmon --bin capgen
+cargo build --release --locked -q --bin silentmon && cargo build --release --locked -q -p silentmon-capgen
 cc -O2 -o "$work/pcapcount" tools/bench/pcapcount.c -lpcap
 
 cap="$work/calls-$calls-$secs.pcap"
@@ -30,14 +30,20 @@ size=$(stat -c %s "$cap")
 # run NAME CMD...: best of 3 wall-clock seconds and the peak RSS (KiB) of that run.
 run() {
   local name=$1; shift
-  local best="" rss=""
+  local best="" rss="" tf
+  tf=$(mktemp)
   for _ in 1 2 3; do
-    local out
-    out=$( { /usr/bin/time -f '%e %M' "$@" > /dev/null 2>/dev/null; } 2>&1 | tail -n 1)
-    local t=${out% *} m=${out#* }
-    if [ -z "$best" ] || awk "BEGIN{exit !($t < $best)}"; then best=$t; rss=$m; fi
+    if ! /usr/bin/time -f '%e %M' -o "$tf" "$@" > /dev/null 2>&1; then
+      echo "bench: $name failed: $*" >&2
+      rm -f "$tf"
+      return 1
+    fi
+    local t m
+    read -r t m < "$tf"
+    if [ -z "$best" ] || awk -v a="$t" -v b="$best" 'BEGIN{exit !(a < b)}'; then best=$t; rss=$m; fi
     [ "$name" = tshark ] && break # one tshark run is plenty
   done
+  rm -f "$tf"
   echo "$name $best $rss"
 }
 
@@ -53,16 +59,16 @@ echo
 echo "capture: $cap ($packets packets, $((size / 1048576)) MiB, $calls calls, $streams RTP streams)"
 printf '%-10s %10s %14s %12s\n' tool seconds packets/s "peak RSS MiB"
 while read -r name t m; do
-  printf '%-10s %10s %14.0f %12.1f\n' "$name" "$t" "$(awk "BEGIN{print $packets/$t}")" "$(awk "BEGIN{print $m/1024}")"
+  printf '%-10s %10s %14.0f %12.1f\n' "$name" "$t" "$(awk -v p="$packets" -v t="$t" 'BEGIN{print p/t}')" "$(awk -v m="$m" 'BEGIN{print m/1024}')"
 done < "$results"
 lp=$(awk '$1=="libpcap"{print $2}' "$results")
 sm=$(awk '$1=="silentmon"{print $2}' "$results")
 smrss=$(awk '$1=="silentmon"{print $3}' "$results")
 echo
-echo "silentmon / bare libpcap throughput: $(awk "BEGIN{printf \"%.2f\", $lp/$sm}")x (target >= 0.5x)"
+echo "silentmon / bare libpcap throughput: $(awk -v a="$lp" -v b="$sm" 'BEGIN{printf "%.2f", a/b}')x (target >= 0.5x)"
 ts=$(awk '$1=="tshark"{print $2}' "$results")
 if [ -n "$ts" ]; then
-  echo "silentmon / tshark throughput:       $(awk "BEGIN{printf \"%.1f\", $ts/$sm}")x (target >= 30x)"
+  echo "silentmon / tshark throughput:       $(awk -v a="$ts" -v b="$sm" 'BEGIN{printf "%.1f", a/b}')x (target >= 30x)"
 fi
-echo "silentmon peak RSS per stream:       $(awk "BEGIN{printf \"%.1f\", $smrss*1024/$streams}") bytes (whole process / streams)"
+echo "silentmon peak RSS per stream:       $(awk -v m="$smrss" -v s="$streams" 'BEGIN{printf "%.0f", m*1024/s}') bytes (whole process / streams)"
 rm -f "$results"

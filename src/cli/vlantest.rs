@@ -321,61 +321,70 @@ fn listen(
     if let Some(r) = ready {
         let _ = r.send(());
     }
-    let mut decap = Decapsulator::new(DecapConfig::default());
-    let mut tally = Tally::default();
-    let mut frames = Vec::new();
+    let mut judge = Judge::new(exp, json);
     let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline && !tally.is_complete(&exp) {
+    while Instant::now() < deadline && !judge.tally.is_complete(&exp) {
         let Some(frame) = cap.poll_frame()? else {
             std::thread::sleep(Duration::from_millis(5));
             continue;
         };
-        let obs = observe(&mut decap, frame.ts, link, frame.data);
-        let class = tally.observe(&exp, &obs);
-        if class != FrameClass::Background && frames.len() < MAX_FRAMES_LISTED {
-            let f = frame_report(&obs, class);
-            if !json {
-                print_frame(&f);
-            }
-            frames.push(f);
+        judge.frame(frame.ts, link, frame.data);
+    }
+    Ok(judge.report(iface.to_owned(), LIVE_TAG_PATH))
+}
+
+/// Observes frames, tallies them and lists (and prints) the frames of interest.
+struct Judge {
+    exp: Expectation,
+    json: bool,
+    decap: Decapsulator,
+    tally: Tally,
+    frames: Vec<FrameReport>,
+}
+
+impl Judge {
+    fn new(exp: Expectation, json: bool) -> Self {
+        Judge {
+            exp,
+            json,
+            decap: Decapsulator::new(DecapConfig::default()),
+            tally: Tally::default(),
+            frames: Vec::new(),
         }
     }
-    Ok(RunReport {
-        source: iface.to_owned(),
-        expected: exp,
-        verdict: tally.verdict(&exp, iface),
-        tag_path: LIVE_TAG_PATH,
-        tally,
-        frames,
-    })
+
+    fn frame(&mut self, ts: crate::time::Timestamp, link: LinkType, data: &[u8]) {
+        let obs = observe(&mut self.decap, ts, link, data);
+        let class = self.tally.observe(&self.exp, &obs);
+        if class != FrameClass::Background && self.frames.len() < MAX_FRAMES_LISTED {
+            let f = frame_report(&obs, class);
+            if !self.json {
+                print_frame(&f);
+            }
+            self.frames.push(f);
+        }
+    }
+
+    fn report(self, source: String, tag_path: &'static str) -> RunReport {
+        RunReport {
+            verdict: self.tally.verdict(&self.exp, &source),
+            source,
+            expected: self.exp,
+            tag_path,
+            tally: self.tally,
+            frames: self.frames,
+        }
+    }
 }
 
 fn judge_file(path: &Path, exp: Expectation, json: bool) -> Result<RunReport> {
     let mut file = PcapFile::open(path, None)?;
     let link = file.link_type();
-    let mut decap = Decapsulator::new(DecapConfig::default());
-    let mut tally = Tally::default();
-    let mut frames = Vec::new();
+    let mut judge = Judge::new(exp, json);
     while let Some(frame) = file.next_frame()? {
-        let obs = observe(&mut decap, frame.ts, link, frame.data);
-        let class = tally.observe(&exp, &obs);
-        if class != FrameClass::Background && frames.len() < MAX_FRAMES_LISTED {
-            let f = frame_report(&obs, class);
-            if !json {
-                print_frame(&f);
-            }
-            frames.push(f);
-        }
+        judge.frame(frame.ts, link, frame.data);
     }
-    let name = path.display().to_string();
-    Ok(RunReport {
-        verdict: tally.verdict(&exp, &name),
-        source: name,
-        expected: exp,
-        tag_path: FILE_TAG_PATH,
-        tally,
-        frames,
-    })
+    Ok(judge.report(path.display().to_string(), FILE_TAG_PATH))
 }
 
 fn finish(report: RunReport, json: bool) -> Result<ExitCode> {

@@ -8,7 +8,7 @@
 //! Memory is bounded (caps on streams and candidates, counted when hit); after a stream exists
 //! a packet costs one hash lookup and a few arithmetic updates, with no allocation.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::net::SocketAddr;
 
 use crate::codec::PayloadMap;
@@ -160,8 +160,8 @@ impl FlowTable {
         FlowTable {
             config,
             streams: Vec::new(),
-            index: HashMap::new(),
-            candidates: HashMap::new(),
+            index: HashMap::default(),
+            candidates: HashMap::default(),
             stats: FlowStats::default(),
         }
     }
@@ -196,7 +196,22 @@ impl FlowTable {
         payload: &[u8],
         hint: Option<&MediaHint>,
     ) -> UdpVerdict {
+        self.handle_udp_with(now, vlans, src, dst, payload, || hint.copied())
+    }
+
+    /// Like [`FlowTable::handle_udp`], but asks for the SDP hint only when it matters (RTCP, or
+    /// the first packet of a stream): known streams cost no endpoint lookup.
+    pub fn handle_udp_with(
+        &mut self,
+        now: Timestamp,
+        vlans: &VlanStack,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: &[u8],
+        hint: impl FnOnce() -> Option<MediaHint>,
+    ) -> UdpVerdict {
         if rtcp::looks_like_rtcp(payload) {
+            let hint = hint();
             if hint.is_some() || self.config.heuristic {
                 self.handle_rtcp(payload);
                 return UdpVerdict::Rtcp;
@@ -204,7 +219,7 @@ impl FlowTable {
             return UdpVerdict::NotMedia;
         }
         let Ok(rtp) = RtpPacket::new_checked(payload) else {
-            if hint.is_some() && payload.first().is_some_and(|b| b >> 6 == 2) {
+            if payload.first().is_some_and(|b| b >> 6 == 2) && hint().is_some() {
                 self.stats.rtp_malformed += 1;
             }
             return UdpVerdict::NotMedia;
@@ -227,7 +242,7 @@ impl FlowTable {
             self.stats.rtp_packets += 1;
             return UdpVerdict::Rtp(id);
         }
-        if let Some(h) = hint {
+        if let Some(h) = hint() {
             return match self.new_stream(key, *vlans, Some(h.call), h.payloads, &[sample]) {
                 Some(id) => UdpVerdict::Rtp(id),
                 None => UdpVerdict::NotMedia,

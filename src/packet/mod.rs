@@ -15,6 +15,7 @@
 
 use std::net::IpAddr;
 
+pub mod checksum;
 pub mod decap;
 pub mod erspan;
 pub mod ethernet;

@@ -58,6 +58,23 @@ pub struct StreamRow {
     /// Call-ID of the SIP call whose SDP negotiated this stream.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub call_id: Option<String>,
+    /// RTCP seen about the stream.
+    pub rtcp: RtcpRow,
+}
+
+/// RTCP about one stream: its sender's reports and what its receiver reported.
+#[derive(Clone, Debug, Serialize)]
+pub struct RtcpRow {
+    /// Sender reports from the stream's source.
+    pub sender_reports: u64,
+    /// Report blocks about the stream from its receiver.
+    pub receiver_reports: u64,
+    /// Cumulative lost in the last report block.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reported_lost: Option<i32>,
+    /// Interarrival jitter in the last report block, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reported_jitter_ms: Option<f64>,
 }
 
 /// One SIP call.
@@ -176,6 +193,33 @@ impl Report {
             )?;
         }
         writeln!(w, "{:=^160}", "")?;
+        let with_rtcp: Vec<&StreamRow> = self
+            .streams
+            .iter()
+            .filter(|s| s.rtcp.sender_reports + s.rtcp.receiver_reports > 0)
+            .collect();
+        if !with_rtcp.is_empty() {
+            writeln!(w, "RTCP:")?;
+            for s in with_rtcp {
+                writeln!(
+                    w,
+                    "  {} -> {} 0x{:08X}: {} sender reports, {} receiver report blocks{}{}",
+                    s.src,
+                    s.dst,
+                    s.ssrc,
+                    s.rtcp.sender_reports,
+                    s.rtcp.receiver_reports,
+                    s.rtcp
+                        .reported_lost
+                        .map(|l| format!(", reported lost {l}"))
+                        .unwrap_or_default(),
+                    s.rtcp
+                        .reported_jitter_ms
+                        .map(|j| format!(", reported jitter {j:.3} ms"))
+                        .unwrap_or_default(),
+                )?;
+            }
+        }
         if !self.calls.is_empty() {
             writeln!(w, "SIP calls:")?;
             for c in &self.calls {
@@ -230,6 +274,14 @@ fn stream_row(s: &Stream, first: Timestamp, engine: &Engine) -> StreamRow {
             .call
             .and_then(|i| engine.calls().call(i))
             .map(|c| c.call_id.clone()),
+        rtcp: RtcpRow {
+            sender_reports: s.rtcp.sender_reports,
+            receiver_reports: s.rtcp.report_blocks,
+            reported_lost: s.rtcp.last_cumulative_lost,
+            reported_jitter_ms: s.rtcp.last_jitter.and_then(|j| {
+                (st.clock_rate > 0).then(|| j as f64 * 1000.0 / st.clock_rate as f64)
+            }),
+        },
     }
 }
 

@@ -5,6 +5,8 @@
 //! leave after `linger`.
 
 use std::collections::{HashMap, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 
 use super::message::{Method, NameAddr, SipMessage, StartLine};
@@ -199,7 +201,7 @@ pub struct CallTable {
     calls: VecDeque<Call>,
     first_index: u32,
     by_call_id: HashMap<String, u32>,
-    media: HashMap<SocketAddr, (u32, PayloadMap)>,
+    media: FxHashMap<SocketAddr, (u32, PayloadMap)>,
     events: VecDeque<CallEvent>,
     stats: SipStats,
 }
@@ -212,7 +214,7 @@ impl CallTable {
             calls: VecDeque::new(),
             first_index: 0,
             by_call_id: HashMap::new(),
-            media: HashMap::new(),
+            media: FxHashMap::default(),
             events: VecDeque::new(),
             stats: SipStats::default(),
         }

@@ -80,6 +80,10 @@ const KNOWN_METHODS: [&[u8]; 14] = [
 
 /// Cheap check: does `payload` start like a SIP request or response?
 pub fn looks_like_sip(payload: &[u8]) -> bool {
+    // Every SIP start line begins with an upper-case letter; RTP (0x80..) fails at once.
+    if !payload.first().is_some_and(u8::is_ascii_uppercase) {
+        return false;
+    }
     payload.starts_with(b"SIP/2.0 ") || KNOWN_METHODS.iter().any(|m| payload.starts_with(m))
 }
 
@@ -168,17 +172,22 @@ pub fn uri_user(uri: &str) -> &str {
     &rest[..end]
 }
 
-fn compact(name: &str) -> &str {
-    match name {
-        "i" => "call-id",
-        "f" => "from",
-        "t" => "to",
-        "m" => "contact",
-        "l" => "content-length",
-        "c" => "content-type",
-        "v" => "via",
-        other => other,
+/// True when header `name` as sent (any case, or its compact form) is `wanted` (lower case).
+fn header_is(name: &str, wanted: &str) -> bool {
+    if name.eq_ignore_ascii_case(wanted) {
+        return true;
     }
+    let compact = match wanted {
+        "call-id" => "i",
+        "from" => "f",
+        "to" => "t",
+        "contact" => "m",
+        "content-length" => "l",
+        "content-type" => "c",
+        "via" => "v",
+        _ => return false,
+    };
+    name.eq_ignore_ascii_case(compact)
 }
 
 impl<'a> SipMessage<'a> {
@@ -252,7 +261,7 @@ impl<'a> SipMessage<'a> {
     /// The first header called `name` (case-insensitive; compact forms understood).
     pub fn header(&self, name: &str) -> Option<&'a str> {
         self.headers()
-            .find(|(n, _)| compact(&n.to_ascii_lowercase()) == name)
+            .find(|(n, _)| header_is(n, name))
             .map(|(_, v)| v)
     }
 

@@ -3,6 +3,7 @@
 //! rewrites `send` applies to frames from a file (destination MAC, removing tags). Pure byte work.
 
 use super::signature::{Signature, SIGNATURE_LEN};
+use crate::packet::checksum::internet_checksum;
 
 /// Source IPv4 address of sample frames (TEST-NET-1, never routed).
 pub const SAMPLE_SRC_IP: [u8; 4] = [192, 0, 2, 85];
@@ -40,7 +41,7 @@ pub fn build_frame(out: &mut Vec<u8>, dst_mac: [u8; 6], src_mac: [u8; 6], signat
     out.extend_from_slice(&[0x40, 0, 64, 17, 0, 0]); // DF, TTL 64, UDP, checksum later
     out.extend_from_slice(&SAMPLE_SRC_IP);
     out.extend_from_slice(&SAMPLE_DST_IP);
-    let csum = ipv4_checksum(&out[ip_start..ip_start + IPV4_HEADER_LEN]);
+    let csum = internet_checksum(&out[ip_start..ip_start + IPV4_HEADER_LEN]);
     out[ip_start + 10..ip_start + 12].copy_from_slice(&csum.to_be_bytes());
 
     out.extend_from_slice(&SAMPLE_PORT.to_be_bytes());
@@ -51,17 +52,6 @@ pub fn build_frame(out: &mut Vec<u8>, dst_mac: [u8; 6], src_mac: [u8; 6], signat
     out.resize(sig_start + SIGNATURE_LEN, 0);
     signature.emit(&mut out[sig_start..]);
     out.extend_from_slice(NOTE);
-}
-
-fn ipv4_checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header
-        .chunks(2)
-        .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32)
-        .sum();
-    while sum > 0xFFFF {
-        sum = (sum & 0xFFFF) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// Sets the destination MAC of an Ethernet frame in place; false if the frame is too short.
@@ -107,7 +97,7 @@ mod tests {
         assert_eq!(u16::from_be_bytes([f[14], f[15]]), 85);
         assert_eq!(&f[16..18], &[0x08, 0x00]);
         // IPv4 header checksum verifies to zero.
-        assert_eq!(ipv4_checksum(&f[18..38]), 0);
+        assert_eq!(internet_checksum(&f[18..38]), 0);
         let udp_payload = &f[18 + 20 + 8..];
         assert_eq!(Signature::parse(udp_payload), Some(sig(Some(85))));
         assert_eq!(

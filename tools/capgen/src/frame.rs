@@ -2,6 +2,8 @@
 
 use std::net::Ipv4Addr;
 
+use silentmon::packet::checksum::internet_checksum;
+
 /// How frames are tagged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encap {
@@ -27,17 +29,6 @@ impl Encap {
 fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
     let o = ip.octets();
     [0x02, 0x00, o[0], o[1], o[2], o[3]]
-}
-
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32)
-        .sum();
-    while sum > 0xFFFF {
-        sum = (sum & 0xFFFF) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// Builds a whole frame into `out` (cleared first).
@@ -77,7 +68,7 @@ pub fn udp_frame(
     out.extend_from_slice(&[0x40, 0x00, 64, 17, 0, 0]);
     out.extend_from_slice(&src.octets());
     out.extend_from_slice(&dst.octets());
-    let c = checksum(&out[ip_start..ip_start + 20]);
+    let c = internet_checksum(&out[ip_start..ip_start + 20]);
     out[ip_start + 10..ip_start + 12].copy_from_slice(&c.to_be_bytes());
     out.extend_from_slice(&sport.to_be_bytes());
     out.extend_from_slice(&dport.to_be_bytes());
@@ -105,7 +96,7 @@ mod tests {
         );
         assert_eq!(&f[12..14], &[0x88, 0xA8]);
         assert_eq!(u16::from_be_bytes([f[18], f[19]]) & 0x0FFF, 85);
-        assert_eq!(checksum(&f[22..42]), 0);
+        assert_eq!(internet_checksum(&f[22..42]), 0);
         assert_eq!(&f[f.len() - 3..], b"abc");
     }
 }

@@ -726,26 +726,14 @@ fn run_calls(a: CallsArgs) -> Result<()> {
             .peek()
             .is_some_and(|(Reverse((t, _)), _, _)| *t <= now - max_delay_us)
         {
-            let (Reverse((t, _)), bytes, truth) = heap.pop().expect("peeked");
-            pcap.write(t, &bytes)?;
+            let entry = heap.pop().expect("peeked");
+            write_entry(&mut pcap, &mut calls, entry)?;
             written_total += 1;
-            if let Some((ci, di, si, k)) = truth {
-                let s = &mut calls[ci].dirs[di].segments[si];
-                s.written += 1;
-                s.first_k.get_or_insert(k);
-                s.last_k = Some(k);
-            }
         }
     }
-    while let Some((Reverse((t, _)), bytes, truth)) = heap.pop() {
-        pcap.write(t, &bytes)?;
+    while let Some(entry) = heap.pop() {
+        write_entry(&mut pcap, &mut calls, entry)?;
         written_total += 1;
-        if let Some((ci, di, si, k)) = truth {
-            let s = &mut calls[ci].dirs[di].segments[si];
-            s.written += 1;
-            s.first_k.get_or_insert(k);
-            s.last_k = Some(k);
-        }
     }
     pcap.finish()?;
 
@@ -820,6 +808,22 @@ fn run_calls(a: CallsArgs) -> Result<()> {
         };
         let f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
         serde_json::to_writer_pretty(BufWriter::new(f), &truth)?;
+    }
+    Ok(())
+}
+
+/// Writes one queued frame and counts it in the truth of its stream (in write order).
+fn write_entry<W: std::io::Write>(
+    pcap: &mut PcapWriter<W>,
+    calls: &mut [Call],
+    (Reverse((t, _)), bytes, truth): Queued,
+) -> Result<()> {
+    pcap.write(t, &bytes)?;
+    if let Some((ci, di, si, k)) = truth {
+        let s = &mut calls[ci].dirs[di].segments[si];
+        s.written += 1;
+        s.first_k.get_or_insert(k);
+        s.last_k = Some(k);
     }
     Ok(())
 }
