@@ -15,8 +15,11 @@ use super::duration::parse_duration;
 use crate::capture::live::{format_mac, interface_mac, parse_mac, LiveCapture, LiveOptions};
 use crate::capture::{PacketSource, PcapFile};
 use crate::packet::{DecapConfig, Decapsulator, LinkType};
-use crate::vlantest::sample::{build_frame, set_dst_mac, strip_tags, SAMPLE_SRC_MAC};
+use crate::vlantest::sample::{build_frame, set_dst_mac, strip_tags};
 use crate::vlantest::{observe, Expectation, FrameClass, Observation, Signature, Tally, Verdict};
+
+/// testdata/VLANSamplePackets.pcap (made by tools/capgen), the default frames of `send`.
+const SAMPLE_CAPTURE: &[u8] = include_bytes!("../../testdata/VLANSamplePackets.pcap");
 
 const PROCEDURE: &str = "\
 Many NIC drivers drop or strip 802.1Q tags before frames reach the capture stack, and then silent
@@ -93,8 +96,9 @@ struct SendOptions {
     /// Pause between frames: 200ms, 1s.
     #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     interval: Duration,
-    /// Send the frames of this capture instead of generated sample frames (destination MAC
-    /// rewritten; sample frames in it are re-signed for this run).
+    /// Send the frames of this capture instead of the built-in testdata/VLANSamplePackets.pcap
+    /// (destination MAC rewritten; sample frames in it are re-signed for this run; --count
+    /// frames, cycling through the file).
     #[arg(long, value_name = "FILE")]
     from: Option<PathBuf>,
 }
@@ -440,9 +444,36 @@ fn send(iface: &str, dst_mac: [u8; 6], opts: &SendOptions) -> Result<usize> {
 fn sample_frames(dst_mac: [u8; 6], opts: &SendOptions) -> Result<Vec<Vec<u8>>> {
     let test_id = test_id();
     let sent_vlan = (!opts.untagged).then_some(opts.vlan);
-    let Some(path) = &opts.from else {
-        return Ok((0..opts.count)
-            .map(|seq| {
+    // The default is the project's own sample capture, embedded in the binary; libpcap reads
+    // files, so it goes through a private temporary copy.
+    let embedded;
+    let path: &Path = match &opts.from {
+        Some(p) => p,
+        None => {
+            embedded = std::env::temp_dir()
+                .join(format!("silentmon-vlan-sample-{}.pcap", std::process::id()));
+            std::fs::write(&embedded, SAMPLE_CAPTURE)
+                .with_context(|| format!("cannot write {}", embedded.display()))?;
+            &embedded
+        }
+    };
+    let frames = read_frames(path);
+    if opts.from.is_none() {
+        let _ = std::fs::remove_file(path);
+    }
+    let frames = frames?;
+    if frames.is_empty() {
+        bail!("{} holds no frames", path.display());
+    }
+    // `count` frames, cycling through the file; sample frames are re-signed for this run with
+    // their position, and tagged as asked.
+    let mut decap = Decapsulator::new(DecapConfig::default());
+    let mut out = Vec::with_capacity(opts.count as usize);
+    for seq in 0..opts.count {
+        let (ts, data) = &frames[seq as usize % frames.len()];
+        let obs = observe(&mut decap, *ts, LinkType::Ethernet, data);
+        let mut f = match obs.signature {
+            Some(_) => {
                 let mut f = Vec::new();
                 let sig = Signature {
                     test_id,
@@ -450,33 +481,11 @@ fn sample_frames(dst_mac: [u8; 6], opts: &SendOptions) -> Result<Vec<Vec<u8>>> {
                     count: opts.count,
                     sent_vlan,
                 };
-                build_frame(&mut f, dst_mac, SAMPLE_SRC_MAC, &sig);
-                f
-            })
-            .collect());
-    };
-    let mut file = PcapFile::open(path, None)?;
-    if file.link_type() != LinkType::Ethernet {
-        bail!("{}: only Ethernet captures can be sent", path.display());
-    }
-    let mut decap = Decapsulator::new(DecapConfig::default());
-    let mut out = Vec::new();
-    while let Some(frame) = file.next_frame()? {
-        let obs = observe(&mut decap, frame.ts, LinkType::Ethernet, frame.data);
-        let mut f = match obs.signature {
-            // One of our sample frames: rebuild it signed for this run, tagged as asked.
-            Some(sig) => {
-                let mut f = Vec::new();
-                let sig = Signature {
-                    test_id,
-                    sent_vlan,
-                    ..sig
-                };
                 build_frame(&mut f, dst_mac, obs.src_mac, &sig);
                 f
             }
             None => {
-                let mut f = frame.data.to_vec();
+                let mut f = data.clone();
                 if opts.untagged {
                     strip_tags(&mut f);
                 }
@@ -486,10 +495,20 @@ fn sample_frames(dst_mac: [u8; 6], opts: &SendOptions) -> Result<Vec<Vec<u8>>> {
         set_dst_mac(&mut f, dst_mac);
         out.push(f);
     }
-    if out.is_empty() {
-        bail!("{} holds no frames", path.display());
-    }
     Ok(out)
+}
+
+/// All frames of an Ethernet capture file.
+fn read_frames(path: &Path) -> Result<Vec<(crate::time::Timestamp, Vec<u8>)>> {
+    let mut file = PcapFile::open(path, None)?;
+    if file.link_type() != LinkType::Ethernet {
+        bail!("{}: only Ethernet captures can be sent", path.display());
+    }
+    let mut frames = Vec::new();
+    while let Some(frame) = file.next_frame()? {
+        frames.push((frame.ts, frame.data.to_vec()));
+    }
+    Ok(frames)
 }
 
 /// A test id that differs between runs (time-derived; not security relevant).
