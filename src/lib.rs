@@ -1,7 +1,7 @@
 //! silentmon: a SPAN-port silent monitoring appliance for contact centers.
 //!
 //! The crate map (docs/ARCHITECTURE.md says the same in more words). Dependencies point down
-//! this list, never up; the cores (`packet`, `codec`, `flow`, `sip`, `media`, `engine`) never
+//! this list, never up; the cores (`packet`, `codec`, `flow`, `sip`, `media`, `engine`, `vlantest`) never
 //! touch a socket, a clock, libpcap or a sound card.
 //!
 //! | module    | holds |
@@ -9,6 +9,7 @@
 //! | `cli`     | clap definitions, typed settings, one `run` per subcommand (the only `anyhow` user) |
 //! | `report`  | stream tables and JSON for `flows` |
 //! | `capture` | the only code that touches libpcap: `PacketSource` over files (and live NICs) |
+//! | `vlantest`| NIC qualification: sample-frame signature, sample frames, PASS/FAIL tally (pure) |
 //! | `engine`  | the packet path: decapsulate -> classify -> SIP call table + RTP flow table |
 //! | `media`   | G.711/Opus decoding and the RTP-timestamp timeline that `extract` renders |
 //! | `sip`     | SIP message and SDP views, dialogs by Call-ID, media endpoints |
