@@ -184,3 +184,110 @@ impl Engine {
         &self.flows
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ethernet / IPv4 / UDP with `payload`.
+    fn udp(src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        let total = 28 + payload.len();
+        f.extend_from_slice(&[
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            17,
+            0,
+            0,
+        ]);
+        f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+        f.extend_from_slice(&src_port.to_be_bytes());
+        f.extend_from_slice(&dst_port.to_be_bytes());
+        f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn rtp(seq: u16) -> Vec<u8> {
+        let mut v = vec![0x80, 0];
+        v.extend_from_slice(&seq.to_be_bytes());
+        v.extend_from_slice(&(160 * seq as u32).to_be_bytes());
+        v.extend_from_slice(&7u32.to_be_bytes());
+        v.extend_from_slice(&[0xFF; 160]);
+        v
+    }
+
+    #[test]
+    fn classifies_sip_rtp_and_counts_garbage() {
+        let mut e = Engine::new(EngineConfig::default());
+        let at = |ms: i64| Timestamp::from_nanos(ms * 1_000_000);
+        let sdp = "v=0\r\nc=IN IP4 10.0.0.2\r\nm=audio 5000 RTP/AVP 0\r\n";
+        let invite = format!(
+            "INVITE sip:5001@10.0.0.2 SIP/2.0\r\nFrom: <sip:1@a>;tag=x\r\nTo: <sip:5001@b>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        );
+        assert_eq!(
+            e.handle_frame(
+                at(0),
+                LinkType::Ethernet,
+                &udp(5060, 5060, invite.as_bytes())
+            ),
+            FrameVerdict::Sip
+        );
+        // The SDP endpoint makes the first packet RTP at once, bound to the call.
+        assert_eq!(
+            e.handle_frame(at(10), LinkType::Ethernet, &udp(4000, 5000, &rtp(1))),
+            FrameVerdict::Rtp(StreamId(0))
+        );
+        assert_eq!(e.flows().stream(StreamId(0)).call, Some(0));
+        // Garbage: truncated, non-IP, a SIP-looking datagram that is not SIP.
+        assert_eq!(
+            e.handle_frame(at(20), LinkType::Ethernet, &[1, 2, 3]),
+            FrameVerdict::Undecoded
+        );
+        let mut arp = udp(1, 2, b"");
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(
+            e.handle_frame(at(30), LinkType::Ethernet, &arp),
+            FrameVerdict::Undecoded
+        );
+        assert_eq!(
+            e.handle_frame(
+                at(40),
+                LinkType::Ethernet,
+                &udp(5060, 5060, b"INVITE garbage")
+            ),
+            FrameVerdict::Sip
+        );
+        let s = e.stats();
+        assert_eq!(
+            (
+                s.frames,
+                s.sip_messages,
+                s.sip_malformed,
+                s.rtp_packets,
+                s.undecoded
+            ),
+            (5, 2, 1, 1, 2)
+        );
+        let stops = e.decapsulator().stats().stops();
+        assert!(
+            stops.iter().any(|(n, c)| n == "link/truncated" && *c == 1),
+            "{stops:?}"
+        );
+        assert!(
+            stops
+                .iter()
+                .any(|(n, c)| n == "link/other_ethertype" && *c == 1),
+            "{stops:?}"
+        );
+    }
+}
