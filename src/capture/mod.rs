@@ -11,6 +11,8 @@ use crate::time::Timestamp;
 
 pub mod file;
 pub mod live;
+pub mod pipeline;
+pub mod replay;
 
 pub use file::PcapFile;
 
