@@ -10,6 +10,8 @@
 //! | `report`  | stream tables and JSON for `flows` |
 //! | `capture` | the only code that touches libpcap: `PacketSource` over files (and live NICs) |
 //! | `vlantest`| NIC qualification: sample-frame signature, sample frames, PASS/FAIL tally (pure) |
+//! | `control` | control-plane frames: length-prefixed JSON objects of named values (codec only so far) |
+//! | `security`| monitor-mode lockout and admission (pure; TLS/PKI/passwords to come) |
 //! | `engine`  | the packet path: decapsulate -> classify -> SIP call table + RTP flow table |
 //! | `media`   | G.711/Opus decoding and the RTP-timestamp timeline that `extract` renders |
 //! | `sip`     | SIP message and SDP views, dialogs by Call-ID, media endpoints |
@@ -23,11 +25,13 @@
 pub mod capture;
 pub mod cli;
 pub mod codec;
+pub mod control;
 pub mod engine;
 pub mod flow;
 pub mod media;
 pub mod packet;
 pub mod report;
+pub mod security;
 pub mod sip;
 pub mod time;
 pub mod vlantest;
