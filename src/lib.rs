@@ -12,6 +12,7 @@
 //! | `vlantest`| NIC qualification: sample-frame signature, sample frames, PASS/FAIL tally (pure) |
 //! | `control` | control-plane frames: length-prefixed JSON objects of named values (codec only so far) |
 //! | `security`| monitor-mode lockout and admission (pure; TLS/PKI/passwords to come) |
+//! | `binding` | agent -> media endpoint bindings (static, SIP-sniffed, explicit) that follow the agent |
 //! | `engine`  | the packet path: decapsulate -> classify -> SIP call table + RTP flow table |
 //! | `media`   | G.711/Opus decoding and the RTP-timestamp timeline that `extract` renders |
 //! | `sip`     | SIP message and SDP views, dialogs by Call-ID, media endpoints |
@@ -22,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod binding;
 pub mod capture;
 pub mod cli;
 pub mod codec;
