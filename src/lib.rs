@@ -7,6 +7,7 @@
 //! | module    | holds |
 //! |-----------|-------|
 //! | `cli`     | clap definitions, typed settings, one `run` per subcommand (the only `anyhow` user) |
+//! | `config`  | the TOML configuration: raw serde structs validated into `Settings`; errors name file and key |
 //! | `report`  | stream tables and JSON for `flows` |
 //! | `capture` | the only code that touches libpcap: `PacketSource` over files (and live NICs) |
 //! | `vlantest`| NIC qualification: sample-frame signature, sample frames, PASS/FAIL tally (pure) |
@@ -27,6 +28,7 @@ pub mod binding;
 pub mod capture;
 pub mod cli;
 pub mod codec;
+pub mod config;
 pub mod control;
 pub mod engine;
 pub mod flow;

@@ -11,6 +11,7 @@ mod duration;
 mod extract;
 mod flows;
 mod offline;
+mod passwd;
 mod vlantest;
 
 /// silentmon: silent monitoring of contact-center calls from a switch SPAN port.
@@ -47,6 +48,8 @@ enum Command {
     Extract(extract::ExtractArgs),
     /// Analyse the bundled demo capture and write the demo agent's call to a WAV file.
     Demo(demo::DemoArgs),
+    /// Hash a password (read from standard input) for the configuration file.
+    Passwd(passwd::PasswdArgs),
     /// Qualify a NIC for 802.1Q-tagged SPAN traffic (listen / send / self / -r FILE).
     Vlantest(vlantest::VlantestArgs),
 }
@@ -59,6 +62,7 @@ pub fn main() -> ExitCode {
         Command::Flows(a) => flows::run(a),
         Command::Extract(a) => extract::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Passwd(a) => passwd::run(a),
         Command::Vlantest(a) => vlantest::run(a),
     };
     match result {

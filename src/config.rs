@@ -1,0 +1,564 @@
+//! The appliance's configuration: one TOML file (default /etc/silentmon/silentmon.toml) whose
+//! sections mirror the CTI OS registry keys. Raw serde structs are validated once into typed
+//! [`Settings`]; every key has a working default (the empty file is a valid configuration), and
+//! every error names the file and the key. Unknown keys are errors (a typo must not pass
+//! silently).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::binding::Agent;
+use crate::security::lockout::LockoutConfig;
+use crate::time::Span;
+
+/// Default location.
+pub const DEFAULT_PATH: &str = "/etc/silentmon/silentmon.toml";
+
+/// Configuration errors: the file, the key, the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key or a wrong type (toml's message names the key and line).
+    #[error("{path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// What toml said.
+        message: String,
+    },
+    /// A value that parsed but makes no sense.
+    #[error("{path}: key `{key}`: {problem}")]
+    Invalid {
+        /// File.
+        path: PathBuf,
+        /// Dotted key.
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    capture: RawCapture,
+    control: RawControl,
+    monitor: RawMonitor,
+    cluster: RawCluster,
+    security: RawSecurity,
+    #[serde(rename = "agent")]
+    agents: Vec<RawAgent>,
+    #[serde(rename = "supervisor")]
+    supervisors: Vec<RawSupervisor>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCapture {
+    interfaces: Vec<String>,
+    filter: Option<String>,
+    filter_file: Option<PathBuf>,
+    buffer_mib: u32,
+    snaplen: u32,
+    timeout_ms: u64,
+}
+
+impl Default for RawCapture {
+    fn default() -> Self {
+        RawCapture {
+            interfaces: Vec::new(),
+            filter: None,
+            filter_file: None,
+            buffer_mib: 64,
+            snaplen: 65535,
+            timeout_ms: 5,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawControl {
+    listen: String,
+    heartbeat_interval_ms: u64,
+    heartbeat_retries: u32,
+    monitor_mode_disable_threshold: u32,
+    monitor_mode_disable_duration_min: u64,
+    max_monitor_mode_connections: u32,
+    monitor_mode_password_hash: Option<String>,
+    metrics_listen: String,
+}
+
+impl Default for RawControl {
+    fn default() -> Self {
+        RawControl {
+            listen: "0.0.0.0:42028".into(),
+            heartbeat_interval_ms: 60_000,
+            heartbeat_retries: 5,
+            monitor_mode_disable_threshold: 3,
+            monitor_mode_disable_duration_min: 15,
+            max_monitor_mode_connections: 7,
+            monitor_mode_password_hash: None,
+            metrics_listen: "127.0.0.1:9542".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMonitor {
+    listen: String,
+    tos: u8,
+    heartbeat_interval_s: u64,
+    heartbeat_timeout_s: u64,
+    stop_sm_non_acd_call: bool,
+}
+
+impl Default for RawMonitor {
+    fn default() -> Self {
+        RawMonitor {
+            listen: "0.0.0.0:42228".into(),
+            tos: 0xB8,
+            heartbeat_interval_s: 5,
+            heartbeat_timeout_s: 15,
+            stop_sm_non_acd_call: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCluster {
+    listen: String,
+    peers: Vec<String>,
+    heartbeat_interval_s: u64,
+    heartbeat_misses: u32,
+}
+
+impl Default for RawCluster {
+    fn default() -> Self {
+        RawCluster {
+            listen: "0.0.0.0:42029".into(),
+            peers: Vec::new(),
+            heartbeat_interval_s: 5,
+            heartbeat_misses: 3,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSecurity {
+    certs_dir: PathBuf,
+    insecure: bool,
+    audit_log: PathBuf,
+}
+
+impl Default for RawSecurity {
+    fn default() -> Self {
+        RawSecurity {
+            certs_dir: "/etc/silentmon/certs".into(),
+            insecure: false,
+            audit_log: "/var/lib/silentmon/audit.jsonl".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    id: String,
+    extension: String,
+    #[serde(default)]
+    mobile_number: Option<String>,
+    #[serde(default)]
+    phone_ips: Vec<String>,
+    #[serde(default)]
+    team: Option<String>,
+    #[serde(default)]
+    password_hash: Option<String>,
+    #[serde(default)]
+    warn_if_silent_monitored: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSupervisor {
+    id: String,
+    teams: Vec<String>,
+    #[serde(default)]
+    password_hash: Option<String>,
+}
+
+/// Capture settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CaptureSettings {
+    /// SPAN interfaces (none: replay or nothing).
+    pub interfaces: Vec<String>,
+    /// BPF filter (inline or from the filter file).
+    pub filter: Option<String>,
+    /// Kernel ring size in bytes.
+    pub buffer_bytes: u64,
+    /// Bytes kept per frame.
+    pub snaplen: u32,
+    /// Packet timeout.
+    pub timeout: Duration,
+}
+
+/// Control-plane settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ControlSettings {
+    /// Listen address (42028).
+    pub listen: SocketAddr,
+    /// Server-to-client heartbeat interval.
+    pub heartbeat_interval: Duration,
+    /// Missed heartbeats before a client is dropped.
+    pub heartbeat_retries: u32,
+    /// Monitor-mode lockout.
+    pub lockout: LockoutConfig,
+    /// Monitor-mode password hash (argon2 PHC string); None disables monitor mode.
+    pub monitor_mode_password_hash: Option<String>,
+    /// Metrics HTTP listen address.
+    pub metrics_listen: SocketAddr,
+}
+
+/// Monitor-service settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MonitorSettings {
+    /// Listen address (42228).
+    pub listen: SocketAddr,
+    /// TOS byte of media sockets (0xB8 = DSCP EF).
+    pub tos: u8,
+    /// Heartbeat interval.
+    pub heartbeat_interval: Duration,
+    /// Heartbeat timeout.
+    pub heartbeat_timeout: Duration,
+    /// Stop monitoring on non-ACD calls.
+    pub stop_sm_non_acd_call: bool,
+}
+
+/// Cluster settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterSettings {
+    /// Peer-link listen address (42029).
+    pub listen: SocketAddr,
+    /// Peers.
+    pub peers: Vec<SocketAddr>,
+    /// Heartbeat interval.
+    pub heartbeat_interval: Duration,
+    /// Misses before a peer is dead.
+    pub heartbeat_misses: u32,
+}
+
+/// A supervisor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Supervisor {
+    /// Id.
+    pub id: String,
+    /// Teams the supervisor may monitor.
+    pub teams: Vec<String>,
+    /// Password hash.
+    pub password_hash: Option<String>,
+}
+
+/// Agent settings beyond bindings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentSettings {
+    /// Binding data.
+    pub agent: Agent,
+    /// Team.
+    pub team: Option<String>,
+    /// Password hash.
+    pub password_hash: Option<String>,
+    /// Tell the agent when a supervisor starts listening.
+    pub warn_if_silent_monitored: bool,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// Capture.
+    pub capture: CaptureSettings,
+    /// Control plane.
+    pub control: ControlSettings,
+    /// Monitor service.
+    pub monitor: MonitorSettings,
+    /// Cluster.
+    pub cluster: ClusterSettings,
+    /// Directory of the CA, certificates and keys.
+    pub certs_dir: PathBuf,
+    /// Plaintext links (labs only).
+    pub insecure: bool,
+    /// Audit log (JSON lines).
+    pub audit_log: PathBuf,
+    /// Agents.
+    pub agents: Vec<AgentSettings>,
+    /// Supervisors.
+    pub supervisors: Vec<Supervisor>,
+}
+
+impl Settings {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Settings, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Settings::parse(&text, path)
+    }
+
+    /// Validates `text` (errors name `path`).
+    pub fn parse(text: &str, path: &Path) -> Result<Settings, Error> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| Error::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let invalid = |key: &str, problem: String| Error::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            problem,
+        };
+        let addr = |key: &str, v: &str| {
+            v.parse::<SocketAddr>()
+                .map_err(|_| invalid(key, format!("{v:?} is not an address:port")))
+        };
+        let filter = match (&raw.capture.filter, &raw.capture.filter_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "capture.filter_file",
+                    "set capture.filter or capture.filter_file, not both".into(),
+                ))
+            }
+            (Some(f), None) => Some(f.clone()),
+            (None, Some(file)) => {
+                let text = std::fs::read_to_string(file).map_err(|e| {
+                    invalid(
+                        "capture.filter_file",
+                        format!("cannot read {}: {e}", file.display()),
+                    )
+                })?;
+                Some(crate::capture::read_filter_file(&text))
+            }
+            (None, None) => None,
+        };
+        if !(1..=4096).contains(&raw.capture.buffer_mib) {
+            return Err(invalid(
+                "capture.buffer_mib",
+                format!("{} is not within 1..=4096", raw.capture.buffer_mib),
+            ));
+        }
+        if !(64..=262_144).contains(&raw.capture.snaplen) {
+            return Err(invalid(
+                "capture.snaplen",
+                format!("{} is not within 64..=262144", raw.capture.snaplen),
+            ));
+        }
+        if raw.control.monitor_mode_disable_threshold == 0 {
+            return Err(invalid(
+                "control.monitor_mode_disable_threshold",
+                "must be at least 1".into(),
+            ));
+        }
+        for (key, hash) in std::iter::once((
+            "control.monitor_mode_password_hash",
+            &raw.control.monitor_mode_password_hash,
+        ))
+        .chain(
+            raw.agents
+                .iter()
+                .map(|a| ("agent.password_hash", &a.password_hash)),
+        )
+        .chain(
+            raw.supervisors
+                .iter()
+                .map(|s| ("supervisor.password_hash", &s.password_hash)),
+        ) {
+            if let Some(h) = hash {
+                crate::security::password::check_hash(h)
+                    .map_err(|e| invalid(key, e.to_string()))?;
+            }
+        }
+        let mut agents = Vec::new();
+        for (i, a) in raw.agents.iter().enumerate() {
+            if agents.iter().any(|x: &AgentSettings| x.agent.id == a.id) {
+                return Err(invalid(
+                    &format!("agent[{i}].id"),
+                    format!("{:?} is defined twice", a.id),
+                ));
+            }
+            let mut phone_ips = Vec::new();
+            for ip in &a.phone_ips {
+                phone_ips.push(ip.parse::<IpAddr>().map_err(|_| {
+                    invalid(
+                        &format!("agent[{i}].phone_ips"),
+                        format!("{ip:?} is not an IP address"),
+                    )
+                })?);
+            }
+            agents.push(AgentSettings {
+                agent: Agent {
+                    id: a.id.clone(),
+                    extension: a.extension.clone(),
+                    mobile_number: a.mobile_number.clone(),
+                    phone_ips,
+                },
+                team: a.team.clone(),
+                password_hash: a.password_hash.clone(),
+                warn_if_silent_monitored: a.warn_if_silent_monitored,
+            });
+        }
+        let peers = raw
+            .cluster
+            .peers
+            .iter()
+            .map(|p| addr("cluster.peers", p))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Settings {
+            capture: CaptureSettings {
+                interfaces: raw.capture.interfaces,
+                filter,
+                buffer_bytes: raw.capture.buffer_mib as u64 * 1024 * 1024,
+                snaplen: raw.capture.snaplen,
+                timeout: Duration::from_millis(raw.capture.timeout_ms),
+            },
+            control: ControlSettings {
+                listen: addr("control.listen", &raw.control.listen)?,
+                heartbeat_interval: Duration::from_millis(raw.control.heartbeat_interval_ms),
+                heartbeat_retries: raw.control.heartbeat_retries,
+                lockout: LockoutConfig {
+                    threshold: raw.control.monitor_mode_disable_threshold,
+                    duration: Span::from_secs(
+                        raw.control.monitor_mode_disable_duration_min as i64 * 60,
+                    ),
+                    max_connections: raw.control.max_monitor_mode_connections,
+                },
+                monitor_mode_password_hash: raw.control.monitor_mode_password_hash,
+                metrics_listen: addr("control.metrics_listen", &raw.control.metrics_listen)?,
+            },
+            monitor: MonitorSettings {
+                listen: addr("monitor.listen", &raw.monitor.listen)?,
+                tos: raw.monitor.tos,
+                heartbeat_interval: Duration::from_secs(raw.monitor.heartbeat_interval_s),
+                heartbeat_timeout: Duration::from_secs(raw.monitor.heartbeat_timeout_s),
+                stop_sm_non_acd_call: raw.monitor.stop_sm_non_acd_call,
+            },
+            cluster: ClusterSettings {
+                listen: addr("cluster.listen", &raw.cluster.listen)?,
+                peers,
+                heartbeat_interval: Duration::from_secs(raw.cluster.heartbeat_interval_s),
+                heartbeat_misses: raw.cluster.heartbeat_misses,
+            },
+            certs_dir: raw.security.certs_dir,
+            insecure: raw.security.insecure,
+            audit_log: raw.security.audit_log,
+            agents,
+            supervisors: raw
+                .supervisors
+                .into_iter()
+                .map(|s| Supervisor {
+                    id: s.id,
+                    teams: s.teams,
+                    password_hash: s.password_hash,
+                })
+                .collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Settings, Error> {
+        Settings::parse(text, Path::new("/etc/silentmon/silentmon.toml"))
+    }
+
+    #[test]
+    fn the_empty_file_is_a_working_configuration() {
+        let s = parse("").unwrap();
+        assert_eq!(s.control.listen, "0.0.0.0:42028".parse().unwrap());
+        assert_eq!(s.monitor.listen.port(), 42228);
+        assert_eq!(s.cluster.listen.port(), 42029);
+        assert_eq!(s.monitor.tos, 0xB8);
+        assert_eq!(s.control.lockout, LockoutConfig::default());
+        assert_eq!(s.capture.buffer_bytes, 64 << 20);
+        assert!(s.agents.is_empty() && !s.insecure);
+    }
+
+    #[test]
+    fn agents_supervisors_and_sections() {
+        let s = parse(
+            r#"
+            [capture]
+            interfaces = ["eth1"]
+            filter = "udp or (vlan and udp)"
+            [cluster]
+            peers = ["10.0.0.2:42029"]
+            [[agent]]
+            id = "a1"
+            extension = "5001"
+            mobile_number = "+4915112345678"
+            phone_ips = ["10.2.0.1"]
+            team = "blue"
+            warn_if_silent_monitored = true
+            [[supervisor]]
+            id = "s1"
+            teams = ["blue"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.capture.interfaces, vec!["eth1"]);
+        assert_eq!(
+            s.agents[0].agent.phone_ips,
+            vec!["10.2.0.1".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(s.agents[0].team.as_deref(), Some("blue"));
+        assert_eq!(s.supervisors[0].teams, vec!["blue"]);
+        assert_eq!(s.cluster.peers.len(), 1);
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_key() {
+        let e = parse("[control]\nlisten = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("silentmon.toml") && e.contains("control.listen") && e.contains("nowhere"),
+            "{e}"
+        );
+        let e = parse("[capture]\nbuffer_mb = 3\n").unwrap_err().to_string();
+        assert!(e.contains("buffer_mb"), "{e}");
+        let e = parse("[capture]\nsnaplen = \"big\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("snaplen"), "{e}");
+        let e = parse("[[agent]]\nid = \"a\"\nextension = \"1\"\nphone_ips = [\"x\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("agent[0].phone_ips"), "{e}");
+        let e = parse(
+            "[[agent]]\nid = \"a\"\nextension = \"1\"\n[[agent]]\nid = \"a\"\nextension = \"2\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("agent[1].id") && e.contains("twice"), "{e}");
+        let e = parse("[control]\nmonitor_mode_password_hash = \"plain\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("control.monitor_mode_password_hash"), "{e}");
+        let e = Settings::load(Path::new("/nonexistent/silentmon.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/silentmon.toml"), "{e}");
+    }
+}
