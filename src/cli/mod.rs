@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod certs;
 mod demo;
 mod duration;
 mod extract;
@@ -48,6 +49,8 @@ enum Command {
     Extract(extract::ExtractArgs),
     /// Analyse the bundled demo capture and write the demo agent's call to a WAV file.
     Demo(demo::DemoArgs),
+    /// The private CA: `certs ca`, `certs request`, `certs sign` (PEM files for TLS).
+    Certs(certs::CertsArgs),
     /// Hash a password (read from standard input) for the configuration file.
     Passwd(passwd::PasswdArgs),
     /// Qualify a NIC for 802.1Q-tagged SPAN traffic (listen / send / self / -r FILE).
@@ -62,6 +65,7 @@ pub fn main() -> ExitCode {
         Command::Flows(a) => flows::run(a),
         Command::Extract(a) => extract::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Certs(a) => certs::run(a),
         Command::Passwd(a) => passwd::run(a),
         Command::Vlantest(a) => vlantest::run(a),
     };

@@ -1,0 +1,122 @@
+//! `silentmon certs`: the private CA in the seed's three steps (create a CA; make a key and a
+//! request; have the CA sign it). Writes PEM files; private keys are created mode 0600.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+use crate::security::pki::{create_ca, create_request, sign_request, Pem, Role};
+
+/// Arguments of `certs`.
+#[derive(Debug, Args)]
+pub(crate) struct CertsArgs {
+    #[command(subcommand)]
+    step: Step,
+}
+
+#[derive(Debug, Subcommand)]
+enum Step {
+    /// Step 1: a self-signed CA (DIR/ca.pem and DIR/ca.key).
+    Ca {
+        /// Output directory.
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+        /// The CA's common name.
+        #[arg(long, default_value = "silentmon CA")]
+        name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: i64,
+    },
+    /// Step 2: a key and a certificate request (DIR/NAME.key and DIR/NAME.csr).
+    Request {
+        /// The host name or IP address the certificate is for (a server), or the client's name.
+        #[arg(long)]
+        name: String,
+        /// Output directory.
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+    },
+    /// Step 3: the CA signs a request (writes the certificate PEM).
+    Sign {
+        /// The request (.csr) to sign.
+        #[arg(long)]
+        request: PathBuf,
+        /// Directory holding ca.pem and ca.key.
+        #[arg(long, default_value = "certs")]
+        ca_dir: PathBuf,
+        /// A server certificate (appliance).
+        #[arg(long, conflicts_with = "client", required_unless_present = "client")]
+        server: bool,
+        /// A client certificate (supervisor endpoint, CLI, peer).
+        #[arg(long)]
+        client: bool,
+        /// Validity in days.
+        #[arg(long, default_value_t = 825)]
+        days: i64,
+        /// Output certificate file.
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+    },
+}
+
+fn write(path: &Path, text: &str, private: bool) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    if private {
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+pub(crate) fn run(args: CertsArgs) -> Result<ExitCode> {
+    match args.step {
+        Step::Ca { out, name, days } => {
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            let ca = create_ca(&name, days)?;
+            write(&out.join("ca.pem"), &ca.cert, false)?;
+            write(&out.join("ca.key"), &ca.key, true)?;
+        }
+        Step::Request { name, out } => {
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            let req = create_request(&name)?;
+            let file = name.replace(['/', ':'], "_");
+            write(&out.join(format!("{file}.csr")), &req.cert, false)?;
+            write(&out.join(format!("{file}.key")), &req.key, true)?;
+        }
+        Step::Sign {
+            request,
+            ca_dir,
+            server,
+            client: _,
+            days,
+            output,
+        } => {
+            let ca = Pem {
+                cert: read(&ca_dir.join("ca.pem"))?,
+                key: read(&ca_dir.join("ca.key"))?,
+            };
+            let role = if server { Role::Server } else { Role::Client };
+            let cert = sign_request(&read(&request)?, &ca, role, days)
+                .with_context(|| format!("signing {}", request.display()))?;
+            write(&output, &cert, false)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,165 @@
+//! The private CA, in the seed's three steps: a self-signed CA ([`create_ca`]), a key and a
+//! certificate request for a server or a client ([`create_request`]), the CA signing a request
+//! ([`sign_request`]). PEM in, PEM out; files are the caller's business (`silentmon certs`).
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+};
+
+/// PKI errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// rcgen refused (bad name, bad PEM, signing failure).
+    #[error("{what}: {source}")]
+    Rcgen {
+        /// What was being done.
+        what: &'static str,
+        /// Cause.
+        source: rcgen::Error,
+    },
+}
+
+fn err(what: &'static str) -> impl FnOnce(rcgen::Error) -> Error {
+    move |source| Error::Rcgen { what, source }
+}
+
+/// What a certificate is for.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// An appliance (TLS server on 42028/42228, and peer-link server/client).
+    Server,
+    /// A supervisor endpoint, a CLI or a peer connecting out.
+    Client,
+}
+
+/// A PEM certificate and its PEM private key.
+#[derive(Clone, Debug)]
+pub struct Pem {
+    /// Certificate (or request) PEM.
+    pub cert: String,
+    /// Private key PEM (PKCS#8).
+    pub key: String,
+}
+
+fn name(cn: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "silentmon");
+    dn.push(DnType::CommonName, cn);
+    dn
+}
+
+/// Step 1: a self-signed CA valid for `days`.
+pub fn create_ca(common_name: &str, days: i64) -> Result<Pem, Error> {
+    let key = KeyPair::generate().map_err(err("generating the CA key"))?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err("CA parameters"))?;
+    params.distinguished_name = name(common_name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let (y, m, d) = yesterday_ymd();
+    let now = rcgen::date_time_ymd(y, m, d);
+    params.not_before = now;
+    params.not_after = now + time_days(days);
+    let cert = params
+        .self_signed(&key)
+        .map_err(err("self-signing the CA"))?;
+    Ok(Pem {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    })
+}
+
+/// Civil date (year, month, day) of a day count since 1970-01-01 (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i32, u8, u8) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let y = (yoe + era * 400 + if m <= 2 { 1 } else { 0 }) as i32;
+    (y, m, d)
+}
+
+/// Yesterday's date (UTC) from the system clock: certificates are valid from then, so a clock
+/// slightly behind still accepts them.
+fn yesterday_ymd() -> (i32, u8, u8) {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    civil_from_days(secs / 86_400 - 1)
+}
+
+fn time_days(days: i64) -> std::time::Duration {
+    std::time::Duration::from_secs(days.max(1) as u64 * 86_400)
+}
+
+/// Step 2: a key and a certificate request for `name` (a DNS name or an IP address).
+pub fn create_request(name_or_ip: &str) -> Result<Pem, Error> {
+    let key = KeyPair::generate().map_err(err("generating the key"))?;
+    let mut params =
+        CertificateParams::new(vec![name_or_ip.to_owned()]).map_err(err("request parameters"))?;
+    params.distinguished_name = name(name_or_ip);
+    let csr = params
+        .serialize_request(&key)
+        .map_err(err("building the request"))?;
+    Ok(Pem {
+        cert: csr.pem().map_err(err("encoding the request"))?,
+        key: key.serialize_pem(),
+    })
+}
+
+/// Step 3: the CA signs a request for `role`, valid for `days`.
+pub fn sign_request(csr_pem: &str, ca: &Pem, role: Role, days: i64) -> Result<String, Error> {
+    let mut csr =
+        CertificateSigningRequestParams::from_pem(csr_pem).map_err(err("reading the request"))?;
+    let ca_key = KeyPair::from_pem(&ca.key).map_err(err("reading the CA key"))?;
+    let issuer =
+        Issuer::from_ca_cert_pem(&ca.cert, ca_key).map_err(err("reading the CA certificate"))?;
+    let (y, m, d) = yesterday_ymd();
+    let now = rcgen::date_time_ymd(y, m, d);
+    csr.params.not_before = now;
+    csr.params.not_after = now + time_days(days);
+    csr.params.is_ca = IsCa::ExplicitNoCa;
+    csr.params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    csr.params.extended_key_usages = vec![match role {
+        Role::Server => ExtendedKeyUsagePurpose::ServerAuth,
+        Role::Client => ExtendedKeyUsagePurpose::ClientAuth,
+    }];
+    let cert = csr.signed_by(&issuer).map_err(err("signing the request"))?;
+    Ok(cert.pem())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(civil_from_days(20_416), (2025, 11, 24));
+    }
+
+    #[test]
+    fn three_steps_give_a_certificate_for_the_name() {
+        let ca = create_ca("CA", 3650).unwrap();
+        assert!(ca.cert.starts_with("-----BEGIN CERTIFICATE-----"));
+        let req = create_request("10.0.0.5").unwrap();
+        assert!(req.cert.contains("CERTIFICATE REQUEST"));
+        let cert = sign_request(&req.cert, &ca, Role::Server, 30).unwrap();
+        assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(sign_request("garbage", &ca, Role::Client, 30).is_err());
+    }
+}
