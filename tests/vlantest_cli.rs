@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use serde_json::Value;
 
@@ -49,14 +47,7 @@ fn file_with_the_sample_frames_passes() {
 fn file_with_stripped_frames_fails_with_exit_1() {
     let dir = tempfile::tempdir().unwrap();
     let stripped = dir.path().join("stripped.pcap");
-    run_ok(
-        Command::new("tcprewrite")
-            .arg("--enet-vlan=del")
-            .arg("--infile")
-            .arg(testdata("VLANSamplePackets.pcap"))
-            .arg("--outfile")
-            .arg(&stripped),
-    );
+    strip_tags_with_tcprewrite(&testdata("VLANSamplePackets.pcap"), &stripped);
     let out = silentmon()
         .args(["vlantest", "--json", "-r"])
         .arg(&stripped)

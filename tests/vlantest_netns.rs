@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use common::netns::*;
 use common::*;
@@ -103,14 +103,7 @@ fn fail_tags_stripped_when_signed_frames_arrive_untagged() {
     // The driver that strips tags, emulated: the signed sample frames with their tag removed.
     let dir = tempfile::tempdir().unwrap();
     let stripped = dir.path().join("stripped.pcap");
-    run_ok(
-        Command::new("tcprewrite")
-            .arg("--enet-vlan=del")
-            .arg("--infile")
-            .arg(testdata("VLANSamplePackets.pcap"))
-            .arg("--outfile")
-            .arg(&stripped),
-    );
+    strip_tags_with_tcprewrite(&testdata("VLANSamplePackets.pcap"), &stripped);
     let listener = lab.listen(&["--vlan", "85", "--timeout", "5s"]);
     lab.tx.sh(&[
         "tcpreplay",

@@ -366,11 +366,8 @@ impl Decapsulator {
                             }
                         }
                         Err(e) => {
-                            let reason = match e {
-                                etherparse::err::ipv4::SliceError::Len(_) => StopReason::Truncated,
-                                _ => StopReason::Malformed,
-                            };
-                            stop(&mut d, Layer::Ipv4, buf, reason);
+                            let truncated = matches!(e, etherparse::err::ipv4::SliceError::Len(_));
+                            stop(&mut d, Layer::Ipv4, buf, truncated_or_malformed(truncated));
                             break;
                         }
                     },
@@ -391,11 +388,8 @@ impl Decapsulator {
                             Next::Transport(proto, p.payload)
                         }
                         Err(e) => {
-                            let reason = match e {
-                                etherparse::err::ipv6::SliceError::Len(_) => StopReason::Truncated,
-                                _ => StopReason::Malformed,
-                            };
-                            stop(&mut d, Layer::Ipv6, buf, reason);
+                            let truncated = matches!(e, etherparse::err::ipv6::SliceError::Len(_));
+                            stop(&mut d, Layer::Ipv6, buf, truncated_or_malformed(truncated));
                             break;
                         }
                     },
@@ -457,11 +451,8 @@ impl Decapsulator {
                         break;
                     }
                     Err(e) => {
-                        let reason = match e {
-                            etherparse::err::tcp::HeaderSliceError::Len(_) => StopReason::Truncated,
-                            _ => StopReason::Malformed,
-                        };
-                        stop(&mut d, Layer::Tcp, buf, reason);
+                        let truncated = matches!(e, etherparse::err::tcp::HeaderSliceError::Len(_));
+                        stop(&mut d, Layer::Tcp, buf, truncated_or_malformed(truncated));
                         break;
                     }
                 },
@@ -552,6 +543,14 @@ impl Decapsulator {
             };
         }
         finish(d, stats)
+    }
+}
+
+fn truncated_or_malformed(truncated: bool) -> StopReason {
+    if truncated {
+        StopReason::Truncated
+    } else {
+        StopReason::Malformed
     }
 }
 

@@ -136,3 +136,16 @@ fn socket_text(ip: &str, port: &str) -> String {
         format!("{ip}:{port}")
     }
 }
+
+/// The sample frames with their 802.1Q tags removed by tcprewrite: what a tag-stripping driver
+/// would deliver.
+pub fn strip_tags_with_tcprewrite(input: &Path, output: &Path) {
+    run_ok(
+        Command::new("tcprewrite")
+            .arg("--enet-vlan=del")
+            .arg("--infile")
+            .arg(input)
+            .arg("--outfile")
+            .arg(output),
+    );
+}
