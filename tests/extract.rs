@@ -190,6 +190,7 @@ fn generator_reference_pcm_with_loss_reordering_and_duplicates() {
     );
     let t: Value = serde_json::from_slice(&std::fs::read(&truth).unwrap()).unwrap();
     let mut checked = 0;
+    let mut lost_somewhere = false;
     for s in t["streams"].as_array().unwrap() {
         let spec = format!(
             "{}-{}",
