@@ -204,14 +204,11 @@ fn generator_reference_pcm_with_loss_reordering_and_duplicates() {
             ours == reference,
             "{spec}: PCM differs from the generator's reference"
         );
-        assert!(
-            s["missing"].as_u64().unwrap() > 0
-                || s["duplicates"].as_u64().unwrap() > 0
-                || checked > 0
-        );
+        lost_somewhere |= s["missing"].as_u64().unwrap() > 0;
         checked += 1;
     }
     assert_eq!(checked, 4);
+    assert!(lost_somewhere, "the capture must exercise loss");
 }
 
 /// Dominant frequency by zero crossings.
