@@ -192,3 +192,21 @@ mod tests {
         assert_eq!(parse(&frame(b"{\"msg\":\"X\"}"), 100).unwrap().0.msg, "X");
     }
 }
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::*;
+
+    /// Found by the control_frame fuzz target: an integer beyond u64 is a float whose value
+    /// must survive decode -> encode -> decode exactly.
+    #[test]
+    fn huge_integer_round_trips() {
+        let body = br#"{"msg": "LoTTTTTTTTTTgigin", "":555555555555550421074911}"#;
+        let mut buf = (body.len() as u32).to_be_bytes().to_vec();
+        buf.extend_from_slice(body);
+        let (f, _) = parse(&buf, 4096).unwrap();
+        let mut again = Vec::new();
+        f.encode(&mut again);
+        let (back, _) = parse(&again, usize::MAX).unwrap();
+        assert_eq!(back, f);
+    }
+}
