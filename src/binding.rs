@@ -224,6 +224,37 @@ impl Bindings {
         }
     }
 
+    /// Like [`Bindings::classify`], with the source of the binding that matched. Per packet.
+    pub fn lookup(&self, src: SocketAddr, dst: SocketAddr) -> Option<(usize, Direction, Source)> {
+        if let Some(&i) = self.by_endpoint.get(&src) {
+            let b = &self.bindings[i];
+            return Some((b.agent, Direction::FromAgent, b.source));
+        }
+        if let Some(&i) = self.by_endpoint.get(&dst) {
+            let b = &self.bindings[i];
+            return Some((b.agent, Direction::ToAgent, b.source));
+        }
+        if let Some(&a) = self.by_phone_ip.get(&src.ip()) {
+            return Some((a, Direction::FromAgent, Source::Static));
+        }
+        self.by_phone_ip
+            .get(&dst.ip())
+            .map(|&a| (a, Direction::ToAgent, Source::Static))
+    }
+
+    /// Every live binding.
+    pub fn all(&self) -> &[Binding] {
+        &self.bindings
+    }
+
+    /// The agent a call (by call-table index) is bound to, if any.
+    pub fn agent_of_call_index(&self, call: u32) -> Option<usize> {
+        self.bindings
+            .iter()
+            .find(|b| b.source == Source::Sip(call))
+            .map(|b| b.agent)
+    }
+
     /// The agent a packet from `src` to `dst` belongs to, and its direction. Per packet.
     pub fn classify(&self, src: SocketAddr, dst: SocketAddr) -> Option<(usize, Direction)> {
         if let Some(&i) = self.by_endpoint.get(&src) {

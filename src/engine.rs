@@ -29,6 +29,19 @@ pub enum FrameVerdict {
     Undecoded,
 }
 
+/// An RTP packet the engine just accounted, for the live path's forwarding.
+#[derive(Copy, Clone, Debug)]
+pub struct RtpSeen<'a> {
+    /// Its stream.
+    pub stream: StreamId,
+    /// Sender.
+    pub src: SocketAddr,
+    /// Receiver.
+    pub dst: SocketAddr,
+    /// The whole RTP packet (header and payload).
+    pub rtp: &'a [u8],
+}
+
 /// Engine settings.
 #[derive(Clone, Debug, Default)]
 pub struct EngineConfig {
@@ -86,6 +99,18 @@ impl Engine {
 
     /// Handles one frame captured at `now` on a link of type `link`.
     pub fn handle_frame(&mut self, now: Timestamp, link: LinkType, frame: &[u8]) -> FrameVerdict {
+        self.handle_frame_with(now, link, frame, |_| {})
+    }
+
+    /// Like [`Engine::handle_frame`], and hands every RTP packet to `on_rtp` (borrowed from
+    /// `frame`: the live path forwards it without copying it first).
+    pub fn handle_frame_with(
+        &mut self,
+        now: Timestamp,
+        link: LinkType,
+        frame: &[u8],
+        mut on_rtp: impl FnMut(RtpSeen<'_>),
+    ) -> FrameVerdict {
         self.stats.frames += 1;
         self.stats.bytes += frame.len() as u64;
         let d = self.decap.decapsulate(now, link, frame);
@@ -123,6 +148,12 @@ impl Engine {
                 {
                     UdpVerdict::Rtp(id) => {
                         self.stats.rtp_packets += 1;
+                        on_rtp(RtpSeen {
+                            stream: id,
+                            src,
+                            dst,
+                            rtp: payload,
+                        });
                         FrameVerdict::Rtp(id)
                     }
                     UdpVerdict::Rtcp => {
@@ -162,6 +193,22 @@ impl Engine {
                 FrameVerdict::Undecoded
             }
         }
+    }
+
+    /// The next SIP call event (new call, answer, media change, end), for the agent bindings.
+    /// Call after each frame; unpolled events are bounded and counted by the call table.
+    pub fn poll_call_event(&mut self) -> Option<crate::sip::CallEvent> {
+        self.calls.poll_event()
+    }
+
+    /// When [`Engine::handle_timeout`] should next run.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.calls.poll_timeout()
+    }
+
+    /// Forgets calls that ended long enough before `now`.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.calls.handle_timeout(now);
     }
 
     /// Engine counters.

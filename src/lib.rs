@@ -35,6 +35,7 @@ pub mod flow;
 pub mod media;
 pub mod packet;
 pub mod report;
+pub mod router;
 pub mod security;
 pub mod sip;
 pub mod time;

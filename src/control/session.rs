@@ -5,11 +5,14 @@
 //! ([`ControlPlane::poll_close`]). The TLS/TCP shell only moves bytes.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::frame::Frame;
 use crate::config::{AgentSettings, Supervisor};
+use crate::router::View;
 use crate::security::lockout::{Admission, LockoutConfig, MonitorModeGate};
 use crate::security::password;
 use crate::time::{Span, Timestamp};
@@ -56,12 +59,71 @@ pub struct Directory {
     pub lockout: LockoutConfig,
     /// A client silent this long is dropped (heartbeat interval x retries).
     pub client_timeout: Span,
+    /// The server sends every session a `Heartbeat` this often.
+    pub server_heartbeat: Span,
+    /// Where supervisor endpoints attach for a monitor's audio (the monitor service, 42228),
+    /// as told in `StartSilentMonitorReply`.
+    pub monitor_service: Option<String>,
+}
+
+/// What the shell must carry out besides sending frames.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// A monitor was authorised: route agent `agent`'s packets to it and let the endpoint
+    /// holding `key` attach to the monitor service.
+    MonitorStarted {
+        /// Monitor id (its UniqueObjectID is `monitor.<id>`).
+        monitor: u64,
+        /// Index of the agent.
+        agent: usize,
+        /// The agent's id.
+        agent_id: String,
+        /// The supervisor's id.
+        supervisor_id: String,
+        /// The session that asked.
+        session: SessionId,
+        /// The session key the endpoint presents to the monitor service.
+        key: String,
+    },
+    /// A monitor ended.
+    MonitorStopped {
+        /// Monitor id.
+        monitor: u64,
+        /// The agent's id.
+        agent_id: String,
+        /// The supervisor's id.
+        supervisor_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// An explicit binding of a media endpoint to an agent.
+    Bind {
+        /// Index of the agent.
+        agent: usize,
+        /// The endpoint.
+        endpoint: SocketAddr,
+        /// For how long (None: until the appliance restarts).
+        seconds: Option<u64>,
+    },
+}
+
+/// Makes the session keys of monitors (unguessable in production, fixed in tests).
+pub type KeySource = Box<dyn FnMut() -> String + Send>;
+
+/// Session keys from the operating system's random source.
+pub fn random_key() -> String {
+    let mut b = [0u8; 16];
+    // getrandom only fails on platforms without a random source; a key must never be weak.
+    getrandom::fill(&mut b).expect("the OS random source");
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[derive(Debug)]
 struct Session {
     mode: Option<(Mode, usize)>,
     last_heard: Timestamp,
+    last_heartbeat_sent: Timestamp,
+    heartbeat_seq: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +146,9 @@ pub struct ControlPlane {
     next_monitor: u64,
     outbox: VecDeque<(SessionId, Frame)>,
     closing: VecDeque<SessionId>,
+    actions: VecDeque<Action>,
+    view: Arc<View>,
+    keys: KeySource,
 }
 
 fn refused(msg: &str, reason: &str) -> Frame {
@@ -107,7 +172,52 @@ impl ControlPlane {
             next_monitor: 1,
             outbox: VecDeque::new(),
             closing: VecDeque::new(),
+            actions: VecDeque::new(),
+            view: Arc::new(View::default()),
+            keys: Box::new(random_key),
         }
+    }
+
+    /// Replaces the source of monitor session keys (tests use a counter).
+    pub fn with_key_source(mut self, keys: KeySource) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// The latest snapshot of calls, flows and bindings from the engine thread; `ListCalls`,
+    /// `ListFlows` and `ListBindings` answer from it.
+    pub fn set_view(&mut self, view: Arc<View>) {
+        self.view = view;
+    }
+
+    /// The next action for the shell. Call after every input.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The monitor's endpoint went away or the monitor service ended it.
+    pub fn end_monitor(&mut self, now: Timestamp, monitor: u64, reason: &str) {
+        self.stop_monitor(now, monitor, reason);
+    }
+
+    /// Number of sessions, by mode (None = not logged in).
+    pub fn session_counts(&self) -> [(Option<Mode>, usize); 4] {
+        let mut counts = [
+            (None, 0),
+            (Some(Mode::Agent), 0),
+            (Some(Mode::Supervisor), 0),
+            (Some(Mode::Monitor), 0),
+        ];
+        for s in self.sessions.values() {
+            let i = match s.mode {
+                None => 0,
+                Some((Mode::Agent, _)) => 1,
+                Some((Mode::Supervisor, _)) => 2,
+                Some((Mode::Monitor, _)) => 3,
+            };
+            counts[i].1 += 1;
+        }
+        counts
     }
 
     /// A new connection at `now`.
@@ -119,6 +229,8 @@ impl ControlPlane {
             Session {
                 mode: None,
                 last_heard: now,
+                last_heartbeat_sent: now,
+                heartbeat_seq: 0,
             },
         );
         id
@@ -138,12 +250,30 @@ impl ControlPlane {
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         self.sessions
             .values()
-            .map(|s| s.last_heard + self.dir.client_timeout)
+            .flat_map(|s| {
+                [
+                    s.last_heard + self.dir.client_timeout + Span::from_nanos(1),
+                    s.last_heartbeat_sent + self.dir.server_heartbeat,
+                ]
+            })
             .min()
     }
 
-    /// Drops sessions silent for longer than the client timeout.
+    /// Drops sessions silent for longer than the client timeout and sends the server's
+    /// heartbeats that are due.
     pub fn handle_timeout(&mut self, now: Timestamp) {
+        let beat = self.dir.server_heartbeat;
+        let mut due = Vec::new();
+        for (id, s) in self.sessions.iter_mut() {
+            if now - s.last_heartbeat_sent >= beat {
+                s.last_heartbeat_sent = now;
+                s.heartbeat_seq += 1;
+                due.push((*id, s.heartbeat_seq));
+            }
+        }
+        for (id, seq) in due {
+            self.send(id, Frame::new("Heartbeat").with("seq", seq));
+        }
         let dead: Vec<SessionId> = self
             .sessions
             .iter()
@@ -247,6 +377,12 @@ impl ControlPlane {
             return;
         };
         let agent_id = self.dir.agents[m.agent].agent.id.clone();
+        self.actions.push_back(Action::MonitorStopped {
+            monitor: id,
+            agent_id: agent_id.clone(),
+            supervisor_id: self.dir.supervisors[m.supervisor].id.clone(),
+            reason: reason.to_owned(),
+        });
         self.send(
             m.session,
             Frame::new("SilentMonitorStopped")
@@ -276,6 +412,7 @@ impl ControlPlane {
                 sid,
                 Frame::new("HeartbeatReply").with("seq", f.u64("seq").unwrap_or(0)),
             ),
+            ("HeartbeatReply", _) => {}
             ("Login", None) => self.login(now, sid, f),
             ("Login", Some(_)) => self.send(sid, refused("LoginReply", "already logged in")),
             (_, None) => {
@@ -298,6 +435,7 @@ impl ControlPlane {
                     .filter(|&a| m == Mode::Monitor || self.may_see(who, a))
                     .map(|a| {
                         serde_json::json!({
+                            "uid": format!("agent.{}", self.dir.agents[a].agent.id),
                             "agent": self.dir.agents[a].agent.id,
                             "extension": self.dir.agents[a].agent.extension,
                             "team": self.dir.agents[a].team,
@@ -310,6 +448,40 @@ impl ControlPlane {
                     Frame::new("AgentList").with("agents", Value::Array(agents)),
                 );
             }
+            ("ListCalls", Some((m, who))) if m != Mode::Agent => {
+                let items = self.visible(m, who, self.view.calls.iter().map(|c| (c.agent, c)));
+                self.send(sid, Frame::new("CallList").with("calls", items));
+            }
+            ("ListFlows", Some((m, who))) if m != Mode::Agent => {
+                let items = self.visible(m, who, self.view.flows.iter().map(|c| (c.agent, c)));
+                self.send(sid, Frame::new("FlowList").with("flows", items));
+            }
+            ("ListBindings", Some((m, who))) if m != Mode::Agent => {
+                let items = self.visible(
+                    m,
+                    who,
+                    self.view.bindings.iter().map(|b| (Some(b.agent), b)),
+                );
+                self.send(sid, Frame::new("BindingList").with("bindings", items));
+            }
+            ("ListMonitors", Some((m, who))) if m != Mode::Agent => {
+                let items: Vec<Value> = self
+                    .monitors
+                    .iter()
+                    .filter(|(_, r)| m == Mode::Monitor || r.supervisor == who)
+                    .map(|(id, r)| {
+                        serde_json::json!({
+                            "uid": format!("monitor.{id}"),
+                            "monitor": id,
+                            "supervisor": self.dir.supervisors[r.supervisor].id,
+                            "agent": self.dir.agents[r.agent].agent.id,
+                            "started": r.started.as_secs_f64(),
+                        })
+                    })
+                    .collect();
+                self.send(sid, Frame::new("MonitorList").with("monitors", items));
+            }
+            ("Bind", Some((m, who))) if m != Mode::Agent => self.bind(sid, m, who, f),
             ("StartSilentMonitor", Some((Mode::Supervisor, sup))) => {
                 self.start_monitor(now, sid, sup, f)
             }
@@ -341,6 +513,51 @@ impl ControlPlane {
                 );
             }
         }
+    }
+
+    /// The items of a list a session may see: monitor mode all, a supervisor its teams' agents'.
+    fn visible<'a, T: serde::Serialize + 'a>(
+        &self,
+        mode: Mode,
+        who: usize,
+        items: impl Iterator<Item = (Option<usize>, &'a T)>,
+    ) -> Value {
+        Value::Array(
+            items
+                .filter(|(agent, _)| {
+                    mode == Mode::Monitor || agent.is_some_and(|a| self.may_see(who, a))
+                })
+                .filter_map(|(_, item)| serde_json::to_value(item).ok())
+                .collect(),
+        )
+    }
+
+    fn bind(&mut self, sid: SessionId, mode: Mode, who: usize, f: &Frame) {
+        let Some(agent) = f.str("agent").and_then(|a| self.agent_index(a)) else {
+            return self.send(sid, refused("BindReply", "unknown agent"));
+        };
+        if mode != Mode::Monitor && !self.may_see(who, agent) {
+            return self.send(sid, refused("BindReply", "agent is not in your teams"));
+        }
+        let Some(endpoint) = f.str("endpoint").and_then(|e| e.parse::<SocketAddr>().ok()) else {
+            return self.send(
+                sid,
+                refused("BindReply", "endpoint must be an IP address and port"),
+            );
+        };
+        let seconds = f.u64("seconds");
+        self.actions.push_back(Action::Bind {
+            agent,
+            endpoint,
+            seconds,
+        });
+        self.send(
+            sid,
+            Frame::new("BindReply")
+                .with("result", "ok")
+                .with("agent", self.dir.agents[agent].agent.id.clone())
+                .with("endpoint", endpoint.to_string()),
+        );
     }
 
     fn login(&mut self, now: Timestamp, sid: SessionId, f: &Frame) {
@@ -380,11 +597,21 @@ impl ControlPlane {
                 if let Some(s) = self.sessions.get_mut(&sid) {
                     s.mode = Some((mode, who));
                 }
+                let uid = match mode {
+                    Mode::Agent => format!("agent.{}", self.dir.agents[who].agent.id),
+                    Mode::Supervisor => format!("supervisor.{}", self.dir.supervisors[who].id),
+                    Mode::Monitor => format!("session.{sid}"),
+                };
                 self.send(
                     sid,
                     Frame::new("LoginReply")
                         .with("result", "ok")
-                        .with("session", sid),
+                        .with("session", sid)
+                        .with("uid", uid)
+                        .with(
+                            "heartbeat_ms",
+                            (self.dir.server_heartbeat.as_nanos() / 1_000_000) as u64,
+                        ),
                 );
                 if mode == Mode::Agent {
                     self.agent_session[who] = Some(sid);
@@ -432,12 +659,25 @@ impl ControlPlane {
                 started: now,
             },
         );
-        self.send(
-            sid,
-            Frame::new("StartSilentMonitorReply")
-                .with("result", "ok")
-                .with("monitor", id),
-        );
+        let key = (self.keys)();
+        let mut reply = Frame::new("StartSilentMonitorReply")
+            .with("result", "ok")
+            .with("monitor", id)
+            .with("uid", format!("monitor.{id}"))
+            .with("agent", self.dir.agents[agent].agent.id.clone())
+            .with("key", key.clone());
+        if let Some(ms) = &self.dir.monitor_service {
+            reply = reply.with("monitor_service", ms.clone());
+        }
+        self.send(sid, reply);
+        self.actions.push_back(Action::MonitorStarted {
+            monitor: id,
+            agent,
+            agent_id: self.dir.agents[agent].agent.id.clone(),
+            supervisor_id: self.dir.supervisors[sup].id.clone(),
+            session: sid,
+            key,
+        });
         if self.dir.agents[agent].warn_if_silent_monitored {
             if let Some(asid) = self.agent_session[agent] {
                 self.send(
@@ -450,11 +690,11 @@ impl ControlPlane {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use super::*;
     use crate::binding::Agent;
 
-    fn agent(id: &str, team: &str, warn: bool) -> AgentSettings {
+    pub(super) fn agent(id: &str, team: &str, warn: bool) -> AgentSettings {
         AgentSettings {
             agent: Agent {
                 id: id.into(),
@@ -468,7 +708,7 @@ mod tests {
         }
     }
 
-    fn plane() -> ControlPlane {
+    pub(super) fn plane() -> ControlPlane {
         ControlPlane::new(Directory {
             agents: vec![agent("5001", "blue", true), agent("5002", "red", false)],
             supervisors: vec![Supervisor {
@@ -479,20 +719,29 @@ mod tests {
             monitor_password_hash: Some(password::hash("mon").unwrap()),
             lockout: LockoutConfig::default(),
             client_timeout: Span::from_secs(15),
+            server_heartbeat: Span::from_secs(60),
+            monitor_service: Some("appliance:42228".into()),
         })
+        .with_key_source(Box::new(|| "k".into()))
     }
 
-    fn at(s: i64) -> Timestamp {
+    pub(super) fn at(s: i64) -> Timestamp {
         Timestamp::from_nanos(s * 1_000_000_000)
     }
 
-    fn drain(p: &mut ControlPlane) -> Vec<(SessionId, String, Option<String>)> {
+    pub(super) fn drain(p: &mut ControlPlane) -> Vec<(SessionId, String, Option<String>)> {
         std::iter::from_fn(|| p.poll_transmit())
             .map(|(s, f)| (s, f.msg.clone(), f.str("reason").map(str::to_owned)))
             .collect()
     }
 
-    fn login(p: &mut ControlPlane, now: Timestamp, mode: &str, id: &str, pw: &str) -> SessionId {
+    pub(super) fn login(
+        p: &mut ControlPlane,
+        now: Timestamp,
+        mode: &str,
+        id: &str,
+        pw: &str,
+    ) -> SessionId {
         let s = p.connect(now);
         p.handle_frame(
             now,
@@ -620,5 +869,108 @@ mod tests {
         assert!(drain(&mut p)
             .iter()
             .any(|(sid, _, r)| *sid == x && r.as_deref() == Some("log in first")));
+    }
+}
+
+#[cfg(test)]
+mod action_tests {
+    use super::tests_support::*;
+    use super::*;
+    use crate::router::{CallView, View};
+
+    #[test]
+    fn monitor_actions_bindings_lists_by_team_and_server_heartbeats() {
+        let mut p = plane();
+        let _a1 = login(&mut p, at(0), "agent", "5001", "");
+        let s = login(&mut p, at(0), "supervisor", "s1", "");
+        drain(&mut p);
+        p.handle_frame(
+            at(1),
+            s,
+            &Frame::new("StartSilentMonitor").with("agent", "5001"),
+        );
+        let reply = std::iter::from_fn(|| p.poll_transmit())
+            .find(|(_, f)| f.msg == "StartSilentMonitorReply")
+            .unwrap()
+            .1;
+        assert_eq!(reply.str("key"), Some("k"));
+        assert_eq!(reply.str("monitor_service"), Some("appliance:42228"));
+        assert_eq!(
+            p.poll_action(),
+            Some(Action::MonitorStarted {
+                monitor: 1,
+                agent: 0,
+                agent_id: "5001".into(),
+                supervisor_id: "s1".into(),
+                session: s,
+                key: "k".into(),
+            })
+        );
+        // The endpoint vanished: the monitor ends, the supervisor is told.
+        p.end_monitor(at(2), 1, "endpoint disconnected");
+        assert!(matches!(
+            p.poll_action(),
+            Some(Action::MonitorStopped { monitor: 1, ref reason, .. }) if reason == "endpoint disconnected"
+        ));
+        // Lists answer from the engine's view, filtered by team.
+        let call = |agent: Option<usize>, cid: &str| CallView {
+            agent,
+            agent_id: None,
+            uid: String::new(),
+            call_id: cid.into(),
+            from: String::new(),
+            to: String::new(),
+            state: "Answered".into(),
+            hold: false,
+            started: 0.0,
+            media: vec![],
+        };
+        p.set_view(Arc::new(View {
+            calls: vec![call(Some(0), "mine"), call(Some(1), "red"), call(None, "x")],
+            ..View::default()
+        }));
+        drain(&mut p);
+        p.handle_frame(at(3), s, &Frame::new("ListCalls"));
+        let (_, list) = p.poll_transmit().unwrap();
+        let calls = list.fields["calls"].as_array().unwrap();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0]["call_id"], "mine");
+        // Bind: own team only, endpoint checked.
+        p.handle_frame(
+            at(4),
+            s,
+            &Frame::new("Bind")
+                .with("agent", "5002")
+                .with("endpoint", "10.0.0.1:4000"),
+        );
+        assert_eq!(
+            drain(&mut p)[0].2.as_deref(),
+            Some("agent is not in your teams")
+        );
+        p.handle_frame(
+            at(4),
+            s,
+            &Frame::new("Bind")
+                .with("agent", "5001")
+                .with("endpoint", "10.0.0.1:4000")
+                .with("seconds", 60u64),
+        );
+        assert_eq!(
+            p.poll_action(),
+            Some(Action::Bind {
+                agent: 0,
+                endpoint: "10.0.0.1:4000".parse().unwrap(),
+                seconds: Some(60)
+            })
+        );
+        drain(&mut p);
+        // Server heartbeats every 60 s to every session.
+        p.handle_frame(at(50), s, &Frame::new("Heartbeat"));
+        p.handle_timeout(at(61));
+        let beats = drain(&mut p)
+            .into_iter()
+            .filter(|(_, m, _)| m == "Heartbeat")
+            .count();
+        assert!(beats >= 1, "{beats}");
     }
 }
