@@ -1,0 +1,157 @@
+//! A control-plane client connection (for `silentmon ctl`, the supervisor endpoint and the
+//! tests): TLS 1.3 trusting the private CA (or plaintext with `--insecure`), frames in and out.
+//! A thin shell over the frame codec.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::frame::{self, Frame, DEFAULT_MAX_BODY};
+
+/// Client errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// TCP connect or I/O.
+    #[error("{addr}: {source}")]
+    Io {
+        /// Server address.
+        addr: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The server's name is not a valid TLS name.
+    #[error("{0:?} is not a valid server name for TLS")]
+    ServerName(String),
+    /// The server sent a frame that did not decode.
+    #[error("{addr}: bad frame from the server: {source}")]
+    Frame {
+        /// Server address.
+        addr: String,
+        /// Cause.
+        source: frame::Error,
+    },
+    /// The server closed the connection.
+    #[error("{0}: the server closed the connection")]
+    Closed(String),
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// An open connection.
+pub struct Client {
+    stream: Box<dyn Stream>,
+    addr: String,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    /// Connects to `addr` (`host:port`); with `tls`, verifies the server as `server_name`.
+    pub async fn connect(
+        addr: &str,
+        tls: Option<(Arc<rustls::ClientConfig>, &str)>,
+    ) -> Result<Client, Error> {
+        let io = |source| Error::Io {
+            addr: addr.to_owned(),
+            source,
+        };
+        let tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
+            .await
+            .map_err(|_| io(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(io)?;
+        let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn Stream> = match tls {
+            Some((config, name)) => {
+                let server_name = rustls::pki_types::ServerName::try_from(name.to_owned())
+                    .map_err(|_| Error::ServerName(name.to_owned()))?;
+                let c = tokio_rustls::TlsConnector::from(config)
+                    .connect(server_name, tcp)
+                    .await
+                    .map_err(io)?;
+                Box::new(c)
+            }
+            None => Box::new(tcp),
+        };
+        Ok(Client {
+            stream,
+            addr: addr.to_owned(),
+            buf: Vec::new(),
+        })
+    }
+
+    /// Sends one frame.
+    pub async fn send(&mut self, f: &Frame) -> Result<(), Error> {
+        let mut out = Vec::new();
+        f.encode(&mut out);
+        self.send_raw(&out).await
+    }
+
+    /// Sends raw bytes (protocol tests send malformed frames with it).
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        let addr = self.addr.clone();
+        let io = |source| Error::Io { addr, source };
+        self.stream.write_all(bytes).await.map_err(io)?;
+        self.stream.flush().await.map_err(|source| Error::Io {
+            addr: self.addr.clone(),
+            source,
+        })
+    }
+
+    /// The next frame from the server.
+    pub async fn recv(&mut self) -> Result<Frame, Error> {
+        loop {
+            match frame::parse(&self.buf, DEFAULT_MAX_BODY) {
+                Ok((f, len)) => {
+                    self.buf.drain(..len);
+                    return Ok(f);
+                }
+                Err(frame::Error::Incomplete) => {}
+                Err(source) => {
+                    return Err(Error::Frame {
+                        addr: self.addr.clone(),
+                        source,
+                    })
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .await
+                .map_err(|source| Error::Io {
+                    addr: self.addr.clone(),
+                    source,
+                })?;
+            if n == 0 {
+                return Err(Error::Closed(self.addr.clone()));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Sends `f` and returns the first reply named `reply`, answering server heartbeats and
+    /// passing other frames (events) to `events`.
+    pub async fn request(
+        &mut self,
+        f: &Frame,
+        reply: &str,
+        mut events: impl FnMut(Frame),
+    ) -> Result<Frame, Error> {
+        self.send(f).await?;
+        loop {
+            let r = self.recv().await?;
+            if r.msg == reply {
+                return Ok(r);
+            }
+            if r.msg == "Heartbeat" {
+                let seq = r.u64("seq").unwrap_or(0);
+                self.send(&Frame::new("HeartbeatReply").with("seq", seq))
+                    .await?;
+                continue;
+            }
+            events(r);
+        }
+    }
+}
