@@ -15,6 +15,7 @@
 #   STEPS="50000 100000 200000 300000 top"   rates in packets/s; "top" is --topspeed
 #   BUFFER_MIB=64        kernel ring of silentmon (capture.buffer_mib) and of tcpdump (-B)
 #   BENCH_DIR=DIR        work directory (capture, config, logs), default /tmp/silentmon-bench-live
+#   SILENTMON=PATH       the silentmon binary to run as the server (default target/release/silentmon)
 #   NO_SERVER=1          tcpdump only (checks the harness where `silentmon server` is missing)
 # All traffic stays inside the two namespaces; the server listens on 127.0.0.1 of its namespace.
 set -euo pipefail
@@ -25,6 +26,7 @@ steps=${STEPS:-50000 100000 200000 300000 top}
 buffer_mib=${BUFFER_MIB:-64}
 work=${BENCH_DIR:-/tmp/silentmon-bench-live}
 no_server=${NO_SERVER:-0}
+silentmon=${SILENTMON:-target/release/silentmon}
 metrics_port=19542
 die() { echo "bench-live: $*" >&2; exit 1; }
 
@@ -55,10 +57,13 @@ if_rx="smrx$id"
 server_pid=""
 tcpdump_pid=""
 cleanup() {
+  local rc=$?
+  set +e
   [ -n "$tcpdump_pid" ] && kill "$tcpdump_pid" 2> /dev/null && wait "$tcpdump_pid" 2> /dev/null
   [ -n "$server_pid" ] && kill "$server_pid" 2> /dev/null && wait "$server_pid" 2> /dev/null
   ip netns del "$ns_tx" 2> /dev/null || true
   ip netns del "$ns_rx" 2> /dev/null || true
+  exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -114,9 +119,9 @@ metric() {
 }
 
 if [ "$no_server" != 1 ]; then
-  in_rx target/release/silentmon server --config "$cfg" --check-config \
+  in_rx "$silentmon" server --config "$cfg" --check-config \
     || die "silentmon server --check-config refused $cfg (is \`silentmon server\` built into this binary?)"
-  in_rx target/release/silentmon server --config "$cfg" > "$work/server.log" 2>&1 &
+  ip netns exec "$ns_rx" "$silentmon" server --config "$cfg" > "$work/server.log" 2>&1 &
   server_pid=$!
   up=0
   for _ in $(seq 1 150); do # 30 s at most
@@ -163,7 +168,7 @@ for step in $steps; do
   if [ "$step" = top ]; then rate_args=(--topspeed); else rate_args=("--pps=$step"); fi
   # tcpdump for this step, with a ring as big as silentmon's; ready once its socket exists.
   before_sockets=$(packet_sockets)
-  in_rx tcpdump -i "$if_rx" -nn -B $((buffer_mib * 1024)) -w /dev/null > "$work/tcpdump-$step.log" 2>&1 &
+  ip netns exec "$ns_rx" tcpdump -i "$if_rx" -nn -B $((buffer_mib * 1024)) -w /dev/null > "$work/tcpdump-$step.log" 2>&1 &
   tcpdump_pid=$!
   for _ in $(seq 1 100); do
     [ "$(packet_sockets)" -gt "$before_sockets" ] && grep -q "listening on" "$work/tcpdump-$step.log" && break
@@ -181,9 +186,11 @@ for step in $steps; do
   failed=$(awk '/Failed packets:/ {print $3; exit}' "$work/tcpreplay-$step.log")
 
   if [ "$no_server" != 1 ]; then settle sm_received; after=$(scrape); else sleep 1; fi
-  kill -INT "$tcpdump_pid"
+  # SIGTERM, not SIGINT: a non-interactive shell starts background jobs with SIGINT ignored.
+  # tcpdump prints its pcap_stats on either.
+  kill -TERM "$tcpdump_pid"
   for _ in $(seq 1 100); do kill -0 "$tcpdump_pid" 2> /dev/null || break; sleep 0.1; done
-  kill -0 "$tcpdump_pid" 2> /dev/null && die "tcpdump did not exit on SIGINT"
+  kill -0 "$tcpdump_pid" 2> /dev/null && die "tcpdump did not exit on SIGTERM"
   wait "$tcpdump_pid" || true
   tcpdump_pid=""
   td_recv=$(awk '/packets received by filter/ {print $1; exit}' "$work/tcpdump-$step.log")
