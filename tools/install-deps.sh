@@ -14,6 +14,8 @@ if [ $want_test = 1 ]; then
   # tshark: reference stream statistics; tcpreplay/tcpdump: replay and capture in namespaces;
   # sox + espeak-ng: reference audio; iproute2: namespaces and veth pairs.
   pkgs+=(tshark tcpreplay tcpdump sox espeak-ng iproute2 time openssl)
+  # The SPAN lab (tests/common/lab.rs): baresip-core is the SIP user agent, procps gives sysctl.
+  pkgs+=(baresip-core procps)
 fi
 
 missing=()
