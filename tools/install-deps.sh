@@ -13,7 +13,7 @@ pkgs=(pkg-config libpcap-dev libopus-dev libasound2-dev ca-certificates)
 if [ $want_test = 1 ]; then
   # tshark: reference stream statistics; tcpreplay/tcpdump: replay and capture in namespaces;
   # sox + espeak-ng: reference audio; iproute2: namespaces and veth pairs.
-  pkgs+=(tshark tcpreplay tcpdump sox espeak-ng iproute2 time openssl)
+  pkgs+=(tshark tcpreplay tcpdump sox espeak-ng iproute2 time openssl pulseaudio pulseaudio-utils libasound2-plugins alsa-utils)
 fi
 
 missing=()
