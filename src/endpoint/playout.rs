@@ -39,6 +39,7 @@ pub enum Error {
 struct Shared {
     underruns: AtomicU64,
     frames_played: AtomicU64,
+    stream_errors: AtomicU64,
     started: AtomicBool,
     lost: AtomicBool,
 }
@@ -52,6 +53,8 @@ pub struct PlayoutStats {
     pub frames_played: u64,
     /// Frames `write` could not place because the ring was full.
     pub frames_dropped: u64,
+    /// Errors the stream reported that did not end it.
+    pub stream_errors: u64,
 }
 
 /// Names of the output devices of cpal's default host.
@@ -188,6 +191,7 @@ impl Playout {
             underruns: self.shared.underruns.load(Ordering::Relaxed),
             frames_played: self.shared.frames_played.load(Ordering::Relaxed),
             frames_dropped: self.dropped,
+            stream_errors: self.shared.stream_errors.load(Ordering::Relaxed),
         }
     }
 }
@@ -226,9 +230,16 @@ where
     };
     let err_shared = shared;
     let error = move |e: cpal::Error| {
-        // A reroute of the default device keeps the stream alive; anything else is loss.
-        if e.kind() != cpal::ErrorKind::DeviceChanged {
-            err_shared.lost.store(true, Ordering::Relaxed);
+        // Only a vanished device or an invalidated stream is loss; the rest (a reroute of the
+        // default device, refused real-time scheduling, an xrun) leaves the stream playing.
+        use cpal::ErrorKind as K;
+        match e.kind() {
+            K::DeviceNotAvailable | K::StreamInvalidated | K::HostUnavailable => {
+                err_shared.lost.store(true, Ordering::Relaxed)
+            }
+            _ => {
+                err_shared.stream_errors.fetch_add(1, Ordering::Relaxed);
+            }
         }
     };
     Ok(dev.build_output_stream::<T, _, _>(config, data, error, None)?)
