@@ -15,7 +15,10 @@
 //! | `security`| monitor-mode lockout and admission (pure; TLS/PKI/passwords to come) |
 //! | `binding` | agent -> media endpoint bindings (static, SIP-sniffed, explicit) that follow the agent |
 //! | `engine`  | the packet path: decapsulate -> classify -> SIP call table + RTP flow table |
+//! | `endpoint`| supervisor endpoint shells: cpal playout over a lock-free ring, WAV call recorder |
 //! | `media`   | G.711/Opus decoding and the RTP-timestamp timeline that `extract` renders |
+//! | `media::listen` | per-monitor live pipeline: jitter buffer, decode, concealment, CN, DTMF silence, aligned PCM |
+//! | `media::output` | rendered PCM -> device frames: mono/stereo, volume, rubato resampling, channel adapter |
 //! | `sip`     | SIP message and SDP views, dialogs by Call-ID, media endpoints |
 //! | `flow`    | RTP/RTCP streams keyed by 5-tuple + SSRC, RFC 3550 statistics |
 //! | `codec`   | payload types, codec names, clock rates |
@@ -30,6 +33,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod control;
+pub mod endpoint;
 pub mod engine;
 pub mod flow;
 pub mod media;

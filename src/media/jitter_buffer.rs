@@ -211,7 +211,16 @@ impl JitterBuffer {
         self.playout_time(self.next_ts?)
     }
 
-    /// What to play at `now`, if anything is due. Call until it returns `None`.
+    /// Hands a popped packet's payload buffer back for reuse, so a steady stream stops
+    /// allocating once the pool is warm. Optional: a buffer not returned is simply freed.
+    pub fn recycle(&mut self, payload: Vec<u8>) {
+        if self.pool.len() < self.cfg.capacity {
+            self.pool.push(payload);
+        }
+    }
+
+    /// What to play at `now`, if anything is due. Call until it returns `None`. The payload of
+    /// a [`Playout::Packet`] is moved out; give it back with [`JitterBuffer::recycle`].
     pub fn pop(&mut self, now: Timestamp) -> Option<Playout> {
         let next = self.next_ts?;
         if now < self.playout_time(next)? {
@@ -230,12 +239,10 @@ impl JitterBuffer {
                 }
                 let len = self.frame_samples.unwrap_or(self.cfg.clock_rate / 50);
                 self.next_ts = Some(ts + len as i64);
-                let payload = held.payload.clone();
-                self.pool.push(held.payload);
                 Some(Playout::Packet {
                     ts,
                     pt: held.pt,
-                    payload,
+                    payload: held.payload,
                 })
             }
             Some(ts) => {

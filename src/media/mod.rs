@@ -1,8 +1,13 @@
 //! Media: decoders (G.711 tables, Opus), the RTP-timestamp timeline that turns one direction of
-//! a call into PCM (`extract`), the two-direction mix, and the live adaptive jitter buffer. Pure: no I/O, no clock, no device.
+//! a call into PCM (`extract`), the two-direction mix, the live adaptive jitter buffer, loss
+//! concealment and comfort noise (`conceal`), the supervisor's listening pipeline (`listen`)
+//! and the device-format stage (`output`). Pure: no I/O, no clock, no device.
 
+pub mod conceal;
 pub mod g711;
 pub mod jitter_buffer;
+pub mod listen;
 pub mod mix;
 pub mod opus;
+pub mod output;
 pub mod timeline;

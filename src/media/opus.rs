@@ -18,19 +18,51 @@ pub enum Error {
     Opus(#[from] audiopus::Error),
 }
 
+/// Errors of [`OpusDecoder::with_rate`].
+#[derive(Debug, thiserror::Error)]
+pub enum RateError {
+    /// Not one of libopus's output rates.
+    #[error("opus cannot decode at {0} Hz (8000, 12000, 16000, 24000 or 48000)")]
+    Unsupported(u32),
+    /// libopus refused to create the decoder.
+    #[error(transparent)]
+    Opus(#[from] Error),
+}
+
 /// A mono Opus decoder.
 pub struct OpusDecoder {
     decoder: Decoder,
     buf: Vec<i16>,
+    /// Samples in 2.5 ms at the output rate (the PLC granule).
+    granule: usize,
 }
 
 impl OpusDecoder {
     /// A decoder producing mono 48 kHz PCM (stereo streams are downmixed by libopus).
     pub fn new() -> Result<Self, Error> {
+        Self::build(SampleRate::Hz48000, OPUS_RATE)
+    }
+
+    fn build(sr: SampleRate, rate: u32) -> Result<Self, Error> {
         Ok(OpusDecoder {
-            decoder: Decoder::new(SampleRate::Hz48000, Channels::Mono)?,
-            buf: vec![0; MAX_FRAME],
+            decoder: Decoder::new(sr, Channels::Mono)?,
+            buf: vec![0; MAX_FRAME * rate as usize / OPUS_RATE as usize],
+            granule: rate as usize / 400,
         })
+    }
+
+    /// A decoder producing mono PCM at `rate`, one of libopus's output rates (8, 12, 16, 24 or
+    /// 48 kHz); libopus resamples internally.
+    pub fn with_rate(rate: u32) -> Result<Self, RateError> {
+        let sr = match rate {
+            8000 => SampleRate::Hz8000,
+            12000 => SampleRate::Hz12000,
+            16000 => SampleRate::Hz16000,
+            24000 => SampleRate::Hz24000,
+            48000 => SampleRate::Hz48000,
+            other => return Err(RateError::Unsupported(other)),
+        };
+        Ok(Self::build(sr, rate)?)
     }
 
     /// Decodes one packet, appending its samples to `out`. An empty packet (DTX) yields
@@ -51,9 +83,10 @@ impl OpusDecoder {
     pub fn conceal(&mut self, samples: usize, out: &mut Vec<i16>) -> Result<(), Error> {
         let mut left = samples;
         while left > 0 {
-            // PLC works in multiples of 2.5 ms (120 samples); ask for at most 20 ms at a time.
-            let chunk = left.min(960);
-            let chunk = chunk.div_ceil(120) * 120;
+            // PLC works in multiples of 2.5 ms; ask for at most 20 ms at a time.
+            let g = self.granule;
+            let chunk = left.min(8 * g);
+            let chunk = chunk.div_ceil(g) * g;
             let signals = MutSignals::try_from(&mut self.buf[..chunk])?;
             let n = self.decoder.decode(None, signals, false)?;
             let take = n.min(left);

@@ -1,0 +1,246 @@
+//! Sound output on cpal's default host (ALSA on Linux; PulseAudio through ALSA's pulse plugin).
+//!
+//! The producer (the decode task) calls [`Playout::write`] with interleaved `f32` frames in the
+//! device's format ([`Playout::rate`], [`Playout::channels`]); a lock-free `rtrb` ring carries
+//! them to the audio callback. The callback never blocks, allocates or logs: it copies what is
+//! there, fills the rest with silence and counts the short callback as an underrun in an
+//! atomic. The error callback records device loss ([`Playout::is_lost`]); the caller then
+//! calls [`Playout::reopen`] when it wants to retry. Underruns are logged from the producer
+//! side, at most once every 5 seconds.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
+use cpal::{FromSample, SampleFormat, SizedSample};
+
+/// Seconds of audio the ring holds.
+const RING_SECS: f32 = 0.5;
+/// Least time between two underrun log lines.
+const LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Playout errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No output device (of that name).
+    #[error("no output device{}", .0.as_ref().map(|n| format!(" named {n:?}")).unwrap_or_default())]
+    NoDevice(Option<String>),
+    /// The device's default format uses a sample type we do not convert to.
+    #[error("unsupported sample format {0}")]
+    UnsupportedFormat(SampleFormat),
+    /// cpal failed (querying, building or starting the stream).
+    #[error("audio device: {0}")]
+    Cpal(#[from] cpal::Error),
+}
+
+/// Counters shared with the audio callback.
+#[derive(Debug, Default)]
+struct Shared {
+    underruns: AtomicU64,
+    frames_played: AtomicU64,
+    stream_errors: AtomicU64,
+    started: AtomicBool,
+    lost: AtomicBool,
+}
+
+/// Playout counters.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlayoutStats {
+    /// Callbacks that found too little in the ring (after the first write).
+    pub underruns: u64,
+    /// Frames the callback took from the ring.
+    pub frames_played: u64,
+    /// Frames `write` could not place because the ring was full.
+    pub frames_dropped: u64,
+    /// Errors the stream reported that did not end it.
+    pub stream_errors: u64,
+}
+
+/// Names of the output devices of cpal's default host.
+pub fn list_devices() -> Vec<String> {
+    let host = cpal::default_host();
+    match host.output_devices() {
+        Ok(devices) => devices
+            .filter_map(|d| d.description().ok().map(|desc| desc.name().to_string()))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// An open output stream and the producer end of its ring.
+pub struct Playout {
+    device: Option<String>,
+    _stream: cpal::Stream,
+    producer: rtrb::Producer<f32>,
+    shared: Arc<Shared>,
+    rate: u32,
+    channels: u16,
+    dropped: u64,
+    logged_underruns: u64,
+    last_log: Option<Instant>,
+}
+
+impl Playout {
+    /// Opens `device` (by name; the default output device when `None`) at its default output
+    /// format, and starts the stream (silent until the first write).
+    pub fn open(device: Option<&str>) -> Result<Playout, Error> {
+        let host = cpal::default_host();
+        let dev = match device {
+            None => host.default_output_device(),
+            Some(name) => host.output_devices()?.find(|d| {
+                d.description()
+                    .map(|desc| desc.name() == name)
+                    .unwrap_or(false)
+            }),
+        }
+        .ok_or_else(|| Error::NoDevice(device.map(str::to_string)))?;
+        let supported = dev.default_output_config()?;
+        let format = supported.sample_format();
+        let config = supported.config();
+        let rate = config.sample_rate;
+        let channels = config.channels;
+        let capacity = ((rate as f32 * RING_SECS) as usize).max(1024) * channels as usize;
+        let (producer, consumer) = rtrb::RingBuffer::new(capacity);
+        let shared = Arc::new(Shared::default());
+        let stream = match format {
+            SampleFormat::F32 => build::<f32>(&dev, config, consumer, shared.clone())?,
+            SampleFormat::I16 => build::<i16>(&dev, config, consumer, shared.clone())?,
+            SampleFormat::U16 => build::<u16>(&dev, config, consumer, shared.clone())?,
+            SampleFormat::I32 => build::<i32>(&dev, config, consumer, shared.clone())?,
+            other => return Err(Error::UnsupportedFormat(other)),
+        };
+        stream.play()?;
+        tracing::info!(device = device.unwrap_or("default"), rate, channels, %format, "playout opened");
+        Ok(Playout {
+            device: device.map(str::to_string),
+            _stream: stream,
+            producer,
+            shared,
+            rate,
+            channels,
+            dropped: 0,
+            logged_underruns: 0,
+            last_log: None,
+        })
+    }
+
+    /// Closes the stream and opens the same device again (after [`Playout::is_lost`]).
+    pub fn reopen(&mut self) -> Result<(), Error> {
+        let fresh = Playout::open(self.device.as_deref())?;
+        *self = fresh;
+        Ok(())
+    }
+
+    /// Device rate in Hz.
+    pub fn rate(&self) -> u32 {
+        self.rate
+    }
+
+    /// Device channels (frames passed to `write` are interleaved with this many).
+    pub fn channels(&self) -> u16 {
+        self.channels
+    }
+
+    /// Samples the ring can take now.
+    pub fn free(&self) -> usize {
+        self.producer.slots()
+    }
+
+    /// Queues interleaved samples; returns how many were written (the rest did not fit and
+    /// are counted as dropped). Never blocks.
+    pub fn write(&mut self, samples: &[f32]) -> usize {
+        let (written, rest) = self.producer.push_partial_slice(samples);
+        let n = written.len();
+        self.dropped += (rest.len() / self.channels.max(1) as usize) as u64;
+        if n > 0 {
+            self.shared.started.store(true, Ordering::Relaxed);
+        }
+        self.log_underruns();
+        n
+    }
+
+    fn log_underruns(&mut self) {
+        let now = Instant::now();
+        if self
+            .last_log
+            .is_some_and(|t| now.duration_since(t) < LOG_EVERY)
+        {
+            return;
+        }
+        let total = self.shared.underruns.load(Ordering::Relaxed);
+        if total > self.logged_underruns {
+            tracing::warn!(
+                underruns_total = total,
+                new = total - self.logged_underruns,
+                "playout underruns"
+            );
+            self.logged_underruns = total;
+            self.last_log = Some(now);
+        }
+    }
+
+    /// True once the error callback reported a stream error (device lost).
+    pub fn is_lost(&self) -> bool {
+        self.shared.lost.load(Ordering::Relaxed)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> PlayoutStats {
+        PlayoutStats {
+            underruns: self.shared.underruns.load(Ordering::Relaxed),
+            frames_played: self.shared.frames_played.load(Ordering::Relaxed),
+            frames_dropped: self.dropped,
+            stream_errors: self.shared.stream_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn build<T>(
+    dev: &cpal::Device,
+    config: cpal::StreamConfig,
+    mut consumer: rtrb::Consumer<f32>,
+    shared: Arc<Shared>,
+) -> Result<cpal::Stream, Error>
+where
+    T: SizedSample + FromSample<f32>,
+{
+    let channels = config.channels.max(1) as usize;
+    let cb_shared = shared.clone();
+    let data = move |out: &mut [T], _: &cpal::OutputCallbackInfo| {
+        let n = consumer.slots().min(out.len());
+        let mut filled = 0;
+        if let Ok(chunk) = consumer.read_chunk(n) {
+            let (a, b) = chunk.as_slices();
+            for (o, s) in out.iter_mut().zip(a.iter().chain(b)) {
+                *o = T::from_sample(*s);
+            }
+            filled = a.len() + b.len();
+            chunk.commit_all();
+        }
+        for o in &mut out[filled..] {
+            *o = T::EQUILIBRIUM;
+        }
+        cb_shared
+            .frames_played
+            .fetch_add((filled / channels) as u64, Ordering::Relaxed);
+        if filled < out.len() && cb_shared.started.load(Ordering::Relaxed) {
+            cb_shared.underruns.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    let err_shared = shared;
+    let error = move |e: cpal::Error| {
+        // Only a vanished device or an invalidated stream is loss; the rest (a reroute of the
+        // default device, refused real-time scheduling, an xrun) leaves the stream playing.
+        use cpal::ErrorKind as K;
+        match e.kind() {
+            K::DeviceNotAvailable | K::StreamInvalidated | K::HostUnavailable => {
+                err_shared.lost.store(true, Ordering::Relaxed)
+            }
+            _ => {
+                err_shared.stream_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    };
+    Ok(dev.build_output_stream::<T, _, _>(config, data, error, None)?)
+}

@@ -1,0 +1,307 @@
+//! Call recording on the supervisor's side: one 16-bit PCM WAV file per monitored call, at
+//! the decode rate, mono (agent + caller summed, saturating) or stereo (agent left, caller
+//! right), named `DIR/<agent>_<call-id>_<UTC YYYYmmddTHHMMSSZ>.wav`.
+//!
+//! The call id comes from the wire: everything but ASCII letters, digits, `-` and `.` becomes
+//! `_`, and it is cut to 64 characters, so it can never leave `DIR`. The header is finalised
+//! by [`Recorder::finish`], by the next [`Recorder::start_call`], or when the recorder is
+//! dropped, so a caller that handles SIGINT only has to drop it for the file to stay valid.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use crate::media::listen::{Layout, RenderedPcm};
+use crate::time::Timestamp;
+
+/// Longest call id kept in a file name.
+const MAX_ID_LEN: usize = 64;
+
+/// Recorder errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The WAV file could not be created, written or finalised.
+    #[error("recording {path}: {source}")]
+    Wav {
+        /// The file.
+        path: PathBuf,
+        /// hound's reason.
+        source: hound::Error,
+    },
+    /// A write with a rate other than the recording's.
+    #[error("recording {path} is at {file} Hz, got PCM at {got} Hz")]
+    RateChanged {
+        /// The file.
+        path: PathBuf,
+        /// The file's rate.
+        file: u32,
+        /// The rate written.
+        got: u32,
+    },
+}
+
+struct Open {
+    path: PathBuf,
+    rate: u32,
+    writer: hound::WavWriter<BufWriter<File>>,
+}
+
+/// Records calls to WAV files in one directory.
+pub struct Recorder {
+    dir: PathBuf,
+    layout: Layout,
+    pending: Option<(String, Timestamp)>,
+    open: Option<Open>,
+}
+
+impl Recorder {
+    /// A recorder writing into `dir` (which must exist) with `layout`.
+    pub fn new(dir: impl Into<PathBuf>, layout: Layout) -> Self {
+        Recorder {
+            dir: dir.into(),
+            layout,
+            pending: None,
+            open: None,
+        }
+    }
+
+    /// Starts recording a call (finishing any previous one). The file is created by the first
+    /// [`Recorder::write`], which knows the rate; its path is returned by [`Recorder::path`].
+    pub fn start_call(
+        &mut self,
+        agent_id: &str,
+        call_id: &str,
+        start: Timestamp,
+    ) -> Result<(), Error> {
+        self.finish()?;
+        let name = format!(
+            "{}_{}_{}.wav",
+            sanitise(agent_id),
+            sanitise(call_id),
+            utc_compact(start)
+        );
+        self.pending = Some((name, start));
+        Ok(())
+    }
+
+    /// The file being written, once it exists.
+    pub fn path(&self) -> Option<&Path> {
+        self.open.as_ref().map(|o| o.path.as_path())
+    }
+
+    /// Appends `pcm` (both directions) to the current recording; ignored without a call.
+    pub fn write(&mut self, pcm: &RenderedPcm) -> Result<(), Error> {
+        if pcm.is_empty() || pcm.rate == 0 {
+            return Ok(());
+        }
+        if self.open.is_none() {
+            let Some((name, _)) = self.pending.take() else {
+                return Ok(());
+            };
+            let path = self.dir.join(name);
+            let spec = hound::WavSpec {
+                channels: self.layout.channels(),
+                sample_rate: pcm.rate,
+                bits_per_sample: 16,
+                sample_format: hound::SampleFormat::Int,
+            };
+            let writer = hound::WavWriter::create(&path, spec).map_err(|source| Error::Wav {
+                path: path.clone(),
+                source,
+            })?;
+            self.open = Some(Open {
+                path,
+                rate: pcm.rate,
+                writer,
+            });
+        }
+        let layout = self.layout;
+        let Some(open) = self.open.as_mut() else {
+            return Ok(());
+        };
+        if open.rate != pcm.rate {
+            return Err(Error::RateChanged {
+                path: open.path.clone(),
+                file: open.rate,
+                got: pcm.rate,
+            });
+        }
+        let n = pcm.len();
+        let result = (|| {
+            for (a, c) in pcm.agent[..n].iter().zip(&pcm.caller[..n]) {
+                match layout {
+                    Layout::Mono => open.writer.write_sample(a.saturating_add(*c))?,
+                    Layout::Stereo => {
+                        open.writer.write_sample(*a)?;
+                        open.writer.write_sample(*c)?;
+                    }
+                }
+            }
+            Ok(())
+        })();
+        result.map_err(|source| Error::Wav {
+            path: open.path.clone(),
+            source,
+        })
+    }
+
+    /// Finalises the current recording's header and closes it (nothing to do without one).
+    pub fn finish(&mut self) -> Result<(), Error> {
+        self.pending = None;
+        if let Some(open) = self.open.take() {
+            open.writer.finalize().map_err(|source| Error::Wav {
+                path: open.path,
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if let Err(e) = self.finish() {
+            tracing::error!(error = %e, "recording not finalised");
+        }
+    }
+}
+
+/// Keeps ASCII letters, digits, `-` and `.`; everything else becomes `_`; at most 64 chars.
+fn sanitise(id: &str) -> String {
+    let s: String = id
+        .chars()
+        .take(MAX_ID_LEN)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    // "." and ".." alone would be path components; a leading dot hides the file.
+    match s.strip_prefix('.') {
+        Some(rest) => format!("_{rest}"),
+        None if s.is_empty() => "_".to_string(),
+        None => s,
+    }
+}
+
+/// `YYYYmmddTHHMMSSZ` of a timestamp (proleptic Gregorian, UTC).
+fn utc_compact(t: Timestamp) -> String {
+    let secs = t.as_nanos().div_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm, written out).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pcm(rate: u32, n: usize, k: i16) -> RenderedPcm {
+        RenderedPcm {
+            rate,
+            agent: (0..n).map(|i| (i as i16).wrapping_mul(k)).collect(),
+            caller: (0..n).map(|i| -(i as i16)).collect(),
+        }
+    }
+
+    #[test]
+    fn names_and_dates() {
+        assert_eq!(utc_compact(Timestamp::ZERO), "19700101T000000Z");
+        // 2026-12-02 08:05:46 UTC.
+        assert_eq!(
+            utc_compact(Timestamp::from_nanos(1_796_198_746 * 1_000_000_000)),
+            "20261202T080546Z"
+        );
+        // 2024-02-29 23:59:59 UTC (leap day).
+        assert_eq!(
+            utc_compact(Timestamp::from_nanos(1_709_251_199_999_999_999)),
+            "20240229T235959Z"
+        );
+        assert_eq!(
+            sanitise("a84b4c76e66710@pc33.atlanta.com"),
+            "a84b4c76e66710_pc33.atlanta.com"
+        );
+        assert_eq!(sanitise("../../etc/passwd"), "_._.._etc_passwd");
+        assert_eq!(sanitise(""), "_");
+        assert_eq!(sanitise(&"x".repeat(300)).len(), 64);
+    }
+
+    #[test]
+    fn what_hound_reads_back_is_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        for layout in [Layout::Stereo, Layout::Mono] {
+            let mut rec = Recorder::new(dir.path(), layout);
+            let start = Timestamp::from_nanos(1_796_198_746 * 1_000_000_000);
+            rec.start_call("agent 7", "call/1@host", start).unwrap();
+            let (a, b) = (pcm(8000, 800, 3), pcm(8000, 333, 7));
+            rec.write(&a).unwrap();
+            rec.write(&b).unwrap();
+            let path = rec.path().unwrap().to_path_buf();
+            assert_eq!(
+                path.file_name().unwrap(),
+                "agent_7_call_1_host_20261202T080546Z.wav"
+            );
+            assert!(matches!(
+                rec.write(&pcm(48_000, 1, 1)),
+                Err(Error::RateChanged { .. })
+            ));
+            rec.finish().unwrap();
+            let mut want = Vec::new();
+            for p in [&a, &b] {
+                for (x, y) in p.agent.iter().zip(&p.caller) {
+                    match layout {
+                        Layout::Stereo => want.extend([*x, *y]),
+                        Layout::Mono => want.push(x.saturating_add(*y)),
+                    }
+                }
+            }
+            let mut reader = hound::WavReader::open(&path).unwrap();
+            assert_eq!(reader.spec().channels, layout.channels());
+            assert_eq!(reader.spec().sample_rate, 8000);
+            assert_eq!(reader.spec().bits_per_sample, 16);
+            let got: Vec<i16> = reader.samples::<i16>().map(|s| s.unwrap()).collect();
+            assert_eq!(got, want);
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_recording_interrupted_by_drop_is_a_valid_wav() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = {
+            let mut rec = Recorder::new(dir.path(), Layout::Stereo);
+            rec.start_call("a1", "c1", Timestamp::ZERO).unwrap();
+            rec.write(&pcm(48_000, 4800, 5)).unwrap();
+            rec.path().unwrap().to_path_buf()
+            // Dropped here without finish(), as on SIGINT.
+        };
+        let mut reader = hound::WavReader::open(&path).unwrap();
+        assert_eq!(reader.duration(), 4800);
+        assert_eq!(reader.samples::<i16>().count(), 9600);
+        // Starting the next call finalises the previous file too.
+        let mut rec = Recorder::new(dir.path(), Layout::Mono);
+        rec.start_call("a1", "c2", Timestamp::ZERO).unwrap();
+        rec.write(&pcm(8000, 10, 1)).unwrap();
+        let first = rec.path().unwrap().to_path_buf();
+        rec.start_call("a1", "c3", Timestamp::ZERO).unwrap();
+        assert_eq!(hound::WavReader::open(&first).unwrap().duration(), 10);
+    }
+}
