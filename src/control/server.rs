@@ -73,6 +73,9 @@ pub struct ControlStats {
     pub protocol_errors: std::sync::atomic::AtomicU64,
 }
 
+/// Carries out a control-plane action; gets the asking session's peer address when known.
+pub type ActionSink = Box<dyn FnMut(&Action, Option<SocketAddr>) + Send>;
+
 /// The pieces `run` needs.
 pub struct ControlServer {
     /// The session logic.
@@ -82,7 +85,7 @@ pub struct ControlServer {
     /// Snapshots from the engine thread.
     pub view: watch::Receiver<Arc<View>>,
     /// Where actions go (the engine thread and the audit log).
-    pub actions: Box<dyn FnMut(&Action, Option<SocketAddr>) + Send>,
+    pub actions: ActionSink,
     /// Counters.
     pub stats: Arc<ControlStats>,
     /// TOS byte for signalling sockets (0x68 = AF31).
@@ -249,7 +252,7 @@ async fn actor(
     mut input: mpsc::Receiver<Input>,
     mut view: watch::Receiver<Arc<View>>,
     mut ended: mpsc::UnboundedReceiver<(u64, String)>,
-    mut on_action: Box<dyn FnMut(&Action, Option<SocketAddr>) + Send>,
+    mut on_action: ActionSink,
     stats: Arc<ControlStats>,
 ) {
     let mut outboxes: HashMap<SessionId, (mpsc::Sender<Frame>, SocketAddr)> = HashMap::new();
