@@ -11,7 +11,8 @@
 //! | `report`  | stream tables and JSON for `flows` |
 //! | `capture` | the only code that touches libpcap: `PacketSource` over files (and live NICs) |
 //! | `vlantest`| NIC qualification: sample-frame signature, sample frames, PASS/FAIL tally (pure) |
-//! | `control` | control-plane frames: length-prefixed JSON objects of named values (codec only so far) |
+//! | `control` | control plane: frame codec and session logic (sans-IO), the TLS server and client shells |
+//! | `router`  | the live path: engine + bindings + monitors, forwarding a monitored agent's RTP |
 //! | `security`| monitor-mode lockout and admission (pure; TLS/PKI/passwords to come) |
 //! | `binding` | agent -> media endpoint bindings (static, SIP-sniffed, explicit) that follow the agent |
 //! | `engine`  | the packet path: decapsulate -> classify -> SIP call table + RTP flow table |
