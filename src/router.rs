@@ -89,6 +89,8 @@ pub struct Router {
     /// Per agent: does any monitor listen (the per-packet test is one index).
     monitored: Vec<u16>,
     notices: VecDeque<Notice>,
+    /// (monitor, call-table index) pairs whose `Notice::Call` is built after the frame.
+    call_changes: Vec<(MonitorId, u32)>,
     stats: RouterStats,
 }
 
@@ -201,6 +203,7 @@ impl Router {
             monitors: Vec::new(),
             monitored: vec![0; n],
             notices: VecDeque::new(),
+            call_changes: Vec::new(),
             stats: RouterStats::default(),
         }
     }
@@ -219,8 +222,9 @@ impl Router {
             bindings,
             monitors,
             monitored,
-            notices,
+            call_changes,
             stats,
+            ..
         } = self;
         let verdict = engine.handle_frame_with(now, link, frame, |seen| {
             let Some((agent, direction, source)) = bindings.lookup(seen.src, seen.dst) else {
@@ -234,13 +238,8 @@ impl Router {
                 if let Source::Sip(call) = source {
                     if m.call != Some(call) {
                         m.call = Some(call);
-                        // Filled in below, where the call table can be read.
-                        notices.push_back(Notice::Call {
-                            monitor: m.id,
-                            call_id: call.to_string(),
-                            payloads: PayloadMap::default(),
-                            started: Timestamp::ZERO,
-                        });
+                        // Built below, where the call table can be read.
+                        call_changes.push((m.id, call));
                     }
                 }
                 stats.forwarded += 1;
@@ -266,31 +265,20 @@ impl Router {
         verdict
     }
 
-    /// Replaces the call-table index placeholders of fresh `Call` notices with the call's data.
+    /// Turns the call changes seen during the last frame into `Notice::Call`s.
     fn resolve_notices(&mut self) {
-        for n in self.notices.iter_mut() {
-            if let Notice::Call {
-                call_id,
-                payloads,
-                started,
-                ..
-            } = n
-            {
-                if *started != Timestamp::ZERO {
-                    continue;
+        for (monitor, idx) in self.call_changes.drain(..) {
+            if let Some(c) = self.engine.calls().call(idx) {
+                let mut payloads = PayloadMap::default();
+                for ep in [c.caller_media, c.callee_media].into_iter().flatten() {
+                    payloads.merge(&ep.payloads);
                 }
-                let Ok(idx) = call_id.parse::<u32>() else {
-                    continue;
-                };
-                if let Some(c) = self.engine.calls().call(idx) {
-                    let mut map = PayloadMap::default();
-                    for ep in [c.caller_media, c.callee_media].into_iter().flatten() {
-                        map.merge(&ep.payloads);
-                    }
-                    *call_id = c.call_id.clone();
-                    *payloads = map;
-                    *started = c.started;
-                }
+                self.notices.push_back(Notice::Call {
+                    monitor,
+                    call_id: c.call_id.clone(),
+                    payloads,
+                    started: c.started,
+                });
             }
         }
     }

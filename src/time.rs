@@ -38,6 +38,20 @@ impl Timestamp {
     }
 }
 
+/// Civil date (year, month, day; proleptic Gregorian) of a day count since 1970-01-01
+/// (H. Hinnant's days-from-civil algorithm, inverted). Pure arithmetic.
+pub fn civil_from_days(z: i64) -> (i64, u8, u8) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
 impl Span {
     /// From nanoseconds.
     pub const fn from_nanos(nanos: i64) -> Self {

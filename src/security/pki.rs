@@ -73,20 +73,6 @@ pub fn create_ca(common_name: &str, days: i64) -> Result<Pem, Error> {
     })
 }
 
-/// Civil date (year, month, day) of a day count since 1970-01-01 (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i32, u8, u8) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-    let y = (yoe + era * 400 + if m <= 2 { 1 } else { 0 }) as i32;
-    (y, m, d)
-}
-
 /// Yesterday's date (UTC) from the system clock: certificates are valid from then, so a clock
 /// slightly behind still accepts them.
 fn yesterday_ymd() -> (i32, u8, u8) {
@@ -94,7 +80,8 @@ fn yesterday_ymd() -> (i32, u8, u8) {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    civil_from_days(secs / 86_400 - 1)
+    let (y, m, d) = crate::time::civil_from_days(secs / 86_400 - 1);
+    (y as i32, m, d)
 }
 
 fn time_days(days: i64) -> std::time::Duration {
@@ -146,6 +133,7 @@ mod tests {
 
     #[test]
     fn civil_dates() {
+        use crate::time::civil_from_days;
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(19_723), (2024, 1, 1));
         assert_eq!(civil_from_days(19_782), (2024, 2, 29));
