@@ -534,6 +534,22 @@ impl Drop for Lab {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The management veth is deleted here, synchronously: deleting its namespace would take
+        // it along only later (the kernel cleans up namespaces asynchronously), and the next lab
+        // to get this slot would find the name taken.
+        remove_root_link(&self.mgmt_root_if);
+    }
+}
+
+/// Deletes a root-namespace link and waits (bounded) until the kernel has let go of its name.
+fn remove_root_link(name: &str) {
+    let _ = Command::new("ip")
+        .args(["link", "del", name])
+        .stderr(Stdio::null())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/sys/class/net/{name}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -737,10 +753,7 @@ impl Slot {
                     Ok(mut f) => {
                         write!(f, "{me}").unwrap();
                         // A root-side interface of a lab killed before it could clean up.
-                        let _ = Command::new("ip")
-                            .args(["link", "del", &format!("smlab{n}")])
-                            .stderr(Stdio::null())
-                            .status();
+                        remove_root_link(&format!("smlab{n}"));
                         return Slot { n, path };
                     }
                     Err(_) => {
