@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod appliance;
 pub mod binding;
 pub mod capture;
 pub mod cli;

@@ -36,6 +36,19 @@ impl Timestamp {
     pub fn as_secs_f64(self) -> f64 {
         self.0 as f64 / 1e9
     }
+
+    /// UTC as RFC 3339 with whole seconds, `2026-12-02T13:33:19Z` (logs, audit entries).
+    pub fn to_rfc3339(self) -> String {
+        let secs = self.0.div_euclid(1_000_000_000);
+        let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+        let t = secs.rem_euclid(86_400);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+            t / 3600,
+            t / 60 % 60,
+            t % 60
+        )
+    }
 }
 
 /// Civil date (year, month, day; proleptic Gregorian) of a day count since 1970-01-01

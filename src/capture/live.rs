@@ -163,6 +163,11 @@ impl LiveCapture {
         })
     }
 
+    /// The interface's name.
+    pub fn name(&self) -> &str {
+        &self.iface
+    }
+
     /// Link type of the interface.
     pub fn link_type(&self) -> LinkType {
         self.link

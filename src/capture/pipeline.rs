@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
-use super::{Error, PacketSource};
+use super::live::{LiveCapture, LiveError, LiveStats};
+use super::replay::Replay;
+use super::{Error, Frame, PacketSource, PcapFile};
 use crate::packet::LinkType;
 use crate::time::Timestamp;
 
@@ -62,6 +64,75 @@ impl Batch {
     }
 }
 
+/// What a source has for the capture thread.
+pub enum Poll<'a> {
+    /// A frame.
+    Frame(Frame<'a>),
+    /// Nothing yet: the thread hands over what it holds and waits up to this long.
+    Idle(Duration),
+    /// The source is finished.
+    End,
+}
+
+/// A source the capture thread can drive: a file (never idle), a paced replay, a live NIC
+/// (polled without blocking, so a quiet link neither holds frames back nor blocks `stop`).
+pub trait CaptureSource: Send {
+    /// Link type of every frame.
+    fn link(&self) -> LinkType;
+    /// The next frame, or why there is none.
+    fn poll(&mut self) -> Result<Poll<'_>, Error>;
+    /// The kernel's counters, for sources that have them (read twice a second).
+    fn kernel_stats(&mut self) -> Option<LiveStats> {
+        None
+    }
+}
+
+impl CaptureSource for PcapFile {
+    fn link(&self) -> LinkType {
+        PacketSource::link_type(self)
+    }
+    fn poll(&mut self) -> Result<Poll<'_>, Error> {
+        Ok(self.next_frame()?.map_or(Poll::End, Poll::Frame))
+    }
+}
+
+impl CaptureSource for Replay {
+    fn link(&self) -> LinkType {
+        PacketSource::link_type(self)
+    }
+    fn poll(&mut self) -> Result<Poll<'_>, Error> {
+        Replay::poll(self)
+    }
+}
+
+/// Longest nap of a live capture thread that found nothing buffered.
+const LIVE_IDLE: Duration = Duration::from_millis(1);
+
+impl CaptureSource for LiveCapture {
+    fn link(&self) -> LinkType {
+        LiveCapture::link_type(self)
+    }
+    fn poll(&mut self) -> Result<Poll<'_>, Error> {
+        match self.poll_frame() {
+            Ok(Some(f)) => Ok(Poll::Frame(f)),
+            Ok(None) => Ok(Poll::Idle(LIVE_IDLE)),
+            // poll_frame only fails with a read error, which names the interface.
+            Err(LiveError::Capture(e)) => Err(e),
+            Err(e) => Err(Error::Read {
+                source_name: "live capture".into(),
+                packets: 0,
+                message: e.to_string(),
+            }),
+        }
+    }
+    fn kernel_stats(&mut self) -> Option<LiveStats> {
+        self.stats().ok()
+    }
+}
+
+/// How often the capture thread copies the kernel's counters.
+const KERNEL_STATS_EVERY: Duration = Duration::from_millis(500);
+
 /// Counters shared between the capture thread and its owner.
 #[derive(Debug, Default)]
 pub struct PipelineStats {
@@ -71,6 +142,12 @@ pub struct PipelineStats {
     pub batches: AtomicU64,
     /// Frames dropped because the consumer was behind (live sources only).
     pub dropped_frames: AtomicU64,
+    /// Frames the kernel saw (pcap_stats ps_recv; live sources only).
+    pub kernel_received: AtomicU64,
+    /// Frames the kernel dropped because its ring was full (ps_drop).
+    pub kernel_dropped: AtomicU64,
+    /// Frames the interface dropped (ps_ifdrop).
+    pub if_dropped: AtomicU64,
 }
 
 /// The consumer's end.
@@ -90,13 +167,13 @@ impl Pipeline {
     /// Starts a capture thread reading `source` until it ends or [`Pipeline::stop`].
     pub fn spawn<S>(mut source: S, drop_when_full: bool) -> Pipeline
     where
-        S: PacketSource + Send + 'static,
+        S: CaptureSource + 'static,
     {
         let (full_tx, full_rx) = bounded::<Batch>(CHANNEL_BATCHES);
         let (free_tx, free_rx) = bounded::<Batch>(CHANNEL_BATCHES + 2);
         let stats = Arc::new(PipelineStats::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let link = source.link_type();
+        let link = source.link();
         let thread = {
             let stats = stats.clone();
             let stop = stop.clone();
@@ -105,19 +182,45 @@ impl Pipeline {
                 .spawn(move || {
                     let mut batch = Batch::default();
                     let mut opened = Instant::now();
+                    let mut next_kernel_stats = Instant::now();
                     while !stop.load(Ordering::Relaxed) {
-                        let Some(frame) = source.next_frame()? else {
-                            break;
-                        };
-                        if batch.is_empty() {
-                            opened = Instant::now();
+                        match source.poll()? {
+                            Poll::Frame(frame) => {
+                                if batch.is_empty() {
+                                    opened = Instant::now();
+                                }
+                                batch.push(frame.ts, frame.data);
+                                stats.frames.fetch_add(1, Ordering::Relaxed);
+                                if batch.len() >= BATCH_FRAMES || opened.elapsed() >= BATCH_LINGER {
+                                    batch = hand_over(
+                                        batch,
+                                        &full_tx,
+                                        &free_rx,
+                                        &stats,
+                                        drop_when_full,
+                                    );
+                                }
+                            }
+                            Poll::Idle(wait) => {
+                                if !batch.is_empty() {
+                                    batch = hand_over(
+                                        batch,
+                                        &full_tx,
+                                        &free_rx,
+                                        &stats,
+                                        drop_when_full,
+                                    );
+                                }
+                                std::thread::sleep(wait);
+                            }
+                            Poll::End => break,
                         }
-                        batch.push(frame.ts, frame.data);
-                        stats.frames.fetch_add(1, Ordering::Relaxed);
-                        if batch.len() >= BATCH_FRAMES || opened.elapsed() >= BATCH_LINGER {
-                            batch = hand_over(batch, &full_tx, &free_rx, &stats, drop_when_full);
+                        if next_kernel_stats.elapsed() >= KERNEL_STATS_EVERY {
+                            next_kernel_stats = Instant::now();
+                            copy_kernel_stats(&mut source, &stats);
                         }
                     }
+                    copy_kernel_stats(&mut source, &stats);
                     if !batch.is_empty() {
                         let _ = full_tx.send(batch);
                         stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -161,6 +264,14 @@ impl Pipeline {
             }),
             None => Ok(()),
         }
+    }
+}
+
+fn copy_kernel_stats(source: &mut impl CaptureSource, stats: &PipelineStats) {
+    if let Some(k) = source.kernel_stats() {
+        stats.kernel_received.store(k.received, Ordering::Relaxed);
+        stats.kernel_dropped.store(k.dropped, Ordering::Relaxed);
+        stats.if_dropped.store(k.if_dropped, Ordering::Relaxed);
     }
 }
 

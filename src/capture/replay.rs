@@ -40,6 +40,8 @@ pub struct Replay {
     /// Length of the passes already replayed.
     pass_offset: Span,
     passes: u64,
+    /// The frame read but not handed up yet: its stamp, wire length and when it is due.
+    pending: Option<(Timestamp, u32, Instant)>,
     buf: Vec<u8>,
 }
 
@@ -62,6 +64,7 @@ impl Replay {
             last_capture: Timestamp::ZERO,
             pass_offset: Span::from_nanos(0),
             passes: 0,
+            pending: None,
             buf: Vec::with_capacity(2048),
         })
     }
@@ -72,55 +75,103 @@ impl Replay {
     }
 }
 
+/// What [`Replay::advance`] found.
+enum Step {
+    /// The pending frame is due: hand it up.
+    Ready,
+    /// The pending frame is due in this long.
+    Wait(Duration),
+    /// The file is finished (and not looping).
+    End,
+}
+
+/// Longest single wait `poll` reports, so a stop request is seen soon.
+const MAX_WAIT: Duration = Duration::from_millis(5);
+
+impl Replay {
+    /// Reads the next frame into the pending slot if it is empty, and says when it is due.
+    fn advance(&mut self) -> Result<Step, Error> {
+        if self.pending.is_none() {
+            let (ts, wire_len) = loop {
+                match self.file.next_frame()? {
+                    Some(f) => {
+                        self.buf.clear();
+                        self.buf.extend_from_slice(f.data);
+                        break (f.ts, f.wire_len);
+                    }
+                    None => {
+                        self.passes += 1;
+                        if !self.options.looped {
+                            return Ok(Step::End);
+                        }
+                        self.file = PcapFile::open(&self.path, self.filter.as_deref())?;
+                        // The next pass starts where this one ended.
+                        if let Some((_, first, _)) = self.started {
+                            self.pass_offset = Span::from_nanos(
+                                self.pass_offset.as_nanos()
+                                    + (self.last_capture - first).as_nanos(),
+                            );
+                        }
+                    }
+                }
+            };
+            let (wall0, first, stamp0) =
+                *self.started.get_or_insert((Instant::now(), ts, wall_now()));
+            let offset = Span::from_nanos((ts - first).as_nanos() + self.pass_offset.as_nanos());
+            self.last_capture = ts;
+            let speed = self.options.speed;
+            let scaled = if speed > 0.0 {
+                Span::from_nanos((offset.as_nanos() as f64 / speed) as i64)
+            } else {
+                Span::from_nanos(0)
+            };
+            let due = wall0 + Duration::from_nanos(scaled.as_nanos().max(0) as u64);
+            self.pending = Some((stamp0 + scaled, wire_len, due));
+        }
+        let (_, _, due) = self.pending.expect("filled above");
+        let now = Instant::now();
+        Ok(if self.options.speed > 0.0 && due > now {
+            Step::Wait(due - now)
+        } else {
+            Step::Ready
+        })
+    }
+
+    fn take_pending(&mut self) -> Frame<'_> {
+        let (ts, wire_len, _) = self.pending.take().expect("advance said Ready");
+        Frame {
+            ts,
+            data: &self.buf,
+            wire_len,
+        }
+    }
+
+    /// The next frame if it is due, else how long until it is (at most a few ms), or the end.
+    /// For the capture thread, which hands over what it holds while the replay waits.
+    pub fn poll(&mut self) -> Result<super::pipeline::Poll<'_>, Error> {
+        use super::pipeline::Poll;
+        Ok(match self.advance()? {
+            Step::Ready => Poll::Frame(self.take_pending()),
+            Step::Wait(d) => Poll::Idle(d.min(MAX_WAIT)),
+            Step::End => Poll::End,
+        })
+    }
+}
+
 impl PacketSource for Replay {
     fn link_type(&self) -> LinkType {
         self.file.link_type()
     }
 
     fn next_frame(&mut self) -> Result<Option<Frame<'_>>, Error> {
-        let (ts, wire_len) = loop {
-            match self.file.next_frame()? {
-                Some(f) => {
-                    self.buf.clear();
-                    self.buf.extend_from_slice(f.data);
-                    break (f.ts, f.wire_len);
-                }
-                None => {
-                    self.passes += 1;
-                    if !self.options.looped {
-                        return Ok(None);
-                    }
-                    self.file = PcapFile::open(&self.path, self.filter.as_deref())?;
-                    // The next pass starts where this one ended.
-                    if let Some((_, first, _)) = self.started {
-                        self.pass_offset = Span::from_nanos(
-                            self.pass_offset.as_nanos() + (self.last_capture - first).as_nanos(),
-                        );
-                    }
-                }
-            }
-        };
-        let (wall0, first, stamp0) = *self.started.get_or_insert((Instant::now(), ts, wall_now()));
-        let offset = Span::from_nanos((ts - first).as_nanos() + self.pass_offset.as_nanos());
-        self.last_capture = ts;
-        let speed = self.options.speed;
-        let scaled = if speed > 0.0 {
-            Span::from_nanos((offset.as_nanos() as f64 / speed) as i64)
-        } else {
-            Span::from_nanos(0)
-        };
-        if speed > 0.0 {
-            let due = wall0 + Duration::from_nanos(scaled.as_nanos().max(0) as u64);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
+        loop {
+            match self.advance()? {
+                Step::Ready => break,
+                Step::Wait(d) => std::thread::sleep(d),
+                Step::End => return Ok(None),
             }
         }
-        Ok(Some(Frame {
-            ts: stamp0 + scaled,
-            data: &self.buf,
-            wire_len,
-        }))
+        Ok(Some(self.take_pending()))
     }
 
     fn position(&self) -> u64 {

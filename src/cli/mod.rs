@@ -7,12 +7,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod certs;
+mod ctl;
 mod demo;
 mod duration;
 mod extract;
 mod flows;
 mod offline;
 mod passwd;
+mod server;
 mod vlantest;
 
 /// silentmon: silent monitoring of contact-center calls from a switch SPAN port.
@@ -55,6 +57,11 @@ enum Command {
     Passwd(passwd::PasswdArgs),
     /// Qualify a NIC for 802.1Q-tagged SPAN traffic (listen / send / self / -r FILE).
     Vlantest(vlantest::VlantestArgs),
+    /// Run the appliance: capture, agent bindings, control plane (42028), monitor service
+    /// (42228), metrics.
+    Server(server::ServerArgs),
+    /// Talk to an appliance's control plane: agents, calls, flows, bind, monitor, stop, events.
+    Ctl(ctl::CtlArgs),
 }
 
 /// Runs the command line; the process exit code comes from here.
@@ -68,6 +75,8 @@ pub fn main() -> ExitCode {
         Command::Certs(a) => certs::run(a),
         Command::Passwd(a) => passwd::run(a),
         Command::Vlantest(a) => vlantest::run(a),
+        Command::Server(a) => server::run(a),
+        Command::Ctl(a) => ctl::run(a),
     };
     match result {
         Ok(code) => code,

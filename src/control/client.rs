@@ -131,6 +131,20 @@ impl Client {
         }
     }
 
+    /// The next frame that is not a server heartbeat (those are answered here).
+    pub async fn next_event(&mut self) -> Result<Frame, Error> {
+        loop {
+            let r = self.recv().await?;
+            if r.msg == "Heartbeat" {
+                let seq = r.u64("seq").unwrap_or(0);
+                self.send(&Frame::new("HeartbeatReply").with("seq", seq))
+                    .await?;
+                continue;
+            }
+            return Ok(r);
+        }
+    }
+
     /// Sends `f` and returns the first reply named `reply`, answering server heartbeats and
     /// passing other frames (events) to `events`.
     pub async fn request(
@@ -141,15 +155,9 @@ impl Client {
     ) -> Result<Frame, Error> {
         self.send(f).await?;
         loop {
-            let r = self.recv().await?;
+            let r = self.next_event().await?;
             if r.msg == reply {
                 return Ok(r);
-            }
-            if r.msg == "Heartbeat" {
-                let seq = r.u64("seq").unwrap_or(0);
-                self.send(&Frame::new("HeartbeatReply").with("seq", seq))
-                    .await?;
-                continue;
             }
             events(r);
         }

@@ -307,8 +307,10 @@ async fn actor(
         }
         while let Some(a) = plane.poll_action() {
             let peer = match &a {
-                Action::MonitorStarted { session, .. } => outboxes.get(session).map(|o| o.1),
-                _ => None,
+                Action::MonitorStarted { session, .. } | Action::Bind { session, .. } => {
+                    outboxes.get(session).map(|o| o.1)
+                }
+                Action::MonitorStopped { .. } => None,
             };
             on_action(&a, peer);
         }

@@ -104,6 +104,10 @@ pub enum Action {
         endpoint: SocketAddr,
         /// For how long (None: until the appliance restarts).
         seconds: Option<u64>,
+        /// Who asked: a supervisor's id, or `monitor mode`.
+        by: String,
+        /// The session that asked.
+        session: SessionId,
     },
 }
 
@@ -498,10 +502,18 @@ impl ControlPlane {
                     .collect();
                 if ids.is_empty() {
                     self.send(sid, refused("StopSilentMonitorReply", "no such monitor"));
+                    return;
                 }
+                let stopped = ids.len() as u64;
                 for id in ids {
                     self.stop_monitor(now, id, "stopped by supervisor");
                 }
+                self.send(
+                    sid,
+                    Frame::new("StopSilentMonitorReply")
+                        .with("result", "ok")
+                        .with("stopped", stopped),
+                );
             }
             (other, Some(_)) => {
                 self.send(
@@ -546,10 +558,16 @@ impl ControlPlane {
             );
         };
         let seconds = f.u64("seconds");
+        let by = match mode {
+            Mode::Monitor => "monitor mode".to_owned(),
+            _ => self.dir.supervisors[who].id.clone(),
+        };
         self.actions.push_back(Action::Bind {
             agent,
             endpoint,
             seconds,
+            by,
+            session: sid,
         });
         self.send(
             sid,
@@ -818,6 +836,10 @@ mod tests_support {
             out.contains(&(a1, "SilentMonitorStoppedEvent".into(), None)),
             "{out:?}"
         );
+        assert!(
+            out.contains(&(s, "StopSilentMonitorReply".into(), None)),
+            "{out:?}"
+        );
         assert!(p.monitors().is_empty());
     }
 
@@ -960,7 +982,9 @@ mod action_tests {
             Some(Action::Bind {
                 agent: 0,
                 endpoint: "10.0.0.1:4000".parse().unwrap(),
-                seconds: Some(60)
+                seconds: Some(60),
+                by: "s1".into(),
+                session: s,
             })
         );
         drain(&mut p);

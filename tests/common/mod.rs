@@ -2,6 +2,7 @@
 //! as the reference. A missing tshark fails the test (tools/test.sh installs it).
 #![allow(dead_code)]
 
+pub mod appliance;
 pub mod lab;
 pub mod netns;
 

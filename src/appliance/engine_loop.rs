@@ -1,0 +1,405 @@
+//! The engine thread: receives captured batches from every interface's [`Pipeline`], runs the
+//! [`Router`] over each frame with the frame's capture time, hands monitored packets to a
+//! [`MonitorOutput`] (the monitor service's fan-out), applies [`Command`]s from the control
+//! plane between batches, runs the router's timers on the wall clock, and publishes a
+//! [`View`] snapshot and the counters every [`PUBLISH_EVERY`].
+//!
+//! Rules: per packet nothing but the router and the output's `forward` (no lock, no
+//! allocation, no channel operation); one channel operation per batch; the thread never waits
+//! for a network task: the view goes out through a `watch` channel that keeps only the latest.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Select};
+use tokio::sync::watch;
+
+use crate::capture::pipeline::{Pipeline, PipelineStats};
+use crate::router::{Forward, MonitorId, Notice, Router, View};
+use crate::time::{Span, Timestamp};
+
+/// How often the view and the counters are published.
+pub const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+
+/// What the control plane asks of the engine thread.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Forward agent `agent`'s packets to monitor `monitor`.
+    AddMonitor {
+        /// Monitor id.
+        monitor: MonitorId,
+        /// Agent index.
+        agent: usize,
+    },
+    /// Stop forwarding to `monitor`.
+    RemoveMonitor {
+        /// Monitor id.
+        monitor: MonitorId,
+    },
+    /// Bind `endpoint` to agent `agent` for `seconds` (None: until the appliance restarts).
+    Bind {
+        /// Agent index.
+        agent: usize,
+        /// Media endpoint.
+        endpoint: SocketAddr,
+        /// Lifetime.
+        seconds: Option<u64>,
+    },
+}
+
+/// Where monitored packets go (the monitor service's publisher; a recorder in tests).
+pub trait MonitorOutput: Send {
+    /// One packet for one monitor (per packet: no lock, no allocation).
+    fn forward(&mut self, f: &Forward<'_>);
+    /// A monitor's call changed or ended.
+    fn notice(&mut self, n: &Notice);
+    /// End of a batch: wake whoever waits for what was forwarded.
+    fn flush(&mut self);
+}
+
+/// One capture input.
+pub struct Input {
+    /// Interface name (or `replay`), the metrics label.
+    pub name: String,
+    /// The capture thread's end.
+    pub pipeline: Pipeline,
+}
+
+/// Counters the engine thread copies out every [`PUBLISH_EVERY`].
+#[derive(Debug, Default)]
+pub struct EngineMetrics {
+    /// Frames handled.
+    pub frames: AtomicU64,
+    /// Bytes handled.
+    pub bytes: AtomicU64,
+    /// SIP messages parsed.
+    pub sip_messages: AtomicU64,
+    /// SIP messages that did not parse.
+    pub sip_malformed: AtomicU64,
+    /// RTP packets.
+    pub rtp_packets: AtomicU64,
+    /// RTCP packets.
+    pub rtcp_packets: AtomicU64,
+    /// Frames that did not decapsulate to a transport header.
+    pub undecoded: AtomicU64,
+    /// RTP packets of bound agents.
+    pub agent_packets: AtomicU64,
+    /// Packets handed to monitors.
+    pub forwarded: AtomicU64,
+    /// RTP streams in the flow table now.
+    pub streams: AtomicU64,
+    /// SIP calls in the call table now.
+    pub calls: AtomicU64,
+    /// Agent bindings now.
+    pub bindings: AtomicU64,
+    /// Active monitors now.
+    pub monitors: AtomicU64,
+    /// Capture inputs still running.
+    pub inputs: AtomicU64,
+}
+
+/// The engine thread's handle.
+pub struct EngineThread {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    /// Each input's name and capture counters (for the metrics endpoint).
+    pub inputs: Vec<(String, Arc<PipelineStats>)>,
+}
+
+impl EngineThread {
+    /// Starts the engine thread.
+    pub fn spawn<O: MonitorOutput + 'static>(
+        router: Router,
+        inputs: Vec<Input>,
+        commands: Receiver<Command>,
+        view: watch::Sender<Arc<View>>,
+        output: O,
+        metrics: Arc<EngineMetrics>,
+        clock: fn() -> Timestamp,
+    ) -> EngineThread {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = inputs
+            .iter()
+            .map(|i| (i.name.clone(), i.pipeline.stats.clone()))
+            .collect();
+        let state = Loop {
+            router,
+            inputs,
+            commands,
+            view,
+            output,
+            metrics,
+            clock,
+            stop: stop.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("engine".into())
+            .spawn(move || state.run())
+            .expect("spawning the engine thread");
+        EngineThread {
+            stop,
+            thread: Some(thread),
+            inputs: stats,
+        }
+    }
+
+    /// Stops the engine thread (and its capture threads) and waits for it.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for EngineThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Loop<O> {
+    router: Router,
+    inputs: Vec<Input>,
+    commands: Receiver<Command>,
+    view: watch::Sender<Arc<View>>,
+    output: O,
+    metrics: Arc<EngineMetrics>,
+    clock: fn() -> Timestamp,
+    stop: Arc<AtomicBool>,
+}
+
+impl<O: MonitorOutput> Loop<O> {
+    fn run(mut self) {
+        let mut next_publish = Instant::now();
+        let mut commands_open = true;
+        while !self.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now >= next_publish {
+                self.publish();
+                next_publish = now + PUBLISH_EVERY;
+            }
+            let wall = (self.clock)();
+            if let Some(due) = self.router.poll_timeout() {
+                if due <= wall {
+                    self.router.handle_timeout(wall);
+                }
+            }
+            // Wait for a batch or a command, at most until the next publish or timer.
+            let mut wait = next_publish.saturating_duration_since(Instant::now());
+            if let Some(due) = self.router.poll_timeout() {
+                let until = (due - wall).as_nanos().max(0) as u64;
+                wait = wait.min(Duration::from_nanos(until));
+            }
+            let mut sel = Select::new();
+            for input in &self.inputs {
+                sel.recv(&input.pipeline.batches);
+            }
+            let command_index = commands_open.then(|| sel.recv(&self.commands));
+            let Ok(op) = sel.select_timeout(wait) else {
+                continue;
+            };
+            let index = op.index();
+            if Some(index) == command_index {
+                match op.recv(&self.commands) {
+                    Ok(c) => self.apply(c),
+                    Err(_) => commands_open = false,
+                }
+                while let Ok(c) = self.commands.try_recv() {
+                    self.apply(c);
+                }
+                continue;
+            }
+            match op.recv(&self.inputs[index].pipeline.batches) {
+                Ok(batch) => {
+                    let link = self.inputs[index].pipeline.link;
+                    let output = &mut self.output;
+                    let mut sink = |f: Forward<'_>| output.forward(&f);
+                    for (ts, frame) in batch.frames() {
+                        self.router.handle_frame(ts, link, frame, &mut sink);
+                    }
+                    while let Some(n) = self.router.poll_notice() {
+                        self.output.notice(&n);
+                    }
+                    self.output.flush();
+                    self.inputs[index].pipeline.recycle(batch);
+                }
+                Err(_) => {
+                    // The source ended (a replay without --loop) or its thread failed.
+                    let input = self.inputs.swap_remove(index);
+                    let name = input.name.clone();
+                    match input.pipeline.join() {
+                        Ok(()) => tracing::info!(input = %name, "capture input ended"),
+                        Err(e) => {
+                            tracing::error!(input = %name, error = %e, "capture input failed")
+                        }
+                    }
+                }
+            }
+        }
+        for input in self.inputs.drain(..) {
+            let _ = input.pipeline.join();
+        }
+    }
+
+    fn apply(&mut self, c: Command) {
+        match c {
+            Command::AddMonitor { monitor, agent } => self.router.add_monitor(monitor, agent),
+            Command::RemoveMonitor { monitor } => self.router.remove_monitor(monitor),
+            Command::Bind {
+                agent,
+                endpoint,
+                seconds,
+            } => {
+                let now = (self.clock)();
+                let expires = seconds.map(|s| now + Span::from_secs(s as i64));
+                self.router.bind(now, agent, endpoint, expires);
+            }
+        }
+        while let Some(n) = self.router.poll_notice() {
+            self.output.notice(&n);
+        }
+    }
+
+    fn publish(&mut self) {
+        let view = self.router.view();
+        let m = &self.metrics;
+        let e = self.router.engine().stats();
+        let r = self.router.stats();
+        let set = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+        set(&m.frames, e.frames);
+        set(&m.bytes, e.bytes);
+        set(&m.sip_messages, e.sip_messages);
+        set(&m.sip_malformed, e.sip_malformed);
+        set(&m.rtp_packets, e.rtp_packets);
+        set(&m.rtcp_packets, e.rtcp_packets);
+        set(&m.undecoded, e.undecoded);
+        set(&m.agent_packets, r.agent_packets);
+        set(&m.forwarded, r.forwarded);
+        set(&m.streams, view.flows.len() as u64);
+        set(&m.calls, view.calls.len() as u64);
+        set(&m.bindings, view.bindings.len() as u64);
+        set(&m.monitors, self.router.monitor_count() as u64);
+        set(&m.inputs, self.inputs.len() as u64);
+        // Only the latest snapshot matters; nobody listening is fine.
+        self.view.send_replace(Arc::new(view));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::binding::Agent;
+    use crate::capture::replay::{Replay, ReplayOptions};
+    use crate::engine::EngineConfig;
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Seen {
+        packets: Vec<(MonitorId, usize)>,
+        notices: Vec<Notice>,
+        flushes: usize,
+    }
+
+    struct Recording(Arc<Mutex<Seen>>);
+
+    impl MonitorOutput for Recording {
+        fn forward(&mut self, f: &Forward<'_>) {
+            self.0
+                .lock()
+                .unwrap()
+                .packets
+                .push((f.monitor, f.rtp.len()));
+        }
+        fn notice(&mut self, n: &Notice) {
+            self.0.lock().unwrap().notices.push(n.clone());
+        }
+        fn flush(&mut self) {
+            self.0.lock().unwrap().flushes += 1;
+        }
+    }
+
+    fn wall() -> Timestamp {
+        crate::control::server::wall_now()
+    }
+
+    #[test]
+    fn a_replayed_capture_reaches_the_monitor_of_its_agent_and_the_view() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/demo-vlan85-mobile-agent.pcap");
+        let source = Replay::open(
+            &path,
+            None,
+            ReplayOptions {
+                speed: 0.0,
+                looped: false,
+            },
+        )
+        .unwrap();
+        let pipeline = Pipeline::spawn(source, false);
+        let agent = Agent {
+            id: "5001".into(),
+            extension: "5001".into(),
+            mobile_number: Some("+4915112345678".into()),
+            phone_ips: vec![],
+        };
+        let router = Router::new(EngineConfig::default(), vec![agent], Span::from_secs(2));
+        let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
+        // The monitor exists before the first packet.
+        cmd_tx
+            .send(Command::AddMonitor {
+                monitor: 7,
+                agent: 0,
+            })
+            .unwrap();
+        let (view_tx, mut view_rx) = watch::channel(Arc::new(View::default()));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let metrics = Arc::new(EngineMetrics::default());
+        let t = EngineThread::spawn(
+            router,
+            vec![Input {
+                name: "replay".into(),
+                pipeline,
+            }],
+            cmd_rx,
+            view_tx,
+            Recording(seen.clone()),
+            metrics.clone(),
+            wall,
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while metrics.inputs.load(Ordering::Relaxed) != 0
+            || metrics.frames.load(Ordering::Relaxed) == 0
+        {
+            assert!(Instant::now() < deadline, "the replay never finished");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(view_rx.has_changed().unwrap());
+        let view = view_rx.borrow_and_update().clone();
+        t.stop();
+        let seen = seen.lock().unwrap();
+        assert!(!view.calls.is_empty(), "{view:?}");
+        assert!(
+            view.bindings.iter().any(|b| b.agent_id == "5001"),
+            "{view:?}"
+        );
+        assert!(!seen.packets.is_empty());
+        assert!(seen.packets.iter().all(|&(m, len)| m == 7 && len >= 12));
+        assert_eq!(
+            seen.packets.len() as u64,
+            metrics.forwarded.load(Ordering::Relaxed)
+        );
+        assert!(seen
+            .notices
+            .iter()
+            .any(|n| matches!(n, Notice::Call { monitor: 7, .. })));
+        assert!(seen.flushes > 0);
+    }
+}

@@ -1,0 +1,334 @@
+//! The status endpoint: Prometheus text exposition (version 0.0.4) over plain HTTP/1.1 on a
+//! localhost port by default (`control.metrics_listen`). `render` turns counter snapshots into
+//! text (pure, tested on values); `serve` is the thin tokio shell answering `GET /metrics`.
+//!
+//! Rules: readers copy atomics, nothing here can slow the engine thread; a request that is not
+//! a small GET gets a 4xx and the connection is closed; every metric name starts `silentmon_`.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::engine_loop::EngineMetrics;
+use crate::capture::pipeline::PipelineStats;
+use crate::control::server::ControlStats;
+
+/// Writes further exposition lines (another service's counters).
+pub type ExtraLines = Arc<dyn Fn(&mut String) + Send + Sync>;
+
+/// A per-input metric: name, help, and how to read it.
+type InputMetric = (&'static str, &'static str, fn(&PipelineStats) -> u64);
+
+/// Everything the endpoint reports.
+#[derive(Clone)]
+pub struct Sources {
+    /// Capture inputs: name and counters.
+    pub inputs: Vec<(String, Arc<PipelineStats>)>,
+    /// The engine thread's counters.
+    pub engine: Arc<EngineMetrics>,
+    /// The control plane's counters.
+    pub control: Arc<ControlStats>,
+    /// Further lines from other services (the monitor service), already in exposition format.
+    pub extra: Vec<ExtraLines>,
+}
+
+/// Writes a `# HELP` / `# TYPE` header.
+pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Writes one sample without labels.
+pub fn sample(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    header(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// The exposition text.
+pub fn render(s: &Sources) -> String {
+    let mut out = String::with_capacity(4096);
+    let per_input: [InputMetric; 5] = [
+        (
+            "silentmon_capture_received_total",
+            "Frames the kernel saw on the interface (pcap_stats ps_recv; frames read for a replay).",
+            |p| {
+                p.kernel_received
+                    .load(Ordering::Relaxed)
+                    .max(p.frames.load(Ordering::Relaxed))
+            },
+        ),
+        (
+            "silentmon_capture_kernel_dropped_total",
+            "Frames the kernel dropped because the capture ring was full (ps_drop).",
+            |p| p.kernel_dropped.load(Ordering::Relaxed),
+        ),
+        (
+            "silentmon_capture_if_dropped_total",
+            "Frames the interface or driver dropped (ps_ifdrop).",
+            |p| p.if_dropped.load(Ordering::Relaxed),
+        ),
+        (
+            "silentmon_capture_frames_total",
+            "Frames the capture thread read.",
+            |p| p.frames.load(Ordering::Relaxed),
+        ),
+        (
+            "silentmon_pipeline_dropped_total",
+            "Frames dropped between the capture thread and the engine (engine behind).",
+            |p| p.dropped_frames.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, help, get) in per_input {
+        header(&mut out, name, "counter", help);
+        for (iface, p) in &s.inputs {
+            let _ = writeln!(out, "{name}{{interface=\"{}\"}} {}", escape(iface), get(p));
+        }
+    }
+    let e = &s.engine;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    for (name, kind, help, v) in [
+        (
+            "silentmon_engine_frames_total",
+            "counter",
+            "Frames the engine handled.",
+            load(&e.frames),
+        ),
+        (
+            "silentmon_engine_bytes_total",
+            "counter",
+            "Bytes the engine handled.",
+            load(&e.bytes),
+        ),
+        (
+            "silentmon_engine_sip_messages_total",
+            "counter",
+            "SIP messages parsed.",
+            load(&e.sip_messages),
+        ),
+        (
+            "silentmon_engine_sip_malformed_total",
+            "counter",
+            "SIP messages that did not parse.",
+            load(&e.sip_malformed),
+        ),
+        (
+            "silentmon_engine_rtp_packets_total",
+            "counter",
+            "RTP packets.",
+            load(&e.rtp_packets),
+        ),
+        (
+            "silentmon_engine_rtcp_packets_total",
+            "counter",
+            "RTCP packets.",
+            load(&e.rtcp_packets),
+        ),
+        (
+            "silentmon_engine_undecoded_total",
+            "counter",
+            "Frames that did not decapsulate to UDP/TCP.",
+            load(&e.undecoded),
+        ),
+        (
+            "silentmon_agent_packets_total",
+            "counter",
+            "RTP packets of bound agents.",
+            load(&e.agent_packets),
+        ),
+        (
+            "silentmon_forwarded_packets_total",
+            "counter",
+            "Packets handed to monitors.",
+            load(&e.forwarded),
+        ),
+        (
+            "silentmon_streams",
+            "gauge",
+            "RTP streams in the flow table.",
+            load(&e.streams),
+        ),
+        (
+            "silentmon_calls",
+            "gauge",
+            "SIP calls in the call table.",
+            load(&e.calls),
+        ),
+        (
+            "silentmon_bindings",
+            "gauge",
+            "Agent media bindings.",
+            load(&e.bindings),
+        ),
+        (
+            "silentmon_monitors",
+            "gauge",
+            "Active silent monitors.",
+            load(&e.monitors),
+        ),
+        (
+            "silentmon_capture_inputs",
+            "gauge",
+            "Capture inputs running.",
+            load(&e.inputs),
+        ),
+    ] {
+        sample(&mut out, name, kind, help, v);
+    }
+    let c = &s.control;
+    header(
+        &mut out,
+        "silentmon_control_sessions",
+        "gauge",
+        "Control-plane sessions by mode.",
+    );
+    for (i, mode) in ["none", "agent", "supervisor", "monitor"]
+        .iter()
+        .enumerate()
+    {
+        let _ = writeln!(
+            out,
+            "silentmon_control_sessions{{mode=\"{mode}\"}} {}",
+            load(&c.sessions[i])
+        );
+    }
+    for (name, help, v) in [
+        (
+            "silentmon_control_connections_total",
+            "Control-plane connections accepted.",
+            load(&c.accepted),
+        ),
+        (
+            "silentmon_control_tls_failures_total",
+            "Control-plane TLS handshakes that failed.",
+            load(&c.tls_failures),
+        ),
+        (
+            "silentmon_control_protocol_errors_total",
+            "Control-plane connections closed for protocol errors.",
+            load(&c.protocol_errors),
+        ),
+    ] {
+        sample(&mut out, name, "counter", help, v);
+    }
+    for f in &s.extra {
+        f(&mut out);
+    }
+    out
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Answers `GET /metrics` on `listener` until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, sources: Sources, shutdown: impl Future<Output = ()>) {
+    let sources = Arc::new(sources);
+    tokio::pin!(shutdown);
+    loop {
+        let (mut sock, _) = tokio::select! {
+            _ = &mut shutdown => return,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let sources = sources.clone();
+        tokio::spawn(async move {
+            let mut buf = Vec::with_capacity(1024);
+            let head = tokio::time::timeout(Duration::from_secs(5), async {
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
+                    let n = sock.read(&mut chunk).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await;
+            if !matches!(head, Ok(Ok(()))) {
+                return;
+            }
+            let (status, body) = respond(&buf, &sources);
+            let reply = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(reply.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}
+
+/// Status line and body for a request head.
+fn respond(head: &[u8], sources: &Sources) -> (&'static str, String) {
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split(' ');
+    match (parts.next(), parts.next()) {
+        (Some("GET"), Some("/metrics" | "/")) => ("200 OK", render(sources)),
+        (Some("GET"), Some(_)) => ("404 Not Found", "not found: try /metrics\n".into()),
+        _ => ("400 Bad Request", "only GET /metrics\n".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_with_labels() {
+        let p = Arc::new(PipelineStats::default());
+        p.frames.store(10, Ordering::Relaxed);
+        p.kernel_received.store(12, Ordering::Relaxed);
+        p.kernel_dropped.store(2, Ordering::Relaxed);
+        let e = Arc::new(EngineMetrics::default());
+        e.rtp_packets.store(8, Ordering::Relaxed);
+        e.monitors.store(1, Ordering::Relaxed);
+        let c = Arc::new(ControlStats::default());
+        c.sessions[2].store(3, Ordering::Relaxed);
+        let s = Sources {
+            inputs: vec![("span0".into(), p)],
+            engine: e,
+            control: c,
+            extra: vec![Arc::new(|o: &mut String| {
+                sample(o, "silentmon_test_extra", "gauge", "An extra line.", 5)
+            })],
+        };
+        let text = render(&s);
+        for line in [
+            "silentmon_capture_received_total{interface=\"span0\"} 12",
+            "silentmon_capture_kernel_dropped_total{interface=\"span0\"} 2",
+            "silentmon_capture_frames_total{interface=\"span0\"} 10",
+            "silentmon_pipeline_dropped_total{interface=\"span0\"} 0",
+            "silentmon_engine_rtp_packets_total 8",
+            "silentmon_monitors 1",
+            "silentmon_control_sessions{mode=\"supervisor\"} 3",
+            "silentmon_test_extra 5",
+            "# TYPE silentmon_streams gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        // Every sample line belongs to a declared family.
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = l.split(['{', ' ']).next().unwrap();
+            assert!(text.contains(&format!("# TYPE {name} ")), "{l}");
+        }
+        assert_eq!(respond(b"GET /metrics HTTP/1.1\r\n\r\n", &s).0, "200 OK");
+        assert_eq!(respond(b"GET /x HTTP/1.1\r\n\r\n", &s).0, "404 Not Found");
+        assert_eq!(respond(b"POST / HTTP/1.1\r\n\r\n", &s).0, "400 Bad Request");
+    }
+}

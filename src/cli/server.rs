@@ -1,0 +1,375 @@
+//! `silentmon server`: the appliance. Loads the configuration, opens the capture inputs (SPAN
+//! interfaces and/or a replayed file), starts the engine thread, the control plane (42028), the
+//! monitor service (42228) and the metrics endpoint, writes the audit trail, and runs until
+//! SIGINT/SIGTERM (or `--run-for`). Wiring only: every decision lives in the modules it wires.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::duration::parse_duration;
+use crate::appliance::audit::AuditLog;
+use crate::appliance::engine_loop::{Command, EngineMetrics, EngineThread, Input, MonitorOutput};
+use crate::appliance::metrics;
+use crate::capture::live::{LiveCapture, LiveOptions};
+use crate::capture::pipeline::Pipeline;
+use crate::capture::replay::{Replay, ReplayOptions};
+use crate::config::{self, Settings};
+use crate::control::server::{self as control_server, wall_now, ControlServer, ControlStats};
+use crate::control::session::{Action, ControlPlane, Directory};
+use crate::engine::EngineConfig;
+use crate::router::{Forward, Notice, Router, View};
+use crate::time::Span;
+
+/// Arguments of `silentmon server`.
+#[derive(Debug, Args)]
+pub(crate) struct ServerArgs {
+    /// Configuration file. When the default file does not exist the built-in defaults are used.
+    #[arg(long, short, default_value = config::DEFAULT_PATH, value_name = "FILE")]
+    config: PathBuf,
+    /// Validate the configuration and the TLS files it names, print a summary, exit.
+    #[arg(long)]
+    check_config: bool,
+    /// Replay a capture file as live traffic (at its original pace) besides any interfaces.
+    #[arg(long, value_name = "FILE")]
+    replay: Option<PathBuf>,
+    /// Replay speed (2 = twice as fast; 0 = as fast as possible).
+    #[arg(long, default_value_t = 1.0, requires = "replay")]
+    speed: f64,
+    /// Replay the file again and again.
+    #[arg(long = "loop", requires = "replay")]
+    looped: bool,
+    /// Capture on these interfaces instead of `capture.interfaces`.
+    #[arg(long = "interface", short = 'i', value_name = "IFACE")]
+    interfaces: Vec<String>,
+    /// Plaintext control plane and monitor service (labs only; overrides security.insecure).
+    #[arg(long)]
+    insecure: bool,
+    /// Stop after this long (tests and benchmarks; default: until SIGINT/SIGTERM).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    run_for: Option<Duration>,
+}
+
+pub(crate) fn run(args: ServerArgs) -> Result<ExitCode> {
+    let mut settings = load_settings(&args.config)?;
+    if args.insecure {
+        settings.insecure = true;
+    }
+    if !args.interfaces.is_empty() {
+        settings.capture.interfaces = args.interfaces.clone();
+    }
+    let tls = if settings.insecure {
+        None
+    } else {
+        Some(Tls::load(&settings.certs_dir)?)
+    };
+    if args.check_config {
+        println!(
+            "{}: OK: {} agents, {} supervisors, control plane {} ({}), monitor service {}, \
+             metrics http://{}/metrics, capture on {}",
+            args.config.display(),
+            settings.agents.len(),
+            settings.supervisors.len(),
+            settings.control.listen,
+            if tls.is_some() {
+                "TLS 1.3"
+            } else {
+                "plaintext"
+            },
+            settings.monitor.listen,
+            settings.control.metrics_listen,
+            if settings.capture.interfaces.is_empty() {
+                "no interface".to_owned()
+            } else {
+                settings.capture.interfaces.join(", ")
+            },
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("silentmon-net")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(serve(settings, tls, &args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The configuration: the named file, or the defaults when the default file is absent.
+fn load_settings(path: &Path) -> Result<Settings> {
+    if path == Path::new(config::DEFAULT_PATH) && !path.exists() {
+        tracing::warn!(
+            "{} does not exist: using the built-in defaults",
+            path.display()
+        );
+        return Ok(Settings::parse("", path)?);
+    }
+    Ok(Settings::load(path)?)
+}
+
+/// The appliance's TLS material: `ca.pem`, `server.pem`, `server.key` in the certs directory.
+struct Tls {
+    control: Arc<rustls::ServerConfig>,
+    #[allow(dead_code)] // the monitor service lands next
+    monitor: Arc<rustls::ServerConfig>,
+}
+
+impl Tls {
+    fn load(dir: &Path) -> Result<Tls> {
+        let read = |name: &str| {
+            let p = dir.join(name);
+            std::fs::read_to_string(&p).with_context(|| {
+                format!(
+                    "TLS: cannot read {} (make the PKI with `silentmon certs ca`, `certs request \
+                     --server --name HOST`, `certs sign`, see certs/README.md; or run with \
+                     --insecure in a lab)",
+                    p.display()
+                )
+            })
+        };
+        let (ca, cert, key) = (read("ca.pem")?, read("server.pem")?, read("server.key")?);
+        let tls_err = || format!("TLS files in {}", dir.display());
+        Ok(Tls {
+            control: crate::security::tls::server_config(&ca, &cert, &key, false)
+                .with_context(tls_err)?,
+            // Supervisor endpoints must present a certificate of the same CA.
+            monitor: crate::security::tls::server_config(&ca, &cert, &key, true)
+                .with_context(tls_err)?,
+        })
+    }
+}
+
+/// Opens the capture inputs: each interface live (dropping, never blocking the kernel ring),
+/// and the replay (waiting for the engine: nothing of a file is lost).
+fn open_inputs(settings: &Settings, args: &ServerArgs) -> Result<Vec<Input>> {
+    let mut inputs = Vec::new();
+    let filter = settings.capture.filter.as_deref();
+    if let Some(path) = &args.replay {
+        let replay = Replay::open(
+            path,
+            filter,
+            ReplayOptions {
+                speed: args.speed,
+                looped: args.looped,
+            },
+        )?;
+        inputs.push(Input {
+            name: "replay".into(),
+            pipeline: Pipeline::spawn(replay, false),
+        });
+    }
+    for iface in &settings.capture.interfaces {
+        let live = LiveCapture::open(
+            iface,
+            &LiveOptions {
+                promiscuous: true,
+                snaplen: settings.capture.snaplen.min(i32::MAX as u32) as i32,
+                buffer_bytes: settings.capture.buffer_bytes.min(i32::MAX as u64) as i32,
+                timeout: settings.capture.timeout,
+                filter: settings.capture.filter.clone(),
+                nonblocking: true,
+            },
+        )?;
+        inputs.push(Input {
+            name: iface.clone(),
+            pipeline: Pipeline::spawn(live, true),
+        });
+    }
+    if inputs.is_empty() {
+        tracing::warn!(
+            "no capture input: set capture.interfaces (or --interface), or --replay FILE"
+        );
+    }
+    Ok(inputs)
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({what})"))
+}
+
+async fn serve(settings: Settings, tls: Option<Tls>, args: &ServerArgs) -> Result<()> {
+    // Ports first: a taken port is reported before any capture starts.
+    let control_listener = bind(settings.control.listen, "control plane, control.listen").await?;
+    let metrics_listener = bind(
+        settings.control.metrics_listen,
+        "metrics, control.metrics_listen",
+    )
+    .await?;
+    let agent_ids = settings.agents.iter().map(|a| a.agent.id.clone()).collect();
+    let mut audit = AuditLog::open(&settings.audit_log, agent_ids)
+        .context("security.audit_log (the audit trail must be writable)")?;
+
+    let agents = settings.agents.iter().map(|a| a.agent.clone()).collect();
+    let router = Router::new(EngineConfig::default(), agents, Span::from_secs(2));
+    let inputs = open_inputs(&settings, args)?;
+    let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded::<Command>();
+    let (view_tx, view_rx) = tokio::sync::watch::channel(Arc::new(View::default()));
+    let engine_metrics = Arc::new(EngineMetrics::default());
+    let engine = EngineThread::spawn(
+        router,
+        inputs,
+        cmd_rx,
+        view_tx,
+        Unmonitored,
+        engine_metrics.clone(),
+        wall_now,
+    );
+
+    let heartbeat = settings.control.heartbeat_interval;
+    let monitor_service = (!settings.monitor.listen.ip().is_unspecified())
+        .then(|| settings.monitor.listen.to_string());
+    let plane = ControlPlane::new(Directory {
+        agents: settings.agents.clone(),
+        supervisors: settings.supervisors.clone(),
+        monitor_password_hash: settings.control.monitor_mode_password_hash.clone(),
+        lockout: settings.control.lockout,
+        client_timeout: span(heartbeat * settings.control.heartbeat_retries.max(1)),
+        server_heartbeat: span(heartbeat),
+        monitor_service,
+    });
+    let control_stats = Arc::new(ControlStats::default());
+    let (_control_handle, ended_rx) = control_server::handle();
+    let actions = {
+        let cmd_tx = cmd_tx.clone();
+        move |a: &Action, peer: Option<SocketAddr>| {
+            if let Err(e) = audit.record(wall_now(), a, peer) {
+                tracing::error!(error = %e, "audit entry not written");
+            }
+            let cmd = match a {
+                Action::MonitorStarted {
+                    monitor,
+                    agent,
+                    agent_id,
+                    supervisor_id,
+                    ..
+                } => {
+                    tracing::info!(monitor, agent = %agent_id, supervisor = %supervisor_id, "monitor started");
+                    Command::AddMonitor {
+                        monitor: *monitor,
+                        agent: *agent,
+                    }
+                }
+                Action::MonitorStopped {
+                    monitor,
+                    agent_id,
+                    supervisor_id,
+                    reason,
+                } => {
+                    tracing::info!(monitor, agent = %agent_id, supervisor = %supervisor_id, reason, "monitor stopped");
+                    Command::RemoveMonitor { monitor: *monitor }
+                }
+                Action::Bind {
+                    agent,
+                    endpoint,
+                    seconds,
+                    ..
+                } => Command::Bind {
+                    agent: *agent,
+                    endpoint: *endpoint,
+                    seconds: *seconds,
+                },
+            };
+            let _ = cmd_tx.send(cmd);
+        }
+    };
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let control = tokio::spawn(control_server::run(
+        control_listener,
+        ControlServer {
+            plane,
+            tls: tls.as_ref().map(|t| t.control.clone()),
+            view: view_rx,
+            actions: Box::new(actions),
+            stats: control_stats.clone(),
+            tos: 0x68,
+        },
+        ended_rx,
+        stopped(stop_rx.clone()),
+    ));
+    let metrics_task = tokio::spawn(metrics::serve(
+        metrics_listener,
+        metrics::Sources {
+            inputs: engine.inputs.clone(),
+            engine: engine_metrics.clone(),
+            control: control_stats,
+            extra: Vec::new(),
+        },
+        stopped(stop_rx.clone()),
+    ));
+    eprintln!(
+        "silentmon server: control plane on {} ({}), metrics on http://{}/metrics, capturing: {}",
+        settings.control.listen,
+        if tls.is_some() {
+            "TLS 1.3"
+        } else {
+            "plaintext, --insecure"
+        },
+        settings.control.metrics_listen,
+        engine
+            .inputs
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    wait_for_stop(args.run_for).await;
+    let _ = stop_tx.send(true);
+    let _ = control.await;
+    let _ = metrics_task.await;
+    engine.stop();
+    use std::sync::atomic::Ordering::Relaxed;
+    eprintln!(
+        "silentmon server: stopped after {} frames, {} RTP packets, {} forwarded to monitors",
+        engine_metrics.frames.load(Relaxed),
+        engine_metrics.rtp_packets.load(Relaxed),
+        engine_metrics.forwarded.load(Relaxed),
+    );
+    Ok(())
+}
+
+fn span(d: Duration) -> Span {
+    Span::from_nanos(d.as_nanos().min(i64::MAX as u128) as i64)
+}
+
+/// SIGINT, SIGTERM, or the end of `--run-for`.
+async fn wait_for_stop(limit: Option<Duration>) {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let limit = async {
+        match limit {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+        _ = limit => {}
+    }
+}
+
+struct Unmonitored;
+
+impl MonitorOutput for Unmonitored {
+    fn forward(&mut self, _: &Forward<'_>) {}
+    fn notice(&mut self, _: &Notice) {}
+    fn flush(&mut self) {}
+}
