@@ -91,6 +91,9 @@ pub struct Router {
     notices: VecDeque<Notice>,
     /// (monitor, call-table index) pairs whose `Notice::Call` is built after the frame.
     call_changes: Vec<(MonitorId, u32)>,
+    /// The agent of each call that had a SIP binding (call index -> Call-ID, agent), for the
+    /// view once the binding is gone.
+    call_agents: rustc_hash::FxHashMap<u32, (String, usize)>,
     stats: RouterStats,
 }
 
@@ -204,6 +207,7 @@ impl Router {
             monitored: vec![0; n],
             notices: VecDeque::new(),
             call_changes: Vec::new(),
+            call_agents: Default::default(),
             stats: RouterStats::default(),
         }
     }
@@ -369,8 +373,20 @@ impl Router {
         &self.stats
     }
 
-    /// A snapshot for the control plane (taken every few hundred ms, not per packet).
-    pub fn view(&self) -> View {
+    /// A snapshot for the control plane (taken every few hundred ms, not per packet). A call
+    /// stays its agent's in the view after its binding lingered out, as long as the call table
+    /// keeps the call.
+    pub fn view(&mut self) -> View {
+        for b in self.bindings.all() {
+            if let Source::Sip(i) = b.source {
+                if let Some(c) = self.engine.calls().call(i) {
+                    self.call_agents.insert(i, (c.call_id.clone(), b.agent));
+                }
+            }
+        }
+        let calls_table = self.engine.calls();
+        self.call_agents
+            .retain(|i, (id, _)| calls_table.call(*i).is_some_and(|c| c.call_id == *id));
         let agents = self.bindings.agents();
         let id_of = |a: Option<usize>| a.map(|i| agents[i].id.clone());
         let calls = self
@@ -378,7 +394,10 @@ impl Router {
             .calls()
             .calls()
             .map(|c| {
-                let agent = self.bindings.agent_of_call_index(c.index);
+                let agent = self
+                    .bindings
+                    .agent_of_call_index(c.index)
+                    .or_else(|| self.call_agents.get(&c.index).map(|x| x.1));
                 CallView {
                     agent,
                     agent_id: id_of(agent),
@@ -684,6 +703,17 @@ mod tests {
             .iter()
             .any(|f| f.agent_id.as_deref() == Some("5001") && f.direction == Some("to_agent")));
         assert!(v.calls.iter().any(|c| c.call_id == "c2" && c.to == "5001"));
+        // After the call ended and its binding lingered out, the call is still the agent's
+        // in the view (a supervisor still sees it) while the call table keeps it.
+        lab.bye(5000, "c2");
+        lab.r.handle_timeout(ms(9000));
+        let v = lab.r.view();
+        assert!(!v
+            .bindings
+            .iter()
+            .any(|b| b.call_id.as_deref() == Some("c2")));
+        let c2 = v.calls.iter().find(|c| c.call_id == "c2").unwrap();
+        assert_eq!((c2.agent, c2.agent_id.as_deref()), (Some(0), Some("5001")));
     }
 
     #[test]
