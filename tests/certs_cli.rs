@@ -12,20 +12,72 @@ use common::*;
 fn ca_request_sign_verified_by_openssl() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    run_ok(silentmon().args(["certs", "ca", "--out"]).arg(d));
+    let pw = d.join("ca.pw");
+    std::fs::write(&pw, "ca secret\n").unwrap();
+    // A CA key without a password is refused unless asked for explicitly.
+    let bare = silentmon()
+        .args(["certs", "ca", "--out"])
+        .arg(d.join("bare"))
+        .env_remove("SILENTMON_CA_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(bare.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bare.stderr).contains("needs a password"));
+    run_ok(
+        silentmon()
+            .args(["certs", "ca", "--password-file"])
+            .arg(&pw)
+            .arg("--out")
+            .arg(d),
+    );
+    // The key on disk is encrypted; OpenSSL opens it with the password, not without.
+    let key = std::fs::read_to_string(d.join("ca.key")).unwrap();
+    assert!(
+        key.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"),
+        "{key}"
+    );
+    run_ok(
+        Command::new("openssl")
+            .args(["pkey", "-noout", "-passin", "pass:ca secret", "-in"])
+            .arg(d.join("ca.key")),
+    );
+    let wrong = Command::new("openssl")
+        .args(["pkey", "-noout", "-passin", "pass:nope", "-in"])
+        .arg(d.join("ca.key"))
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
     run_ok(
         silentmon()
             .args(["certs", "request", "--name", "appliance1.example", "--out"])
             .arg(d),
     );
-    run_ok(
-        silentmon()
-            .args(["certs", "sign", "--server", "--ca-dir"])
+    // Signing needs the password: without it, or with a wrong one, a clear error.
+    let sign = |password: Option<&str>| {
+        let mut c = silentmon();
+        c.args(["certs", "sign", "--server", "--ca-dir"])
             .arg(d)
             .arg("--request")
             .arg(d.join("appliance1.example.csr"))
             .arg("-o")
-            .arg(d.join("appliance1.example.pem")),
+            .arg(d.join("appliance1.example.pem"))
+            .env_remove("SILENTMON_CA_PASSWORD");
+        if let Some(p) = password {
+            c.env("SILENTMON_CA_PASSWORD", p);
+        }
+        c.output().unwrap()
+    };
+    for bad in [None, Some("nope")] {
+        let out = sign(bad);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("ca.key") && err.contains("password"), "{err}");
+    }
+    let ok = sign(Some("ca secret"));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
     );
     let key_mode = std::fs::metadata(d.join("ca.key"))
         .unwrap()

@@ -4,10 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
-use crate::security::pki::{create_ca, create_request, sign_request, Pem, Role};
+use crate::security::pki::{
+    create_ca, create_request, decrypt_key, encrypt_key, sign_request, Pem, Role,
+};
 
 /// Arguments of `certs`.
 #[derive(Debug, Args)]
@@ -29,6 +31,11 @@ enum Step {
         /// Validity in days.
         #[arg(long, default_value_t = 3650)]
         days: i64,
+        #[command(flatten)]
+        password: CaPassword,
+        /// Leave the CA key unencrypted (labs and tests only).
+        #[arg(long, conflicts_with = "password_file")]
+        no_password: bool,
     },
     /// Step 2: a key and a certificate request (DIR/NAME.key and DIR/NAME.csr).
     Request {
@@ -59,7 +66,27 @@ enum Step {
         /// Output certificate file.
         #[arg(short = 'o', long)]
         output: PathBuf,
+        #[command(flatten)]
+        password: CaPassword,
     },
+}
+
+/// Where the CA key's password comes from.
+#[derive(Debug, clap::Args)]
+struct CaPassword {
+    /// File whose first line is the CA key's password (else $SILENTMON_CA_PASSWORD).
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+}
+
+impl CaPassword {
+    fn get(&self) -> Result<Option<String>> {
+        if let Some(f) = &self.password_file {
+            let text = read(f)?;
+            return Ok(Some(text.lines().next().unwrap_or("").to_owned()));
+        }
+        Ok(std::env::var("SILENTMON_CA_PASSWORD").ok())
+    }
 }
 
 fn write(path: &Path, text: &str, private: bool) -> Result<()> {
@@ -85,12 +112,30 @@ fn read(path: &Path) -> Result<String> {
 
 pub(crate) fn run(args: CertsArgs) -> Result<ExitCode> {
     match args.step {
-        Step::Ca { out, name, days } => {
+        Step::Ca {
+            out,
+            name,
+            days,
+            password,
+            no_password,
+        } => {
+            let password = match (password.get()?, no_password) {
+                (_, true) => None,
+                (Some(p), false) => Some(p),
+                (None, false) => bail!(
+                    "the CA key needs a password: --password-file FILE or \
+                     $SILENTMON_CA_PASSWORD (or --no-password for a lab)"
+                ),
+            };
             std::fs::create_dir_all(&out)
                 .with_context(|| format!("cannot create {}", out.display()))?;
             let ca = create_ca(&name, days)?;
+            let key = match &password {
+                Some(p) => encrypt_key(&ca.key, p)?,
+                None => ca.key.clone(),
+            };
             write(&out.join("ca.pem"), &ca.cert, false)?;
-            write(&out.join("ca.key"), &ca.key, true)?;
+            write(&out.join("ca.key"), &key, true)?;
         }
         Step::Request { name, out } => {
             std::fs::create_dir_all(&out)
@@ -107,11 +152,19 @@ pub(crate) fn run(args: CertsArgs) -> Result<ExitCode> {
             client: _,
             days,
             output,
+            password,
         } => {
-            let ca = Pem {
-                cert: read(&ca_dir.join("ca.pem"))?,
-                key: read(&ca_dir.join("ca.key"))?,
-            };
+            let ca_cert = read(&ca_dir.join("ca.pem"))?;
+            let key_file = ca_dir.join("ca.key");
+            let key =
+                decrypt_key(&read(&key_file)?, password.get()?.as_deref()).with_context(|| {
+                    format!(
+                        "{} (give the CA password with --password-file FILE or \
+                         $SILENTMON_CA_PASSWORD)",
+                        key_file.display()
+                    )
+                })?;
+            let ca = Pem { cert: ca_cert, key };
             let role = if server { Role::Server } else { Role::Client };
             let cert = sign_request(&read(&request)?, &ca, role, days)
                 .with_context(|| format!("signing {}", request.display()))?;

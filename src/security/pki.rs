@@ -20,6 +20,77 @@ pub enum Error {
     },
 }
 
+/// Errors of the CA key's encryption.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The password does not open the key (or the file is not an encrypted PKCS#8 key).
+    #[error("cannot decrypt the CA key: wrong password or not an encrypted PKCS#8 key")]
+    Decrypt,
+    /// The key is not PKCS#8 PEM.
+    #[error("the CA key is not a PKCS#8 PEM key: {0}")]
+    Format(String),
+    /// An empty password protects nothing.
+    #[error("the CA key password must not be empty")]
+    EmptyPassword,
+}
+
+/// Encrypts a PKCS#8 PEM private key with `password` (PBES2: scrypt, AES-256-CBC), giving an
+/// `ENCRYPTED PRIVATE KEY` PEM that OpenSSL reads as well.
+pub fn encrypt_key(key_pem: &str, password: &str) -> Result<String, KeyError> {
+    use pkcs8::der::pem::LineEnding;
+    use pkcs8::der::Decode;
+    if password.is_empty() {
+        return Err(KeyError::EmptyPassword);
+    }
+    let (label, der) = pkcs8::der::pem::decode_vec(key_pem.as_bytes())
+        .map_err(|e| KeyError::Format(e.to_string()))?;
+    if label != "PRIVATE KEY" {
+        return Err(KeyError::Format(format!("PEM label {label:?}")));
+    }
+    let info =
+        pkcs8::PrivateKeyInfo::from_der(&der).map_err(|e| KeyError::Format(e.to_string()))?;
+    // scrypt N = 2^14, r = 8 (16 MiB): inside OpenSSL's 32 MiB scrypt memory limit, so
+    // `openssl pkey` opens the key too. Salt and IV from the OS.
+    let mut salt = [0u8; 16];
+    let mut iv = [0u8; 16];
+    getrandom::fill(&mut salt).expect("the OS random source");
+    getrandom::fill(&mut iv).expect("the OS random source");
+    let scrypt = pkcs8::pkcs5::scrypt::Params::new(14, 8, 1, 32)
+        .map_err(|e| KeyError::Format(e.to_string()))?;
+    let params = pkcs8::pkcs5::pbes2::Parameters::scrypt_aes256cbc(scrypt, &salt, &iv)
+        .map_err(|e| KeyError::Format(e.to_string()))?;
+    let doc = info
+        .encrypt_with_params(params, password.as_bytes())
+        .map_err(|e| KeyError::Format(e.to_string()))?;
+    doc.to_pem("ENCRYPTED PRIVATE KEY", LineEnding::LF)
+        .map(|p| p.to_string())
+        .map_err(|e| KeyError::Format(e.to_string()))
+}
+
+/// Opens an `ENCRYPTED PRIVATE KEY` PEM with `password`; a plain `PRIVATE KEY` PEM is returned
+/// as it is (a CA made with `--no-password`).
+pub fn decrypt_key(pem: &str, password: Option<&str>) -> Result<String, KeyError> {
+    use pkcs8::der::pem::LineEnding;
+    use pkcs8::der::Decode;
+    let (label, der) =
+        pkcs8::der::pem::decode_vec(pem.as_bytes()).map_err(|e| KeyError::Format(e.to_string()))?;
+    match label {
+        "PRIVATE KEY" => Ok(pem.to_owned()),
+        "ENCRYPTED PRIVATE KEY" => {
+            let password = password.ok_or(KeyError::Decrypt)?;
+            let info = pkcs8::EncryptedPrivateKeyInfo::from_der(&der)
+                .map_err(|e| KeyError::Format(e.to_string()))?;
+            let doc = info
+                .decrypt(password.as_bytes())
+                .map_err(|_| KeyError::Decrypt)?;
+            doc.to_pem("PRIVATE KEY", LineEnding::LF)
+                .map(|p| p.to_string())
+                .map_err(|e| KeyError::Format(e.to_string()))
+        }
+        other => Err(KeyError::Format(format!("PEM label {other:?}"))),
+    }
+}
+
 fn err(what: &'static str) -> impl FnOnce(rcgen::Error) -> Error {
     move |source| Error::Rcgen { what, source }
 }
@@ -149,5 +220,31 @@ mod tests {
         let cert = sign_request(&req.cert, &ca, Role::Server, 30).unwrap();
         assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(sign_request("garbage", &ca, Role::Client, 30).is_err());
+    }
+
+    #[test]
+    fn the_ca_key_is_encrypted_and_opens_only_with_its_password() {
+        let ca = create_ca("CA", 30).unwrap();
+        let locked = encrypt_key(&ca.key, "correct horse").unwrap();
+        assert!(locked.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+        assert!(!locked.contains(ca.key.lines().nth(1).unwrap()));
+        assert!(matches!(
+            decrypt_key(&locked, Some("wrong")),
+            Err(KeyError::Decrypt)
+        ));
+        assert!(matches!(decrypt_key(&locked, None), Err(KeyError::Decrypt)));
+        let opened = decrypt_key(&locked, Some("correct horse")).unwrap();
+        // The opened key signs like the original.
+        let ca2 = Pem {
+            cert: ca.cert.clone(),
+            key: opened,
+        };
+        let req = create_request("host.example").unwrap();
+        assert!(sign_request(&req.cert, &ca2, Role::Server, 30).is_ok());
+        assert!(matches!(
+            encrypt_key(&ca.key, ""),
+            Err(KeyError::EmptyPassword)
+        ));
+        assert_eq!(decrypt_key(&ca.key, None).unwrap(), ca.key);
     }
 }
