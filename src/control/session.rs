@@ -650,12 +650,8 @@ impl ControlPlane {
                 refused("StartSilentMonitorReply", "agent is not in your teams"),
             );
         }
-        if self.agent_session[agent].is_none() {
-            return self.send(
-                sid,
-                refused("StartSilentMonitorReply", "agent is not logged in"),
-            );
-        }
+        // Monitoring starts whatever the agent's state, logged in to the CTI or not: its phone
+        // may carry calls all the same (audio comes when there is a call).
         if self
             .monitors
             .values()
@@ -899,6 +895,27 @@ mod action_tests {
     use super::tests_support::*;
     use super::*;
     use crate::router::{CallView, View};
+
+    #[test]
+    fn an_agent_that_is_not_logged_in_can_be_monitored() {
+        let mut p = plane();
+        let s = login(&mut p, at(0), "supervisor", "s1", "");
+        drain(&mut p);
+        p.handle_frame(
+            at(1),
+            s,
+            &Frame::new("StartSilentMonitor").with("agent", "5001"),
+        );
+        let reply = std::iter::from_fn(|| p.poll_transmit())
+            .find(|(_, f)| f.msg == "StartSilentMonitorReply")
+            .unwrap()
+            .1;
+        assert_eq!(reply.str("result"), Some("ok"));
+        assert!(matches!(
+            p.poll_action(),
+            Some(Action::MonitorStarted { agent: 0, .. })
+        ));
+    }
 
     #[test]
     fn monitor_actions_bindings_lists_by_team_and_server_heartbeats() {
