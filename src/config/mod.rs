@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod supervisor;
+
 use crate::binding::Agent;
 use crate::security::lockout::LockoutConfig;
 use crate::time::Span;

@@ -1,0 +1,226 @@
+//! The supervisor endpoint's configuration (default ~/.config/silentmon/supervisor.toml): who
+//! logs in, which appliances (the cluster list), the TLS files, the local control port, and how
+//! to play or record. Same rules as the appliance's file: every key defaulted (command-line
+//! flags fill or override them), unknown keys refused, errors name the file and the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::Error;
+
+/// Where the endpoint's local control listens by default (loopback only).
+pub const DEFAULT_LOCAL: &str = "127.0.0.1:42228";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSupervisor {
+    user: String,
+    password_file: Option<PathBuf>,
+    servers: Vec<String>,
+    monitor_services: Vec<String>,
+    ca: PathBuf,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    server_name: Option<String>,
+    insecure: bool,
+    listen: String,
+    record: Option<PathBuf>,
+    stereo: bool,
+    device: Option<String>,
+    volume: f32,
+    monitor: Option<String>,
+}
+
+impl Default for RawSupervisor {
+    fn default() -> Self {
+        RawSupervisor {
+            user: String::new(),
+            password_file: None,
+            servers: Vec::new(),
+            monitor_services: Vec::new(),
+            ca: "/etc/silentmon/certs/ca.pem".into(),
+            cert: None,
+            key: None,
+            server_name: None,
+            insecure: false,
+            listen: DEFAULT_LOCAL.into(),
+            record: None,
+            stereo: false,
+            device: None,
+            volume: 1.0,
+            monitor: None,
+        }
+    }
+}
+
+/// The validated endpoint configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SupervisorSettings {
+    /// Supervisor id.
+    pub user: String,
+    /// File holding the password (first line).
+    pub password_file: Option<PathBuf>,
+    /// Control planes of the cluster, `host:port`; one is picked at random, the next on failure.
+    pub servers: Vec<String>,
+    /// Monitor services; empty: each control plane's host on port 42228 (or what it tells).
+    pub monitor_services: Vec<String>,
+    /// CA certificate.
+    pub ca: PathBuf,
+    /// Client certificate for the monitor service (mutual TLS).
+    pub cert: Option<PathBuf>,
+    /// Its key.
+    pub key: Option<PathBuf>,
+    /// Name in the appliances' certificates (default: each address's host).
+    pub server_name: Option<String>,
+    /// Plaintext (labs only).
+    pub insecure: bool,
+    /// Local control listen address (must be a loopback address).
+    pub listen: SocketAddr,
+    /// Record every monitored call as a WAV file in this directory.
+    pub record: Option<PathBuf>,
+    /// Agent left, caller right instead of a mono mix.
+    pub stereo: bool,
+    /// Output device name (default device when None).
+    pub device: Option<String>,
+    /// Playback volume (0..=4).
+    pub volume: f32,
+    /// An agent to monitor as soon as the endpoint is up.
+    pub monitor: Option<String>,
+}
+
+impl Default for SupervisorSettings {
+    fn default() -> Self {
+        SupervisorSettings::parse("", Path::new("(defaults)")).expect("the defaults are valid")
+    }
+}
+
+impl SupervisorSettings {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<SupervisorSettings, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        SupervisorSettings::parse(&text, path)
+    }
+
+    /// Validates `text` (errors name `path`).
+    pub fn parse(text: &str, path: &Path) -> Result<SupervisorSettings, Error> {
+        let raw: RawSupervisor = toml::from_str(text).map_err(|e| Error::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let invalid = |key: &str, problem: String| Error::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            problem,
+        };
+        for (key, list) in [
+            ("servers", &raw.servers),
+            ("monitor_services", &raw.monitor_services),
+        ] {
+            for a in list {
+                if a.rsplit_once(':')
+                    .and_then(|(h, p)| (!h.is_empty()).then_some(p))
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .is_none()
+                {
+                    return Err(invalid(key, format!("{a:?} is not host:port")));
+                }
+            }
+        }
+        let listen: SocketAddr = raw
+            .listen
+            .parse()
+            .map_err(|_| invalid("listen", format!("{:?} is not an address:port", raw.listen)))?;
+        if !listen.ip().is_loopback() {
+            return Err(invalid(
+                "listen",
+                format!(
+                    "{listen} is not a loopback address: local control has no password, so \
+                     it must not be reachable from the network"
+                ),
+            ));
+        }
+        if raw.cert.is_some() != raw.key.is_some() {
+            return Err(invalid("cert", "set both cert and key, or neither".into()));
+        }
+        if !(0.0..=4.0).contains(&raw.volume) {
+            return Err(invalid(
+                "volume",
+                format!("{} is not within 0..=4", raw.volume),
+            ));
+        }
+        Ok(SupervisorSettings {
+            user: raw.user,
+            password_file: raw.password_file,
+            servers: raw.servers,
+            monitor_services: raw.monitor_services,
+            ca: raw.ca,
+            cert: raw.cert,
+            key: raw.key,
+            server_name: raw.server_name,
+            insecure: raw.insecure,
+            listen,
+            record: raw.record,
+            stereo: raw.stereo,
+            device: raw.device,
+            volume: raw.volume,
+            monitor: raw.monitor,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<SupervisorSettings, Error> {
+        SupervisorSettings::parse(
+            text,
+            Path::new("/home/s1/.config/silentmon/supervisor.toml"),
+        )
+    }
+
+    #[test]
+    fn defaults_and_a_full_file() {
+        let d = parse("").unwrap();
+        assert_eq!(d.listen, DEFAULT_LOCAL.parse().unwrap());
+        assert!(d.servers.is_empty() && !d.stereo && d.volume == 1.0);
+        let s = parse(
+            r#"
+            user = "s1"
+            servers = ["appl1.example:42028", "appl2.example:42028"]
+            ca = "/etc/ca.pem"
+            cert = "/home/s1/s1.pem"
+            key = "/home/s1/s1.key"
+            record = "/home/s1/recordings"
+            stereo = true
+            volume = 0.5
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.servers.len(), 2);
+        assert!(s.stereo && s.volume == 0.5);
+        assert_eq!(s.record.as_deref(), Some(Path::new("/home/s1/recordings")));
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_key() {
+        for (text, key) in [
+            ("servers = [\"nohost\"]", "servers"),
+            ("listen = \"0.0.0.0:42228\"", "listen"),
+            ("cert = \"/x.pem\"", "cert"),
+            ("volume = 9.0", "volume"),
+            ("voume = 1.0", "voume"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(
+                e.contains("supervisor.toml") && e.contains(key),
+                "{text}: {e}"
+            );
+        }
+    }
+}
