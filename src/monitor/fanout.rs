@@ -110,7 +110,7 @@ impl Subscriber {
 
     fn count_drop(&self) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
-        MonitorStats::bump(&self.stats.dropped_total);
+        MonitorStats::add_one(&self.stats.dropped_total);
     }
 
     /// Queues one media frame without waiting, dropping the oldest when full. No lock; no
@@ -143,7 +143,7 @@ impl Subscriber {
             let _ = self.free.push(displaced);
         }
         self.forwarded.fetch_add(1, Ordering::Relaxed);
-        MonitorStats::bump(&self.stats.forwarded_total);
+        MonitorStats::add_one(&self.stats.forwarded_total);
         self.pending.store(true, Ordering::Release);
     }
 
@@ -155,7 +155,7 @@ impl Subscriber {
         }
         if self.control.force_push(v).is_some() {
             self.control_dropped.fetch_add(1, Ordering::Relaxed);
-            MonitorStats::bump(&self.stats.control_dropped_total);
+            MonitorStats::add_one(&self.stats.control_dropped_total);
         }
     }
 
@@ -240,7 +240,7 @@ impl Publisher {
     pub fn publish(&mut self, f: &Forward<'_>) {
         let (Some(sub), Ok(monitor)) = (self.routes.get(&f.monitor), u32::try_from(f.monitor))
         else {
-            MonitorStats::bump(&self.stats.unrouted_total);
+            MonitorStats::add_one(&self.stats.unrouted_total);
             return;
         };
         sub.push_media(&Media {
@@ -258,7 +258,7 @@ impl Publisher {
             Notice::Call { monitor, .. } | Notice::CallEnded { monitor, .. } => *monitor,
         };
         let (Some(sub), Ok(id)) = (self.routes.get(&monitor), u32::try_from(monitor)) else {
-            MonitorStats::bump(&self.stats.unrouted_total);
+            MonitorStats::add_one(&self.stats.unrouted_total);
             return;
         };
         let control = match n {

@@ -7,6 +7,8 @@
 //!   a slow endpoint loses its oldest frames, counted.
 //! - [`registry`]: monitors the control plane granted, their single-use session keys, who
 //!   holds each.
+//! - `session` (crate-private): one endpoint connection's logic, sans-IO (attach, detach,
+//!   revocation, heartbeats, refusals), tested in memory on a simulated clock.
 //! - [`service`]: the tokio + tokio-rustls shell: accept loop, attach, heartbeats, batched
 //!   writes, ended monitors reported to the control plane.
 //! - [`client`]: the endpoint side.
@@ -19,5 +21,6 @@ pub mod client;
 pub mod fanout;
 pub mod registry;
 pub mod service;
+mod session;
 pub mod stats;
 pub mod wire;

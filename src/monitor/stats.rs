@@ -31,11 +31,11 @@ pub struct MonitorStats {
 }
 
 impl MonitorStats {
-    pub(crate) fn bump(counter: &AtomicU64) {
+    pub(crate) fn add_one(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn drop_one(counter: &AtomicU64) {
+    pub(crate) fn sub_one(counter: &AtomicU64) {
         counter.fetch_sub(1, Ordering::Relaxed);
     }
 
