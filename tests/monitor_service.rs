@@ -4,7 +4,8 @@
 //! while another gets all of them, monitors ended when an endpoint goes away, is revoked,
 //! detaches, falls silent or never attaches.
 //!
-//! No test asserts a wall-clock duration; waits are bounded only so a failure cannot hang.
+//! No test asserts a wall-clock duration; waits are bounded only so a failure cannot hang. A
+//! counting global allocator shows that the publisher's per-packet path never allocates.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,6 +27,36 @@ use silentmon::security::tls::{client_config, server_config};
 use silentmon::time::Timestamp;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc::UnboundedReceiver;
+
+/// Counts the allocations each thread makes, to show that `Publisher::publish` makes none.
+struct CountingAllocator;
+
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+// SAFETY: every call is passed to the system allocator unchanged; the count is a const-
+// initialised thread-local Cell, which never allocates.
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        std::alloc::System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        std::alloc::System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        std::alloc::System.realloc(ptr, layout, new)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(|c| c.get())
+}
 
 /// Upper bound on any wait, so that a broken service fails the test instead of hanging it.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -56,7 +87,8 @@ struct Harness {
     stats: Arc<MonitorStats>,
     ended: UnboundedReceiver<(u64, String)>,
     publisher: Publisher,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
 }
 
 async fn start(
@@ -72,7 +104,7 @@ async fn start(
     let registry = Arc::new(Registry::new());
     let stats = Arc::new(MonitorStats::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(service::run(
+    let server = tokio::spawn(service::run(
         listener,
         MonitorServer {
             tls: Some(certs.server.clone()),
@@ -96,7 +128,8 @@ async fn start(
         publisher: Publisher::new(fanout_rx, stats.clone()),
         stats,
         ended,
-        _stop: stop_tx,
+        stop: Some(stop_tx),
+        server,
     }
 }
 
@@ -331,11 +364,17 @@ async fn a_slow_endpoint_loses_frames_and_never_stalls_the_publisher_or_others()
     } = h;
     let reg = registry.clone();
     let engine = std::thread::spawn(move || {
+        let counted = allocations();
+        drop(std::hint::black_box(packet(0)));
+        assert!(allocations() > counted, "the allocation counter counts");
+        let mut publish_allocations = 0;
         for b in 0..BATCHES {
             for seq in b * BATCH..(b + 1) * BATCH {
                 let p = packet(seq);
+                let before = allocations();
                 publisher.publish(&forward(1, seq, &p));
                 publisher.publish(&forward(2, seq, &p));
+                publish_allocations += allocations() - before;
             }
             publisher.flush();
             let deadline = std::time::Instant::now() + PATIENCE;
@@ -347,6 +386,7 @@ async fn a_slow_endpoint_loses_frames_and_never_stalls_the_publisher_or_others()
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
+        assert_eq!(publish_allocations, 0, "publish allocated");
         (
             reg.subscriber_stats(1).expect("slow still attached"),
             publisher,
@@ -452,4 +492,30 @@ async fn heartbeat_silence_and_never_attached_end_monitors() {
     );
     assert!(h.registry.is_granted(3));
     assert!(h.registry.subscriber_stats(3).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_the_service_and_its_monitors() {
+    let mut h = start(Duration::from_secs(5), Duration::from_secs(15), 64).await;
+    h.registry.grant(1, "k1", "5001", "s1").unwrap();
+    let mut c = h.client().await;
+    c.attach("k1").await.unwrap();
+    drop(h.stop.take());
+    assert_eq!(h.next_ended().await, (1, "monitor service stopped".into()));
+    tokio::time::timeout(PATIENCE, &mut h.server)
+        .await
+        .expect("run returned")
+        .unwrap();
+    let closed = tokio::time::timeout(PATIENCE, c.next_event())
+        .await
+        .unwrap();
+    assert!(closed.is_err(), "{closed:?}");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while h.stats.endpoints.load(Ordering::Relaxed) != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "endpoint gauge stuck"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
