@@ -12,6 +12,7 @@
 //! | `capture` | the only code that touches libpcap: `PacketSource` over files (and live NICs) |
 //! | `vlantest`| NIC qualification: sample-frame signature, sample frames, PASS/FAIL tally (pure) |
 //! | `control` | control plane: frame codec and session logic (sans-IO), the TLS server and client shells |
+//! | `monitor` | monitor service (TCP 42228): media/control frame codec, lock-free per-endpoint fanout from the engine thread, TLS shell and endpoint client |
 //! | `router`  | the live path: engine + bindings + monitors, forwarding a monitored agent's RTP |
 //! | `security`| monitor-mode lockout and admission (pure; TLS/PKI/passwords to come) |
 //! | `binding` | agent -> media endpoint bindings (static, SIP-sniffed, explicit) that follow the agent |
@@ -39,6 +40,7 @@ pub mod endpoint;
 pub mod engine;
 pub mod flow;
 pub mod media;
+pub mod monitor;
 pub mod packet;
 pub mod report;
 pub mod router;

@@ -1,0 +1,454 @@
+//! The engine-thread side of the monitor service: the [`Publisher`] turns each [`Forward`] of a
+//! monitored agent into a media frame in the queue of the endpoint connection attached to that
+//! monitor ([`Subscriber`]), and each [`Notice`] into a control frame.
+//!
+//! Rules:
+//! - [`Publisher::publish`] takes no lock and does not allocate: each subscriber owns a fixed set
+//!   of preallocated slots ([`SLOT_CAPACITY`] bytes each) cycling between two lock-free
+//!   `ArrayQueue`s, `free` and `full`. A packet is encoded into a free slot; when none is free,
+//!   the oldest queued frame is taken back and counted as dropped. A packet whose RTP is longer
+//!   than a slot grows that slot once (the slot keeps its capacity when recycled).
+//! - A slow endpoint loses its oldest frames, counted per subscriber and in [`MonitorStats`];
+//!   the publisher and the other subscribers never wait for it.
+//! - Control frames (notices, replies, heartbeats) have their own bounded queue per subscriber,
+//!   drained before media; they are rare and may allocate.
+//! - Subscribers are added and removed through [`FanoutCommand`]s that [`Publisher::flush`]
+//!   drains. Call `flush` once per captured batch: it first wakes, at most once each, the
+//!   connections that got frames since the last flush, then applies the commands.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam_queue::ArrayQueue;
+use rustc_hash::FxHashMap;
+use tokio::sync::Notify;
+
+use super::stats::MonitorStats;
+use super::wire::{Control, Media};
+use crate::router::{Forward, MonitorId, Notice};
+
+/// Bytes preallocated per media slot (an 18-byte header, its prefix and a large RTP packet).
+pub const SLOT_CAPACITY: usize = 2048;
+/// Control frames queued towards one endpoint before the oldest is dropped.
+pub const CONTROL_FRAMES: usize = 256;
+/// Commands queued towards the publisher.
+pub const COMMAND_CAPACITY: usize = 4096;
+
+/// What the service tells the publisher.
+pub enum FanoutCommand {
+    /// Route `monitor`'s packets and notices to `subscriber` (replaces an earlier route).
+    Attach {
+        /// The monitor.
+        monitor: MonitorId,
+        /// The endpoint connection's queue.
+        subscriber: Arc<Subscriber>,
+    },
+    /// Stop routing `monitor`.
+    Detach {
+        /// The monitor.
+        monitor: MonitorId,
+    },
+}
+
+/// The bounded command channel between the service and the publisher.
+pub fn commands() -> (
+    crossbeam_channel::Sender<FanoutCommand>,
+    crossbeam_channel::Receiver<FanoutCommand>,
+) {
+    crossbeam_channel::bounded(COMMAND_CAPACITY)
+}
+
+/// One subscriber's counters.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SubscriberStats {
+    /// Media frames queued.
+    pub forwarded: u64,
+    /// Media frames lost because the endpoint was behind.
+    pub dropped: u64,
+    /// Control frames lost because the endpoint was behind.
+    pub control_dropped: u64,
+    /// Media frames waiting now.
+    pub queued: u64,
+}
+
+/// One endpoint connection's queues: filled by the publisher (and the service, for control
+/// frames), drained by the connection's writer.
+pub struct Subscriber {
+    free: ArrayQueue<Vec<u8>>,
+    full: ArrayQueue<Vec<u8>>,
+    control: ArrayQueue<Vec<u8>>,
+    pending: AtomicBool,
+    closed: AtomicBool,
+    notify: Notify,
+    forwarded: AtomicU64,
+    dropped: AtomicU64,
+    control_dropped: AtomicU64,
+    stats: Arc<MonitorStats>,
+}
+
+impl Subscriber {
+    /// A subscriber holding up to `frames` media frames (at least 1), all slots preallocated.
+    pub fn new(frames: usize, stats: Arc<MonitorStats>) -> Subscriber {
+        let frames = frames.max(1);
+        let free = ArrayQueue::new(frames);
+        for _ in 0..frames {
+            let _ = free.push(Vec::with_capacity(SLOT_CAPACITY));
+        }
+        Subscriber {
+            free,
+            full: ArrayQueue::new(frames),
+            control: ArrayQueue::new(CONTROL_FRAMES),
+            pending: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            notify: Notify::new(),
+            forwarded: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            control_dropped: AtomicU64::new(0),
+            stats,
+        }
+    }
+
+    fn count_drop(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        MonitorStats::add_one(&self.stats.dropped_total);
+    }
+
+    /// Queues one media frame without waiting, dropping the oldest when full. No lock; no
+    /// allocation unless the RTP packet is longer than the slot.
+    fn push_media(&self, media: &Media<'_>) {
+        if media.body_len().is_err() {
+            // An RTP packet over MAX_RTP cannot be framed: this one frame is lost, counted.
+            self.count_drop();
+            return;
+        }
+        let mut slot = match self.free.pop() {
+            Some(s) => s,
+            None => match self.full.pop() {
+                Some(oldest) => {
+                    self.count_drop();
+                    oldest
+                }
+                None => {
+                    // Every slot is in the writer's hands this instant: the new frame is lost.
+                    self.count_drop();
+                    return;
+                }
+            },
+        };
+        slot.clear();
+        let encoded = media.append(&mut slot);
+        debug_assert!(encoded.is_ok(), "the length was checked above");
+        if let Some(displaced) = self.full.force_push(slot) {
+            self.count_drop();
+            let _ = self.free.push(displaced);
+        }
+        self.forwarded.fetch_add(1, Ordering::Relaxed);
+        MonitorStats::add_one(&self.stats.forwarded_total);
+        self.pending.store(true, Ordering::Release);
+    }
+
+    fn queue_control(&self, c: &Control) {
+        let mut v = Vec::new();
+        if let Err(e) = c.append(&mut v) {
+            tracing::warn!(error = %e, "monitor service: control frame not sent");
+            return;
+        }
+        if self.control.force_push(v).is_some() {
+            self.control_dropped.fetch_add(1, Ordering::Relaxed);
+            MonitorStats::add_one(&self.stats.control_dropped_total);
+        }
+    }
+
+    /// Queues a control frame and wakes the writer now (for the service's replies).
+    pub fn send_control(&self, c: &Control) {
+        self.queue_control(c);
+        self.notify.notify_one();
+    }
+
+    /// Moves queued frames into `out`: all control frames first, then media frames until `out`
+    /// holds at least `max_bytes` or the queue is empty. Returns the number of frames moved.
+    pub fn drain_into(&self, out: &mut Vec<u8>, max_bytes: usize) -> usize {
+        let mut n = 0;
+        while let Some(c) = self.control.pop() {
+            out.extend_from_slice(&c);
+            n += 1;
+        }
+        while out.len() < max_bytes {
+            let Some(slot) = self.full.pop() else { break };
+            out.extend_from_slice(&slot);
+            let _ = self.free.push(slot);
+            n += 1;
+        }
+        n
+    }
+
+    /// True when frames are waiting.
+    pub fn has_frames(&self) -> bool {
+        !self.control.is_empty() || !self.full.is_empty()
+    }
+
+    /// Waits until frames were queued (or [`Subscriber::close`] was called) since the last
+    /// wake-up. A wake-up given while nobody waits is kept for the next call.
+    pub async fn ready(&self) {
+        self.notify.notified().await
+    }
+
+    /// Tells the writer to finish: it writes what is queued and stops.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// True after [`Subscriber::close`].
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// This subscriber's counters.
+    pub fn stats(&self) -> SubscriberStats {
+        SubscriberStats {
+            forwarded: self.forwarded.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            control_dropped: self.control_dropped.load(Ordering::Relaxed),
+            queued: self.full.len() as u64,
+        }
+    }
+}
+
+/// The engine thread's end of the fanout.
+pub struct Publisher {
+    commands: crossbeam_channel::Receiver<FanoutCommand>,
+    routes: FxHashMap<MonitorId, Arc<Subscriber>>,
+    stats: Arc<MonitorStats>,
+}
+
+impl Publisher {
+    /// A publisher taking commands from `commands` (see [`commands`]).
+    pub fn new(
+        commands: crossbeam_channel::Receiver<FanoutCommand>,
+        stats: Arc<MonitorStats>,
+    ) -> Publisher {
+        Publisher {
+            commands,
+            routes: FxHashMap::default(),
+            stats,
+        }
+    }
+
+    /// Queues one packet for the monitor's endpoint. Never waits, never locks, never allocates
+    /// (see the module rules); the endpoint is woken by the next [`Publisher::flush`].
+    pub fn publish(&mut self, f: &Forward<'_>) {
+        let (Some(sub), Ok(monitor)) = (self.routes.get(&f.monitor), u32::try_from(f.monitor))
+        else {
+            MonitorStats::add_one(&self.stats.unrouted_total);
+            return;
+        };
+        sub.push_media(&Media {
+            monitor,
+            stream: f.stream.0,
+            direction: f.direction,
+            capture_ts: f.capture_ts,
+            rtp: f.rtp,
+        });
+    }
+
+    /// Queues a call notice for the monitor's endpoint (rare; allocates).
+    pub fn notice(&mut self, n: &Notice) {
+        let monitor = match n {
+            Notice::Call { monitor, .. } | Notice::CallEnded { monitor, .. } => *monitor,
+        };
+        let (Some(sub), Ok(id)) = (self.routes.get(&monitor), u32::try_from(monitor)) else {
+            MonitorStats::add_one(&self.stats.unrouted_total);
+            return;
+        };
+        let control = match n {
+            Notice::Call {
+                call_id,
+                payloads,
+                started,
+                ..
+            } => Control::Call {
+                monitor: id,
+                call_id: call_id.clone(),
+                payloads: *payloads,
+                started: *started,
+            },
+            Notice::CallEnded { call_id, .. } => Control::CallEnded {
+                monitor: id,
+                call_id: call_id.clone(),
+            },
+        };
+        sub.queue_control(&control);
+        sub.pending.store(true, Ordering::Release);
+    }
+
+    /// Wakes each subscriber that got frames since the last call (once each), then applies
+    /// the pending attach/detach commands. Call once per captured batch.
+    pub fn flush(&mut self) {
+        for sub in self.routes.values() {
+            if sub.pending.swap(false, Ordering::AcqRel) {
+                sub.notify.notify_one();
+            }
+        }
+        while let Ok(cmd) = self.commands.try_recv() {
+            match cmd {
+                FanoutCommand::Attach {
+                    monitor,
+                    subscriber,
+                } => {
+                    self.routes.insert(monitor, subscriber);
+                }
+                FanoutCommand::Detach { monitor } => {
+                    self.routes.remove(&monitor);
+                }
+            }
+        }
+    }
+
+    /// Monitors routed now.
+    pub fn routed(&self) -> usize {
+        self.routes.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::binding::Direction;
+    use crate::flow::StreamId;
+    use crate::monitor::wire::{decode, Frame, MAX_RTP};
+    use crate::time::Timestamp;
+
+    fn forward(monitor: MonitorId, rtp: &[u8]) -> Forward<'_> {
+        Forward {
+            monitor,
+            direction: Direction::FromAgent,
+            stream: StreamId(4),
+            capture_ts: Timestamp::from_nanos(77),
+            rtp,
+        }
+    }
+
+    fn frames(buf: &[u8]) -> Vec<Frame<'_>> {
+        let mut out = Vec::new();
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let (f, n) = decode(rest).unwrap();
+            out.push(f);
+            rest = &rest[n..];
+        }
+        out
+    }
+
+    #[test]
+    fn routes_frames_and_drops_the_oldest_when_full() {
+        let stats = Arc::new(MonitorStats::default());
+        let (tx, rx) = commands();
+        let mut p = Publisher::new(rx, stats.clone());
+        let sub = Arc::new(Subscriber::new(4, stats.clone()));
+        p.publish(&forward(1, &[9])); // not routed yet
+        tx.send(FanoutCommand::Attach {
+            monitor: 1,
+            subscriber: sub.clone(),
+        })
+        .unwrap();
+        p.flush();
+        for i in 0..10u8 {
+            p.publish(&forward(1, &[i; 3]));
+        }
+        p.publish(&forward(2, &[0]));
+        assert_eq!(
+            sub.stats(),
+            SubscriberStats {
+                forwarded: 10,
+                dropped: 6,
+                control_dropped: 0,
+                queued: 4
+            }
+        );
+        assert_eq!(MonitorStats::get(&stats.unrouted_total), 2);
+        assert_eq!(MonitorStats::get(&stats.dropped_total), 6);
+        let mut out = Vec::new();
+        assert_eq!(sub.drain_into(&mut out, usize::MAX), 4);
+        let rtps: Vec<u8> = frames(&out)
+            .iter()
+            .map(|f| match f {
+                Frame::Media(m) => {
+                    assert_eq!((m.monitor, m.stream, m.capture_ts.as_nanos()), (1, 4, 77));
+                    m.rtp[0]
+                }
+                Frame::Control(c) => panic!("unexpected {c:?}"),
+            })
+            .collect();
+        assert_eq!(rtps, [6, 7, 8, 9]);
+        // The slots came back: four more frames fit without a drop.
+        for i in 0..4u8 {
+            p.publish(&forward(1, &[i]));
+        }
+        assert_eq!(sub.stats().dropped, 6);
+        tx.send(FanoutCommand::Detach { monitor: 1 }).unwrap();
+        p.flush();
+        assert_eq!(p.routed(), 0);
+    }
+
+    #[test]
+    fn notices_go_first_and_flush_wakes_once() {
+        let stats = Arc::new(MonitorStats::default());
+        let (tx, rx) = commands();
+        let mut p = Publisher::new(rx, stats.clone());
+        let sub = Arc::new(Subscriber::new(8, stats));
+        for monitor in [5, 6] {
+            tx.send(FanoutCommand::Attach {
+                monitor,
+                subscriber: sub.clone(),
+            })
+            .unwrap();
+        }
+        p.flush();
+        p.publish(&forward(5, &[1]));
+        p.notice(&Notice::CallEnded {
+            monitor: 6,
+            call_id: "c1".into(),
+        });
+        assert!(sub.pending.load(Ordering::Acquire));
+        p.flush();
+        assert!(!sub.pending.load(Ordering::Acquire));
+        let mut out = Vec::new();
+        sub.drain_into(&mut out, 0);
+        let got = frames(&out);
+        assert_eq!(
+            got[0],
+            Frame::Control(Control::CallEnded {
+                monitor: 6,
+                call_id: "c1".into()
+            })
+        );
+        // max_bytes 0: control frames only.
+        assert_eq!(got.len(), 1);
+        assert!(sub.has_frames());
+    }
+
+    #[test]
+    fn a_long_packet_grows_its_slot() {
+        let stats = Arc::new(MonitorStats::default());
+        let (tx, rx) = commands();
+        let mut p = Publisher::new(rx, stats.clone());
+        let sub = Arc::new(Subscriber::new(1, stats.clone()));
+        tx.send(FanoutCommand::Attach {
+            monitor: 1,
+            subscriber: sub.clone(),
+        })
+        .unwrap();
+        p.flush();
+        let big = vec![3u8; SLOT_CAPACITY * 2];
+        p.publish(&forward(1, &big));
+        p.publish(&forward(1, &vec![0u8; MAX_RTP + 1]));
+        let mut out = Vec::new();
+        sub.drain_into(&mut out, usize::MAX);
+        match &frames(&out)[..] {
+            [Frame::Media(m)] => assert_eq!(m.rtp, &big[..]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(sub.stats().dropped, 1);
+    }
+}

@@ -1,0 +1,26 @@
+//! The monitor service (TCP 42228): monitored agents' RTP from the engine thread to supervisor
+//! endpoints over TLS.
+//!
+//! - [`wire`]: the frame codec (length-prefixed media frames and JSON control objects), sans-IO.
+//! - [`fanout`]: the engine thread's [`Publisher`](fanout::Publisher) and the per-endpoint
+//!   [`Subscriber`](fanout::Subscriber) queues: no lock, no allocation and no wait per packet;
+//!   a slow endpoint loses its oldest frames, counted.
+//! - [`registry`]: monitors the control plane granted, their single-use session keys, who
+//!   holds each.
+//! - `session` (crate-private): one endpoint connection's logic, sans-IO (attach, detach,
+//!   revocation, heartbeats, refusals), tested in memory on a simulated clock.
+//! - [`service`]: the tokio + tokio-rustls shell: accept loop, attach, heartbeats, batched
+//!   writes, ended monitors reported to the control plane.
+//! - [`client`]: the endpoint side.
+//! - [`stats`]: counters for the metrics endpoint.
+//!
+//! Dependency direction: `service`/`client` -> `fanout`/`registry` -> `wire` -> `codec`,
+//! `binding`, `time`; `fanout` reads `router`'s `Forward` and `Notice`.
+
+pub mod client;
+pub mod fanout;
+pub mod registry;
+pub mod service;
+mod session;
+pub mod stats;
+pub mod wire;

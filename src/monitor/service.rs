@@ -1,0 +1,235 @@
+//! The monitor service's I/O shell (TCP 42228): a tokio accept loop, TLS 1.3 through
+//! tokio-rustls with client certificates required (plaintext only when the operator said
+//! `--insecure`, i.e. `tls` is `None`), and per endpoint connection one reader task (a thin
+//! loop around the sans-IO `Session`: bytes, revocations and time in) and one writer task
+//! (the connection's [`Subscriber`] queue drained into one buffer per write). The grant
+//! expiry task ends grants nobody attached to. No protocol decision is made here.
+//!
+//! Rules:
+//! - The writer is the only task that writes to the socket and the publisher never waits for
+//!   it: a stalled endpoint only loses its oldest frames (counted in the fanout).
+//! - One connection may hold several monitors. A monitor ends when its endpoint detaches, the
+//!   connection is lost, or nothing was heard from the endpoint for `heartbeat_timeout`; each
+//!   is reported with [`ControlHandle::end_monitor`]. A monitor revoked by the appliance gets
+//!   `Stopped` and the connection stays. A grant never attached within `heartbeat_timeout`
+//!   ends as "endpoint never attached".
+//! - A malformed frame gets an `Error` frame and the connection goes on; an oversized length
+//!   (the stream cannot be resynchronised) ends that connection, never the server. A semaphore
+//!   caps connections; `run` ends when its shutdown future resolves.
+//! - Accepted sockets get TCP_NODELAY and the media TOS byte.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use super::fanout::{FanoutCommand, Subscriber, SLOT_CAPACITY};
+use super::registry::Registry;
+use super::session::{Context, Ending, Session};
+use super::stats::MonitorStats;
+use crate::control::server::{set_tos, ControlHandle};
+
+/// Most simultaneous endpoint connections.
+pub const MAX_CONNECTIONS: usize = 512;
+/// Default interval of the service's heartbeats.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// Default silence after which an endpoint is given up.
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Default media frames queued per endpoint connection (about 10 s of a two-way G.711 call).
+pub const DEFAULT_QUEUE_FRAMES: usize = 1024;
+/// Default TOS byte of media sockets (DSCP EF).
+pub const DEFAULT_TOS: u8 = 0xB8;
+/// Bytes the writer gathers before one write.
+const WRITE_BATCH: usize = 64 * 1024;
+/// Longest TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing connection's writer may take to send its last frames.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// The pieces `run` needs.
+pub struct MonitorServer {
+    /// TLS; build it with `security::tls::server_config(.., true)` so that endpoints must
+    /// present a certificate of the CA. None: plaintext, `--insecure`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Granted monitors.
+    pub registry: Arc<Registry>,
+    /// Where monitors that end here are reported.
+    pub control: ControlHandle,
+    /// The engine thread's [`Publisher`](super::fanout::Publisher) commands.
+    pub fanout: crossbeam_channel::Sender<FanoutCommand>,
+    /// Interval of the service's heartbeats (and of the liveness check).
+    pub heartbeat_interval: Duration,
+    /// Silence after which an endpoint is given up; also the attach deadline of a grant.
+    pub heartbeat_timeout: Duration,
+    /// Media frames queued per endpoint connection.
+    pub queue_frames: usize,
+    /// TOS byte of accepted sockets.
+    pub tos: u8,
+    /// Counters.
+    pub stats: Arc<MonitorStats>,
+}
+
+/// Serves the monitor service on `listener` until `shutdown` resolves.
+pub async fn run(listener: TcpListener, server: MonitorServer, shutdown: impl Future<Output = ()>) {
+    let MonitorServer {
+        tls,
+        registry,
+        control,
+        fanout,
+        heartbeat_interval,
+        heartbeat_timeout,
+        queue_frames,
+        tos,
+        stats,
+    } = server;
+    let shared = Arc::new(Context {
+        registry,
+        control,
+        fanout,
+        heartbeat_interval,
+        heartbeat_timeout,
+        queue_frames,
+        stats,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let expiry = tokio::spawn(expire_grants(shared.clone()));
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = limit.clone().acquire_owned() => p.expect("semaphore never closes"),
+        };
+        let (sock, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "monitor service: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        MonitorStats::add_one(&shared.stats.accepted_total);
+        set_tos(&sock, tos);
+        let shared = shared.clone();
+        let acceptor = acceptor.clone();
+        let stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match acceptor {
+                Some(a) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, a.accept(sock)).await {
+                    Ok(Ok(tls)) => connection(tls, peer, shared, stop).await,
+                    Ok(Err(e)) => {
+                        MonitorStats::add_one(&shared.stats.tls_failures_total);
+                        tracing::info!(%peer, error = %e, "monitor service: TLS handshake refused");
+                    }
+                    Err(_) => {
+                        MonitorStats::add_one(&shared.stats.tls_failures_total);
+                        tracing::info!(%peer, "monitor service: TLS handshake timed out");
+                    }
+                },
+                None => connection(sock, peer, shared, stop).await,
+            }
+        });
+    }
+    let _ = stop_tx.send(true);
+    expiry.abort();
+}
+
+/// Ends the grants nobody attached to in time.
+async fn expire_grants(shared: Arc<Context>) {
+    let period =
+        (shared.heartbeat_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for m in shared
+            .registry
+            .expire_unattached(Instant::now(), shared.heartbeat_timeout)
+        {
+            tracing::info!(monitor = m, "monitor service: endpoint never attached");
+            shared.control.end_monitor(m, "endpoint never attached");
+        }
+    }
+}
+
+/// Writes what the subscriber queue holds, one buffer per write, until closed or the socket
+/// fails.
+async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, sub: Arc<Subscriber>) {
+    let mut buf = Vec::with_capacity(WRITE_BATCH + SLOT_CAPACITY);
+    loop {
+        if !sub.has_frames() {
+            if sub.is_closed() {
+                break;
+            }
+            sub.ready().await;
+            continue;
+        }
+        buf.clear();
+        sub.drain_into(&mut buf, WRITE_BATCH);
+        if wr.write_all(&buf).await.is_err() || wr.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// The connection task: a thin loop feeding the `Session` bytes, revocations and time.
+async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (mut session, mut revoked) = Session::new(ctx, peer, Instant::now());
+    let (mut rd, wr) = tokio::io::split(stream);
+    let mut writer = tokio::spawn(write_loop(wr, session.subscriber().clone()));
+    let mut buf: Vec<u8> = Vec::with_capacity(8192);
+    let mut chunk = vec![0u8; 16 * 1024];
+    let ending = loop {
+        let wake = tokio::time::Instant::from_std(session.poll_timeout());
+        tokio::select! {
+            _ = stop.changed() => break Ending::Shutdown,
+            n = rd.read(&mut chunk) => {
+                let n = match n { Ok(0) | Err(_) => break Ending::Disconnected, Ok(n) => n };
+                buf.extend_from_slice(&chunk[..n]);
+                match session.handle_input(Instant::now(), &buf) {
+                    Ok(used) => { buf.drain(..used); }
+                    Err(ending) => break ending,
+                }
+            }
+            r = revoked.recv() => {
+                // The sender lives in the session, so the channel never closes here.
+                if let Some((monitor, reason)) = r {
+                    session.handle_revoked(monitor, reason);
+                }
+            }
+            _ = tokio::time::sleep_until(wake) => {
+                if let Err(ending) = session.handle_timeout(Instant::now()) {
+                    break ending;
+                }
+            }
+            _ = &mut writer => break Ending::Disconnected,
+        }
+    };
+    session.end(ending);
+    if ending == Ending::ProtocolError {
+        // Let the writer send the Error frame that says why.
+        if tokio::time::timeout(CLOSE_GRACE, &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
+    } else {
+        writer.abort();
+    }
+}
