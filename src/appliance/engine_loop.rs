@@ -60,6 +60,18 @@ pub trait MonitorOutput: Send {
     fn flush(&mut self);
 }
 
+impl MonitorOutput for crate::monitor::fanout::Publisher {
+    fn forward(&mut self, f: &Forward<'_>) {
+        self.publish(f);
+    }
+    fn notice(&mut self, n: &Notice) {
+        crate::monitor::fanout::Publisher::notice(self, n);
+    }
+    fn flush(&mut self) {
+        crate::monitor::fanout::Publisher::flush(self);
+    }
+}
+
 /// One capture input.
 pub struct Input {
     /// Interface name (or `replay`), the metrics label.

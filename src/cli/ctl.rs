@@ -23,6 +23,10 @@ pub(crate) struct CtlArgs {
     /// The appliance's control plane, HOST:PORT.
     #[arg(long, default_value = "127.0.0.1:42028", value_name = "HOST:PORT")]
     server: String,
+    /// Talk to a supervisor endpoint's local control instead (`monitor`, `stop`, `status`;
+    /// no credentials: the endpoint is logged in already).
+    #[arg(long, value_name = "HOST:PORT", num_args = 0..=1, default_missing_value = "127.0.0.1:42228")]
+    endpoint: Option<String>,
     /// Who logs in (supervisor id, agent id; ignored in monitor mode).
     #[arg(long, short, default_value = "")]
     user: String,
@@ -90,11 +94,13 @@ enum CtlCommand {
         #[arg(long, value_parser = parse_duration)]
         r#for: Option<Duration>,
     },
-    /// Stop monitoring an agent (only a monitor this session started).
+    /// Stop monitoring an agent (with --endpoint: whatever the endpoint monitors).
     Stop {
-        /// Agent id.
-        agent: String,
+        /// Agent id (required against the control plane).
+        agent: Option<String>,
     },
+    /// With --endpoint: what the endpoint monitors and hears (packets, loss, device).
+    Status,
     /// Print events (agent states, monitors) as they come.
     Events {
         /// Stop after this long (default: until interrupted).
@@ -187,6 +193,9 @@ fn check(reply: &Frame) -> Result<()> {
 }
 
 async fn run_async(args: CtlArgs) -> Result<ExitCode> {
+    if let Some(endpoint) = &args.endpoint {
+        return endpoint_command(endpoint, &args).await;
+    }
     let mut client = connect(&args).await?;
     let json = args.json;
     let out = &mut std::io::stdout().lock();
@@ -286,6 +295,9 @@ async fn run_async(args: CtlArgs) -> Result<ExitCode> {
             )?;
         }
         CtlCommand::Stop { agent } => {
+            let Some(agent) = agent else {
+                bail!("stop: give the agent (or use --endpoint)");
+            };
             let f = Frame::new("StopSilentMonitor").with("agent", agent.clone());
             let reply = client.request(&f, "StopSilentMonitorReply", |_| {}).await?;
             check(&reply)?;
@@ -318,7 +330,49 @@ async fn run_async(args: CtlArgs) -> Result<ExitCode> {
             tail(&mut client, *r#for, json, out).await?;
         }
         CtlCommand::Events { r#for } => tail(&mut client, *r#for, json, out).await?,
+        CtlCommand::Status => bail!("status is a request to a supervisor endpoint: add --endpoint"),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One request to a supervisor endpoint's local control (plaintext on loopback).
+async fn endpoint_command(addr: &str, args: &CtlArgs) -> Result<ExitCode> {
+    let request = match &args.command {
+        CtlCommand::Monitor { agent, .. } => Frame::new("Monitor").with("agent", agent.clone()),
+        CtlCommand::Stop { .. } => Frame::new("Stop"),
+        CtlCommand::Status => Frame::new("Status"),
+        _ => bail!("a supervisor endpoint answers monitor, stop and status only"),
+    };
+    let reply_name = format!("{}Reply", request.msg);
+    let mut client = Client::connect(addr, None).await.with_context(|| {
+        format!("no supervisor endpoint on {addr} (is `silentmon supervisor` running?)")
+    })?;
+    let reply = client.request(&request, &reply_name, |_| {}).await?;
+    check(&reply)?;
+    let out = &mut std::io::stdout().lock();
+    let text = match &args.command {
+        CtlCommand::Monitor { agent, .. } => format!(
+            "monitoring agent {agent} (monitor {}, via {})",
+            reply.u64("monitor").unwrap_or(0),
+            reply.str("server").unwrap_or("-")
+        ),
+        CtlCommand::Stop { .. } => "stopped".to_owned(),
+        _ => format!(
+            "agent {}: {}{}\n{}",
+            reply.str("agent").unwrap_or("-"),
+            if reply.fields.get("monitoring") == Some(&Value::Bool(true)) {
+                "monitoring"
+            } else {
+                "not monitoring"
+            },
+            reply
+                .str("call_id")
+                .map(|c| format!(", call {c}"))
+                .unwrap_or_default(),
+            reply.str("summary").unwrap_or("")
+        ),
+    };
+    print_reply(out, &reply, args.json, &text)?;
     Ok(ExitCode::SUCCESS)
 }
 

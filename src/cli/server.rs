@@ -14,7 +14,7 @@ use clap::Args;
 
 use super::duration::parse_duration;
 use crate::appliance::audit::AuditLog;
-use crate::appliance::engine_loop::{Command, EngineMetrics, EngineThread, Input, MonitorOutput};
+use crate::appliance::engine_loop::{Command, EngineMetrics, EngineThread, Input};
 use crate::appliance::metrics;
 use crate::capture::live::{LiveCapture, LiveOptions};
 use crate::capture::pipeline::Pipeline;
@@ -23,7 +23,11 @@ use crate::config::{self, Settings};
 use crate::control::server::{self as control_server, wall_now, ControlServer, ControlStats};
 use crate::control::session::{Action, ControlPlane, Directory};
 use crate::engine::EngineConfig;
-use crate::router::{Forward, Notice, Router, View};
+use crate::monitor::fanout::{self, Publisher};
+use crate::monitor::registry::Registry;
+use crate::monitor::service::{self as monitor_service, MonitorServer, DEFAULT_QUEUE_FRAMES};
+use crate::monitor::stats::MonitorStats;
+use crate::router::{Router, View};
 use crate::time::Span;
 
 /// Arguments of `silentmon server`.
@@ -116,7 +120,6 @@ fn load_settings(path: &Path) -> Result<Settings> {
 /// The appliance's TLS material: `ca.pem`, `server.pem`, `server.key` in the certs directory.
 struct Tls {
     control: Arc<rustls::ServerConfig>,
-    #[allow(dead_code)] // the monitor service lands next
     monitor: Arc<rustls::ServerConfig>,
 }
 
@@ -198,6 +201,7 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListener> {
 async fn serve(settings: Settings, tls: Option<Tls>, args: &ServerArgs) -> Result<()> {
     // Ports first: a taken port is reported before any capture starts.
     let control_listener = bind(settings.control.listen, "control plane, control.listen").await?;
+    let monitor_listener = bind(settings.monitor.listen, "monitor service, monitor.listen").await?;
     let metrics_listener = bind(
         settings.control.metrics_listen,
         "metrics, control.metrics_listen",
@@ -213,15 +217,18 @@ async fn serve(settings: Settings, tls: Option<Tls>, args: &ServerArgs) -> Resul
     let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded::<Command>();
     let (view_tx, view_rx) = tokio::sync::watch::channel(Arc::new(View::default()));
     let engine_metrics = Arc::new(EngineMetrics::default());
+    let monitor_stats = Arc::new(MonitorStats::default());
+    let (fanout_tx, fanout_rx) = fanout::commands();
     let engine = EngineThread::spawn(
         router,
         inputs,
         cmd_rx,
         view_tx,
-        Unmonitored,
+        Publisher::new(fanout_rx, monitor_stats.clone()),
         engine_metrics.clone(),
         wall_now,
     );
+    let registry = Arc::new(Registry::new());
 
     let heartbeat = settings.control.heartbeat_interval;
     let monitor_service = (!settings.monitor.listen.ip().is_unspecified())
@@ -236,9 +243,10 @@ async fn serve(settings: Settings, tls: Option<Tls>, args: &ServerArgs) -> Resul
         monitor_service,
     });
     let control_stats = Arc::new(ControlStats::default());
-    let (_control_handle, ended_rx) = control_server::handle();
+    let (control_handle, ended_rx) = control_server::handle();
     let actions = {
         let cmd_tx = cmd_tx.clone();
+        let registry = registry.clone();
         move |a: &Action, peer: Option<SocketAddr>| {
             if let Err(e) = audit.record(wall_now(), a, peer) {
                 tracing::error!(error = %e, "audit entry not written");
@@ -264,6 +272,7 @@ async fn serve(settings: Settings, tls: Option<Tls>, args: &ServerArgs) -> Resul
                     reason,
                 } => {
                     tracing::info!(monitor, agent = %agent_id, supervisor = %supervisor_id, reason, "monitor stopped");
+                    registry.revoke(*monitor, reason);
                     Command::RemoveMonitor { monitor: *monitor }
                 }
                 Action::Bind {
@@ -298,13 +307,28 @@ async fn serve(settings: Settings, tls: Option<Tls>, args: &ServerArgs) -> Resul
         ended_rx,
         stopped(stop_rx.clone()),
     ));
+    let media_task = tokio::spawn(monitor_service::run(
+        monitor_listener,
+        MonitorServer {
+            tls: tls.as_ref().map(|t| t.monitor.clone()),
+            registry,
+            control: control_handle,
+            fanout: fanout_tx,
+            heartbeat_interval: settings.monitor.heartbeat_interval,
+            heartbeat_timeout: settings.monitor.heartbeat_timeout,
+            queue_frames: DEFAULT_QUEUE_FRAMES,
+            tos: settings.monitor.tos,
+            stats: monitor_stats.clone(),
+        },
+        stopped(stop_rx.clone()),
+    ));
     let metrics_task = tokio::spawn(metrics::serve(
         metrics_listener,
         metrics::Sources {
             inputs: engine.inputs.clone(),
             engine: engine_metrics.clone(),
             control: control_stats,
-            extra: Vec::new(),
+            extra: vec![monitor_metrics(monitor_stats)],
         },
         stopped(stop_rx.clone()),
     ));
@@ -327,6 +351,7 @@ async fn serve(settings: Settings, tls: Option<Tls>, args: &ServerArgs) -> Resul
     wait_for_stop(args.run_for).await;
     let _ = stop_tx.send(true);
     let _ = control.await;
+    let _ = media_task.await;
     let _ = metrics_task.await;
     engine.stop();
     use std::sync::atomic::Ordering::Relaxed;
@@ -366,10 +391,73 @@ async fn wait_for_stop(limit: Option<Duration>) {
     }
 }
 
-struct Unmonitored;
-
-impl MonitorOutput for Unmonitored {
-    fn forward(&mut self, _: &Forward<'_>) {}
-    fn notice(&mut self, _: &Notice) {}
-    fn flush(&mut self) {}
+/// The monitor service's counters as exposition lines.
+fn monitor_metrics(stats: Arc<MonitorStats>) -> metrics::ExtraLines {
+    Arc::new(move |out: &mut String| {
+        let get = MonitorStats::get;
+        for (name, kind, help, v) in [
+            (
+                "silentmon_monitor_frames_forwarded_total",
+                "counter",
+                "Media frames queued towards supervisor endpoints.",
+                get(&stats.forwarded_total),
+            ),
+            (
+                "silentmon_monitor_frames_dropped_total",
+                "counter",
+                "Media frames slow endpoints lost (oldest first).",
+                get(&stats.dropped_total),
+            ),
+            (
+                "silentmon_monitor_control_dropped_total",
+                "counter",
+                "Control frames slow endpoints lost.",
+                get(&stats.control_dropped_total),
+            ),
+            (
+                "silentmon_monitor_unrouted_total",
+                "counter",
+                "Packets for monitors no endpoint is attached to.",
+                get(&stats.unrouted_total),
+            ),
+            (
+                "silentmon_monitor_connections_total",
+                "counter",
+                "Endpoint connections accepted.",
+                get(&stats.accepted_total),
+            ),
+            (
+                "silentmon_monitor_tls_failures_total",
+                "counter",
+                "Endpoint TLS handshakes that failed.",
+                get(&stats.tls_failures_total),
+            ),
+            (
+                "silentmon_monitor_attach_refused_total",
+                "counter",
+                "Attach requests refused.",
+                get(&stats.attach_refused_total),
+            ),
+            (
+                "silentmon_monitor_protocol_errors_total",
+                "counter",
+                "Bad frames from endpoints.",
+                get(&stats.protocol_errors_total),
+            ),
+            (
+                "silentmon_monitor_endpoints",
+                "gauge",
+                "Endpoint connections open.",
+                get(&stats.endpoints),
+            ),
+            (
+                "silentmon_monitor_attached",
+                "gauge",
+                "Monitors attached to an endpoint.",
+                get(&stats.attached),
+            ),
+        ] {
+            metrics::sample(out, name, kind, help, v);
+        }
+    })
 }
