@@ -73,6 +73,7 @@ pub struct Playout {
     device: Option<String>,
     _stream: cpal::Stream,
     producer: rtrb::Producer<f32>,
+    capacity: usize,
     shared: Arc<Shared>,
     rate: u32,
     channels: u16,
@@ -116,6 +117,7 @@ impl Playout {
             device: device.map(str::to_string),
             _stream: stream,
             producer,
+            capacity,
             shared,
             rate,
             channels,
@@ -145,6 +147,12 @@ impl Playout {
     /// Samples the ring can take now.
     pub fn free(&self) -> usize {
         self.producer.slots()
+    }
+
+    /// Samples queued in the ring, not yet taken by the callback (the output latency this
+    /// side of the device's own buffer).
+    pub fn queued(&self) -> usize {
+        self.capacity.saturating_sub(self.producer.slots())
     }
 
     /// Queues interleaved samples; returns how many were written (the rest did not fit and
