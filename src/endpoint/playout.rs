@@ -39,6 +39,7 @@ pub enum Error {
 struct Shared {
     underruns: AtomicU64,
     frames_played: AtomicU64,
+    frames_requested: AtomicU64,
     stream_errors: AtomicU64,
     started: AtomicBool,
     lost: AtomicBool,
@@ -51,6 +52,9 @@ pub struct PlayoutStats {
     pub underruns: u64,
     /// Frames the callback took from the ring.
     pub frames_played: u64,
+    /// Frames the device asked the callback for (silence included): grows at the device
+    /// rate once the device really plays, which can be a second or two after `open`.
+    pub frames_requested: u64,
     /// Frames `write` could not place because the ring was full.
     pub frames_dropped: u64,
     /// Errors the stream reported that did not end it.
@@ -198,6 +202,7 @@ impl Playout {
         PlayoutStats {
             underruns: self.shared.underruns.load(Ordering::Relaxed),
             frames_played: self.shared.frames_played.load(Ordering::Relaxed),
+            frames_requested: self.shared.frames_requested.load(Ordering::Relaxed),
             frames_dropped: self.dropped,
             stream_errors: self.shared.stream_errors.load(Ordering::Relaxed),
         }
@@ -232,6 +237,9 @@ where
         cb_shared
             .frames_played
             .fetch_add((filled / channels) as u64, Ordering::Relaxed);
+        cb_shared
+            .frames_requested
+            .fetch_add((out.len() / channels) as u64, Ordering::Relaxed);
         if filled < out.len() && cb_shared.started.load(Ordering::Relaxed) {
             cb_shared.underruns.fetch_add(1, Ordering::Relaxed);
         }
