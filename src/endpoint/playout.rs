@@ -4,9 +4,12 @@
 //! device's format ([`Playout::rate`], [`Playout::channels`]); a lock-free `rtrb` ring carries
 //! them to the audio callback. The callback never blocks, allocates or logs: it copies what is
 //! there, fills the rest with silence and counts the short callback as an underrun in an
-//! atomic. The error callback records device loss ([`Playout::is_lost`]); the caller then
-//! calls [`Playout::reopen`] when it wants to retry. Underruns are logged from the producer
-//! side, at most once every 5 seconds.
+//! atomic. The error callback records device loss ([`Playout::is_lost`]): a vanished device,
+//! an invalidated stream, or a storm of errors without a data callback in between (what a
+//! dead PulseAudio server looks like through ALSA's pulse plugin); the caller then drops the
+//! stream or calls [`Playout::reopen`] when it wants to retry. A device may take a second or
+//! two after `open` before it asks for frames ([`PlayoutStats::frames_requested`] tells).
+//! Underruns are logged from the producer side, at most once every 5 seconds.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,6 +20,11 @@ use cpal::{FromSample, SampleFormat, SizedSample};
 
 /// Seconds of audio the ring holds.
 const RING_SECS: f32 = 0.5;
+/// Stream errors in a row, without the device asking for a single frame in between, that
+/// mean the device is gone: a dead PulseAudio server makes ALSA's pulse plugin fail every
+/// call at once (hundreds of thousands per second), while a healthy stream's rare errors
+/// (an xrun, the I/O errors of a late start) stay far below this.
+const ERROR_STORM: u64 = 10_000;
 /// Least time between two underrun log lines.
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
@@ -41,6 +49,7 @@ struct Shared {
     frames_played: AtomicU64,
     frames_requested: AtomicU64,
     stream_errors: AtomicU64,
+    errors_since_data: AtomicU64,
     started: AtomicBool,
     lost: AtomicBool,
 }
@@ -240,14 +249,16 @@ where
         cb_shared
             .frames_requested
             .fetch_add((out.len() / channels) as u64, Ordering::Relaxed);
+        cb_shared.errors_since_data.store(0, Ordering::Relaxed);
         if filled < out.len() && cb_shared.started.load(Ordering::Relaxed) {
             cb_shared.underruns.fetch_add(1, Ordering::Relaxed);
         }
     };
     let err_shared = shared;
     let error = move |e: cpal::Error| {
-        // Only a vanished device or an invalidated stream is loss; the rest (a reroute of the
-        // default device, refused real-time scheduling, an xrun) leaves the stream playing.
+        // A vanished device or an invalidated stream is loss; the rest (a reroute of the
+        // default device, refused real-time scheduling, an xrun) leaves the stream playing,
+        // unless it comes as a storm with no data callback in between (see ERROR_STORM).
         use cpal::ErrorKind as K;
         match e.kind() {
             K::DeviceNotAvailable | K::StreamInvalidated | K::HostUnavailable => {
@@ -255,6 +266,10 @@ where
             }
             _ => {
                 err_shared.stream_errors.fetch_add(1, Ordering::Relaxed);
+                let run = err_shared.errors_since_data.fetch_add(1, Ordering::Relaxed) + 1;
+                if run >= ERROR_STORM {
+                    err_shared.lost.store(true, Ordering::Relaxed);
+                }
             }
         }
     };

@@ -88,9 +88,23 @@ impl Pulse {
             daemon: None,
             recorder: None,
         };
-        let log = std::fs::File::create(dir.join("pulseaudio.log")).map_err(|e| e.to_string())?;
+        pulse.spawn_daemon()?;
+        pulse.wait_ready()?;
+        Ok(pulse)
+    }
+
+    /// Starts the daemon (again, after [`Pulse::kill_daemon`]) on the same socket; returns
+    /// at once (its only sink, `ci_sink`, is the default). [`Pulse::wait_ready`] waits for it.
+    pub fn spawn_daemon(&mut self) -> Result<(), String> {
+        let home = self.dir.join("home");
+        let socket = self.runtime.join("pulse/native");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("pulseaudio.log"))
+            .map_err(|e| e.to_string())?;
         // In the foreground (no -D) so this struct owns the process and can kill it.
-        let child = pulse
+        let child = self
             .cmd("pulseaudio")
             .env("HOME", &home)
             .args([
@@ -112,16 +126,21 @@ impl Pulse {
             .stderr(log)
             .spawn()
             .map_err(|e| format!("pulseaudio: {e}"))?;
-        pulse.daemon = Some(child);
+        self.daemon = Some(child);
+        Ok(())
+    }
+
+    /// Waits until the daemon answers, and makes `ci_sink` its default sink.
+    pub fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(Ok(Some(status))) = pulse.daemon.as_mut().map(|c| c.try_wait()) {
+            if let Some(Ok(Some(status))) = self.daemon.as_mut().map(|c| c.try_wait()) {
                 return Err(format!(
                     "pulseaudio exited with {status}: {}",
-                    pulse.log_tail()
+                    self.log_tail()
                 ));
             }
-            let ok = pulse
+            let ok = self
                 .cmd("pactl")
                 .arg("info")
                 .stdout(Stdio::null())
@@ -133,16 +152,25 @@ impl Pulse {
             if Instant::now() > deadline {
                 return Err(format!(
                     "pulseaudio did not answer within 10 s: {}",
-                    pulse.log_tail()
+                    self.log_tail()
                 ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let ok = pulse.cmd("pactl").args(["set-default-sink", SINK]).status();
+        let ok = self.cmd("pactl").args(["set-default-sink", SINK]).status();
         if !ok.is_ok_and(|s| s.success()) {
             return Err("pactl set-default-sink failed".into());
         }
-        Ok(pulse)
+        Ok(())
+    }
+
+    /// Kills the daemon (and the recorder): the device disappears under its clients.
+    pub fn kill_daemon(&mut self) {
+        self.stop_recording();
+        if let Some(mut d) = self.daemon.take() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
     }
 
     /// A command talking to this daemon.
@@ -161,8 +189,8 @@ impl Pulse {
         lines[lines.len().saturating_sub(5)..].join(" | ")
     }
 
-    /// Starts recording the sink's monitor (s16le stereo at [`RATE`]) into `raw`, and waits
-    /// until data flows (parec takes 1.3-1.6 s before its first bytes).
+    /// Starts recording the sink's monitor (s16le stereo at [`RATE`]) into `raw`, at 50 ms
+    /// latency, and waits until data flows (parec takes 1.3-1.6 s before its first bytes).
     pub fn record(&mut self, raw: &Path) -> Result<(), String> {
         self.stop_recording();
         let file = std::fs::File::create(raw).map_err(|e| e.to_string())?;
@@ -175,7 +203,10 @@ impl Pulse {
                 "--channels=2",
                 "--format=s16le",
                 "--raw",
-                "--latency-msec=20",
+                // Also sets the sink's latency: a null sink nobody asks for low latency
+                // renders in 2 s blocks, and a new playback stream then waits up to 2 s for
+                // its first request (the stall that broke the first version of this test).
+                "--latency-msec=50",
             ])
             .stdout(file)
             .spawn()
@@ -210,10 +241,6 @@ impl Pulse {
 
 impl Drop for Pulse {
     fn drop(&mut self) {
-        self.stop_recording();
-        if let Some(mut d) = self.daemon.take() {
-            let _ = d.kill();
-            let _ = d.wait();
-        }
+        self.kill_daemon();
     }
 }
