@@ -2,7 +2,8 @@
 //! real [`Playout`] on its own thread.
 //!
 //! Inputs are [`EndpointEvent`]s on a bounded crossbeam channel: the network task only sends
-//! (it stamps each packet's arrival with the shared [`MediaClock`]). [`run_media`] handles
+//! (it stamps each packet's arrival with the shared [`MediaClock`]), with `try_send`, counting
+//! what a full channel refuses, so it never waits for the media thread. [`run_media`] handles
 //! events as they come and ticks the session every [`MediaLoopConfig::tick`] (10 ms) with the
 //! clock's `now`; it returns after [`EndpointEvent::Stopped`] or when every sender is gone.
 //!

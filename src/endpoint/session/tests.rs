@@ -300,3 +300,59 @@ fn device_frames_the_sink_refuses_are_counted_and_a_new_device_gets_a_cushion() 
     assert!(mono.len() >= 2646 && mono[..2646].iter().all(|v| *v == 0.0));
     assert!(MediaSession::new(SessionConfig::default(), 0, 2, None).is_err());
 }
+
+#[test]
+fn two_agents_are_summed_frame_by_frame() {
+    let (a1, c1) = (frames(440.0, 25), frames(1000.0, 25));
+    let (a2, c2) = (frames(600.0, 25), frames(800.0, 25));
+    let p1 = call(0, &a1, &c1, 0x7000);
+    let p2: Vec<Pkt> = call(2, &a2, &c2, 0x8000);
+    // Each agent alone, then both in one session.
+    let alone = |pkts: &[Pkt], agent: &str| {
+        let mut s = stereo_session(None);
+        let mut out = Vec::new();
+        for t in 0..=700 {
+            for p in pkts.iter().filter(|p| p.0 == t) {
+                s.on_media(at(p.0), agent, p.1, &p.2);
+            }
+            if t % 10 == 0 {
+                s.tick(at(t), &mut |f: &[f32]| {
+                    out.extend_from_slice(f);
+                    f.len()
+                });
+            }
+        }
+        out.split_off(2 * 2880) // without the cushion
+    };
+    let (x, y) = (alone(&p1, "a"), alone(&p2, "b"));
+    let mut s = stereo_session(None);
+    let mut mixed = Vec::new();
+    for t in 0..=700 {
+        for (agent, pkts) in [("a", &p1), ("b", &p2)] {
+            for p in pkts.iter().filter(|p| p.0 == t) {
+                s.on_media(at(p.0), agent, p.1, &p.2);
+            }
+        }
+        if t % 10 == 0 {
+            s.tick(at(t), &mut |f: &[f32]| {
+                mixed.extend_from_slice(f);
+                f.len()
+            });
+        }
+    }
+    assert_eq!(s.agents().collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(s.stats().cushions, 1, "one cushion for the mix");
+    let mixed = &mixed[2 * 2880..];
+    // Agent b joins the mix with its first frames, `d` frames after agent a's first ones.
+    let n = mixed.len().min(x.len()) - 2 * 2000;
+    let d = (0..2000usize)
+        .find(|&d| {
+            (0..n).all(|i| {
+                let b = if i >= 2 * d { y[i - 2 * d] } else { 0.0 };
+                mixed[i] == (x[i] + b).clamp(-1.0, 1.0)
+            })
+        })
+        .expect("the mix is not the frame-by-frame sum of the two agents");
+    assert!(d > 0, "b started 2 ms after a");
+    assert!(mixed.iter().any(|v| v.abs() > 0.3));
+}
