@@ -125,7 +125,8 @@ pub struct MediaLoopConfig {
     pub tick: Duration,
     /// Time between reopen attempts of a lost device (1 s).
     pub reopen_every: Duration,
-    /// Most audio queued in the playout ring (the cushion plus 100 ms by default).
+    /// Most audio queued in the playout ring (the cushion plus 100 ms by default; never less
+    /// than the session's cushion plus 100 ms).
     pub max_queue: Duration,
 }
 
@@ -228,8 +229,10 @@ pub fn run_media(
         let now = clock.now();
         match playout.as_mut() {
             Some(p) => {
-                let cap = (cfg.max_queue.as_secs_f64() * p.rate() as f64) as usize
-                    * p.channels() as usize;
+                // The cap never cuts into the cushion (which grows for large device periods).
+                let frames = ((cfg.max_queue.as_secs_f64() * p.rate() as f64) as usize)
+                    .max(session.cushion_frames() + p.rate() as usize / 10);
+                let cap = frames * p.channels() as usize;
                 session.tick(now, &mut |frames: &[f32]| {
                     let room = cap.saturating_sub(p.queued());
                     p.write(&frames[..frames.len().min(room)])

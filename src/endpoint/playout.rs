@@ -48,6 +48,7 @@ struct Shared {
     underruns: AtomicU64,
     frames_played: AtomicU64,
     frames_requested: AtomicU64,
+    callback_frames: AtomicU64,
     stream_errors: AtomicU64,
     errors_since_data: AtomicU64,
     started: AtomicBool,
@@ -64,6 +65,9 @@ pub struct PlayoutStats {
     /// Frames the device asked the callback for (silence included): grows at the device
     /// rate once the device really plays, which can be a second or two after `open`.
     pub frames_requested: u64,
+    /// The largest callback so far, in frames (about the device's period): the device takes
+    /// audio in pieces this large, so less than that queued means an underrun.
+    pub callback_frames: u64,
     /// Frames `write` could not place because the ring was full.
     pub frames_dropped: u64,
     /// Errors the stream reported that did not end it.
@@ -212,6 +216,7 @@ impl Playout {
             underruns: self.shared.underruns.load(Ordering::Relaxed),
             frames_played: self.shared.frames_played.load(Ordering::Relaxed),
             frames_requested: self.shared.frames_requested.load(Ordering::Relaxed),
+            callback_frames: self.shared.callback_frames.load(Ordering::Relaxed),
             frames_dropped: self.dropped,
             stream_errors: self.shared.stream_errors.load(Ordering::Relaxed),
         }
@@ -249,6 +254,9 @@ where
         cb_shared
             .frames_requested
             .fetch_add((out.len() / channels) as u64, Ordering::Relaxed);
+        cb_shared
+            .callback_frames
+            .fetch_max((out.len() / channels) as u64, Ordering::Relaxed);
         cb_shared.errors_since_data.store(0, Ordering::Relaxed);
         if filled < out.len() && cb_shared.started.load(Ordering::Relaxed) {
             cb_shared.underruns.fetch_add(1, Ordering::Relaxed);

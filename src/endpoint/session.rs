@@ -16,8 +16,9 @@
 //!   an agent before its first packet.
 //! - Cushion: before the first device frames (and after [`MediaSession::set_device`], and
 //!   after the playout reported new underruns through [`MediaSession::record_playout`]) the
-//!   sink gets [`SessionConfig::lead`] of silence first, so the device queue holds that much
-//!   and the jitter of the 10 ms tick never starves it.
+//!   sink gets [`MediaSession::cushion_frames`] of silence first: [`SessionConfig::lead`], or
+//!   two device callbacks when the device takes larger pieces, so the device queue holds that
+//!   much and the jitter of the 10 ms tick never starves it.
 //! - Calls: [`MediaSession::on_call`] sets the call's payload map and starts a new WAV named
 //!   by agent, call id and start time (finishing the agent's previous one);
 //!   [`MediaSession::on_call_ended`] lets the recording run on for [`SessionConfig::drain`]
@@ -197,6 +198,8 @@ impl MediaSession {
         OutputStage::new(layout, volume, rate, channels)?;
         self.device_rate = rate;
         self.device_channels = channels;
+        // A new device: its callback size is not known yet.
+        self.stats.playout = PlayoutStats::default();
         for m in &mut self.monitors {
             m.stage = OutputStage::new(layout, volume, rate, channels)?;
             m.frames.clear();
@@ -204,6 +207,14 @@ impl MediaSession {
         }
         self.cushion_due = true;
         Ok(())
+    }
+
+    /// Device frames of silence queued ahead of audio: [`SessionConfig::lead`] at the device
+    /// rate, at least two of the largest device callbacks the playout reported.
+    pub fn cushion_frames(&self) -> usize {
+        let lead =
+            (self.cfg.lead.as_nanos() as i128 * self.device_rate as i128 / 1_000_000_000) as usize;
+        lead.max(2 * self.stats.playout.callback_frames as usize)
     }
 
     /// True after [`MediaSession::on_stopped`].
@@ -407,8 +418,7 @@ impl MediaSession {
             self.cushion_due = false;
             self.last_cushion = Some(now);
             self.stats.cushions += 1;
-            let frames = (self.cfg.lead.as_nanos() as i128 * self.device_rate as i128
-                / 1_000_000_000) as usize;
+            let frames = self.cushion_frames();
             self.silence.clear();
             self.silence.resize(frames * channels, 0.0);
             handed += self.hand(&mut *sink, true);

@@ -298,6 +298,48 @@ fn device_frames_the_sink_refuses_are_counted_and_a_new_device_gets_a_cushion() 
     assert_eq!(s.stats().cushions, 2);
     // 60 ms of cushion at 44.1 kHz mono, then the audio made since.
     assert!(mono.len() >= 2646 && mono[..2646].iter().all(|v| *v == 0.0));
+    assert!(
+        mono[2646..].iter().any(|v| v.abs() > 0.1),
+        "audio after the cushion"
+    );
+    // The device takes 6000-frame pieces and ran dry: the next cushion is two of them.
+    let big = PlayoutStats {
+        underruns: 1,
+        callback_frames: 6000,
+        ..PlayoutStats::default()
+    };
+    s.record_playout(big, at(400));
+    assert_eq!(s.cushion_frames(), 12_000);
+    s.tick(at(400), &mut |f: &[f32]| f.len());
+    assert_eq!(
+        s.stats().cushions,
+        2,
+        "within 120 ms of the last cushion: none"
+    );
+    s.record_playout(
+        PlayoutStats {
+            underruns: 2,
+            ..big
+        },
+        at(530),
+    );
+    mono.clear();
+    s.tick(at(530), &mut |f: &[f32]| {
+        mono.extend_from_slice(f);
+        f.len()
+    });
+    assert_eq!(s.stats().cushions, 3);
+    assert!(mono.len() >= 12_000 && mono[..12_000].iter().all(|v| *v == 0.0));
+    // Underruns reported again right away do not stack cushions.
+    s.record_playout(
+        PlayoutStats {
+            underruns: 3,
+            ..big
+        },
+        at(540),
+    );
+    s.tick(at(540), &mut |f: &[f32]| f.len());
+    assert_eq!(s.stats().cushions, 3);
     assert!(MediaSession::new(SessionConfig::default(), 0, 2, None).is_err());
 }
 
