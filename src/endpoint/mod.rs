@@ -1,10 +1,17 @@
-//! The supervisor endpoint's shells around the media core: sound output through cpal
-//! (`playout`) and call recording to WAV files (`recorder`). Thin: every decision about what
-//! to play lives in `media::listen` and `media::output`; these files only move samples to a
-//! device or a file.
+//! The supervisor endpoint: its media session (`session`, the core of the media loop: one
+//! listening pipeline per monitored agent, output stage, recording, cushion and counters;
+//! no clock, no device), the media loop shell around it (`media_loop`: the event channel, the
+//! clock, the 10 ms tick against a real device, device-loss recovery), sound output through
+//! cpal (`playout`) and call recording to WAV files (`recorder`). Every decision about what
+//! to play lives in `media::listen`, `media::output` and `session`; the shells only move
+//! samples to a device or a file.
 
+pub mod media_loop;
 pub mod playout;
 pub mod recorder;
+pub mod session;
 
+pub use media_loop::{run_media, EndpointEvent, MediaClock, MediaLoopConfig, MediaReport};
 pub use playout::{list_devices, Playout, PlayoutStats};
 pub use recorder::Recorder;
+pub use session::{MediaSession, SessionConfig, SessionStats};

@@ -4,9 +4,12 @@
 //! device's format ([`Playout::rate`], [`Playout::channels`]); a lock-free `rtrb` ring carries
 //! them to the audio callback. The callback never blocks, allocates or logs: it copies what is
 //! there, fills the rest with silence and counts the short callback as an underrun in an
-//! atomic. The error callback records device loss ([`Playout::is_lost`]); the caller then
-//! calls [`Playout::reopen`] when it wants to retry. Underruns are logged from the producer
-//! side, at most once every 5 seconds.
+//! atomic. The error callback records device loss ([`Playout::is_lost`]): a vanished device,
+//! an invalidated stream, or a storm of errors without a data callback in between (what a
+//! dead PulseAudio server looks like through ALSA's pulse plugin); the caller then drops the
+//! stream or calls [`Playout::reopen`] when it wants to retry. A device may take a second or
+//! two after `open` before it asks for frames ([`PlayoutStats::frames_requested`] tells).
+//! Underruns are logged from the producer side, at most once every 5 seconds.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,6 +20,11 @@ use cpal::{FromSample, SampleFormat, SizedSample};
 
 /// Seconds of audio the ring holds.
 const RING_SECS: f32 = 0.5;
+/// Stream errors in a row, without the device asking for a single frame in between, that
+/// mean the device is gone: a dead PulseAudio server makes ALSA's pulse plugin fail every
+/// call at once (hundreds of thousands per second), while a healthy stream's rare errors
+/// (an xrun, the I/O errors of a late start) stay far below this.
+const ERROR_STORM: u64 = 10_000;
 /// Least time between two underrun log lines.
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
@@ -39,7 +47,10 @@ pub enum Error {
 struct Shared {
     underruns: AtomicU64,
     frames_played: AtomicU64,
+    frames_requested: AtomicU64,
+    callback_frames: AtomicU64,
     stream_errors: AtomicU64,
+    errors_since_data: AtomicU64,
     started: AtomicBool,
     lost: AtomicBool,
 }
@@ -51,6 +62,12 @@ pub struct PlayoutStats {
     pub underruns: u64,
     /// Frames the callback took from the ring.
     pub frames_played: u64,
+    /// Frames the device asked the callback for (silence included): grows at the device
+    /// rate once the device really plays, which can be a second or two after `open`.
+    pub frames_requested: u64,
+    /// The largest callback so far, in frames (about the device's period): the device takes
+    /// audio in pieces this large, so less than that queued means an underrun.
+    pub callback_frames: u64,
     /// Frames `write` could not place because the ring was full.
     pub frames_dropped: u64,
     /// Errors the stream reported that did not end it.
@@ -73,6 +90,7 @@ pub struct Playout {
     device: Option<String>,
     _stream: cpal::Stream,
     producer: rtrb::Producer<f32>,
+    capacity: usize,
     shared: Arc<Shared>,
     rate: u32,
     channels: u16,
@@ -116,6 +134,7 @@ impl Playout {
             device: device.map(str::to_string),
             _stream: stream,
             producer,
+            capacity,
             shared,
             rate,
             channels,
@@ -145,6 +164,12 @@ impl Playout {
     /// Samples the ring can take now.
     pub fn free(&self) -> usize {
         self.producer.slots()
+    }
+
+    /// Samples queued in the ring, not yet taken by the callback (the output latency this
+    /// side of the device's own buffer).
+    pub fn queued(&self) -> usize {
+        self.capacity.saturating_sub(self.producer.slots())
     }
 
     /// Queues interleaved samples; returns how many were written (the rest did not fit and
@@ -190,6 +215,8 @@ impl Playout {
         PlayoutStats {
             underruns: self.shared.underruns.load(Ordering::Relaxed),
             frames_played: self.shared.frames_played.load(Ordering::Relaxed),
+            frames_requested: self.shared.frames_requested.load(Ordering::Relaxed),
+            callback_frames: self.shared.callback_frames.load(Ordering::Relaxed),
             frames_dropped: self.dropped,
             stream_errors: self.shared.stream_errors.load(Ordering::Relaxed),
         }
@@ -224,14 +251,22 @@ where
         cb_shared
             .frames_played
             .fetch_add((filled / channels) as u64, Ordering::Relaxed);
+        cb_shared
+            .frames_requested
+            .fetch_add((out.len() / channels) as u64, Ordering::Relaxed);
+        cb_shared
+            .callback_frames
+            .fetch_max((out.len() / channels) as u64, Ordering::Relaxed);
+        cb_shared.errors_since_data.store(0, Ordering::Relaxed);
         if filled < out.len() && cb_shared.started.load(Ordering::Relaxed) {
             cb_shared.underruns.fetch_add(1, Ordering::Relaxed);
         }
     };
     let err_shared = shared;
     let error = move |e: cpal::Error| {
-        // Only a vanished device or an invalidated stream is loss; the rest (a reroute of the
-        // default device, refused real-time scheduling, an xrun) leaves the stream playing.
+        // A vanished device or an invalidated stream is loss; the rest (a reroute of the
+        // default device, refused real-time scheduling, an xrun) leaves the stream playing,
+        // unless it comes as a storm with no data callback in between (see ERROR_STORM).
         use cpal::ErrorKind as K;
         match e.kind() {
             K::DeviceNotAvailable | K::StreamInvalidated | K::HostUnavailable => {
@@ -239,6 +274,10 @@ where
             }
             _ => {
                 err_shared.stream_errors.fetch_add(1, Ordering::Relaxed);
+                let run = err_shared.errors_since_data.fetch_add(1, Ordering::Relaxed) + 1;
+                if run >= ERROR_STORM {
+                    err_shared.lost.store(true, Ordering::Relaxed);
+                }
             }
         }
     };

@@ -1,0 +1,318 @@
+//! The supervisor endpoint's media loop: a thin shell that runs a [`MediaSession`] against a
+//! real [`Playout`] on its own thread.
+//!
+//! Inputs are [`EndpointEvent`]s on a bounded crossbeam channel: the network task only sends
+//! (it stamps each packet's arrival with the shared [`MediaClock`]), with `try_send`, counting
+//! what a full channel refuses, so it never waits for the media thread. [`run_media`] handles
+//! events as they come and ticks the session every [`MediaLoopConfig::tick`] (10 ms) with the
+//! clock's `now`; it returns after [`EndpointEvent::Stopped`] or when every sender is gone.
+//!
+//! Rules of the shell (no media decisions here, those live in the session):
+//! - Never blocks on the device and never crashes on it: frames go to the playout ring with a
+//!   non-blocking write, capped at [`MediaLoopConfig::max_queue`] queued so latency stays
+//!   bounded (what does not fit is counted as dropped by the session).
+//! - Device loss (or no device at start): logged once, then a reopen is tried every
+//!   [`MediaLoopConfig::reopen_every`] (1 s); meanwhile the session keeps ticking (recording
+//!   and timeline continue; device frames count as dropped). A reopened device gets a fresh
+//!   cushion. Failed reopens are logged at warn the first time and every 30 s after.
+//! - Underruns are logged by [`Playout::write`], at most once every 5 s.
+//! - The wall clock is read here only, through [`MediaClock`].
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use super::playout::{Playout, PlayoutStats};
+use super::session::{MediaSession, SessionConfig, SessionStats};
+use crate::binding::Direction;
+use crate::codec::PayloadMap;
+use crate::time::{Span, Timestamp};
+
+/// Format assumed while no device is open.
+const FALLBACK_FORMAT: (u32, u16) = (48_000, 2);
+/// Least time between two warnings about a device that does not come back.
+const REOPEN_LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// What the network side tells the media loop.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EndpointEvent {
+    /// An RTP packet of a monitored agent's call.
+    Media {
+        /// When it arrived, on the loop's [`MediaClock`].
+        arrival: Timestamp,
+        /// The monitored agent.
+        agent: Arc<str>,
+        /// Agent -> caller or caller -> agent.
+        direction: Direction,
+        /// The RTP packet (header and payload).
+        rtp: Vec<u8>,
+    },
+    /// The agent is on a (new) call.
+    Call {
+        /// The monitored agent.
+        agent: Arc<str>,
+        /// The call's id (SIP Call-ID or the CTI's id).
+        call_id: String,
+        /// Payload types of the call's SDP.
+        payloads: PayloadMap,
+        /// When the call started (names the recording).
+        started: Timestamp,
+    },
+    /// A call ended.
+    CallEnded {
+        /// The call's id.
+        call_id: String,
+    },
+    /// Monitoring stopped: finalise recordings and return.
+    Stopped,
+}
+
+/// The media clock: wall-clock time (nanoseconds since the epoch, read once) advanced by the
+/// monotonic clock, so it never jumps. Arrival stamps and ticks must come from one clock.
+#[derive(Copy, Clone, Debug)]
+pub struct MediaClock {
+    base: Instant,
+    base_ts: Timestamp,
+}
+
+impl MediaClock {
+    /// A clock starting at the current wall-clock time.
+    pub fn new() -> Self {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        MediaClock {
+            base: Instant::now(),
+            base_ts: Timestamp::from_nanos(wall),
+        }
+    }
+
+    /// Now.
+    pub fn now(&self) -> Timestamp {
+        self.at(Instant::now())
+    }
+
+    /// The timestamp of instant `t`.
+    pub fn at(&self, t: Instant) -> Timestamp {
+        let d = if t >= self.base {
+            Span::from_nanos(t.duration_since(self.base).as_nanos() as i64)
+        } else {
+            Span::from_nanos(-(self.base.duration_since(t).as_nanos() as i64))
+        };
+        self.base_ts + d
+    }
+}
+
+impl Default for MediaClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Settings of the media loop.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MediaLoopConfig {
+    /// Output device by name (`None`: the default device).
+    pub device: Option<String>,
+    /// The session (listening pipeline, cushion, drain).
+    pub session: SessionConfig,
+    /// Record every call into this directory (which must exist).
+    pub record_dir: Option<PathBuf>,
+    /// Tick period (10 ms).
+    pub tick: Duration,
+    /// Time between reopen attempts of a lost device (1 s).
+    pub reopen_every: Duration,
+    /// Most audio queued in the playout ring (the cushion plus 100 ms by default; never less
+    /// than the session's cushion plus 100 ms).
+    pub max_queue: Duration,
+}
+
+impl Default for MediaLoopConfig {
+    fn default() -> Self {
+        let session = SessionConfig::default();
+        MediaLoopConfig {
+            device: None,
+            session,
+            record_dir: None,
+            tick: Duration::from_millis(10),
+            reopen_every: Duration::from_secs(1),
+            max_queue: Duration::from_nanos(session.lead.as_nanos().max(0) as u64)
+                + Duration::from_millis(100),
+        }
+    }
+}
+
+/// What the media loop reports (published after every tick, returned at the end).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MediaReport {
+    /// The session's counters (with the playout's underruns).
+    pub session: SessionStats,
+    /// The open device's format, if one is open.
+    pub device: Option<(u32, u16)>,
+    /// The open device's counters (frames played, underruns).
+    pub playout: Option<PlayoutStats>,
+    /// Times the device was lost.
+    pub device_losses: u64,
+    /// Open or reopen attempts that failed.
+    pub open_failures: u64,
+    /// Ticks run.
+    pub ticks: u64,
+}
+
+/// Runs the media loop until [`EndpointEvent::Stopped`] or until every sender is dropped;
+/// `status`, if given, gets the report after every tick. Returns the final report.
+pub fn run_media(
+    cfg: &MediaLoopConfig,
+    clock: MediaClock,
+    events: &Receiver<EndpointEvent>,
+    status: Option<&Mutex<MediaReport>>,
+) -> MediaReport {
+    let mut report = MediaReport::default();
+    let mut last_try = Instant::now();
+    let mut last_warn: Option<Instant> = None;
+    let mut playout = open(cfg, &mut report, &mut last_warn);
+    let format = playout
+        .as_ref()
+        .map_or(FALLBACK_FORMAT, |p| (p.rate(), p.channels()));
+    let mut session =
+        match MediaSession::new(cfg.session, format.0, format.1, cfg.record_dir.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                // cpal never reports a zero rate or channel count; keep going on the fallback.
+                tracing::error!(error = %e, "device format unusable; using the fallback format");
+                playout = None;
+                MediaSession::new(
+                    cfg.session,
+                    FALLBACK_FORMAT.0,
+                    FALLBACK_FORMAT.1,
+                    cfg.record_dir.clone(),
+                )
+                .expect("the fallback format is valid")
+            }
+        };
+    let mut next_tick = Instant::now() + cfg.tick;
+    let mut stop = false;
+    while !stop {
+        match events.recv_deadline(next_tick) {
+            Ok(ev) => {
+                stop = handle(&mut session, ev);
+                // A busy channel must not starve the ticks.
+                if !stop && Instant::now() < next_tick {
+                    continue;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => stop = true,
+        }
+
+        // Device upkeep.
+        if playout.as_ref().is_some_and(Playout::is_lost) {
+            tracing::warn!("playout device lost; retrying every {:?}", cfg.reopen_every);
+            report.device_losses += 1;
+            playout = None;
+            last_try = Instant::now();
+        }
+        if playout.is_none() && last_try.elapsed() >= cfg.reopen_every {
+            last_try = Instant::now();
+            playout = open(cfg, &mut report, &mut last_warn);
+            if let Some(p) = &playout {
+                if let Err(e) = session.set_device(p.rate(), p.channels()) {
+                    tracing::error!(error = %e, "reopened device format unusable");
+                    playout = None;
+                }
+            }
+        }
+
+        let now = clock.now();
+        match playout.as_mut() {
+            Some(p) => {
+                // The cap never cuts into the cushion (which grows for large device periods).
+                let frames = ((cfg.max_queue.as_secs_f64() * p.rate() as f64) as usize)
+                    .max(session.cushion_frames() + p.rate() as usize / 10);
+                let cap = frames * p.channels() as usize;
+                session.tick(now, &mut |frames: &[f32]| {
+                    let room = cap.saturating_sub(p.queued());
+                    p.write(&frames[..frames.len().min(room)])
+                });
+                session.record_playout(p.stats(), now);
+            }
+            None => {
+                session.tick(now, &mut |_: &[f32]| 0);
+            }
+        }
+        report.ticks += 1;
+        fill_report(&mut report, &session, playout.as_ref());
+        if let Some(status) = status {
+            if let Ok(mut s) = status.lock() {
+                s.clone_from(&report);
+            }
+        }
+        next_tick += cfg.tick;
+        let late = Instant::now();
+        if next_tick < late {
+            // Behind (a stalled machine): skip the missed ticks, render catches up by time.
+            next_tick = late + cfg.tick;
+        }
+    }
+    session.on_stopped();
+    fill_report(&mut report, &session, playout.as_ref());
+    if let Some(status) = status {
+        if let Ok(mut s) = status.lock() {
+            s.clone_from(&report);
+        }
+    }
+    report
+}
+
+/// Applies one event; true when it ends the loop.
+fn handle(session: &mut MediaSession, ev: EndpointEvent) -> bool {
+    match ev {
+        EndpointEvent::Media {
+            arrival,
+            agent,
+            direction,
+            rtp,
+        } => session.on_media(arrival, &agent, direction, &rtp),
+        EndpointEvent::Call {
+            agent,
+            call_id,
+            payloads,
+            started,
+        } => session.on_call(&call_id, payloads, started, &agent),
+        EndpointEvent::CallEnded { call_id } => session.on_call_ended(&call_id),
+        EndpointEvent::Stopped => return true,
+    }
+    false
+}
+
+fn fill_report(report: &mut MediaReport, session: &MediaSession, playout: Option<&Playout>) {
+    report.session = session.stats();
+    report.device = playout.map(|p| (p.rate(), p.channels()));
+    report.playout = playout.map(Playout::stats);
+}
+
+fn open(
+    cfg: &MediaLoopConfig,
+    report: &mut MediaReport,
+    last_warn: &mut Option<Instant>,
+) -> Option<Playout> {
+    match Playout::open(cfg.device.as_deref()) {
+        Ok(p) => {
+            *last_warn = None;
+            Some(p)
+        }
+        Err(e) => {
+            report.open_failures += 1;
+            if last_warn.is_none_or(|t| t.elapsed() >= REOPEN_LOG_EVERY) {
+                tracing::warn!(error = %e, "cannot open the playout device; retrying");
+                *last_warn = Some(Instant::now());
+            } else {
+                tracing::debug!(error = %e, "playout device still unavailable");
+            }
+            None
+        }
+    }
+}

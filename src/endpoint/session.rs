@@ -1,0 +1,517 @@
+//! The supervisor endpoint's media session: the core of its media loop, everything between
+//! "an RTP packet of a monitored agent arrived" and "these device frames go to the sound card".
+//!
+//! Holds one [`MonitorAudio`] per monitored agent (usually one), each with its own
+//! [`OutputStage`] and, when recording is on, its own [`Recorder`]; the agents' device frames
+//! are summed (clamped to [-1, 1]) into one output.
+//!
+//! Contracts:
+//! - No clock reads, no sound card, never blocks: every input carries its time, and
+//!   [`MediaSession::tick`] hands device frames to a sink closure that takes what it can and
+//!   says how much (what it did not take is counted in [`SessionStats::device_dropped`]). The
+//!   only I/O is the recorder's WAV files (when a recording directory is given).
+//! - Real time: `tick(now)` renders every sample due up to `now`, whether packets came or not;
+//!   while an agent is on hold (no packets) its pipeline keeps producing concealment fading to
+//!   silence, so the device and the recording stay on the wall clock. Nothing is produced for
+//!   an agent before its first packet.
+//! - Cushion: before the first device frames (and after [`MediaSession::set_device`], and
+//!   after the playout reported new underruns through [`MediaSession::record_playout`]) the
+//!   sink gets [`MediaSession::cushion_frames`] of silence first: [`SessionConfig::lead`], or
+//!   two device callbacks when the device takes larger pieces, so the device queue holds that
+//!   much and the jitter of the 10 ms tick never starves it.
+//! - Calls: [`MediaSession::on_call`] sets the call's payload map and starts a new WAV named
+//!   by agent, call id and start time (finishing the agent's previous one);
+//!   [`MediaSession::on_call_ended`] lets the recording run on for [`SessionConfig::drain`]
+//!   (the jitter-buffered tail of the call) and then finalises it; [`MediaSession::on_stopped`]
+//!   finalises everything at once and ends the session.
+//! - Never panics on input: what cannot be played is counted by `media::listen`.
+
+use std::path::PathBuf;
+
+use crate::binding::Direction;
+use crate::codec::{Codec, PayloadMap};
+use crate::media::listen::{LegStats, ListenConfig, ListenStats, MonitorAudio, RenderedPcm};
+use crate::media::opus::OPUS_RATE;
+use crate::media::output::{self, OutputStage};
+use crate::time::{Span, Timestamp};
+
+use super::playout::PlayoutStats;
+use super::recorder::Recorder;
+
+/// Settings of a media session.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct SessionConfig {
+    /// The listening pipeline (jitter buffer, layout, volume) of every monitored agent.
+    pub listen: ListenConfig,
+    /// Silence queued ahead of the first device frames (60 ms).
+    pub lead: Span,
+    /// How long a recording runs on after its call ended, for the buffered tail (the jitter
+    /// buffer's largest delay plus 60 ms, so 260 ms by default).
+    pub drain: Span,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        let listen = ListenConfig::default();
+        SessionConfig {
+            listen,
+            lead: Span::from_millis(60),
+            drain: Span::from_nanos(listen.jitter.max.as_nanos() + 60_000_000),
+        }
+    }
+}
+
+/// Counters of a session, summed over its agents (and over the pipelines of finished calls).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// RTP packets handed to [`MediaSession::on_media`].
+    pub packets: u64,
+    /// Audio packets decoded.
+    pub decoded: u64,
+    /// Packets that came after their playout time (dropped by the jitter buffer).
+    pub late: u64,
+    /// Duplicate packets (dropped).
+    pub duplicates: u64,
+    /// Gaps the jitter buffer reported missing (lost or too late), one per frame.
+    pub lost: u64,
+    /// Samples of audible concealment.
+    pub concealed: u64,
+    /// Packets that did not parse, or with a payload type that cannot be played.
+    pub rejected: u64,
+    /// Times a jitter buffer ran dry (end of a talkspurt, hold).
+    pub jitter_underruns: u64,
+    /// Samples rendered per direction, at the decode rate, over all agents.
+    pub rendered: u64,
+    /// Device frames handed to the sink (cushion silence included).
+    pub device_frames: u64,
+    /// Device frames the sink did not take.
+    pub device_dropped: u64,
+    /// Times a silence cushion was queued (start, device change, after playout underruns).
+    pub cushions: u64,
+    /// Calls started.
+    pub calls: u64,
+    /// Recordings finalised.
+    pub recordings: u64,
+    /// Recording failures (create, write, finalise); the call keeps playing.
+    pub recording_errors: u64,
+    /// `on_call_ended` for a call id no agent is on.
+    pub unknown_call_ends: u64,
+    /// The playout's counters as last reported by the shell (underruns live here).
+    pub playout: PlayoutStats,
+}
+
+/// Why the session could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The device format is unusable (rate or channels of zero).
+    #[error("media session: {0}")]
+    Output(#[from] output::Error),
+}
+
+/// Where a call's recording stands after `on_call_ended`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Ending {
+    /// Ended; the next tick fixes the deadline.
+    Requested,
+    /// Finalise at the first tick at or after this time.
+    At(Timestamp),
+}
+
+/// One monitored agent.
+struct Monitor {
+    agent: String,
+    audio: MonitorAudio,
+    stage: OutputStage,
+    recorder: Option<Recorder>,
+    call: Option<String>,
+    ending: Option<Ending>,
+    /// Device frames made but not yet mixed (interleaved).
+    frames: Vec<f32>,
+    /// True once this agent produced device frames (it then takes part in the mix).
+    producing: bool,
+    /// Counters of pipelines replaced at a decode-rate change.
+    prior: ListenStats,
+}
+
+/// The media session of one supervisor endpoint. See the module doc for the contract.
+pub struct MediaSession {
+    cfg: SessionConfig,
+    device_rate: u32,
+    device_channels: u16,
+    record_dir: Option<PathBuf>,
+    monitors: Vec<Monitor>,
+    pcm: RenderedPcm,
+    mix: Vec<f32>,
+    silence: Vec<f32>,
+    cushion_due: bool,
+    last_cushion: Option<Timestamp>,
+    stats: SessionStats,
+    stopped: bool,
+}
+
+impl MediaSession {
+    /// A session for a device playing `device_channels` at `device_rate` Hz; with
+    /// `record_dir` (which must exist) every call is recorded there.
+    pub fn new(
+        cfg: SessionConfig,
+        device_rate: u32,
+        device_channels: u16,
+        record_dir: Option<PathBuf>,
+    ) -> Result<Self, Error> {
+        // Validate the format once here, so creating a monitor later cannot fail.
+        OutputStage::new(
+            cfg.listen.layout,
+            cfg.listen.volume,
+            device_rate,
+            device_channels,
+        )?;
+        Ok(MediaSession {
+            cfg,
+            device_rate,
+            device_channels,
+            record_dir,
+            monitors: Vec::new(),
+            pcm: RenderedPcm::new(),
+            mix: Vec::new(),
+            silence: Vec::new(),
+            cushion_due: true,
+            last_cushion: None,
+            stats: SessionStats::default(),
+            stopped: false,
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &SessionConfig {
+        &self.cfg
+    }
+
+    /// The device format frames are made for: (rate, channels).
+    pub fn device(&self) -> (u32, u16) {
+        (self.device_rate, self.device_channels)
+    }
+
+    /// The device changed (reopened, maybe with another format): output stages are rebuilt,
+    /// frames made for the old device are dropped and a new cushion is queued.
+    pub fn set_device(&mut self, rate: u32, channels: u16) -> Result<(), Error> {
+        let (layout, volume) = (self.cfg.listen.layout, self.cfg.listen.volume);
+        OutputStage::new(layout, volume, rate, channels)?;
+        self.device_rate = rate;
+        self.device_channels = channels;
+        // A new device: its callback size is not known yet.
+        self.stats.playout = PlayoutStats::default();
+        for m in &mut self.monitors {
+            m.stage = OutputStage::new(layout, volume, rate, channels)?;
+            m.frames.clear();
+            m.producing = false;
+        }
+        self.cushion_due = true;
+        Ok(())
+    }
+
+    /// Device frames of silence queued ahead of audio: [`SessionConfig::lead`] at the device
+    /// rate, at least two of the largest device callbacks the playout reported.
+    pub fn cushion_frames(&self) -> usize {
+        let lead =
+            (self.cfg.lead.as_nanos() as i128 * self.device_rate as i128 / 1_000_000_000) as usize;
+        lead.max(2 * self.stats.playout.callback_frames as usize)
+    }
+
+    /// True after [`MediaSession::on_stopped`].
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Agents with a pipeline, in the order they appeared.
+    pub fn agents(&self) -> impl Iterator<Item = &str> {
+        self.monitors.iter().map(|m| m.agent.as_str())
+    }
+
+    /// The call an agent is on (until its ending drained).
+    pub fn call_of(&self, agent: &str) -> Option<&str> {
+        self.monitor(agent).and_then(|m| m.call.as_deref())
+    }
+
+    /// The WAV file being written for an agent, once it exists.
+    pub fn recording_of(&self, agent: &str) -> Option<&std::path::Path> {
+        self.monitor(agent)
+            .and_then(|m| m.recorder.as_ref())
+            .and_then(|r| r.path())
+    }
+
+    /// The listening counters of one agent (current pipeline plus replaced ones).
+    pub fn agent_stats(&self, agent: &str) -> Option<ListenStats> {
+        self.monitor(agent).map(monitor_stats)
+    }
+
+    fn monitor(&self, agent: &str) -> Option<&Monitor> {
+        self.monitors.iter().find(|m| m.agent == agent)
+    }
+
+    fn monitor_index(&mut self, agent: &str) -> usize {
+        if let Some(i) = self.monitors.iter().position(|m| m.agent == agent) {
+            return i;
+        }
+        let (layout, volume) = (self.cfg.listen.layout, self.cfg.listen.volume);
+        let stage = OutputStage::new(layout, volume, self.device_rate, self.device_channels)
+            .expect("device format validated by new/set_device");
+        self.monitors.push(Monitor {
+            agent: agent.to_string(),
+            audio: MonitorAudio::new(self.cfg.listen),
+            stage,
+            recorder: self
+                .record_dir
+                .clone()
+                .map(|dir| Recorder::new(dir, layout)),
+            call: None,
+            ending: None,
+            frames: Vec::new(),
+            producing: false,
+            prior: ListenStats::default(),
+        });
+        self.monitors.len() - 1
+    }
+
+    /// An RTP packet of `agent`'s call, direction `direction`, arrived at `arrival` (on the
+    /// same clock as the `now` of [`MediaSession::tick`]). Media of an agent without a call
+    /// plays with the static payload types. Ignored after [`MediaSession::on_stopped`].
+    pub fn on_media(&mut self, arrival: Timestamp, agent: &str, direction: Direction, rtp: &[u8]) {
+        if self.stopped {
+            return;
+        }
+        self.stats.packets += 1;
+        let i = self.monitor_index(agent);
+        self.monitors[i].audio.push_rtp(arrival, direction, rtp);
+    }
+
+    /// `agent` is on a new call `call_id` (started at `started`) whose media uses `payloads`.
+    /// When recording, the agent's previous WAV is finalised and a new one named by agent,
+    /// call id and start time begins with the next rendered audio. A call whose codecs need
+    /// another decode rate (Opus vs G.711) gets a fresh pipeline.
+    pub fn on_call(
+        &mut self,
+        call_id: &str,
+        payloads: PayloadMap,
+        started: Timestamp,
+        agent: &str,
+    ) {
+        if self.stopped {
+            return;
+        }
+        self.stats.calls += 1;
+        let i = self.monitor_index(agent);
+        let cfg = self.cfg.listen;
+        let m = &mut self.monitors[i];
+        let wanted = if payloads.mapped().any(|(_, f)| f.codec == Codec::Opus) {
+            OPUS_RATE
+        } else {
+            crate::media::listen::G711_RATE
+        };
+        if m.audio.rate().is_some_and(|r| r != wanted) {
+            let old = std::mem::replace(&mut m.audio, MonitorAudio::new(cfg));
+            add_listen_stats(&mut m.prior, &old.stats());
+        }
+        m.audio.set_payloads(payloads);
+        m.call = Some(call_id.to_string());
+        m.ending = None;
+        if let Some(rec) = m.recorder.as_mut() {
+            finish(rec, &mut self.stats);
+            if let Err(e) = rec.start_call(agent, call_id, started) {
+                self.stats.recording_errors += 1;
+                tracing::warn!(error = %e, agent, "recording not started");
+            }
+        }
+    }
+
+    /// Call `call_id` ended: its recording is finalised once [`SessionConfig::drain`] has
+    /// been rendered after the next tick (its buffered tail). The agent's pipeline stays, so
+    /// the device keeps its timeline.
+    pub fn on_call_ended(&mut self, call_id: &str) {
+        match self
+            .monitors
+            .iter_mut()
+            .find(|m| m.call.as_deref() == Some(call_id))
+        {
+            Some(m) => m.ending = m.ending.or(Some(Ending::Requested)),
+            None => self.stats.unknown_call_ends += 1,
+        }
+    }
+
+    /// Monitoring stopped: every recording is finalised now; later inputs are ignored and
+    /// ticks produce nothing.
+    pub fn on_stopped(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        for m in &mut self.monitors {
+            m.call = None;
+            m.ending = None;
+            if let Some(rec) = m.recorder.as_mut() {
+                finish(rec, &mut self.stats);
+            }
+        }
+    }
+
+    /// The playout's counters (call after each tick). New underruns mean the device queue
+    /// ran dry: a new cushion is queued, at most once per two cushion lengths.
+    pub fn record_playout(&mut self, playout: PlayoutStats, now: Timestamp) {
+        let more = playout.underruns > self.stats.playout.underruns;
+        self.stats.playout = playout;
+        let recent = self
+            .last_cushion
+            .is_some_and(|t| now - t < Span::from_nanos(2 * self.cfg.lead.as_nanos()));
+        if more && !recent && self.monitors.iter().any(|m| m.producing) {
+            self.cushion_due = true;
+        }
+    }
+
+    /// Renders everything due up to `now` for every agent, writes the recordings, and hands
+    /// the mixed device frames (interleaved, [`MediaSession::device`] format) to `sink`, which
+    /// returns how many samples it took. Returns the samples handed to `sink`. Call
+    /// periodically (every 10 ms); never blocks.
+    pub fn tick(&mut self, now: Timestamp, sink: &mut impl FnMut(&[f32]) -> usize) -> usize {
+        if self.stopped {
+            return 0;
+        }
+        for m in &mut self.monitors {
+            self.pcm.clear();
+            m.audio.render(now, &mut self.pcm);
+            self.stats.rendered += self.pcm.len() as u64;
+            if let Some(rec) = m.recorder.as_mut() {
+                if let Err(e) = rec.write(&self.pcm) {
+                    self.stats.recording_errors += 1;
+                    tracing::warn!(error = %e, agent = %m.agent, "recording stopped");
+                    finish(rec, &mut self.stats);
+                }
+            }
+            match m.ending {
+                Some(Ending::Requested) => m.ending = Some(Ending::At(now + self.cfg.drain)),
+                Some(Ending::At(t)) if now >= t => {
+                    m.ending = None;
+                    m.call = None;
+                    if let Some(rec) = m.recorder.as_mut() {
+                        finish(rec, &mut self.stats);
+                    }
+                }
+                _ => {}
+            }
+            // A stage error is a resampler bug; the agent then stays silent instead of
+            // taking the session down.
+            if m.stage.process(&self.pcm, &mut m.frames).is_err() {
+                m.frames.clear();
+            }
+            m.producing |= !m.frames.is_empty();
+        }
+        let Some(n) = self
+            .monitors
+            .iter()
+            .filter(|m| m.producing)
+            .map(|m| m.frames.len())
+            .min()
+        else {
+            return 0;
+        };
+        let channels = self.device_channels.max(1) as usize;
+        let mut handed = 0;
+        if self.cushion_due && n > 0 {
+            self.cushion_due = false;
+            self.last_cushion = Some(now);
+            self.stats.cushions += 1;
+            let frames = self.cushion_frames();
+            self.silence.clear();
+            self.silence.resize(frames * channels, 0.0);
+            handed += self.hand(&mut *sink, true);
+        }
+        self.mix.clear();
+        self.mix.resize(n, 0.0);
+        for m in self.monitors.iter_mut().filter(|m| m.producing) {
+            for (o, s) in self.mix.iter_mut().zip(m.frames.drain(..n)) {
+                *o += s;
+            }
+        }
+        for s in &mut self.mix {
+            *s = s.clamp(-1.0, 1.0);
+        }
+        handed += self.hand(sink, false);
+        handed
+    }
+
+    fn hand(&mut self, sink: &mut impl FnMut(&[f32]) -> usize, silence: bool) -> usize {
+        let buf = if silence { &self.silence } else { &self.mix };
+        if buf.is_empty() {
+            return 0;
+        }
+        let channels = self.device_channels.max(1) as usize;
+        let took = sink(buf).min(buf.len());
+        self.stats.device_frames += (buf.len() / channels) as u64;
+        self.stats.device_dropped += ((buf.len() - took) / channels) as u64;
+        buf.len()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SessionStats {
+        let mut s = self.stats.clone();
+        for m in &self.monitors {
+            let l = monitor_stats(m);
+            for leg in [&l.agent, &l.caller] {
+                add_leg(&mut s, leg);
+            }
+        }
+        s
+    }
+}
+
+fn finish(rec: &mut Recorder, stats: &mut SessionStats) {
+    let had = rec.path().is_some();
+    match rec.finish() {
+        Ok(()) if had => stats.recordings += 1,
+        Ok(()) => {}
+        Err(e) => {
+            stats.recording_errors += 1;
+            tracing::warn!(error = %e, "recording not finalised");
+        }
+    }
+}
+
+fn add_leg(s: &mut SessionStats, l: &LegStats) {
+    s.decoded += l.decoded;
+    s.late += l.jitter.late;
+    s.duplicates += l.jitter.duplicates;
+    s.lost += l.jitter.missing;
+    s.concealed += l.concealed;
+    s.rejected += l.malformed + l.unsupported;
+    s.jitter_underruns += l.jitter.underruns;
+}
+
+fn monitor_stats(m: &Monitor) -> ListenStats {
+    let mut s = m.prior.clone();
+    add_listen_stats(&mut s, &m.audio.stats());
+    s
+}
+
+fn add_listen_stats(acc: &mut ListenStats, s: &ListenStats) {
+    for (a, b) in [(&mut acc.agent, &s.agent), (&mut acc.caller, &s.caller)] {
+        a.jitter.pushed += b.jitter.pushed;
+        a.jitter.late += b.jitter.late;
+        a.jitter.duplicates += b.jitter.duplicates;
+        a.jitter.overflow += b.jitter.overflow;
+        a.jitter.missing += b.jitter.missing;
+        a.jitter.underruns += b.jitter.underruns;
+        a.decoded += b.decoded;
+        a.concealed += b.concealed;
+        a.cn += b.cn;
+        a.dtmf += b.dtmf;
+        a.malformed += b.malformed;
+        a.unsupported += b.unsupported;
+        a.decode_errors += b.decode_errors;
+        a.ssrc_changes += b.ssrc_changes;
+        a.realigned += b.realigned;
+        if b.last_rejected.is_some() {
+            a.last_rejected = b.last_rejected;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,585 @@
+//! Real audio, end to end, without a sound card: the endpoint's media loop
+//! (`endpoint::run_media`: session -> output stage -> cpal playout) plays generated G.711 calls
+//! in real time into a private PulseAudio null sink (tests/common/pulse.rs), `parec` records
+//! the sink's monitor, and the same run records the call to WAV.
+//!
+//! The calls come from `capgen calls` (tools/capgen): its RTP packets are sent to the media
+//! loop as `EndpointEvent`s at their capture pace, stamped with their capture offsets on the
+//! loop's clock; its reference PCM (the decode of what was sent) is the truth. Checks:
+//! - tone call, stereo: the agent's tone on the left, the caller's on the right, no leakage;
+//! - speech call (espeak-ng), stereo: each side correlates >= 0.9 with its reference decode
+//!   at 48 kHz;
+//! - both calls: the WAV recording equals the reference decode sample for sample, except for
+//!   frames the jitter buffer reported lost or late (none are expected);
+//! - every packet decoded, no device frame dropped;
+//! - device loss: PulseAudio killed 1.5 s into an 8 s call and restarted 1.5 s later: the
+//!   loop notices the loss, keeps decoding and recording (the WAV is still exact), reopens the
+//!   device and plays again.
+//!
+//! The device is opened, and the test waits until it really plays, before the call starts:
+//! the endpoint opens its device at start-up, long before a call, and this is that state. (A
+//! null sink that no client asked for low latency renders in 2 s blocks, so a new stream's
+//! first request can come 2 s late; parec's 50 ms latency avoids that, the wait covers the
+//! rest.)
+//!
+//! With `CI` set, missing tools or a failing PulseAudio fail the test; locally without them it
+//! says so and returns. Everything runs in one #[test]: audio tests must not overlap.
+
+mod common;
+#[path = "common/pulse.rs"]
+mod pulse;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rubato::{FftFixedInOut, Resampler};
+use serde_json::Value;
+use silentmon::binding::Direction;
+use silentmon::capture::{PacketSource, PcapFile};
+use silentmon::codec::PayloadMap;
+use silentmon::endpoint::{run_media, EndpointEvent, MediaClock, MediaLoopConfig, MediaReport};
+use silentmon::media::jitter_buffer::JitterConfig;
+use silentmon::media::listen::{Layout, ListenConfig};
+use silentmon::packet::{DecapConfig, Decapsulator, Transport};
+use silentmon::time::{Span, Timestamp};
+
+use common::run_ok;
+use pulse::{Pulse, RATE};
+
+const REC: usize = RATE as usize;
+
+/// The capgen binary built beside silentmon.
+fn capgen() -> Command {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_silentmon"));
+    let sibling = exe.with_file_name("capgen");
+    if !sibling.exists() {
+        let profile = if exe.parent().unwrap().ends_with("release") {
+            "--release"
+        } else {
+            "--quiet"
+        };
+        run_ok(
+            Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args(["build", "-p", "silentmon-capgen", profile])
+                .current_dir(env!("CARGO_MANIFEST_DIR")),
+        );
+    }
+    Command::new(sibling)
+}
+
+fn read_wav(path: &Path) -> (hound::WavSpec, Vec<i16>) {
+    let mut r = hound::WavReader::open(path).unwrap();
+    let spec = r.spec();
+    (spec, r.samples::<i16>().map(Result::unwrap).collect())
+}
+
+/// A generated call: its events (offsets from the first RTP packet) and per-side truth.
+struct Call {
+    agent: String,
+    call_id: String,
+    packets: Vec<(Span, Direction, Vec<u8>)>,
+    /// Reference decode (8 kHz) of the agent's and the caller's side.
+    ref_agent: Vec<i16>,
+    ref_caller: Vec<i16>,
+    tone_agent: Option<f64>,
+    tone_caller: Option<f64>,
+}
+
+/// Runs capgen with `extra` arguments and reads the capture back.
+fn generate(dir: &Path, name: &str, extra: &[&str]) -> Call {
+    let cap = dir.join(format!("{name}.pcap"));
+    let truth = dir.join(format!("{name}.json"));
+    let refs = dir.join(format!("{name}-ref"));
+    run_ok(
+        capgen()
+            .args(["calls", "--calls", "1", "--codec", "pcmu", "--seed", "3"])
+            .args(extra)
+            .arg("-o")
+            .arg(&cap)
+            .arg("--truth")
+            .arg(&truth)
+            .arg("--ref-dir")
+            .arg(&refs),
+    );
+    let t: Value = serde_json::from_slice(&std::fs::read(&truth).unwrap()).unwrap();
+    let c = &t["calls"][0];
+    let agent_media: std::net::SocketAddr = c["agent_media"].as_str().unwrap().parse().unwrap();
+    let (mut ref_agent, mut ref_caller, mut tone_agent, mut tone_caller) =
+        (Vec::new(), Vec::new(), None, None);
+    for s in t["streams"].as_array().unwrap() {
+        assert_eq!(
+            s["lost"].as_i64(),
+            Some(0),
+            "the generated call must be clean"
+        );
+        let pcm = read_wav(Path::new(s["ref_wav"].as_str().unwrap())).1;
+        match s["direction"].as_str().unwrap() {
+            "from_agent" => (ref_agent, tone_agent) = (pcm, s["tone_hz"].as_f64()),
+            _ => (ref_caller, tone_caller) = (pcm, s["tone_hz"].as_f64()),
+        }
+    }
+    let mut src = PcapFile::open(&cap, None).unwrap();
+    let link = src.link_type();
+    let mut decap = Decapsulator::new(DecapConfig::default());
+    let mut packets = Vec::new();
+    let mut first: Option<Timestamp> = None;
+    while let Some(f) = src.next_frame().unwrap() {
+        let d = decap.decapsulate(f.ts, link, f.data);
+        let (
+            Some(ip),
+            Transport::Udp {
+                src_port,
+                dst_port,
+                payload,
+            },
+        ) = (d.ip, d.transport)
+        else {
+            continue;
+        };
+        let (from, to) = (
+            std::net::SocketAddr::new(ip.src, src_port),
+            std::net::SocketAddr::new(ip.dst, dst_port),
+        );
+        let direction = if to == agent_media {
+            Direction::ToAgent
+        } else if from == agent_media {
+            Direction::FromAgent
+        } else {
+            continue; // SIP
+        };
+        let t0 = *first.get_or_insert(f.ts);
+        packets.push((f.ts - t0, direction, payload.to_vec()));
+    }
+    assert!(
+        packets.len() > 100,
+        "{name}: only {} RTP packets",
+        packets.len()
+    );
+    Call {
+        agent: c["agent"].as_str().unwrap().to_string(),
+        call_id: c["call_id"].as_str().unwrap().to_string(),
+        packets,
+        ref_agent,
+        ref_caller,
+        tone_agent,
+        tone_caller,
+    }
+}
+
+/// What one real-time run produced.
+struct Played {
+    left: Vec<f32>,
+    right: Vec<f32>,
+    wav: PathBuf,
+    report: MediaReport,
+}
+
+/// Something to do to the daemon before sending packet `i` of a call.
+type Hook<'a> = &'a mut dyn FnMut(&mut Pulse, usize);
+
+/// Plays `call` through the media loop into the null sink in real time, recording the sink
+/// with parec when `record` (the hook may kill the daemon: then do not record).
+fn play(
+    pulse: &mut Pulse,
+    dir: &Path,
+    name: &str,
+    call: &Call,
+    record: bool,
+    hook: Hook<'_>,
+) -> Played {
+    let rec_dir = dir.join(format!("{name}-rec"));
+    std::fs::create_dir_all(&rec_dir).unwrap();
+    if record {
+        pulse.record(&dir.join(format!("{name}.raw"))).unwrap();
+    }
+
+    let mut cfg = MediaLoopConfig {
+        record_dir: Some(rec_dir.clone()),
+        ..MediaLoopConfig::default()
+    };
+    // Margins for a shared 2-core machine where compiles run next to the test: the sender
+    // thread may wake late (a 120 ms jitter buffer absorbs it) and so may the loop (a 150 ms
+    // device cushion absorbs it). The checks stay exact.
+    cfg.session.listen = ListenConfig {
+        layout: Layout::Stereo,
+        jitter: JitterConfig {
+            target: Span::from_millis(120),
+            ..JitterConfig::default()
+        },
+        ..ListenConfig::default()
+    };
+    cfg.session.lead = Span::from_millis(150);
+    cfg.max_queue = Duration::from_millis(300);
+    let clock = MediaClock::new();
+    let status = Arc::new(Mutex::new(MediaReport::default()));
+    let (tx, rx) = crossbeam_channel::bounded(1024);
+    let worker = {
+        let status = status.clone();
+        std::thread::spawn(move || run_media(&cfg, clock, &rx, Some(&status)))
+    };
+    let snapshot = || status.lock().unwrap().clone();
+
+    // Wait until the device consumes at its rate: 250 ms of frames requested in 300 ms.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let a = snapshot().playout.map_or(0, |p| p.frames_requested);
+        std::thread::sleep(Duration::from_millis(300));
+        let b = snapshot().playout.map_or(0, |p| p.frames_requested);
+        if a > 0 && b - a >= (RATE / 4) as u64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: the device never started playing"
+        );
+    }
+
+    let agent: Arc<str> = Arc::from(call.agent.as_str());
+    let start = Instant::now() + Duration::from_millis(100);
+    let start_ts = clock.at(start);
+    tx.send(EndpointEvent::Call {
+        agent: agent.clone(),
+        call_id: call.call_id.clone(),
+        payloads: PayloadMap::new(),
+        started: start_ts,
+    })
+    .unwrap();
+    for (i, (offset, direction, rtp)) in call.packets.iter().enumerate() {
+        hook(pulse, i);
+        let due = start + Duration::from_nanos(offset.as_nanos() as u64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        tx.send(EndpointEvent::Media {
+            arrival: start_ts + *offset,
+            agent: agent.clone(),
+            direction: *direction,
+            rtp: rtp.clone(),
+        })
+        .unwrap();
+    }
+    tx.send(EndpointEvent::CallEnded {
+        call_id: call.call_id.clone(),
+    })
+    .unwrap();
+    // Let the drain finalise the WAV and the device play the tail (cushion, ring, sink).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while snapshot().session.recordings < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "{name}: recording never finalised"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    tx.send(EndpointEvent::Stopped).unwrap();
+    let report = worker.join().expect("media loop panicked");
+    std::thread::sleep(Duration::from_millis(300));
+    let (left, right) = pulse.stop_recording();
+    eprintln!("{name}: {report:?}");
+
+    let wavs: Vec<PathBuf> = std::fs::read_dir(&rec_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(wavs.len(), 1, "{name}: one recording per call: {wavs:?}");
+    Played {
+        left,
+        right,
+        wav: wavs[0].clone(),
+        report,
+    }
+}
+
+/// Every packet decoded, none late or lost, no device frame dropped.
+fn check_counters(name: &str, call: &Call, r: &MediaReport) {
+    let s = &r.session;
+    assert_eq!(s.packets as usize, call.packets.len(), "{name}: packets");
+    assert_eq!(s.decoded as usize, call.packets.len(), "{name}: decoded");
+    assert_eq!(
+        (s.late, s.lost, s.rejected),
+        (0, 0, 0),
+        "{name}: late/lost/rejected"
+    );
+    assert_eq!(s.device_dropped, 0, "{name}: device frames dropped");
+    assert_eq!(r.device_losses, 0, "{name}: device lost");
+}
+
+/// The WAV (stereo, 8 kHz: agent left, caller right) holds each reference decode exactly,
+/// 160-sample frame by frame, except at most `allowed` frames (lost or late ones).
+fn check_recording(name: &str, call: &Call, wav: &Path, allowed: u64) {
+    let (spec, pcm) = read_wav(wav);
+    assert_eq!(
+        (spec.channels, spec.sample_rate),
+        (2, 8000),
+        "{name}: WAV format"
+    );
+    let file = wav.file_name().unwrap().to_str().unwrap();
+    assert!(
+        file.starts_with(&format!("{}_", call.agent)),
+        "{name}: WAV named {file}"
+    );
+    let left: Vec<i16> = pcm.iter().step_by(2).copied().collect();
+    let right: Vec<i16> = pcm.iter().skip(1).step_by(2).copied().collect();
+    for (side, got, want) in [
+        ("agent", &left, &call.ref_agent),
+        ("caller", &right, &call.ref_caller),
+    ] {
+        // Align on the first frame with sound, then compare every frame.
+        let f0 = want
+            .chunks(160)
+            .position(|f| f.iter().any(|s| s.unsigned_abs() > 300))
+            .unwrap();
+        let key = &want[f0 * 160..f0 * 160 + 160];
+        let pos = got
+            .windows(160)
+            .position(|w| w == key)
+            .unwrap_or_else(|| panic!("{name}: {side} side: reference frame {f0} not in WAV"));
+        let lag = pos - f0 * 160;
+        assert!(
+            got.len() >= lag + want.len(),
+            "{name}: {side} side: WAV ends early"
+        );
+        let differing = want
+            .chunks(160)
+            .zip(got[lag..].chunks(160))
+            .filter(|(w, g)| w != g)
+            .count() as u64;
+        assert!(
+            differing <= allowed,
+            "{name}: {side} side: {differing} frames differ from the reference decode"
+        );
+    }
+}
+
+fn goertzel(x: &[f32], freq: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * freq / REC as f64;
+    let c = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0f64, 0f64);
+    for &v in x {
+        let s = v as f64 + c * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    s1 * s1 + s2 * s2 - c * s1 * s2
+}
+
+/// The strongest frequency between 200 and 2000 Hz, in 5 Hz steps.
+fn dominant(x: &[f32]) -> f64 {
+    (40..=400)
+        .map(|k| k as f64 * 5.0)
+        .max_by(|a, b| goertzel(x, *a).total_cmp(&goertzel(x, *b)))
+        .unwrap()
+}
+
+fn upsample(pcm8k: &[i16]) -> Vec<f32> {
+    let mut rs = FftFixedInOut::<f32>::new(8000, REC, 160, 1).unwrap();
+    let input: Vec<f32> = pcm8k.iter().map(|&s| s as f32 / 32768.0).collect();
+    let mut out = Vec::new();
+    let mut buf = rs.output_buffer_allocate(true);
+    for chunk in input.chunks(rs.input_frames_next()) {
+        let mut block = chunk.to_vec();
+        block.resize(rs.input_frames_next(), 0.0);
+        let (_, n) = rs
+            .process_into_buffer(&[&block[..]], &mut buf, None)
+            .unwrap();
+        out.extend_from_slice(&buf[0][..n]);
+    }
+    out.drain(..rs.output_delay());
+    out
+}
+
+fn correlation(a: &[f32], b: &[f32]) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        ab += *x as f64 * *y as f64;
+        aa += *x as f64 * *x as f64;
+        bb += *y as f64 * *y as f64;
+    }
+    ab / (aa * bb).sqrt().max(1e-12)
+}
+
+/// The best normalised correlation of `reference` (48 kHz) with `rec`: lags within 250 ms of
+/// where the onsets line up, searched at 8 kHz, refined at 48 kHz.
+fn best_correlation(rec: &[f32], reference: &[f32]) -> (f64, usize) {
+    let onset = |x: &[f32]| x.iter().position(|v| v.abs() > 0.02);
+    let rec_on = onset(rec).expect("nothing audible in the recording") as i64;
+    let ref_on = onset(reference).unwrap() as i64;
+    let dec =
+        |x: &[f32]| -> Vec<f32> { x.chunks(6).map(|c| c.iter().sum::<f32>() / 6.0).collect() };
+    let (r8, f8) = (dec(rec), dec(reference));
+    let guess = (rec_on - ref_on) / 6;
+    let mut coarse = (f64::MIN, 0i64);
+    for lag in (guess - 2000).max(0)..=guess + 2000 {
+        let lag_u = lag as usize;
+        if lag_u + f8.len() > r8.len() {
+            break;
+        }
+        let c = correlation(&r8[lag_u..lag_u + f8.len()], &f8);
+        if c > coarse.0 {
+            coarse = (c, lag);
+        }
+    }
+    let mut best = (f64::MIN, 0usize);
+    let centre = coarse.1 as usize * 6;
+    for lag in centre.saturating_sub(12)..=centre + 12 {
+        if lag + reference.len() > rec.len() {
+            break;
+        }
+        let c = correlation(&rec[lag..lag + reference.len()], reference);
+        if c > best.0 {
+            best = (c, lag);
+        }
+    }
+    best
+}
+
+fn espeak(text: &str, out: &Path) {
+    run_ok(
+        Command::new("espeak-ng")
+            .args(["-s", "150", "-w"])
+            .arg(out)
+            .arg(text),
+    );
+}
+
+#[test]
+fn calls_play_through_the_media_loop_into_pulseaudio_and_are_recorded() {
+    let in_ci = std::env::var_os("CI").is_some();
+    let missing: Vec<&str> = ["pulseaudio", "pactl", "parec", "espeak-ng"]
+        .into_iter()
+        .filter(|p| !pulse::have(p))
+        .chain((!pulse::have_alsa_pulse_plugin()).then_some("libasound2-plugins"))
+        .collect();
+    if !missing.is_empty() {
+        assert!(
+            !in_ci,
+            "CI is set but {missing:?} are not installed (tools/install-deps.sh --test)"
+        );
+        eprintln!("playout_pulse: {missing:?} not installed; the real-audio test did not run");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // Generate first: capgen may need cargo, which must not see the audio environment.
+    let tone = generate(dir, "tone", &["--duration", "3"]);
+    let long = generate(dir, "long", &["--duration", "8"]);
+    espeak(
+        "The supervisor hears the agent on the left and the caller on the right.",
+        &dir.join("agent.wav"),
+    );
+    espeak(
+        "Hello, I am calling about my order, it has not arrived yet.",
+        &dir.join("caller.wav"),
+    );
+    let agent_wav = dir.join("agent.wav");
+    let caller_wav = dir.join("caller.wav");
+    let speech = generate(
+        dir,
+        "speech",
+        &[
+            "--duration",
+            "4.5",
+            "--agent-wav",
+            agent_wav.to_str().unwrap(),
+            "--wav",
+            caller_wav.to_str().unwrap(),
+        ],
+    );
+
+    let mut pulse = match Pulse::start(dir) {
+        Ok(p) => p,
+        Err(e) if !in_ci => {
+            eprintln!("playout_pulse: {e}; the real-audio test did not run");
+            return;
+        }
+        Err(e) => panic!("CI is set and PulseAudio could not start: {e}"),
+    };
+
+    // Tone call: the agent's tone left, the caller's right.
+    let played = play(&mut pulse, dir, "tone", &tone, true, &mut |_, _| {});
+    check_counters("tone", &tone, &played.report);
+    check_recording("tone", &tone, &played.wav, 0);
+    let (fa, fc) = (tone.tone_agent.unwrap(), tone.tone_caller.unwrap());
+    let start = played
+        .left
+        .iter()
+        .position(|v| v.abs() > 0.02)
+        .expect("nothing audible on the left");
+    assert!(
+        played.left.len() > start + 2 * REC,
+        "tone recording too short"
+    );
+    let (lw, rw) = (
+        &played.left[start + REC / 4..start + 7 * REC / 4],
+        &played.right[start + REC / 4..start + 7 * REC / 4],
+    );
+    let (fl, fr) = (dominant(lw), dominant(rw));
+    eprintln!("tone: left {fl} Hz (agent {fa}), right {fr} Hz (caller {fc})");
+    assert!(
+        (fl - fa).abs() <= 10.0,
+        "left dominant {fl} Hz, agent sends {fa} Hz"
+    );
+    assert!(
+        (fr - fc).abs() <= 10.0,
+        "right dominant {fr} Hz, caller sends {fc} Hz"
+    );
+    assert!(
+        goertzel(lw, fa) > 100.0 * goertzel(lw, fc),
+        "caller leaks into the left channel"
+    );
+    assert!(
+        goertzel(rw, fc) > 100.0 * goertzel(rw, fa),
+        "agent leaks into the right channel"
+    );
+
+    // Speech call: each side correlates with its reference decode.
+    let played = play(&mut pulse, dir, "speech", &speech, true, &mut |_, _| {});
+    check_counters("speech", &speech, &played.report);
+    check_recording("speech", &speech, &played.wav, 0);
+    for (side, rec, reference) in [
+        ("agent (left)", &played.left, &speech.ref_agent),
+        ("caller (right)", &played.right, &speech.ref_caller),
+    ] {
+        let (c, lag) = best_correlation(rec, &upsample(reference));
+        eprintln!("speech {side}: correlation {c:.4} at {lag}");
+        assert!(
+            c >= 0.9,
+            "speech {side}: correlation {c:.4} with the reference decode ({:?})",
+            played.report.playout
+        );
+    }
+
+    // Device loss: the daemon dies 1.5 s into a call and comes back 1.5 s later. The loop
+    // must not stop: it keeps decoding and recording, reopens the device, and plays again.
+    let n = long.packets.len();
+    let mut hook = |p: &mut Pulse, i: usize| {
+        if i == 3 * n / 16 {
+            p.kill_daemon();
+        } else if i == 6 * n / 16 {
+            // Without waiting: the sender must keep its pace.
+            p.spawn_daemon().expect("PulseAudio did not come back");
+        }
+    };
+    let played = play(&mut pulse, dir, "loss", &long, false, &mut hook);
+    let r = &played.report;
+    let s = &r.session;
+    assert_eq!(s.decoded as usize, n, "loss: decoded");
+    assert_eq!((s.late, s.lost), (0, 0), "loss: late/lost");
+    assert!(
+        r.device_losses >= 1,
+        "loss: the dead daemon was not noticed"
+    );
+    assert!(
+        s.device_dropped > 0,
+        "loss: nothing dropped while there was no device"
+    );
+    let again = r.playout.map_or(0, |p| p.frames_played);
+    assert!(
+        again >= RATE as u64,
+        "loss: only {again} frames played after the device came back"
+    );
+    check_recording("loss", &long, &played.wav, 0);
+}
