@@ -318,6 +318,14 @@ impl Router {
         });
     }
 
+    /// Monitor `id`'s endpoint just attached: its next packet announces the agent's current
+    /// call again (`Notice::Call`), since earlier notices reached no endpoint.
+    pub fn reannounce(&mut self, id: MonitorId) {
+        if let Some(m) = self.monitors.iter_mut().find(|m| m.id == id) {
+            m.call = None;
+        }
+    }
+
     /// Stops monitor `id`.
     pub fn remove_monitor(&mut self, id: MonitorId) {
         if let Some(i) = self.monitors.iter().position(|m| m.id == id) {
@@ -714,6 +722,26 @@ mod tests {
             .any(|b| b.call_id.as_deref() == Some("c2")));
         let c2 = v.calls.iter().find(|c| c.call_id == "c2").unwrap();
         assert_eq!((c2.agent, c2.agent_id.as_deref()), (Some(0), Some("5001")));
+    }
+
+    #[test]
+    fn an_endpoint_that_attaches_late_hears_the_current_call_again() {
+        let mut lab = Lab::new();
+        lab.r.add_monitor(7, 0);
+        lab.call(0, "c1", 30000);
+        lab.media(20, 30000, 1, 2);
+        lab.media(40, 30000, 2, 2);
+        lab.r.reannounce(7);
+        lab.media(60, 30000, 3, 2);
+        let calls: Vec<String> = lab
+            .notices()
+            .iter()
+            .filter_map(|n| match n {
+                Notice::Call { call_id, .. } => Some(call_id.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(calls, ["c1", "c1"]);
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub trait MonitorOutput: Send {
     fn notice(&mut self, n: &Notice);
     /// End of a batch: wake whoever waits for what was forwarded.
     fn flush(&mut self);
+    /// Monitors whose endpoint attached since the last call (appended to `out`).
+    fn take_attached(&mut self, _out: &mut Vec<MonitorId>) {}
 }
 
 impl MonitorOutput for crate::monitor::fanout::Publisher {
@@ -69,6 +71,9 @@ impl MonitorOutput for crate::monitor::fanout::Publisher {
     }
     fn flush(&mut self) {
         crate::monitor::fanout::Publisher::flush(self);
+    }
+    fn take_attached(&mut self, out: &mut Vec<MonitorId>) {
+        crate::monitor::fanout::Publisher::take_attached(self, out);
     }
 }
 
@@ -146,6 +151,7 @@ impl EngineThread {
             metrics,
             clock,
             stop: stop.clone(),
+            attached: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("engine".into())
@@ -185,6 +191,7 @@ struct Loop<O> {
     metrics: Arc<EngineMetrics>,
     clock: fn() -> Timestamp,
     stop: Arc<AtomicBool>,
+    attached: Vec<MonitorId>,
 }
 
 impl<O: MonitorOutput> Loop<O> {
@@ -239,7 +246,7 @@ impl<O: MonitorOutput> Loop<O> {
                     while let Some(n) = self.router.poll_notice() {
                         self.output.notice(&n);
                     }
-                    self.output.flush();
+                    self.flush_output();
                     self.inputs[index].pipeline.recycle(batch);
                 }
                 Err(_) => {
@@ -257,6 +264,15 @@ impl<O: MonitorOutput> Loop<O> {
         }
         for input in self.inputs.drain(..) {
             let _ = input.pipeline.join();
+        }
+    }
+
+    /// Flushes the output and tells the router which monitors' endpoints just attached.
+    fn flush_output(&mut self) {
+        self.output.flush();
+        self.output.take_attached(&mut self.attached);
+        for id in self.attached.drain(..) {
+            self.router.reannounce(id);
         }
     }
 
@@ -280,6 +296,8 @@ impl<O: MonitorOutput> Loop<O> {
     }
 
     fn publish(&mut self) {
+        // Attaches are applied here too when no traffic flows.
+        self.flush_output();
         let view = self.router.view();
         let m = &self.metrics;
         let e = self.router.engine().stats();

@@ -15,6 +15,7 @@ mod flows;
 mod offline;
 mod passwd;
 mod server;
+mod supervisor;
 mod vlantest;
 
 /// silentmon: silent monitoring of contact-center calls from a switch SPAN port.
@@ -62,6 +63,8 @@ enum Command {
     Server(server::ServerArgs),
     /// Talk to an appliance's control plane: agents, calls, flows, bind, monitor, stop, events.
     Ctl(ctl::CtlArgs),
+    /// The supervisor's desktop endpoint: monitors agents and plays (or records) their calls.
+    Supervisor(supervisor::SupervisorArgs),
 }
 
 /// Runs the command line; the process exit code comes from here.
@@ -77,6 +80,7 @@ pub fn main() -> ExitCode {
         Command::Vlantest(a) => vlantest::run(a),
         Command::Server(a) => server::run(a),
         Command::Ctl(a) => ctl::run(a),
+        Command::Supervisor(a) => supervisor::run(a),
     };
     match result {
         Ok(code) => code,

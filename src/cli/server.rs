@@ -257,9 +257,13 @@ async fn serve(settings: Settings, tls: Option<Tls>, args: &ServerArgs) -> Resul
                     agent,
                     agent_id,
                     supervisor_id,
+                    key,
                     ..
                 } => {
                     tracing::info!(monitor, agent = %agent_id, supervisor = %supervisor_id, "monitor started");
+                    if let Err(e) = registry.grant(*monitor, key, agent_id, supervisor_id) {
+                        tracing::error!(monitor, error = %e, "monitor not granted to the monitor service");
+                    }
                     Command::AddMonitor {
                         monitor: *monitor,
                         agent: *agent,
@@ -333,13 +337,15 @@ async fn serve(settings: Settings, tls: Option<Tls>, args: &ServerArgs) -> Resul
         stopped(stop_rx.clone()),
     ));
     eprintln!(
-        "silentmon server: control plane on {} ({}), metrics on http://{}/metrics, capturing: {}",
+        "silentmon server: control plane on {} ({}), monitor service on {}, metrics on \
+         http://{}/metrics, capturing: {}",
         settings.control.listen,
         if tls.is_some() {
             "TLS 1.3"
         } else {
             "plaintext, --insecure"
         },
+        settings.monitor.listen,
         settings.control.metrics_listen,
         engine
             .inputs

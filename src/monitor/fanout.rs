@@ -219,6 +219,7 @@ impl Subscriber {
 pub struct Publisher {
     commands: crossbeam_channel::Receiver<FanoutCommand>,
     routes: FxHashMap<MonitorId, Arc<Subscriber>>,
+    attached: Vec<MonitorId>,
     stats: Arc<MonitorStats>,
 }
 
@@ -231,6 +232,7 @@ impl Publisher {
         Publisher {
             commands,
             routes: FxHashMap::default(),
+            attached: Vec::new(),
             stats,
         }
     }
@@ -297,12 +299,19 @@ impl Publisher {
                     subscriber,
                 } => {
                     self.routes.insert(monitor, subscriber);
+                    self.attached.push(monitor);
                 }
                 FanoutCommand::Detach { monitor } => {
                     self.routes.remove(&monitor);
                 }
             }
         }
+    }
+
+    /// Monitors attached by the flushes since the last call (their endpoint needs to hear the
+    /// current call again: notices sent before the attach went nowhere).
+    pub fn take_attached(&mut self, out: &mut Vec<MonitorId>) {
+        out.append(&mut self.attached);
     }
 
     /// Monitors routed now.
