@@ -5,17 +5,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use common::audio::{capgen, read_wav};
 use common::*;
 use serde_json::Value;
-
-fn read_wav(path: &Path) -> (hound::WavSpec, Vec<i16>) {
-    let mut r = hound::WavReader::open(path).unwrap();
-    let spec = r.spec();
-    (spec, r.samples::<i16>().map(Result::unwrap).collect())
-}
 
 /// Payload bytes of the RTP packets of one SSRC, in capture order, as tshark exports them.
 fn tshark_payload(file: &Path, ssrc: u32) -> Vec<u8> {
@@ -129,25 +124,6 @@ fn g711_ulaw_and_alaw_streams_of_one_flow_by_ssrc() {
             reference.len()
         );
     }
-}
-
-/// The capgen binary built beside silentmon (cargo builds the whole workspace for the tests).
-fn capgen() -> Command {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_silentmon"));
-    let sibling = exe.with_file_name("capgen");
-    if !sibling.exists() {
-        let profile = if exe.parent().unwrap().ends_with("release") {
-            "--release"
-        } else {
-            "--quiet"
-        };
-        run_ok(
-            Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .args(["build", "-p", "silentmon-capgen", profile])
-                .current_dir(env!("CARGO_MANIFEST_DIR")),
-        );
-    }
-    Command::new(sibling)
 }
 
 #[test]

@@ -45,35 +45,11 @@ use silentmon::media::listen::{Layout, ListenConfig};
 use silentmon::packet::{DecapConfig, Decapsulator, Transport};
 use silentmon::time::{Span, Timestamp};
 
+use common::audio::{capgen, read_wav};
 use common::run_ok;
 use pulse::{Pulse, RATE};
 
 const REC: usize = RATE as usize;
-
-/// The capgen binary built beside silentmon.
-fn capgen() -> Command {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_silentmon"));
-    let sibling = exe.with_file_name("capgen");
-    if !sibling.exists() {
-        let profile = if exe.parent().unwrap().ends_with("release") {
-            "--release"
-        } else {
-            "--quiet"
-        };
-        run_ok(
-            Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .args(["build", "-p", "silentmon-capgen", profile])
-                .current_dir(env!("CARGO_MANIFEST_DIR")),
-        );
-    }
-    Command::new(sibling)
-}
-
-fn read_wav(path: &Path) -> (hound::WavSpec, Vec<i16>) {
-    let mut r = hound::WavReader::open(path).unwrap();
-    let spec = r.spec();
-    (spec, r.samples::<i16>().map(Result::unwrap).collect())
-}
 
 /// A generated call: its events (offsets from the first RTP packet) and per-side truth.
 struct Call {
@@ -355,23 +331,12 @@ fn check_recording(name: &str, call: &Call, wav: &Path, allowed: u64) {
 }
 
 fn goertzel(x: &[f32], freq: f64) -> f64 {
-    let w = 2.0 * std::f64::consts::PI * freq / REC as f64;
-    let c = 2.0 * w.cos();
-    let (mut s1, mut s2) = (0f64, 0f64);
-    for &v in x {
-        let s = v as f64 + c * s1 - s2;
-        s2 = s1;
-        s1 = s;
-    }
-    s1 * s1 + s2 * s2 - c * s1 * s2
+    common::audio::goertzel(x, freq, RATE)
 }
 
 /// The strongest frequency between 200 and 2000 Hz, in 5 Hz steps.
 fn dominant(x: &[f32]) -> f64 {
-    (40..=400)
-        .map(|k| k as f64 * 5.0)
-        .max_by(|a, b| goertzel(x, *a).total_cmp(&goertzel(x, *b)))
-        .unwrap()
+    common::audio::dominant(x, RATE, 5.0)
 }
 
 fn upsample(pcm8k: &[i16]) -> Vec<f32> {

@@ -504,15 +504,14 @@ impl Endpoint {
         Ok(())
     }
 
-    /// Starts monitoring `agent` (stopping another agent first).
+    /// Starts monitoring `agent`; a monitor of another agent stops once the new one is
+    /// granted (a refusal leaves it running).
     async fn start(&mut self, agent: &str) -> Result<Value, String> {
         if let Some((_, a)) = &self.current.monitor {
             if &**a == agent {
                 return Ok(json!({"result": "ok", "agent": agent, "already": true}));
             }
-            self.stop().await?;
         }
-        self.current.wanted = Some(agent.to_owned());
         self.ensure_control().await?;
         let (client, server) = self.control.as_mut().expect("connected above");
         let server = server.clone();
@@ -531,12 +530,16 @@ impl Endpoint {
             }
         };
         if r.str("result") != Some("ok") {
-            self.current.wanted = None;
             return Err(r.str("reason").unwrap_or("refused").to_owned());
         }
+        if self.current.monitor.is_some() {
+            self.stop().await?;
+        }
+        self.current.wanted = Some(agent.to_owned());
         let key = r.str("key").unwrap_or_default().to_owned();
         let service = self.monitor_service(&server, r.str("monitor_service"));
         if let Err(e) = self.ensure_monitor(&service).await {
+            self.abandon(agent).await;
             return Err(format!("monitor service {service}: {e}"));
         }
         let (mc, _) = self.monitor.as_mut().expect("connected above");
@@ -549,7 +552,22 @@ impl Endpoint {
             }
             Err(e) => {
                 self.monitor = None;
+                self.abandon(agent).await;
                 Err(format!("monitor service {service}: {e}"))
+            }
+        }
+    }
+
+    /// A monitor was granted but could not be attached: stop it at the control plane, so the
+    /// retry is not refused as "already monitoring".
+    async fn abandon(&mut self, agent: &str) {
+        if let Some((c, _)) = self.control.as_mut() {
+            let f = Frame::new("StopSilentMonitor").with("agent", agent);
+            if c.request(&f, "StopSilentMonitorReply", |_| {})
+                .await
+                .is_err()
+            {
+                self.control = None;
             }
         }
     }

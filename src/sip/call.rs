@@ -286,7 +286,10 @@ impl CallTable {
     fn pop_front(&mut self) {
         if let Some(c) = self.calls.pop_front() {
             self.first_index += 1;
-            self.by_call_id.remove(&c.call_id);
+            // The Call-ID may belong to a newer call by now.
+            if self.by_call_id.get(&c.call_id) == Some(&c.index) {
+                self.by_call_id.remove(&c.call_id);
+            }
             self.media.retain(|_, (i, _)| *i != c.index);
         }
     }
@@ -326,6 +329,20 @@ impl CallTable {
             return;
         };
         let index = match (self.by_call_id.get(call_id), &msg.start) {
+            // An initial INVITE (no To tag) reusing the Call-ID of a call that is over starts a
+            // new call (a looped replay, or a UA that reuses Call-IDs).
+            (
+                Some(&i),
+                StartLine::Request {
+                    method: Method::Invite,
+                    uri,
+                    ..
+                },
+            ) if msg.to().is_some_and(|t| t.tag.is_none())
+                && self.call(i).is_some_and(|c| c.ended.is_some()) =>
+            {
+                self.new_call(now, src, call_id, uri, msg)
+            }
             (Some(&i), _) => i,
             (
                 None,
@@ -632,6 +649,67 @@ mod tests {
         t.handle_timeout(at(20 + 61_000));
         assert!(t.call(0).is_none());
         assert_eq!(t.media_hint(a("10.0.0.2:30000")), None);
+    }
+
+    #[test]
+    fn a_call_id_reused_after_the_call_ended_is_a_new_call() {
+        let mut t = CallTable::new(CallConfig {
+            linger: Span::from_secs(1),
+            ..CallConfig::default()
+        });
+        let (gw, phone) = (a("10.0.0.1:5060"), a("10.0.0.2:5060"));
+        let offer = sdp("10.0.0.1", 20000, "sendrecv");
+        let invite = |tag: &str| {
+            msg(
+                "INVITE sip:5001@pbx SIP/2.0",
+                "c1",
+                tag,
+                "",
+                "1 INVITE",
+                &offer,
+            )
+        };
+        t.handle_message(at(0), gw, phone, &invite("a")).unwrap();
+        t.handle_message(
+            at(10),
+            phone,
+            gw,
+            &msg("SIP/2.0 200 OK", "c1", "a", "b", "1 INVITE", ""),
+        )
+        .unwrap();
+        // A re-INVITE inside the live dialog (To tag) stays the same call.
+        t.handle_message(
+            at(20),
+            gw,
+            phone,
+            &msg(
+                "INVITE sip:5001@pbx SIP/2.0",
+                "c1",
+                "a",
+                "b",
+                "2 INVITE",
+                &offer,
+            ),
+        )
+        .unwrap();
+        assert_eq!(t.calls().count(), 1);
+        t.handle_message(
+            at(30),
+            gw,
+            phone,
+            &msg("BYE sip:5001@pbx SIP/2.0", "c1", "a", "b", "3 BYE", ""),
+        )
+        .unwrap();
+        assert!(t.call(0).unwrap().ended.is_some());
+        // The same Call-ID again, from scratch: a second call, which the Call-ID now names.
+        t.handle_message(at(500), gw, phone, &invite("z")).unwrap();
+        assert_eq!(t.calls().count(), 2);
+        assert_eq!(t.by_call_id("c1").unwrap().index, 1);
+        assert!(t.by_call_id("c1").unwrap().ended.is_none());
+        // The old one lingers out without taking the Call-ID along.
+        t.handle_timeout(at(2000));
+        assert!(t.call(0).is_none());
+        assert_eq!(t.by_call_id("c1").unwrap().index, 1);
     }
 
     #[test]

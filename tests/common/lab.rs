@@ -745,13 +745,18 @@ impl Slot {
             let n = ((start + i) % 250 + 1) as u8;
             let path = PathBuf::from(format!("{SLOT_DIR}/{n}.lock"));
             for _ in 0..2 {
-                match std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&path)
-                {
-                    Ok(mut f) => {
-                        write!(f, "{me}").unwrap();
+                // The lock appears with its owner's pid already in it (written to a private
+                // file, then hard-linked into place, which fails if the lock exists): a
+                // competitor never reads an empty lock and takes it for a dead owner's.
+                let tmp = PathBuf::from(format!(
+                    "{SLOT_DIR}/{n}.lock.{me}.{:?}",
+                    std::thread::current().id()
+                ));
+                std::fs::write(&tmp, me.to_string()).unwrap();
+                let linked = std::fs::hard_link(&tmp, &path);
+                let _ = std::fs::remove_file(&tmp);
+                match linked {
+                    Ok(()) => {
                         // A root-side interface of a lab killed before it could clean up.
                         remove_root_link(&format!("smlab{n}"));
                         return Slot { n, path };

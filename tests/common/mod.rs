@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod appliance;
+pub mod audio;
 pub mod lab;
 pub mod netns;
 

@@ -1,0 +1,449 @@
+//! The whole product on loopback, every link over TLS 1.3 with the private CA (the monitor
+//! service with client certificates): `silentmon server` replays a generated many-agent tone
+//! capture as live traffic, `silentmon supervisor` endpoints monitor agents (at start and
+//! through `ctl --endpoint`), record them, and are checked by the tones they hear (agent left,
+//! caller right). A supervisor of another team is refused, an endpoint killed mid-stream frees
+//! its monitor, and a deliberately slow endpoint loses frames while another endpoint loses
+//! none.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::appliance::*;
+use common::audio::{capgen, dominant, read_wav};
+use common::*;
+use serde_json::Value;
+
+struct Product {
+    dir: tempfile::TempDir,
+    pki: Pki,
+    control: String,
+    monitor: String,
+    app: Appliance,
+}
+
+/// Agents 5001..5004 (capgen: call i reaches 5001+i with caller tone 400+10i Hz and agent tone
+/// 1000+10i Hz); 5001..5003 in team blue, 5004 in green; s1 (blue), s2 (green), s3 (blue).
+fn start_product(speed: &str, calls: u32, secs: u32) -> Product {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("calls.pcap");
+    run_ok(
+        capgen()
+            .args([
+                "calls",
+                "--calls",
+                &calls.to_string(),
+                "--duration",
+                &secs.to_string(),
+                "--encap",
+                "vlan:100",
+                "-o",
+            ])
+            .arg(&capture),
+    );
+    let pki = Pki::new(&dir.path().join("certs"), "localhost");
+    let control = format!("127.0.0.1:{}", free_port());
+    let monitor = format!("127.0.0.1:{}", free_port());
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut agents = String::new();
+    for i in 0..calls.max(4) {
+        let team = if i == 3 { "green" } else { "blue" };
+        agents += &format!(
+            "[[agent]]\nid = \"{id}\"\nextension = \"{id}\"\nteam = \"{team}\"\n",
+            id = 5001 + i
+        );
+    }
+    let config = dir.path().join("silentmon.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[control]
+listen = "{control}"
+metrics_listen = "{metrics}"
+[monitor]
+listen = "{monitor}"
+[security]
+certs_dir = "{certs}"
+audit_log = "{audit}"
+{agents}
+[[supervisor]]
+id = "s1"
+teams = ["blue"]
+[[supervisor]]
+id = "s2"
+teams = ["green"]
+[[supervisor]]
+id = "s3"
+teams = ["blue"]
+"#,
+            certs = pki.dir.display(),
+            audit = dir.path().join("audit.jsonl").display(),
+        ),
+    )
+    .unwrap();
+    let mut cmd = silentmon();
+    cmd.arg("server")
+        .arg("--config")
+        .arg(&config)
+        .arg("--replay")
+        .arg(&capture)
+        .args(["--loop", "--speed", speed]);
+    let app = Appliance::start(cmd, metrics, &dir.path().join("server.log"));
+    Product {
+        dir,
+        pki,
+        control,
+        monitor,
+        app,
+    }
+}
+
+/// A running `silentmon supervisor`.
+struct Endpoint {
+    child: Option<Child>,
+    local: String,
+    log: PathBuf,
+}
+
+impl Endpoint {
+    fn start(p: &Product, user: &str, extra: &[&str]) -> Endpoint {
+        let (cert, key) = p.pki.client(user);
+        let local = format!("127.0.0.1:{}", free_port());
+        let record = p.dir.path().join(format!("rec-{user}"));
+        let log = p.dir.path().join(format!("{user}.log"));
+        let child = silentmon()
+            .arg("supervisor")
+            .args([
+                "--server",
+                &p.control,
+                "--server-name",
+                "localhost",
+                "--user",
+                user,
+            ])
+            .arg("--ca")
+            .arg(p.pki.ca())
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .args(["--listen", &local, "--stereo"])
+            .arg("--record")
+            .arg(&record)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let e = Endpoint {
+            child: Some(child),
+            local,
+            log,
+        };
+        eventually(
+            Duration::from_secs(20),
+            "the endpoint's local control",
+            || e.status().ok(),
+        );
+        e
+    }
+
+    fn ctl(&self, args: &[&str]) -> std::process::Output {
+        silentmon()
+            .args(["ctl", "--endpoint", &self.local, "--json"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn status(&self) -> Result<Value, String> {
+        let out = self.ctl(&["status"]);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait: recordings are finalised.
+    fn stop(mut self) -> String {
+        let mut c = self.child.take().unwrap();
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let status = c.wait().unwrap();
+        assert!(
+            status.success(),
+            "supervisor exited {status}: {}",
+            self.log_text()
+        );
+        self.log_text()
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The WAV files an endpoint recorded for `agent`.
+fn recordings(dir: &Path, agent: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.retain(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(&format!("{agent}_")) && n.ends_with(".wav"))
+    });
+    v.sort();
+    v
+}
+
+/// Dominant frequency of each channel of a stereo WAV (skipping its first 200 ms).
+fn tones(wav: &Path) -> (f64, f64, usize) {
+    let (spec, s) = read_wav(wav);
+    assert_eq!(spec.channels, 2, "{}", wav.display());
+    let rate = spec.sample_rate;
+    let skip = (rate / 5) as usize * 2;
+    let s = &s[skip.min(s.len())..];
+    let left: Vec<f32> = s.iter().step_by(2).map(|&v| v as f32 / 32768.0).collect();
+    let right: Vec<f32> = s
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|&v| v as f32 / 32768.0)
+        .collect();
+    let n = left.len().min(rate as usize * 2);
+    (
+        dominant(&left[..n], rate, 5.0),
+        dominant(&right[..n], rate, 5.0),
+        left.len(),
+    )
+}
+
+#[test]
+fn two_supervisors_each_hear_only_their_agent() {
+    let p = start_product("1", 4, 30);
+    // s1 monitors 5001 from the start; s2 is told to monitor 5004 through local control.
+    let s1 = Endpoint::start(&p, "s1", &["--monitor", "5001"]);
+    let s2 = Endpoint::start(&p, "s2", &[]);
+    let refused = s2.ctl(&["monitor", "5001"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("agent is not in your teams"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let ok = s2.ctl(&["monitor", "5004"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // Both hear audio; nothing lost on loopback.
+    for (e, agent) in [(&s1, "5001"), (&s2, "5004")] {
+        let st = eventually(Duration::from_secs(20), "audio at the endpoint", || {
+            let st = e.status().ok()?;
+            (st["decoded"].as_u64()? > 150 && st["call_id"].is_string()).then_some(st)
+        });
+        assert_eq!(st["agent"], agent, "{st:#}");
+        assert_eq!(st["monitoring"], true);
+        assert_eq!(st["lost"], 0, "{st:#}");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    // The appliance lists s1's monitor to s1.
+    let ca = p.pki.ca();
+    let base = [
+        "--server",
+        &p.control,
+        "--ca",
+        ca.to_str().unwrap(),
+        "--server-name",
+        "localhost",
+        "--user",
+        "s1",
+    ];
+    let mons = ctl_json(&base, &["monitors"]);
+    assert_eq!(mons.as_array().unwrap().len(), 1, "{mons:#}");
+    assert!(p.app.metric("silentmon_monitor_attached") >= 2.0);
+    let log1 = s1.stop();
+    let log2 = s2.stop();
+    // Each recording holds its agent's tones only: agent left, caller right.
+    let r1 = recordings(&p.dir.path().join("rec-s1"), "5001");
+    assert!(!r1.is_empty(), "s1 recorded nothing: {log1}");
+    let (l, r, n) = tones(&r1[0]);
+    assert!(n > 8000 * 3, "{} frames", n);
+    assert_eq!((l, r), (1000.0, 400.0), "5001: {}", r1[0].display());
+    let r2 = recordings(&p.dir.path().join("rec-s2"), "5004");
+    assert!(!r2.is_empty(), "s2 recorded nothing: {log2}");
+    let (l, r, _) = tones(&r2[0]);
+    assert_eq!((l, r), (1030.0, 430.0), "5004: {}", r2[0].display());
+    assert!(recordings(&p.dir.path().join("rec-s2"), "5001").is_empty());
+    // The monitors ended with the endpoints.
+    eventually(Duration::from_secs(10), "no monitors left", || {
+        (p.app.metric("silentmon_monitors") == 0.0).then_some(())
+    });
+}
+
+#[test]
+fn an_endpoint_killed_mid_stream_frees_its_monitor() {
+    let p = start_product("1", 2, 30);
+    let mut s1 = Endpoint::start(&p, "s1", &["--monitor", "5002"]);
+    eventually(Duration::from_secs(20), "audio at the endpoint", || {
+        (s1.status().ok()?["decoded"].as_u64()? > 50).then_some(())
+    });
+    assert_eq!(p.app.metric("silentmon_monitors"), 1.0);
+    let mut child = s1.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The control plane sees the supervisor's session go, the monitor service its endpoint.
+    eventually(Duration::from_secs(20), "the monitor freed", || {
+        (p.app.metric("silentmon_monitors") == 0.0
+            && p.app.metric("silentmon_monitor_attached") == 0.0)
+            .then_some(())
+    });
+    let audit = std::fs::read_to_string(p.dir.path().join("audit.jsonl")).unwrap();
+    assert!(audit.contains("\"monitor_stopped\""), "{audit}");
+    // Another endpoint can monitor the same agent at once.
+    let s3 = Endpoint::start(&p, "s3", &["--monitor", "5002"]);
+    eventually(Duration::from_secs(20), "audio at the new endpoint", || {
+        (s3.status().ok()?["decoded"].as_u64()? > 50).then_some(())
+    });
+    s3.stop();
+}
+
+/// Logs in as `user` and starts a monitor of `agent`; returns the session (keep it) and key.
+async fn grant(
+    p: &Product,
+    user: &str,
+    agent: &str,
+) -> (silentmon::control::client::Client, String) {
+    use silentmon::control::frame::Frame;
+    let ca = std::fs::read_to_string(p.pki.ca()).unwrap();
+    let tls = silentmon::security::tls::client_config(&ca, None).unwrap();
+    let mut c = silentmon::control::client::Client::connect(&p.control, Some((tls, "localhost")))
+        .await
+        .unwrap();
+    let r = c
+        .request(
+            &Frame::new("Login")
+                .with("mode", "supervisor")
+                .with("id", user),
+            "LoginReply",
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.str("result"), Some("ok"));
+    let r = c
+        .request(
+            &Frame::new("StartSilentMonitor").with("agent", agent),
+            "StartSilentMonitorReply",
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.str("result"), Some("ok"), "{r:?}");
+    let key = r.str("key").unwrap().to_owned();
+    (c, key)
+}
+
+fn client_tls(p: &Product, user: &str) -> std::sync::Arc<rustls::ClientConfig> {
+    let (cert, key) = p.pki.client(user);
+    let read = |f: &Path| std::fs::read_to_string(f).unwrap();
+    silentmon::security::tls::client_config(&read(&p.pki.ca()), Some((&read(&cert), &read(&key))))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_endpoint_loses_frames_while_another_loses_none() {
+    // Four calls at ten times their pace: 4000 packets/s, for 5001 200/s... to both monitors.
+    let p = tokio::task::spawn_blocking(|| start_product("10", 4, 60))
+        .await
+        .unwrap();
+    let (_s1, key_fast) = grant(&p, "s1", "5001").await;
+    let (_s3, key_slow) = grant(&p, "s3", "5001").await;
+
+    // The slow endpoint: attaches over mutual TLS with a tiny receive buffer, then never reads.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let tcp = sock.connect(p.monitor.parse().unwrap()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut slow = tokio_rustls::TlsConnector::from(client_tls(&p, "s3"))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let mut attach = Vec::new();
+    silentmon::monitor::wire::Control::Attach { key: key_slow }
+        .append(&mut attach)
+        .unwrap();
+    use tokio::io::AsyncWriteExt;
+    slow.write_all(&attach).await.unwrap();
+    slow.flush().await.unwrap();
+
+    // The fast endpoint reads everything and checks every stream's sequence numbers.
+    let mut fast = silentmon::monitor::client::MonitorClient::connect(
+        &p.monitor,
+        Some((client_tls(&p, "s1"), "localhost")),
+    )
+    .await
+    .unwrap();
+    fast.attach(&key_fast).await.unwrap();
+    let mut last_seq = std::collections::HashMap::<u32, u16>::new();
+    let mut received = 0u64;
+    let mut gaps = 0u64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let dropped = loop {
+        let ev = tokio::time::timeout(Duration::from_secs(5), fast.next_event())
+            .await
+            .expect("the fast endpoint keeps receiving")
+            .unwrap();
+        if let silentmon::monitor::client::Event::Media { stream, rtp, .. } = ev {
+            received += 1;
+            let seq = u16::from_be_bytes([rtp[2], rtp[3]]);
+            if let Some(prev) = last_seq.insert(stream, seq) {
+                // The looped replay restarts each stream's sequence; anything else is a gap.
+                if seq != prev.wrapping_add(1) && seq > prev {
+                    gaps += 1;
+                }
+            }
+        }
+        if received % 500 == 0 {
+            let metrics = p.app.metrics_text();
+            let d = metric(&metrics, "silentmon_monitor_frames_dropped_total").unwrap();
+            if d > 100.0 && received > 4000 {
+                break d;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow endpoint never lost a frame ({received} received by the fast one)"
+        );
+    };
+    assert_eq!(
+        gaps, 0,
+        "the fast endpoint lost frames ({received} received)"
+    );
+    let m = p.app.metrics_text();
+    assert_eq!(
+        metric(&m, "silentmon_pipeline_dropped_total{interface=\"replay\"}"),
+        Some(0.0)
+    );
+    // Every frame forwarded is either queued for an endpoint or counted as dropped.
+    assert!(metric(&m, "silentmon_monitor_frames_forwarded_total").unwrap() > received as f64);
+    assert!(dropped > 100.0);
+    drop(slow);
+}
