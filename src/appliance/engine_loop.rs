@@ -370,6 +370,7 @@ mod tests {
             ReplayOptions {
                 speed: 0.0,
                 looped: false,
+                ..ReplayOptions::default()
             },
         )
         .unwrap();

@@ -361,6 +361,7 @@ mod tests {
             ReplayOptions {
                 speed: 0.0,
                 looped: true,
+                ..ReplayOptions::default()
             },
         )
         .unwrap();

@@ -3,6 +3,8 @@
 //! appliance runs without a SPAN port (the README's main command, the tests). A shell: it sleeps.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Error, Frame, PacketSource, PcapFile};
@@ -16,6 +18,9 @@ pub struct ReplayOptions {
     pub speed: f64,
     /// Start again at the end (forever).
     pub looped: bool,
+    /// Hold the first frame until this is set (the demo starts the call once its supervisor
+    /// listens); None: start at once.
+    pub gate: Option<Arc<AtomicBool>>,
 }
 
 impl Default for ReplayOptions {
@@ -23,6 +28,7 @@ impl Default for ReplayOptions {
         ReplayOptions {
             speed: 1.0,
             looped: false,
+            gate: None,
         }
     }
 }
@@ -91,6 +97,15 @@ const MAX_WAIT: Duration = Duration::from_millis(5);
 impl Replay {
     /// Reads the next frame into the pending slot if it is empty, and says when it is due.
     fn advance(&mut self) -> Result<Step, Error> {
+        if self.started.is_none()
+            && self
+                .options
+                .gate
+                .as_ref()
+                .is_some_and(|g| !g.load(Ordering::Acquire))
+        {
+            return Ok(Step::Wait(MAX_WAIT));
+        }
         if self.pending.is_none() {
             let (ts, wire_len) = loop {
                 match self.file.next_frame()? {
@@ -198,6 +213,7 @@ mod tests {
             ReplayOptions {
                 speed: 100.0,
                 looped: true,
+                ..ReplayOptions::default()
             },
         )
         .unwrap();
@@ -223,6 +239,7 @@ mod tests {
             ReplayOptions {
                 speed: 0.0,
                 looped: false,
+                ..ReplayOptions::default()
             },
         )
         .unwrap();

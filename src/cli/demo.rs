@@ -1,30 +1,60 @@
-//! `silentmon demo`: the product on its embedded default. Today that is the offline path on the
-//! bundled demo capture (a mobile agent's call on VLAN 85): the stream table, then the agent's
-//! call decoded to a stereo WAV (agent left, caller right).
+//! `silentmon demo`: the whole product on its embedded default, on one machine and without a
+//! SPAN. The appliance (`server`) replays the bundled demo capture (a mobile agent's call on
+//! VLAN 85) as live traffic, with its control plane and monitor service on loopback over TLS
+//! 1.3 from a private CA made for the run; an embedded supervisor endpoint (`supervisor`)
+//! monitors the demo agent from before the call starts, plays both sides on the sound card
+//! (agent left, caller right) and records the call as a WAV file. Without a sound device it
+//! says so and records only. `--offline` runs the offline analysis instead (`flows` and
+//! `extract` on the same capture).
 
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use super::extract::{extract, Selection, WavLayout};
 use super::offline::{analyse, Input};
+use crate::capture::replay::ReplayOptions;
+use crate::capture::{PacketSource, PcapFile};
+use crate::config::supervisor::SupervisorSettings;
+use crate::config::Settings;
+use crate::control::client::Client;
+use crate::control::frame::Frame;
 use crate::engine::EngineConfig;
 use crate::report::Report;
+use crate::security::pki::{create_ca, create_request, sign_request, Role};
 
 /// The demo capture, made by tools/capgen (see testdata/README.md), embedded in the binary.
 const DEMO_CAPTURE: &[u8] = include_bytes!("../../testdata/demo-vlan85-mobile-agent.pcap");
-/// The demo agent's number.
+/// The demo agent.
 const DEMO_AGENT: &str = "5001";
+/// The demo agent's mobile number (the SIP carries it).
+const DEMO_MOBILE: &str = "+4915112345678";
 
 /// Arguments of `demo`.
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
-    /// Directory for the demo capture copy and the agent's WAV.
-    #[arg(long, value_name = "DIR", default_value = "out")]
+    /// Directory for the capture copy, the demo's certificates, audit trail and the WAV.
+    #[arg(long, value_name = "DIR", default_value = "silentmon-demo")]
     out: PathBuf,
+    /// Replay speed of the call (1 = as it happened).
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// Output device (default: the system's default output; `supervisor --list-devices`).
+    #[arg(long, value_name = "NAME")]
+    device: Option<String>,
+    /// Mix both sides to mono instead of agent left, caller right.
+    #[arg(long)]
+    mono: bool,
+    /// Offline analysis instead: the stream table and the agent's call decoded to a WAV.
+    #[arg(long)]
+    offline: bool,
 }
 
 pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
@@ -33,8 +63,17 @@ pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
     let capture = args.out.join("demo-vlan85-mobile-agent.pcap");
     std::fs::write(&capture, DEMO_CAPTURE)
         .with_context(|| format!("cannot write {}", capture.display()))?;
-    let input = Input::new(&capture, None, None)?;
+    if args.offline {
+        return offline(&args, &capture);
+    }
+    if !(args.speed > 0.0 && args.speed <= 100.0) {
+        bail!("--speed {} is not within (0, 100]", args.speed);
+    }
+    live(&args, &capture)
+}
 
+fn offline(args: &DemoArgs, capture: &Path) -> Result<ExitCode> {
+    let input = Input::new(capture, None, None)?;
     let analysis = analyse(&input, EngineConfig::default())?;
     let report = Report::new(&analysis.engine, analysis.first_ts.unwrap_or_default());
     let mut out = io::stdout().lock();
@@ -44,7 +83,6 @@ pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
         capture.display()
     )?;
     report.write_text(&mut out)?;
-
     let wav = args.out.join(format!("demo-agent-{DEMO_AGENT}.wav"));
     let summary = extract(
         &input,
@@ -59,4 +97,231 @@ pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
         wav.display()
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A loopback port free right now.
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The capture's length (first to last frame).
+fn capture_length(path: &Path) -> Result<Duration> {
+    let mut f = PcapFile::open(path, None)?;
+    let (mut first, mut last) = (None, None);
+    while let Some(fr) = f.next_frame()? {
+        first.get_or_insert(fr.ts);
+        last = Some(fr.ts);
+    }
+    match (first, last) {
+        (Some(a), Some(b)) => Ok(Duration::from_nanos((b - a).as_nanos().max(0) as u64)),
+        _ => bail!("{} holds no frames", path.display()),
+    }
+}
+
+/// A CA, the appliance's certificate for `localhost` and the supervisor's client certificate,
+/// written to `dir` (the CA key unencrypted: it exists for this run only).
+fn demo_pki(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let ca = create_ca("silentmon demo CA", 2)?;
+    let server = create_request("localhost")?;
+    let client = create_request("demo-supervisor")?;
+    let files = [
+        ("ca.pem", ca.cert.clone()),
+        (
+            "server.pem",
+            sign_request(&server.cert, &ca, Role::Server, 2)?,
+        ),
+        ("server.key", server.key),
+        (
+            "supervisor.pem",
+            sign_request(&client.cert, &ca, Role::Client, 2)?,
+        ),
+        ("supervisor.key", client.key),
+    ];
+    for (name, text) in files {
+        let p = dir.join(name);
+        std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    Ok(())
+}
+
+fn live(args: &DemoArgs, capture: &Path) -> Result<ExitCode> {
+    let certs = args.out.join("certs");
+    demo_pki(&certs)?;
+    let length = capture_length(capture)?;
+    let (control, monitor, metrics, local) =
+        (free_port()?, free_port()?, free_port()?, free_port()?);
+    let config = format!(
+        r#"
+[control]
+listen = "127.0.0.1:{control}"
+metrics_listen = "127.0.0.1:{metrics}"
+[monitor]
+listen = "127.0.0.1:{monitor}"
+[security]
+certs_dir = "{certs}"
+audit_log = "{audit}"
+[[agent]]
+id = "{DEMO_AGENT}"
+extension = "{DEMO_AGENT}"
+mobile_number = "{DEMO_MOBILE}"
+team = "demo"
+warn_if_silent_monitored = true
+[[supervisor]]
+id = "demo"
+teams = ["demo"]
+"#,
+        certs = certs.display(),
+        audit = args.out.join("audit.jsonl").display(),
+    );
+    let settings = Settings::parse(&config, Path::new("(demo configuration)"))?;
+    let tls = super::server::Tls::load(&certs)?;
+    let supervisor = SupervisorSettings {
+        user: "demo".into(),
+        servers: vec![format!("127.0.0.1:{control}")],
+        ca: certs.join("ca.pem"),
+        cert: Some(certs.join("supervisor.pem")),
+        key: Some(certs.join("supervisor.key")),
+        server_name: Some("localhost".into()),
+        listen: SocketAddr::from(([127, 0, 0, 1], local)),
+        record: Some(args.out.clone()),
+        stereo: !args.mono,
+        device: args.device.clone(),
+        monitor: Some(DEMO_AGENT.into()),
+        ..SupervisorSettings::default()
+    };
+    let gate = Arc::new(AtomicBool::new(false));
+    let replay = (
+        capture.to_owned(),
+        ReplayOptions {
+            speed: args.speed,
+            looped: false,
+            gate: Some(gate.clone()),
+        },
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(super::server::serve(
+            settings,
+            Some(tls),
+            Some(replay),
+            Some(ready_tx),
+            async {
+                let _ = server_stopped.await;
+            },
+        ));
+        if ready_rx.await.is_err() {
+            return match server.await {
+                Ok(Err(e)) => Err(e),
+                _ => Err(anyhow::anyhow!("the appliance did not start")),
+            };
+        }
+        let (stop_endpoint, endpoint_stopped) = tokio::sync::oneshot::channel::<()>();
+        // The endpoint runs in this task, beside the demo's own steps.
+        let endpoint = super::supervisor::run_endpoint(supervisor, async {
+            let _ = endpoint_stopped.await;
+        });
+        let steps = async {
+            // The call starts once the supervisor listens (monitoring begins before the call,
+            // whatever the agent's state, as in production).
+            let local = format!("127.0.0.1:{local}");
+            let status = wait_monitoring(&local).await;
+            let result = status.map(|status| {
+                let playing = status
+                    .get("device")
+                    .and_then(|d| d.as_str())
+                    .map(str::to_owned);
+                println!(
+                    "silentmon demo: the appliance replays {} as live SPAN traffic (TLS 1.3 \
+                     control plane and monitor service on loopback); supervisor `demo` is \
+                     monitoring agent {DEMO_AGENT}.",
+                    capture.display()
+                );
+                match &playing {
+                    Some(d) => println!(
+                        "playing the call on the sound card ({d}), agent left, caller right; \
+                         recording too."
+                    ),
+                    None => println!(
+                        "no sound device could be opened here: the call is recorded to a WAV \
+                         file only."
+                    ),
+                }
+                println!(
+                    "the call lasts {:.0} s; Ctrl-C ends the demo early.",
+                    length.as_secs_f64() / args.speed
+                );
+                gate.store(true, Ordering::Release);
+            });
+            if result.is_ok() {
+                let wait = length.div_f64(args.speed) + Duration::from_millis(1500);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = tokio::signal::ctrl_c() => println!("interrupted"),
+                }
+            }
+            let _ = stop_endpoint.send(());
+            result
+        };
+        let (report, steps) = tokio::join!(endpoint, steps);
+        let report = report?;
+        steps?;
+        let _ = stop_server.send(());
+        server.await.context("the appliance task")??;
+        println!("supervisor: {}", super::supervisor::summary(&report));
+        let wavs = recordings(&args.out);
+        if wavs.is_empty() {
+            bail!("nothing was recorded (see the messages above)");
+        }
+        for w in wavs {
+            println!("recorded: {}", w.display());
+        }
+        println!("audit trail: {}", args.out.join("audit.jsonl").display());
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Polls the endpoint's local control until it monitors; returns its status.
+async fn wait_monitoring(addr: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut c) = Client::connect(addr, None).await {
+            if let Ok(r) = c
+                .request(&Frame::new("Status"), "StatusReply", |_| {})
+                .await
+            {
+                let device_known = r.fields.get("device").is_some_and(|d| !d.is_null())
+                    || tokio::time::Instant::now() + Duration::from_secs(17) > deadline;
+                if r.fields.get("monitoring") == Some(&serde_json::Value::Bool(true))
+                    && device_known
+                {
+                    return Ok(r.fields);
+                }
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the supervisor endpoint did not start monitoring within 20 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The WAV recordings in `dir`, newest last.
+fn recordings(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.retain(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(&format!("{DEMO_AGENT}_")) && n.ends_with(".wav"))
+    });
+    v.sort();
+    v
 }

@@ -101,7 +101,24 @@ pub(crate) fn run(args: ServerArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(serve(settings, tls, &args))?;
+    let replay = args.replay.clone().map(|p| {
+        (
+            p,
+            ReplayOptions {
+                speed: args.speed,
+                looped: args.looped,
+                ..ReplayOptions::default()
+            },
+        )
+    });
+    let limit = args.run_for;
+    rt.block_on(serve(
+        settings,
+        tls,
+        replay,
+        None,
+        super::wait_for_stop(limit),
+    ))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -118,13 +135,13 @@ fn load_settings(path: &Path) -> Result<Settings> {
 }
 
 /// The appliance's TLS material: `ca.pem`, `server.pem`, `server.key` in the certs directory.
-struct Tls {
+pub(crate) struct Tls {
     control: Arc<rustls::ServerConfig>,
     monitor: Arc<rustls::ServerConfig>,
 }
 
 impl Tls {
-    fn load(dir: &Path) -> Result<Tls> {
+    pub(crate) fn load(dir: &Path) -> Result<Tls> {
         let read = |name: &str| {
             let p = dir.join(name);
             std::fs::read_to_string(&p).with_context(|| {
@@ -150,18 +167,14 @@ impl Tls {
 
 /// Opens the capture inputs: each interface live (dropping, never blocking the kernel ring),
 /// and the replay (waiting for the engine: nothing of a file is lost).
-fn open_inputs(settings: &Settings, args: &ServerArgs) -> Result<Vec<Input>> {
+fn open_inputs(
+    settings: &Settings,
+    replay: Option<&(PathBuf, ReplayOptions)>,
+) -> Result<Vec<Input>> {
     let mut inputs = Vec::new();
     let filter = settings.capture.filter.as_deref();
-    if let Some(path) = &args.replay {
-        let replay = Replay::open(
-            path,
-            filter,
-            ReplayOptions {
-                speed: args.speed,
-                looped: args.looped,
-            },
-        )?;
+    if let Some((path, options)) = replay {
+        let replay = Replay::open(path, filter, options.clone())?;
         inputs.push(Input {
             name: "replay".into(),
             pipeline: Pipeline::spawn(replay, false),
@@ -198,7 +211,14 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListener> {
         .with_context(|| format!("cannot listen on {addr} ({what})"))
 }
 
-async fn serve(settings: Settings, tls: Option<Tls>, args: &ServerArgs) -> Result<()> {
+/// Runs the appliance until `shutdown`; `ready` fires once every port listens.
+pub(crate) async fn serve(
+    settings: Settings,
+    tls: Option<Tls>,
+    replay: Option<(PathBuf, ReplayOptions)>,
+    ready: Option<tokio::sync::oneshot::Sender<()>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
     // Ports first: a taken port is reported before any capture starts.
     let control_listener = bind(settings.control.listen, "control plane, control.listen").await?;
     let monitor_listener = bind(settings.monitor.listen, "monitor service, monitor.listen").await?;
@@ -213,7 +233,7 @@ async fn serve(settings: Settings, tls: Option<Tls>, args: &ServerArgs) -> Resul
 
     let agents = settings.agents.iter().map(|a| a.agent.clone()).collect();
     let router = Router::new(EngineConfig::default(), agents, Span::from_secs(2));
-    let inputs = open_inputs(&settings, args)?;
+    let inputs = open_inputs(&settings, replay.as_ref())?;
     let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded::<Command>();
     let (view_tx, view_rx) = tokio::sync::watch::channel(Arc::new(View::default()));
     let engine_metrics = Arc::new(EngineMetrics::default());
@@ -354,7 +374,10 @@ async fn serve(settings: Settings, tls: Option<Tls>, args: &ServerArgs) -> Resul
             .collect::<Vec<_>>()
             .join(", "),
     );
-    wait_for_stop(args.run_for).await;
+    if let Some(r) = ready {
+        let _ = r.send(());
+    }
+    shutdown.await;
     let _ = stop_tx.send(true);
     let _ = control.await;
     let _ = media_task.await;
@@ -372,29 +395,6 @@ async fn serve(settings: Settings, tls: Option<Tls>, args: &ServerArgs) -> Resul
 
 fn span(d: Duration) -> Span {
     Span::from_nanos(d.as_nanos().min(i64::MAX as u128) as i64)
-}
-
-/// SIGINT, SIGTERM, or the end of `--run-for`.
-async fn wait_for_stop(limit: Option<Duration>) {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    let limit = async {
-        match limit {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-        _ = limit => {}
-    }
 }
 
 /// The monitor service's counters as exposition lines.

@@ -117,9 +117,7 @@ pub(crate) fn run(args: SupervisorArgs) -> Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let limit = args.run_for;
-    let report = rt.block_on(run_endpoint(settings, async move {
-        wait_for_stop(limit).await;
-    }))?;
+    let report = rt.block_on(run_endpoint(settings, super::wait_for_stop(limit)))?;
     eprintln!("silentmon supervisor: {}", summary(&report));
     Ok(ExitCode::SUCCESS)
 }
@@ -829,28 +827,5 @@ async fn serve_local(listener: tokio::net::TcpListener, to: mpsc::Sender<LocalRe
                 }
             }
         });
-    }
-}
-
-/// SIGINT, SIGTERM, or the end of `--run-for`.
-pub(crate) async fn wait_for_stop(limit: Option<Duration>) {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    let limit = async {
-        match limit {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-        _ = limit => {}
     }
 }
