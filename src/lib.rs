@@ -7,17 +7,19 @@
 //! | module    | holds |
 //! |-----------|-------|
 //! | `cli`     | clap definitions, typed settings, one `run` per subcommand (the only `anyhow` user) |
-//! | `config`  | the TOML configuration: raw serde structs validated into `Settings`; errors name file and key |
+//! | `config`  | the appliance's and the supervisor endpoint's TOML files, validated; errors name file and key |
 //! | `report`  | stream tables and JSON for `flows` |
 //! | `capture` | the only code that touches libpcap: `PacketSource` over files (and live NICs) |
 //! | `vlantest`| NIC qualification: sample-frame signature, sample frames, PASS/FAIL tally (pure) |
+//! | `appliance` | the engine thread over the capture pipelines, the metrics endpoint, the audit trail |
 //! | `control` | control plane: frame codec and session logic (sans-IO), the TLS server and client shells |
+//! | `monitor` | monitor service (42228): wire codec, lock-free fanout, registry (sans-IO), TLS service and client |
 //! | `monitor` | monitor service (TCP 42228): media/control frame codec, lock-free per-endpoint fanout from the engine thread, TLS shell and endpoint client |
 //! | `router`  | the live path: engine + bindings + monitors, forwarding a monitored agent's RTP |
-//! | `security`| monitor-mode lockout and admission (pure; TLS/PKI/passwords to come) |
+//! | `security`| monitor-mode lockout, argon2 passwords, the private CA, rustls TLS 1.3 configs |
 //! | `binding` | agent -> media endpoint bindings (static, SIP-sniffed, explicit) that follow the agent |
 //! | `engine`  | the packet path: decapsulate -> classify -> SIP call table + RTP flow table |
-//! | `endpoint`| supervisor endpoint shells: cpal playout over a lock-free ring, WAV call recorder |
+//! | `endpoint`| supervisor endpoint media: session core (per-agent pipeline, mix, recording), media loop, cpal playout, WAV recorder |
 //! | `media`   | G.711/Opus decoding and the RTP-timestamp timeline that `extract` renders |
 //! | `media::listen` | per-monitor live pipeline: jitter buffer, decode, concealment, CN, DTMF silence, aligned PCM |
 //! | `media::output` | rendered PCM -> device frames: mono/stereo, volume, rubato resampling, channel adapter |
