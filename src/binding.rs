@@ -51,6 +51,9 @@ pub struct Binding {
     pub since: Timestamp,
     /// Until when (None = until unbound).
     pub expires: Option<Timestamp>,
+    /// A SIP binding of a call the agent placed itself (the caller side), not one delivered to
+    /// it.
+    pub placed_by_agent: bool,
 }
 
 /// Direction of a packet relative to the agent.
@@ -108,7 +111,16 @@ impl Bindings {
         self.bindings.iter().filter(move |b| b.agent == agent)
     }
 
-    /// Which agent a call belongs to, and whether the agent is the called party.
+    /// Whether SIP call `call` is one its agent placed itself (rare: asked when a monitored
+    /// agent's packets move to another call).
+    pub fn placed_by_agent(&self, call: u32) -> bool {
+        self.bindings
+            .iter()
+            .any(|b| b.source == Source::Sip(call) && b.placed_by_agent)
+    }
+
+    /// Which agent a call belongs to, and whether the agent is the called party (false: the
+    /// agent placed the call).
     fn agent_of_call(&self, call: &crate::sip::Call) -> Option<(usize, bool)> {
         self.agents.iter().enumerate().find_map(|(i, a)| {
             let numbers = std::iter::once(a.extension.as_str()).chain(a.mobile_number.as_deref());
@@ -178,6 +190,7 @@ impl Bindings {
                 source: Source::Sip(idx),
                 since: now,
                 expires: None,
+                placed_by_agent: !agent_is_callee,
             });
         }
         self.reindex();
@@ -199,6 +212,7 @@ impl Bindings {
             source: Source::Explicit,
             since: now,
             expires,
+            placed_by_agent: false,
         });
         self.reindex();
     }

@@ -62,6 +62,14 @@ pub enum Notice {
         /// SIP Call-ID.
         call_id: String,
     },
+    /// With StopSMNonACDCall set: the monitored agent is on a call it placed itself (not one
+    /// the ACD delivered), so the monitor is to end. Its packets are not forwarded.
+    NonAcdCall {
+        /// The monitor.
+        monitor: MonitorId,
+        /// SIP Call-ID.
+        call_id: String,
+    },
 }
 
 /// Router counters.
@@ -79,6 +87,8 @@ struct ActiveMonitor {
     agent: usize,
     /// The SIP call whose packets the monitor last heard.
     call: Option<u32>,
+    /// Ends after this frame (StopSMNonACDCall): forwards nothing more.
+    ending: bool,
 }
 
 /// The live path.
@@ -94,6 +104,8 @@ pub struct Router {
     /// The agent of each call that had a SIP binding (call index -> Call-ID, agent), for the
     /// view once the binding is gone.
     call_agents: rustc_hash::FxHashMap<u32, (String, usize)>,
+    /// StopSMNonACDCall: end monitors whose agent places a call itself.
+    stop_on_non_acd: bool,
     stats: RouterStats,
 }
 
@@ -208,6 +220,7 @@ impl Router {
             notices: VecDeque::new(),
             call_changes: Vec::new(),
             call_agents: Default::default(),
+            stop_on_non_acd: false,
             stats: RouterStats::default(),
         }
     }
@@ -228,6 +241,7 @@ impl Router {
             monitored,
             call_changes,
             stats,
+            stop_on_non_acd,
             ..
         } = self;
         let verdict = engine.handle_frame_with(now, link, frame, |seen| {
@@ -239,11 +253,19 @@ impl Router {
                 return;
             }
             for m in monitors.iter_mut().filter(|m| m.agent == agent) {
+                if m.ending {
+                    continue;
+                }
                 if let Source::Sip(call) = source {
                     if m.call != Some(call) {
                         m.call = Some(call);
                         // Built below, where the call table can be read.
                         call_changes.push((m.id, call));
+                        if *stop_on_non_acd && bindings.placed_by_agent(call) {
+                            // StopSMNonACDCall: not one packet of the agent's own call.
+                            m.ending = true;
+                            continue;
+                        }
                     }
                 }
                 stats.forwarded += 1;
@@ -269,10 +291,29 @@ impl Router {
         verdict
     }
 
+    /// StopSMNonACDCall: a monitored agent placing a call itself ends the monitor (the call is
+    /// not one the ACD delivered; without CTI data, an agent-originated call is the non-ACD
+    /// call the appliance can recognise).
+    pub fn set_stop_on_non_acd_calls(&mut self, on: bool) {
+        self.stop_on_non_acd = on;
+    }
+
     /// Turns the call changes seen during the last frame into `Notice::Call`s.
     fn resolve_notices(&mut self) {
         for (monitor, idx) in self.call_changes.drain(..) {
             if let Some(c) = self.engine.calls().call(idx) {
+                if self.stop_on_non_acd && self.bindings.placed_by_agent(idx) {
+                    // Nothing of it was forwarded; the control plane ends the monitor.
+                    if let Some(i) = self.monitors.iter().position(|m| m.id == monitor) {
+                        let m = self.monitors.swap_remove(i);
+                        self.monitored[m.agent] -= 1;
+                    }
+                    self.notices.push_back(Notice::NonAcdCall {
+                        monitor,
+                        call_id: c.call_id.clone(),
+                    });
+                    continue;
+                }
                 let mut payloads = PayloadMap::default();
                 for ep in [c.caller_media, c.callee_media].into_iter().flatten() {
                     payloads.merge(&ep.payloads);
@@ -315,6 +356,7 @@ impl Router {
             id,
             agent,
             call: None,
+            ending: false,
         });
     }
 
@@ -695,6 +737,7 @@ mod tests {
             .map(|n| match n {
                 Notice::Call { call_id, .. } => format!("call {call_id}"),
                 Notice::CallEnded { call_id, .. } => format!("ended {call_id}"),
+                Notice::NonAcdCall { call_id, .. } => format!("non-acd {call_id}"),
             })
             .collect();
         assert_eq!(kinds, vec!["call c1", "ended c1", "call c2"]);
@@ -742,6 +785,65 @@ mod tests {
             })
             .collect();
         assert_eq!(calls, ["c1", "c1"]);
+    }
+
+    /// An INVITE 5001 places itself (From the agent), answered by the gateway.
+    fn outbound(lab: &mut Lab, t: i64, cid: &str, agent_port: u16) {
+        let (gw, ph) = (a("10.0.0.1:5060"), a("10.0.0.2:5060"));
+        let swap = |m: Vec<u8>| {
+            String::from_utf8(m)
+                .unwrap()
+                .replace(
+                    "From: <sip:+4930111@gw>;tag=f",
+                    "From: <sip:5001@pbx>;tag=f",
+                )
+                .replace("To: <sip:5001@pbx>", "To: <sip:+4930111@gw>")
+                .replace("INVITE sip:5001@pbx", "INVITE sip:+4930111@gw")
+                .into_bytes()
+        };
+        let invite = swap(sip(
+            "INVITE sip:5001@pbx SIP/2.0",
+            cid,
+            "1 INVITE",
+            "",
+            Some(("10.0.0.2", agent_port)),
+        ));
+        let ok = swap(sip(
+            "SIP/2.0 200 OK",
+            cid,
+            "1 INVITE",
+            ";tag=t",
+            Some(("10.0.0.1", 20000)),
+        ));
+        lab.frame(t, udp(ph, gw, &invite));
+        lab.frame(t, udp(gw, ph, &ok));
+    }
+
+    #[test]
+    fn stop_sm_non_acd_call_ends_the_monitor_on_a_call_the_agent_places() {
+        // Off (the default): the agent's own call is monitored like any other.
+        let mut lab = Lab::new();
+        lab.r.add_monitor(1, 0);
+        outbound(&mut lab, 0, "out1", 30000);
+        lab.media(20, 30000, 1, 10);
+        assert_eq!(lab.got.len(), 2);
+        assert!(matches!(&lab.notices()[..], [Notice::Call { .. }]));
+        // On: the first packet of such a call ends the monitor instead; nothing is forwarded.
+        let mut lab = Lab::new();
+        lab.r.set_stop_on_non_acd_calls(true);
+        lab.r.add_monitor(1, 0);
+        lab.call(0, "acd1", 30000);
+        lab.media(20, 30000, 1, 10);
+        assert_eq!(lab.got.len(), 2, "a delivered call is heard");
+        outbound(&mut lab, 100, "out1", 30010);
+        lab.media(120, 30010, 1, 20);
+        assert_eq!(lab.got.len(), 2, "the agent's own call is not");
+        let n = lab.notices();
+        assert!(
+            matches!(&n[..], [Notice::Call { .. }, Notice::NonAcdCall { monitor: 1, call_id }] if call_id == "out1"),
+            "{n:?}"
+        );
+        assert_eq!(lab.r.monitor_count(), 0);
     }
 
     #[test]

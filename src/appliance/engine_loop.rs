@@ -77,6 +77,19 @@ impl MonitorOutput for crate::monitor::fanout::Publisher {
     }
 }
 
+/// Tells the control plane that a monitor must end, and why (StopSMNonACDCall).
+pub type EndMonitor = Box<dyn Fn(MonitorId, &str) + Send>;
+
+/// The engine thread's links to the control plane.
+pub struct ControlLink {
+    /// Commands in.
+    pub commands: Receiver<Command>,
+    /// Snapshots out.
+    pub view: watch::Sender<Arc<View>>,
+    /// Monitors to end out.
+    pub end_monitor: EndMonitor,
+}
+
 /// One capture input.
 pub struct Input {
     /// Interface name (or `replay`), the metrics label.
@@ -131,12 +144,16 @@ impl EngineThread {
     pub fn spawn<O: MonitorOutput + 'static>(
         router: Router,
         inputs: Vec<Input>,
-        commands: Receiver<Command>,
-        view: watch::Sender<Arc<View>>,
+        control: ControlLink,
         output: O,
         metrics: Arc<EngineMetrics>,
         clock: fn() -> Timestamp,
     ) -> EngineThread {
+        let ControlLink {
+            commands,
+            view,
+            end_monitor,
+        } = control;
         let stop = Arc::new(AtomicBool::new(false));
         let stats = inputs
             .iter()
@@ -152,6 +169,7 @@ impl EngineThread {
             clock,
             stop: stop.clone(),
             attached: Vec::new(),
+            end_monitor,
         };
         let thread = std::thread::Builder::new()
             .name("engine".into())
@@ -192,6 +210,7 @@ struct Loop<O> {
     clock: fn() -> Timestamp,
     stop: Arc<AtomicBool>,
     attached: Vec<MonitorId>,
+    end_monitor: EndMonitor,
 }
 
 impl<O: MonitorOutput> Loop<O> {
@@ -243,9 +262,7 @@ impl<O: MonitorOutput> Loop<O> {
                     for (ts, frame) in batch.frames() {
                         self.router.handle_frame(ts, link, frame, &mut sink);
                     }
-                    while let Some(n) = self.router.poll_notice() {
-                        self.output.notice(&n);
-                    }
+                    self.notices();
                     self.flush_output();
                     self.inputs[index].pipeline.recycle(batch);
                 }
@@ -290,7 +307,21 @@ impl<O: MonitorOutput> Loop<O> {
                 self.router.bind(now, agent, endpoint, expires);
             }
         }
+        self.notices();
+    }
+
+    /// Hands the router's notices on: call changes to the endpoints, non-ACD calls to the
+    /// control plane.
+    fn notices(&mut self) {
         while let Some(n) = self.router.poll_notice() {
+            if let Notice::NonAcdCall { monitor, call_id } = &n {
+                tracing::info!(
+                    monitor,
+                    call_id,
+                    "non-ACD call: the monitor ends (StopSMNonACDCall)"
+                );
+                (self.end_monitor)(*monitor, "non-ACD call (StopSMNonACDCall)");
+            }
             self.output.notice(&n);
         }
     }
@@ -399,8 +430,11 @@ mod tests {
                 name: "replay".into(),
                 pipeline,
             }],
-            cmd_rx,
-            view_tx,
+            ControlLink {
+                commands: cmd_rx,
+                view: view_tx,
+                end_monitor: Box::new(|_, _| {}),
+            },
             Recording(seen.clone()),
             metrics.clone(),
             wall,

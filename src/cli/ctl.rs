@@ -33,6 +33,9 @@ pub(crate) struct CtlArgs {
     /// Session mode.
     #[arg(long, value_enum, default_value_t = Mode::Supervisor)]
     mode: Mode,
+    /// Agent mode: the instrument (phone extension) logged in on (default: the agent's).
+    #[arg(long, value_name = "EXT")]
+    instrument: Option<String>,
     /// File holding the password (first line); else $SILENTMON_PASSWORD; else none.
     #[arg(long, value_name = "FILE")]
     password_file: Option<PathBuf>,
@@ -166,6 +169,9 @@ async fn connect(args: &CtlArgs) -> Result<Client> {
         .with("id", args.user.clone());
     if let Some(p) = password(args)? {
         login = login.with("password", p);
+    }
+    if let Some(i) = &args.instrument {
+        login = login.with("instrument", i.clone());
     }
     let reply = client.request(&login, "LoginReply", |_| {}).await?;
     check(&reply)?;

@@ -14,7 +14,7 @@ use clap::Args;
 
 use super::duration::parse_duration;
 use crate::appliance::audit::AuditLog;
-use crate::appliance::engine_loop::{Command, EngineMetrics, EngineThread, Input};
+use crate::appliance::engine_loop::{Command, ControlLink, EngineMetrics, EngineThread, Input};
 use crate::appliance::metrics;
 use crate::capture::live::{LiveCapture, LiveOptions};
 use crate::capture::pipeline::Pipeline;
@@ -232,7 +232,9 @@ pub(crate) async fn serve(
         .context("security.audit_log (the audit trail must be writable)")?;
 
     let agents = settings.agents.iter().map(|a| a.agent.clone()).collect();
-    let router = Router::new(EngineConfig::default(), agents, Span::from_secs(2));
+    let mut router = Router::new(EngineConfig::default(), agents, Span::from_secs(2));
+    router.set_stop_on_non_acd_calls(settings.monitor.stop_sm_non_acd_call);
+    let (control_handle, ended_rx) = control_server::handle();
     let inputs = open_inputs(&settings, replay.as_ref())?;
     let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded::<Command>();
     let (view_tx, view_rx) = tokio::sync::watch::channel(Arc::new(View::default()));
@@ -242,8 +244,14 @@ pub(crate) async fn serve(
     let engine = EngineThread::spawn(
         router,
         inputs,
-        cmd_rx,
-        view_tx,
+        ControlLink {
+            commands: cmd_rx,
+            view: view_tx,
+            end_monitor: {
+                let control = control_handle.clone();
+                Box::new(move |monitor, reason: &str| control.end_monitor(monitor, reason))
+            },
+        },
         Publisher::new(fanout_rx, monitor_stats.clone()),
         engine_metrics.clone(),
         wall_now,
@@ -263,7 +271,6 @@ pub(crate) async fn serve(
         monitor_service,
     });
     let control_stats = Arc::new(ControlStats::default());
-    let (control_handle, ended_rx) = control_server::handle();
     let actions = {
         let cmd_tx = cmd_tx.clone();
         let registry = registry.clone();

@@ -585,7 +585,16 @@ impl ControlPlane {
         let result = match f.str("mode") {
             Some("agent") => match self.agent_index(id) {
                 Some(a) if self.agent_session[a].is_some() => Err("agent already logged in"),
-                Some(a) if check(&self.dir.agents[a].password_hash) => Ok((Mode::Agent, a)),
+                Some(a) if check(&self.dir.agents[a].password_hash) => {
+                    // The instrument (the phone the agent logs in on) must be the agent's
+                    // configured extension; absent means that one.
+                    match f.str("instrument") {
+                        Some(i) if i != self.dir.agents[a].agent.extension => {
+                            Err("instrument is not the agent's extension")
+                        }
+                        _ => Ok((Mode::Agent, a)),
+                    }
+                }
                 _ => Err("unknown agent or wrong password"),
             },
             Some("supervisor") => match self.dir.supervisors.iter().position(|s| s.id == id) {
@@ -895,6 +904,38 @@ mod action_tests {
     use super::tests_support::*;
     use super::*;
     use crate::router::{CallView, View};
+
+    #[test]
+    fn an_agent_logs_in_on_its_own_instrument_only() {
+        let mut p = plane();
+        let s = p.connect(at(0));
+        p.handle_frame(
+            at(0),
+            s,
+            &Frame::new("Login")
+                .with("mode", "agent")
+                .with("id", "5001")
+                .with("instrument", "5999"),
+        );
+        assert_eq!(
+            drain(&mut p),
+            vec![(
+                s,
+                "LoginReply".into(),
+                Some("instrument is not the agent's extension".into())
+            )]
+        );
+        p.handle_frame(
+            at(1),
+            s,
+            &Frame::new("Login")
+                .with("mode", "agent")
+                .with("id", "5001")
+                .with("instrument", "5001"),
+        );
+        let out = drain(&mut p);
+        assert_eq!(out[0], (s, "LoginReply".into(), None), "{out:?}");
+    }
 
     #[test]
     fn an_agent_that_is_not_logged_in_can_be_monitored() {

@@ -258,6 +258,8 @@ impl Publisher {
     pub fn notice(&mut self, n: &Notice) {
         let monitor = match n {
             Notice::Call { monitor, .. } | Notice::CallEnded { monitor, .. } => *monitor,
+            // The control plane ends that monitor; its endpoint then gets `Stopped`.
+            Notice::NonAcdCall { .. } => return,
         };
         let (Some(sub), Ok(id)) = (self.routes.get(&monitor), u32::try_from(monitor)) else {
             MonitorStats::add_one(&self.stats.unrouted_total);
@@ -279,6 +281,7 @@ impl Publisher {
                 monitor: id,
                 call_id: call_id.clone(),
             },
+            Notice::NonAcdCall { .. } => return,
         };
         sub.queue_control(&control);
         sub.pending.store(true, Ordering::Release);
