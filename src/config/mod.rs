@@ -58,6 +58,18 @@ struct RawConfig {
     monitor: RawMonitor,
     cluster: RawCluster,
     security: RawSecurity,
+    /// A further file with `[[agent]]` and `[[supervisor]]` tables (relative to this one).
+    directory: Option<PathBuf>,
+    #[serde(rename = "agent")]
+    agents: Vec<RawAgent>,
+    #[serde(rename = "supervisor")]
+    supervisors: Vec<RawSupervisor>,
+}
+
+/// The file `directory` names: agents and supervisors only.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDirectory {
     #[serde(rename = "agent")]
     agents: Vec<RawAgent>,
     #[serde(rename = "supervisor")]
@@ -321,10 +333,28 @@ impl Settings {
 
     /// Validates `text` (errors name `path`).
     pub fn parse(text: &str, path: &Path) -> Result<Settings, Error> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| Error::Parse {
+        let mut raw: RawConfig = toml::from_str(text).map_err(|e| Error::Parse {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
+        // Agents and supervisors may live in a file of their own (kept by another team).
+        if let Some(dir_file) = raw.directory.take() {
+            let file = match path.parent() {
+                Some(base) if dir_file.is_relative() => base.join(&dir_file),
+                _ => dir_file,
+            };
+            let text = std::fs::read_to_string(&file).map_err(|e| Error::Invalid {
+                path: path.to_owned(),
+                key: "directory".into(),
+                problem: format!("cannot read {}: {e}", file.display()),
+            })?;
+            let d: RawDirectory = toml::from_str(&text).map_err(|e| Error::Parse {
+                path: file.clone(),
+                message: e.to_string().trim_end().to_owned(),
+            })?;
+            raw.agents.extend(d.agents);
+            raw.supervisors.extend(d.supervisors);
+        }
         let invalid = |key: &str, problem: String| Error::Invalid {
             path: path.to_owned(),
             key: key.to_owned(),
@@ -527,6 +557,44 @@ mod tests {
         assert_eq!(s.agents[0].team.as_deref(), Some("blue"));
         assert_eq!(s.supervisors[0].teams, vec!["blue"]);
         assert_eq!(s.cluster.peers.len(), 1);
+    }
+
+    #[test]
+    fn agents_and_supervisors_from_a_directory_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("directory.toml"),
+            "[[agent]]\nid = \"5002\"\nextension = \"5002\"\nteam = \"blue\"\n\
+             [[supervisor]]\nid = \"s2\"\nteams = [\"blue\"]\n",
+        )
+        .unwrap();
+        let main = dir.path().join("silentmon.toml");
+        let s = Settings::parse(
+            "directory = \"directory.toml\"\n[[agent]]\nid = \"5001\"\nextension = \"5001\"\n",
+            &main,
+        )
+        .unwrap();
+        let ids: Vec<&str> = s.agents.iter().map(|a| a.agent.id.as_str()).collect();
+        assert_eq!(ids, ["5001", "5002"]);
+        assert_eq!(s.supervisors[0].id, "s2");
+        // Its errors name that file; a missing one names the key.
+        std::fs::write(dir.path().join("bad.toml"), "[[agent]]\nid = \"x\"\n").unwrap();
+        let e = Settings::parse("directory = \"bad.toml\"\n", &main)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad.toml") && e.contains("extension"), "{e}");
+        let e = Settings::parse("directory = \"none.toml\"\n", &main)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`directory`") && e.contains("none.toml"), "{e}");
+        // The same agent twice across both files is an error.
+        let e = Settings::parse(
+            "directory = \"directory.toml\"\n[[agent]]\nid = \"5002\"\nextension = \"1\"\n",
+            &main,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("twice"), "{e}");
     }
 
     #[test]
