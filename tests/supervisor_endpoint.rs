@@ -46,6 +46,25 @@ fn start_product(speed: &str, calls: u32, secs: u32) -> Product {
             .arg(&capture),
     );
     let pki = Pki::new(&dir.path().join("certs"), "localhost");
+    let (control, monitor, app) = start_appliance(dir.path(), &pki, "a", calls, speed);
+    Product {
+        dir,
+        pki,
+        control,
+        monitor,
+        app,
+    }
+}
+
+/// One appliance (configuration `tag`) replaying `dir`/calls.pcap; its control and monitor
+/// addresses.
+fn start_appliance(
+    dir: &Path,
+    pki: &Pki,
+    tag: &str,
+    calls: u32,
+    speed: &str,
+) -> (String, String, Appliance) {
     let control = format!("127.0.0.1:{}", free_port());
     let monitor = format!("127.0.0.1:{}", free_port());
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -57,7 +76,7 @@ fn start_product(speed: &str, calls: u32, secs: u32) -> Product {
             id = 5001 + i
         );
     }
-    let config = dir.path().join("silentmon.toml");
+    let config = dir.join(format!("silentmon-{tag}.toml"));
     std::fs::write(
         &config,
         format!(
@@ -82,7 +101,13 @@ id = "s3"
 teams = ["blue"]
 "#,
             certs = pki.dir.display(),
-            audit = dir.path().join("audit.jsonl").display(),
+            audit = dir
+                .join(if tag == "a" {
+                    "audit.jsonl".to_owned()
+                } else {
+                    format!("audit-{tag}.jsonl")
+                })
+                .display(),
         ),
     )
     .unwrap();
@@ -91,16 +116,10 @@ teams = ["blue"]
         .arg("--config")
         .arg(&config)
         .arg("--replay")
-        .arg(&capture)
+        .arg(dir.join("calls.pcap"))
         .args(["--loop", "--speed", speed]);
-    let app = Appliance::start(cmd, metrics, &dir.path().join("server.log"));
-    Product {
-        dir,
-        pki,
-        control,
-        monitor,
-        app,
-    }
+    let app = Appliance::start(cmd, metrics, &dir.join(format!("server-{tag}.log")));
+    (control, monitor, app)
 }
 
 /// A running `silentmon supervisor`.
@@ -112,20 +131,18 @@ struct Endpoint {
 
 impl Endpoint {
     fn start(p: &Product, user: &str, extra: &[&str]) -> Endpoint {
+        Endpoint::start_with(p, &[p.control.as_str()], user, extra)
+    }
+
+    fn start_with(p: &Product, servers: &[&str], user: &str, extra: &[&str]) -> Endpoint {
         let (cert, key) = p.pki.client(user);
         let local = format!("127.0.0.1:{}", free_port());
         let record = p.dir.path().join(format!("rec-{user}"));
         let log = p.dir.path().join(format!("{user}.log"));
         let child = silentmon()
             .arg("supervisor")
-            .args([
-                "--server",
-                &p.control,
-                "--server-name",
-                "localhost",
-                "--user",
-                user,
-            ])
+            .args(servers.iter().flat_map(|s| ["--server", s]))
+            .args(["--server-name", "localhost", "--user", user])
             .arg("--ca")
             .arg(p.pki.ca())
             .arg("--cert")
@@ -446,4 +463,57 @@ async fn a_slow_endpoint_loses_frames_while_another_loses_none() {
     assert!(metric(&m, "silentmon_monitor_frames_forwarded_total").unwrap() > received as f64);
     assert!(dropped > 100.0);
     drop(slow);
+}
+
+#[test]
+fn the_endpoint_moves_to_the_next_appliance_when_its_appliance_fails() {
+    let mut p = start_product("1", 2, 60);
+    let (control_b, _monitor_b, app_b) = start_appliance(p.dir.path(), &p.pki, "b", 2, "1");
+    let s1 = Endpoint::start_with(
+        &p,
+        &[p.control.as_str(), control_b.as_str()],
+        "s1",
+        &["--monitor", "5001"],
+    );
+    let first = eventually(
+        Duration::from_secs(20),
+        "audio from the first appliance",
+        || {
+            let st = s1.status().ok()?;
+            (st["decoded"].as_u64()? > 50).then_some(st)
+        },
+    );
+    let server = first["server"].as_str().unwrap().to_owned();
+    // Kill the appliance the endpoint uses (the cluster list was tried in random order).
+    let (other, victim) = if server == p.control {
+        (control_b.clone(), None)
+    } else {
+        (p.control.clone(), Some(app_b))
+    };
+    match victim {
+        None => {
+            let child = p.app.child.as_mut().unwrap();
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        Some(mut b) => {
+            let child = b.child.as_mut().unwrap();
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+    let decoded = first["decoded"].as_u64().unwrap();
+    let after = eventually(
+        Duration::from_secs(30),
+        "audio from the other appliance",
+        || {
+            let st = s1.status().ok()?;
+            (st["server"] == other.as_str()
+                && st["monitoring"] == true
+                && st["decoded"].as_u64()? > decoded + 100)
+                .then_some(st)
+        },
+    );
+    assert_eq!(after["agent"], "5001", "{after:#}");
+    s1.stop();
 }
