@@ -223,7 +223,9 @@ fn two_calls_in_sequence_second_pcma_with_hold() {
         if s["call_id"] == id2 {
             assert!((1400.0..1700.0).contains(&max), "hold gap: {s:#}");
         } else {
-            assert!(max < 100.0, "no gap in the first call: {s:#}");
+            // A user agent on a loaded 2-core machine stalls up to ~200 ms now and then; a
+            // hold is 1.5 s.
+            assert!(max < 400.0, "no gap in the first call: {s:#}");
         }
     }
     // INVITE 180 200 ACK BYE 200 per call, and the hold and resume re-INVITEs (INVITE 200 ACK
