@@ -125,15 +125,6 @@ pub(crate) fn run(args: CtlArgs) -> Result<ExitCode> {
     rt.block_on(run_async(args))
 }
 
-fn password(args: &CtlArgs) -> Result<Option<String>> {
-    if let Some(f) = &args.password_file {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("cannot read the password file {}", f.display()))?;
-        return Ok(Some(text.lines().next().unwrap_or("").to_owned()));
-    }
-    Ok(std::env::var("SILENTMON_PASSWORD").ok())
-}
-
 /// Connects and logs in as `args` say.
 async fn connect(args: &CtlArgs) -> Result<Client> {
     let tls = if args.insecure {
@@ -151,7 +142,7 @@ async fn connect(args: &CtlArgs) -> Result<Client> {
         let name = args
             .server_name
             .clone()
-            .unwrap_or_else(|| host_of(&args.server));
+            .unwrap_or_else(|| super::host_of(&args.server));
         Some((config, name))
     };
     let mut client = Client::connect(
@@ -167,7 +158,7 @@ async fn connect(args: &CtlArgs) -> Result<Client> {
     let mut login = Frame::new("Login")
         .with("mode", mode)
         .with("id", args.user.clone());
-    if let Some(p) = password(args)? {
+    if let Some(p) = super::read_password(args.password_file.as_deref())? {
         login = login.with("password", p);
     }
     if let Some(i) = &args.instrument {
@@ -176,14 +167,6 @@ async fn connect(args: &CtlArgs) -> Result<Client> {
     let reply = client.request(&login, "LoginReply", |_| {}).await?;
     check(&reply)?;
     Ok(client)
-}
-
-/// `host:port` -> host (brackets of an IPv6 literal removed).
-fn host_of(addr: &str) -> String {
-    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned()
 }
 
 /// A refusal becomes the error, with the server's reason.
@@ -502,17 +485,5 @@ async fn tail(
             writeln!(out, "{} {}", ev.msg, fields.join(" "))?;
         }
         out.flush()?;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_of_addresses() {
-        assert_eq!(host_of("appliance1.example:42028"), "appliance1.example");
-        assert_eq!(host_of("127.0.0.1:42028"), "127.0.0.1");
-        assert_eq!(host_of("[::1]:42028"), "::1");
     }
 }

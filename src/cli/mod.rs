@@ -94,6 +94,25 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// A password: the first line of `file`, else $SILENTMON_PASSWORD, else none.
+pub(crate) fn read_password(file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    use anyhow::Context;
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the password file {}", f.display()))?;
+        return Ok(Some(text.lines().next().unwrap_or("").to_owned()));
+    }
+    Ok(std::env::var("SILENTMON_PASSWORD").ok())
+}
+
+/// `host:port` -> host (brackets of an IPv6 literal removed).
+pub(crate) fn host_of(addr: &str) -> String {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned()
+}
+
 /// SIGINT, SIGTERM, or the end of `limit` (`--run-for`).
 pub(crate) async fn wait_for_stop(limit: Option<std::time::Duration>) {
     let term = async {
@@ -152,5 +171,12 @@ mod tests {
     #[test]
     fn verify_cli() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn host_of_addresses() {
+        assert_eq!(host_of("appliance1.example:42028"), "appliance1.example");
+        assert_eq!(host_of("127.0.0.1:42028"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:42028"), "::1");
     }
 }

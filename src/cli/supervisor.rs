@@ -236,23 +236,6 @@ fn tls(s: &SupervisorSettings) -> Result<Option<Tls>> {
     }))
 }
 
-fn password(s: &SupervisorSettings) -> Result<Option<String>> {
-    if let Some(f) = &s.password_file {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("cannot read the password file {}", f.display()))?;
-        return Ok(Some(text.lines().next().unwrap_or("").to_owned()));
-    }
-    Ok(std::env::var("SILENTMON_PASSWORD").ok())
-}
-
-/// `host:port` -> host.
-fn host_of(addr: &str) -> String {
-    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned()
-}
-
 /// A request from the local control port, with where to send the answer.
 struct LocalRequest {
     frame: Frame,
@@ -292,7 +275,7 @@ pub(crate) async fn run_endpoint(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<MediaReport> {
     let tls = tls(&settings)?;
-    let password = password(&settings)?;
+    let password = super::read_password(settings.password_file.as_deref())?;
     if let Some(dir) = &settings.record {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the recording directory {}", dir.display()))?;
@@ -436,7 +419,7 @@ impl Endpoint {
             .settings
             .server_name
             .clone()
-            .unwrap_or_else(|| host_of(addr));
+            .unwrap_or_else(|| super::host_of(addr));
         let tls = self
             .tls
             .as_ref()
@@ -477,7 +460,7 @@ impl Endpoint {
         }
         match told {
             Some(t) => t.to_owned(),
-            None => format!("{}:42228", host_of(server)),
+            None => format!("{}:42228", super::host_of(server)),
         }
     }
 
@@ -489,7 +472,7 @@ impl Endpoint {
             .settings
             .server_name
             .clone()
-            .unwrap_or_else(|| host_of(addr));
+            .unwrap_or_else(|| super::host_of(addr));
         let tls = self
             .tls
             .as_ref()
