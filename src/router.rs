@@ -89,6 +89,9 @@ struct ActiveMonitor {
     call: Option<u32>,
     /// Ends after this frame (StopSMNonACDCall): forwards nothing more.
     ending: bool,
+    /// The call that last ended: late packets of it (its binding lingers) are forwarded but do
+    /// not announce it again.
+    ended: Option<u32>,
 }
 
 /// The live path.
@@ -257,7 +260,7 @@ impl Router {
                     continue;
                 }
                 if let Source::Sip(call) = source {
-                    if m.call != Some(call) {
+                    if m.call != Some(call) && m.ended != Some(call) {
                         m.call = Some(call);
                         // Built below, where the call table can be read.
                         call_changes.push((m.id, call));
@@ -334,6 +337,7 @@ impl Router {
         };
         for m in self.monitors.iter_mut().filter(|m| m.call == Some(idx)) {
             m.call = None;
+            m.ended = Some(idx);
             self.notices.push_back(Notice::CallEnded {
                 monitor: m.id,
                 call_id: call.call_id.clone(),
@@ -357,6 +361,7 @@ impl Router {
             agent,
             call: None,
             ending: false,
+            ended: None,
         });
     }
 
@@ -765,6 +770,28 @@ mod tests {
             .any(|b| b.call_id.as_deref() == Some("c2")));
         let c2 = v.calls.iter().find(|c| c.call_id == "c2").unwrap();
         assert_eq!((c2.agent, c2.agent_id.as_deref()), (Some(0), Some("5001")));
+    }
+
+    #[test]
+    fn a_late_packet_after_the_bye_does_not_announce_the_ended_call_again() {
+        let mut lab = Lab::new();
+        lab.r.add_monitor(7, 0);
+        lab.call(0, "c1", 30000);
+        lab.media(20, 30000, 1, 2);
+        lab.bye(100, "c1");
+        // The gateway's last packet after the BYE (the binding lingers): forwarded, no notice.
+        lab.media(101, 30000, 2, 2);
+        let kinds: Vec<String> = lab
+            .notices()
+            .iter()
+            .map(|n| match n {
+                Notice::Call { call_id, .. } => format!("call {call_id}"),
+                Notice::CallEnded { call_id, .. } => format!("ended {call_id}"),
+                Notice::NonAcdCall { call_id, .. } => format!("non-acd {call_id}"),
+            })
+            .collect();
+        assert_eq!(kinds, ["call c1", "ended c1"]);
+        assert_eq!(lab.got.len(), 4);
     }
 
     #[test]

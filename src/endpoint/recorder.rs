@@ -54,6 +54,20 @@ pub struct Recorder {
     open: Option<Open>,
 }
 
+/// `dir/name`, or `dir/<stem>-2.wav`, `-3`, ... when taken: a recording never overwrites
+/// another (the same call heard again gets a file of its own).
+fn unused_path(dir: &Path, name: &str) -> PathBuf {
+    let first = dir.join(name);
+    if !first.exists() {
+        return first;
+    }
+    let stem = name.strip_suffix(".wav").unwrap_or(name);
+    (2..)
+        .map(|n| dir.join(format!("{stem}-{n}.wav")))
+        .find(|p| !p.exists())
+        .expect("some suffix is free")
+}
+
 impl Recorder {
     /// A recorder writing into `dir` (which must exist) with `layout`.
     pub fn new(dir: impl Into<PathBuf>, layout: Layout) -> Self {
@@ -98,7 +112,7 @@ impl Recorder {
             let Some((name, _)) = self.pending.take() else {
                 return Ok(());
             };
-            let path = self.dir.join(name);
+            let path = unused_path(&self.dir, &name);
             let spec = hound::WavSpec {
                 channels: self.layout.channels(),
                 sample_rate: pcm.rate,
@@ -271,6 +285,35 @@ mod tests {
             let got: Vec<i16> = reader.samples::<i16>().map(|s| s.unwrap()).collect();
             assert_eq!(got, want);
             std::fs::remove_file(path).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_same_call_heard_again_never_overwrites_its_recording() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rec = Recorder::new(dir.path(), Layout::Mono);
+        let start = Timestamp::from_nanos(1_796_198_746 * 1_000_000_000);
+        let mut paths = Vec::new();
+        for _ in 0..3 {
+            rec.start_call("5001", "c1", start).unwrap();
+            rec.write(&pcm(8000, 800, 3)).unwrap();
+            paths.push(rec.path().unwrap().to_path_buf());
+            rec.finish().unwrap();
+        }
+        let names: Vec<String> = paths
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "5001_c1_20261202T080546Z.wav",
+                "5001_c1_20261202T080546Z-2.wav",
+                "5001_c1_20261202T080546Z-3.wav"
+            ]
+        );
+        for p in &paths {
+            assert_eq!(hound::WavReader::open(p).unwrap().len(), 800);
         }
     }
 
