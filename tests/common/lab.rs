@@ -126,6 +126,12 @@ pub struct CallReport {
     pub setup: Duration,
     /// From "Call established" (the later of both UAs) to both UAs printing "terminated".
     pub talk: Duration,
+    /// When both UAs had printed "Call established" (`talk` runs from here).
+    pub established_at: Instant,
+    /// When the gateway sent `/hold` and `/resume` (calls with a hold).
+    pub hold_at: Option<(Instant, Instant)>,
+    /// When both UAs had printed "terminated".
+    pub ended_at: Instant,
     pub gw_log: String,
     pub phone_log: String,
 }
@@ -480,11 +486,14 @@ impl Lab {
         gw.wait_for("Call established", limit);
         phone.wait_for("Call established", limit);
         let established = Instant::now();
+        let mut hold_at = None;
         if let Some((at, length)) = spec.hold {
             sleep_until(established + at);
             gw.command("/hold");
+            let held = Instant::now();
             sleep_until(established + at + length);
             gw.command("/resume");
+            hold_at = Some((held, Instant::now()));
         }
         sleep_until(established + spec.duration);
         gw.command("/hangup");
@@ -497,6 +506,9 @@ impl Lab {
             spec: spec.clone(),
             setup: established - dialed,
             talk: ended - established,
+            established_at: established,
+            hold_at,
+            ended_at: ended,
             gw_log,
             phone_log,
         }
