@@ -8,22 +8,24 @@
 //!    5001+i) and starts `silentmon server --insecure --replay CAPTURE --loop` on loopback, with
 //!    one `[[agent]]` per call and SUPERVISORS supervisors of the one team;
 //! 2. for each monitor count in COUNTS: logs the supervisors in on the control plane (one
-//!    session each), starts that many monitors (monitor m: supervisor m / CALLS, agent
+//!    session each), starts that many monitors (monitor m: supervisor s(m / CALLS + 1), agent
 //!    5001 + m % CALLS), attaches one `MonitorClient` per monitor, and for SECONDS (after
 //!    WARMUP) records, per media frame, the forwarding delay = wall-clock receive time minus the
-//!    frame's `capture_ts` (the replay stamps frames with the wall clock when it hands them up);
-//!    prints p50/p99/p99.9/max and the server's forwarded/dropped counters;
+//!    frame's `capture_ts` (the replay stamps each frame with its scheduled wall-clock time, so a
+//!    late replay thread counts as delay, as a late engine would); prints p50/p99/p99.9/max and
+//!    the server's forwarded/dropped counters;
 //! 3. listen latency: LISTEN monitors each feed a real `MediaSession` (default config: jitter
-//!    target 40 ms, 60 ms cushion, 48 kHz stereo device format) ticked every 10 ms on a
-//!    `MediaClock`, like `endpoint::media_loop`. The payload of one packet per second of the
-//!    agent's direction is replaced by a full-scale marker (every other payload byte by silence),
-//!    so the marker's onset in the device frames handed to the sink can be found; listen latency
-//!    = wall-clock time of the sink call carrying the onset minus the marker packet's
-//!    `capture_ts`. Timing in the pipeline depends on RTP timestamps and arrivals only, never
-//!    on the payload bytes.
+//!    target 40 ms, 60 ms cushion; device format LISTEN_RATE x LISTEN_CHANNELS) ticked every
+//!    10 ms on a `MediaClock`, like `endpoint::media_loop`. The payload of one packet per second
+//!    of the agent's direction is replaced by a full-scale marker (every other packet's payload
+//!    by silence), so the marker's onset in the device frames handed to the sink can be found;
+//!    listen latency = wall-clock time of the sink call carrying the onset minus the marker
+//!    packet's `capture_ts`. Timing in the pipeline depends on RTP timestamps and arrivals
+//!    only, never on the payload bytes.
 //!
 //! Environment: SILENTMON, CAPGEN (binaries; default target/release/...), BENCH_DIR (default
-//! /tmp/silentmon-bench-monitor), CALLS (100), CALL_SECS (60), SUPERVISORS (5), COUNTS
+//! /tmp/silentmon-bench-monitor), CALLS (100), CALL_SECS (120: longer than a
+//! whole run, so the loop restart never falls into a window), SUPERVISORS (5), COUNTS
 //! ("1 50 500"), SECONDS (10), WARMUP (3), LISTEN (10), LISTEN_SECONDS (30), LISTEN_RATE
 //! (48000), LISTEN_CHANNELS (2).
 
@@ -94,7 +96,7 @@ impl Options {
             capgen: env_or("CAPGEN", root.join("target/release/capgen"))?,
             dir: env_or("BENCH_DIR", PathBuf::from("/tmp/silentmon-bench-monitor"))?,
             calls: env_or("CALLS", 100)?,
-            call_secs: env_or("CALL_SECS", 60)?,
+            call_secs: env_or("CALL_SECS", 120)?,
             supervisors: env_or("SUPERVISORS", 5)?,
             counts,
             seconds: env_or("SECONDS", 10)?,

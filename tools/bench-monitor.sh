@@ -7,7 +7,7 @@
 # (capture_ts to the device frames handed to the sink). See the bench's doc for the method.
 #
 # Usage: tools/bench-monitor.sh            (no root needed; loopback only)
-#   CALLS=100 SUPERVISORS=5 COUNTS="1 50 500" SECONDS=10 WARMUP=3 LISTEN=10 LISTEN_SECONDS=30
+#   CALLS=100 CALL_SECS=120 SUPERVISORS=5 COUNTS="1 50 500" SECONDS=10 WARMUP=3 LISTEN=10 LISTEN_SECONDS=30
 #   BENCH_DIR=/tmp/silentmon-bench-monitor (capture, config, server log)
 set -euo pipefail
 cd "$(dirname "$0")/.."
