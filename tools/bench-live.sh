@@ -9,7 +9,9 @@
 # at the same time, one tcpdump per step (it prints the kernel's pcap_stats when it exits). The
 # server's Prometheus metrics are scraped before and after each step. The result is a table and
 # the highest rate with no drop at all, for silentmon (kernel, interface and pipeline drops) and
-# for tcpdump, measured on the same feed in the same run.
+# for tcpdump, measured on the same feed in the same run. Per step the table also shows what the
+# engine did with the frames (frames, RTP packets, RTP packets of SIP-bound agents, agents bound)
+# and the 1-minute load average (the build machine may be shared: read drops next to it).
 #
 # Usage: tools/bench-live.sh [CALLS] [SECONDS]        (root: namespaces and packet capture)
 #   STEPS="50000 100000 200000 300000 top"   rates in packets/s; "top" is --topspeed
@@ -205,21 +207,28 @@ for step in $steps; do
     sm_pdrop=$(d silentmon_pipeline_dropped_total "$if_rx")
     sm_frames=$(d silentmon_engine_frames_total)
     sm_rtp=$(d silentmon_engine_rtp_packets_total)
+    # Proof of full tracking with SIP bindings: RTP classified as an agent's, and agents bound.
+    sm_agent=$(d silentmon_agent_packets_total)
+    sm_bind=$(metric "$after" silentmon_bindings)
   else
-    sm_recv=- sm_kdrop=- sm_ifdrop=- sm_pdrop=- sm_frames=- sm_rtp=-
+    sm_recv=- sm_kdrop=- sm_ifdrop=- sm_pdrop=- sm_frames=- sm_rtp=- sm_agent=- sm_bind=-
   fi
-  echo "$step $sent $pps ${failed:-0} $td_recv $td_drop $sm_recv $sm_kdrop $sm_ifdrop $sm_pdrop $sm_frames $sm_rtp" >> "$results"
+  # The 1-minute load average after the step: the machine may be shared.
+  load=$(cut -d ' ' -f 1 /proc/loadavg)
+  echo "$step $sent $pps ${failed:-0} $td_recv $td_drop $sm_recv $sm_kdrop $sm_ifdrop $sm_pdrop $sm_frames $sm_rtp $sm_agent $sm_bind $load" >> "$results"
 done
 
 echo
 frames=$(awk 'NR == 1 {print $2}' "$results")
 echo "capture: $cap ($frames frames, $calls calls x $secs s, VLAN 100+, PCMU); ring ${buffer_mib} MiB each"
+echo "load average at the end: $(cut -d ' ' -f 1-3 /proc/loadavg) on $(nproc) cores"
 echo "feed: tcpreplay in $ns_tx -> veth -> $if_rx in $ns_rx, captured at the same time by silentmon server and tcpdump -w /dev/null"
-printf '%-7s %9s %9s %6s | %10s %8s | %10s %8s %8s %8s %10s %10s\n' \
-  step sent "pps sent" failed "td recv" "td drop" "sm recv" "sm kdrop" "sm ifdrop" "sm pdrop" "eng frames" "eng rtp"
-while read -r step sent pps failed tr tdp sr sk si sp sf srtp; do
-  printf '%-7s %9s %9s %6s | %10s %8s | %10s %8s %8s %8s %10s %10s\n' \
-    "$step" "$sent" "$pps" "$failed" "$tr" "$tdp" "$sr" "$sk" "$si" "$sp" "$sf" "$srtp"
+printf '%-7s %9s %9s %6s | %10s %8s | %10s %8s %8s %8s %10s %10s %10s %8s | %5s\n' \
+  step sent "pps sent" failed "td recv" "td drop" "sm recv" "sm kdrop" "sm ifdrop" "sm pdrop" \
+  "eng frames" "eng rtp" "agent pkts" bindings load1
+while read -r step sent pps failed tr tdp sr sk si sp sf srtp sa sb ld; do
+  printf '%-7s %9s %9s %6s | %10s %8s | %10s %8s %8s %8s %10s %10s %10s %8s | %5s\n' \
+    "$step" "$sent" "$pps" "$failed" "$tr" "$tdp" "$sr" "$sk" "$si" "$sp" "$sf" "$srtp" "$sa" "$sb" "$ld"
 done < "$results"
 
 # The highest rate (tcpreplay's measured pps) of a step with nothing lost: every frame sent was
@@ -230,8 +239,17 @@ best() {
     who == "silentmon" && $7 != "-" && $7 >= $2 && $8 == 0 && $9 == 0 && $10 == 0 && $3 > b { b = $3 }
     END { if (b) print b " pps"; else print "none of the steps" }' "$results"
 }
+# Drops under load can be sporadic (a lower step may lose what a higher one did not): also the
+# highest rate up to which every step, in order of measured rate, was lossless.
+all_below() {
+  sort -n -k3 "$results" | awk -v who="$1" '
+    { ok = (who == "tcpdump") ? ($5 >= $2 && $6 == 0) : ($7 != "-" && $7 >= $2 && $8 == 0 && $9 == 0 && $10 == 0) }
+    !ok { exit }
+    { b = $3 }
+    END { if (b) print b " pps"; else print "none of the steps" }'
+}
 echo
-echo "highest rate with 0 drops: tcpdump $(best tcpdump)"
+echo "highest rate with 0 drops: tcpdump $(best tcpdump); every step lossless up to $(all_below tcpdump)"
 if [ "$no_server" != 1 ]; then
-  echo "highest rate with 0 drops: silentmon $(best silentmon) (kernel, interface and pipeline drops all 0, received >= sent)"
+  echo "highest rate with 0 drops: silentmon $(best silentmon); every step lossless up to $(all_below silentmon) (kernel, interface and pipeline drops all 0, received >= sent)"
 fi

@@ -1,0 +1,745 @@
+//! Whole-program benchmark of monitor forwarding and listen latency (issue: monitoring, item 9).
+//! Not a test: it does nothing unless cargo runs it as a benchmark (`--bench` on the command
+//! line), so `cargo test --all-targets` only builds it.
+//!
+//! `cargo bench --bench monitor_latency` (or `tools/bench-monitor.sh`, which builds the release
+//! binaries first):
+//! 1. generates a capture of CALLS concurrent G.711 calls with capgen (call i reaches agent
+//!    5001+i) and starts `silentmon server --insecure --replay CAPTURE --loop` on loopback, with
+//!    one `[[agent]]` per call and SUPERVISORS supervisors of the one team;
+//! 2. for each monitor count in COUNTS: logs the supervisors in on the control plane (one
+//!    session each), starts that many monitors (monitor m: supervisor s(m / CALLS + 1), agent
+//!    5001 + m % CALLS), attaches one `MonitorClient` per monitor, and for SECONDS (after
+//!    WARMUP) records, per media frame, the forwarding delay = wall-clock receive time minus the
+//!    frame's `capture_ts` (the replay stamps each frame with its scheduled wall-clock time, so a
+//!    late replay thread counts as delay, as a late engine would); prints p50/p99/p99.9/max and
+//!    the server's forwarded/dropped counters;
+//! 3. listen latency: LISTEN monitors each feed a real `MediaSession` (default config: jitter
+//!    target 40 ms, 60 ms cushion; device format LISTEN_RATE x LISTEN_CHANNELS) ticked every
+//!    10 ms on a `MediaClock`, like `endpoint::media_loop`. The payload of one packet per second
+//!    of the agent's direction is replaced by a full-scale marker (every other packet's payload
+//!    by silence), so the marker's onset in the device frames handed to the sink can be found;
+//!    listen latency = wall-clock time of the sink call carrying the onset minus the marker
+//!    packet's `capture_ts`. Timing in the pipeline depends on RTP timestamps and arrivals
+//!    only, never on the payload bytes.
+//!
+//! Environment: SILENTMON, CAPGEN (binaries; default target/release/...), BENCH_DIR (default
+//! /tmp/silentmon-bench-monitor), CALLS (100), CALL_SECS (120: longer than a
+//! whole run, so the loop restart never falls into a window), SUPERVISORS (5), COUNTS
+//! ("1 50 500"), SECONDS (10), WARMUP (3), LISTEN (10), LISTEN_SECONDS (30), LISTEN_RATE
+//! (48000), LISTEN_CHANNELS (2).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use silentmon::binding::Direction;
+use silentmon::control::client::Client;
+use silentmon::control::frame::Frame;
+use silentmon::endpoint::media_loop::MediaClock;
+use silentmon::endpoint::session::{MediaSession, SessionConfig};
+use silentmon::monitor::client::{Event, MonitorClient};
+use silentmon::time::Timestamp;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One marker packet per this many 20 ms packets (one per second).
+const MARKER_EVERY: u32 = 50;
+/// Samples per 20 ms G.711 packet (RTP timestamp units).
+const PACKET_SAMPLES: u32 = 160;
+
+struct Options {
+    silentmon: PathBuf,
+    capgen: PathBuf,
+    dir: PathBuf,
+    calls: u32,
+    call_secs: u32,
+    supervisors: u32,
+    counts: Vec<u32>,
+    seconds: u64,
+    warmup: u64,
+    listen: u32,
+    listen_seconds: u64,
+    /// Device format the listen sessions render for (48 kHz stereo: a usual PulseAudio
+    /// default; 8000 Hz takes the resampler out of the path).
+    listen_rate: u32,
+    listen_channels: u16,
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T, BoxError> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{name}={v:?} is not a valid value").into()),
+        Err(_) => Ok(default),
+    }
+}
+
+impl Options {
+    fn from_env() -> Result<Options, BoxError> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let counts = std::env::var("COUNTS").unwrap_or_else(|_| "1 50 500".into());
+        let counts = counts
+            .split_whitespace()
+            .map(|c| {
+                c.parse()
+                    .map_err(|_| format!("COUNTS: {c:?} is not a count"))
+            })
+            .collect::<Result<Vec<u32>, _>>()?;
+        let o = Options {
+            silentmon: env_or("SILENTMON", root.join("target/release/silentmon"))?,
+            capgen: env_or("CAPGEN", root.join("target/release/capgen"))?,
+            dir: env_or("BENCH_DIR", PathBuf::from("/tmp/silentmon-bench-monitor"))?,
+            calls: env_or("CALLS", 100)?,
+            call_secs: env_or("CALL_SECS", 120)?,
+            supervisors: env_or("SUPERVISORS", 5)?,
+            counts,
+            seconds: env_or("SECONDS", 10)?,
+            warmup: env_or("WARMUP", 3)?,
+            listen: env_or("LISTEN", 10)?,
+            listen_seconds: env_or("LISTEN_SECONDS", 30)?,
+            listen_rate: env_or("LISTEN_RATE", 48_000)?,
+            listen_channels: env_or("LISTEN_CHANNELS", 2)?,
+        };
+        let most = o.calls * o.supervisors;
+        if let Some(c) = o.counts.iter().find(|&&c| c > most) {
+            return Err(format!(
+                "COUNTS: {c} monitors need more than CALLS x SUPERVISORS = {most} (a supervisor \
+                 monitors each agent once)"
+            )
+            .into());
+        }
+        if o.listen > o.calls {
+            return Err(format!("LISTEN={} is more than CALLS={}", o.listen, o.calls).into());
+        }
+        Ok(o)
+    }
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        // `cargo test --benches` runs bench binaries without --bench: a benchmark is no test.
+        println!("monitor_latency: a benchmark; run it with `cargo bench --bench monitor_latency`");
+        return;
+    }
+    if let Err(e) = run() {
+        eprintln!("monitor_latency: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), BoxError> {
+    let o = Options::from_env()?;
+    std::fs::create_dir_all(&o.dir)?;
+    let capture = o
+        .dir
+        .join(format!("calls-{}-{}.pcap", o.calls, o.call_secs));
+    if !capture.exists() {
+        eprintln!("generating {} ...", capture.display());
+        let st = Command::new(&o.capgen)
+            .args(["calls", "--calls", &o.calls.to_string()])
+            .args(["--duration", &o.call_secs.to_string()])
+            .args([
+                "--encap", "vlan:100", "--codec", "pcmu", "--seed", "7", "-o",
+            ])
+            .arg(&capture)
+            .status()
+            .map_err(|e| format!("{}: {e}", o.capgen.display()))?;
+        if !st.success() {
+            return Err(format!("capgen failed: {st}").into());
+        }
+    }
+    let server = Server::start(&o, &capture)?;
+    // One thread for every client: the clients' futures are not Send, and the receive side
+    // should not take more of the two cores than it must.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = tokio::task::LocalSet::new().block_on(&rt, bench(&o, &server));
+    drop(server);
+    result
+}
+
+/// The server under test; killed when dropped.
+struct Server {
+    child: Child,
+    control: String,
+    monitor: String,
+    metrics: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16, BoxError> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Server {
+    fn start(o: &Options, capture: &Path) -> Result<Server, BoxError> {
+        let control = format!("127.0.0.1:{}", free_port()?);
+        let monitor = format!("127.0.0.1:{}", free_port()?);
+        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let cluster = format!("127.0.0.1:{}", free_port()?);
+        let mut cfg = format!(
+            "[control]\nlisten = \"{control}\"\nmetrics_listen = \"{metrics}\"\n\
+             [monitor]\nlisten = \"{monitor}\"\n[cluster]\nlisten = \"{cluster}\"\n\
+             [security]\ninsecure = true\ncerts_dir = \"{certs}\"\naudit_log = \"{audit}\"\n",
+            certs = o.dir.join("certs").display(),
+            audit = o.dir.join("audit.jsonl").display(),
+        );
+        for i in 0..o.calls {
+            cfg += &format!(
+                "[[agent]]\nid = \"{id}\"\nextension = \"{id}\"\nteam = \"bench\"\n",
+                id = 5001 + i
+            );
+        }
+        for s in 1..=o.supervisors {
+            cfg += &format!("[[supervisor]]\nid = \"s{s}\"\nteams = [\"bench\"]\n");
+        }
+        let path = o.dir.join("silentmon.toml");
+        std::fs::write(&path, cfg)?;
+        let log = std::fs::File::create(o.dir.join("server.log"))?;
+        let child = Command::new(&o.silentmon)
+            .arg("server")
+            .arg("--config")
+            .arg(&path)
+            .arg("--insecure")
+            .arg("--replay")
+            .arg(capture)
+            .arg("--loop")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("{}: {e}", o.silentmon.display()))?;
+        let mut server = Server {
+            child,
+            control,
+            monitor,
+            metrics,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while scrape(server.metrics).is_err() {
+            if let Some(st) = server.child.try_wait()? {
+                return Err(format!(
+                    "silentmon server exited ({st}); see {}",
+                    o.dir.join("server.log").display()
+                )
+                .into());
+            }
+            if Instant::now() > deadline {
+                return Err("silentmon server serves no metrics after 30 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(server)
+    }
+}
+
+/// The metrics page (a blocking HTTP/1.0 GET).
+fn scrape(addr: SocketAddr) -> Result<String, BoxError> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body)
+}
+
+/// The value of an unlabelled sample, 0 when absent.
+fn metric(page: &str, name: &str) -> f64 {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(' '))
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn wall_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+async fn bench(o: &Options, server: &Server) -> Result<(), BoxError> {
+    // The replay's calls must be up and bound before monitors start.
+    wait_for_bindings(server, o.calls).await?;
+    println!(
+        "capture: {} G.711 calls x {} s, looped; {} agents, {} supervisors; server pid {}",
+        o.calls,
+        o.call_secs,
+        o.calls,
+        o.supervisors,
+        server.child.id()
+    );
+    println!(
+        "{:>8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>12} {:>12}",
+        "monitors", "frames", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "srv fwd", "srv dropped"
+    );
+    for &count in &o.counts {
+        let r = forwarding(o, server, count).await?;
+        println!(
+            "{:>8} {:>10} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>12.0} {:>12.0}",
+            count,
+            r.delays.len(),
+            pct(&r.delays, 0.50),
+            pct(&r.delays, 0.99),
+            pct(&r.delays, 0.999),
+            pct(&r.delays, 1.0),
+            r.forwarded,
+            r.dropped
+        );
+    }
+    if o.listen > 0 {
+        let l = listen(o, server).await?;
+        println!(
+            "listen latency (capture_ts -> device frames handed to the sink), device {} Hz x {}, \
+             {} monitors, {} markers: p50 {:.1} ms, p99 {:.1} ms, min {:.1} ms, max {:.1} ms; markers not found: \
+             {}; session: {} packets, {} late, {} lost, {} jitter underruns",
+            o.listen_rate,
+            o.listen_channels,
+            o.listen,
+            l.delays.len(),
+            pct(&l.delays, 0.50),
+            pct(&l.delays, 0.99),
+            pct(&l.delays, 0.0),
+            pct(&l.delays, 1.0),
+            l.missed,
+            l.packets,
+            l.late,
+            l.lost,
+            l.underruns,
+        );
+    }
+    Ok(())
+}
+
+async fn wait_for_bindings(server: &Server, calls: u32) -> Result<(), BoxError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = scrape(server.metrics)?;
+        if metric(&page, "silentmon_bindings") >= calls as f64 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "only {} of {calls} agents bound after 30 s",
+                metric(&page, "silentmon_bindings")
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Sorted delays in milliseconds; the q-quantile (nearest rank).
+fn pct(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+/// Control sessions holding `count` monitors, and their session keys (monitor m: supervisor
+/// `m / calls`, agent `5001 + m % calls`). The monitors end when the sessions are dropped.
+async fn start_monitors(
+    o: &Options,
+    server: &Server,
+    count: u32,
+) -> Result<(Vec<tokio::task::JoinHandle<()>>, Vec<(String, String)>), BoxError> {
+    let mut sessions = Vec::new();
+    let mut keys = Vec::new();
+    let mut m = 0;
+    for s in 1..=o.supervisors {
+        if m >= count {
+            break;
+        }
+        let mut c = Client::connect(&server.control, None).await?;
+        let r = c
+            .request(
+                &Frame::new("Login")
+                    .with("mode", "supervisor")
+                    .with("id", format!("s{s}")),
+                "LoginReply",
+                |_| {},
+            )
+            .await?;
+        if r.str("result") != Some("ok") {
+            return Err(format!("login of s{s} refused: {r:?}").into());
+        }
+        for a in 0..o.calls {
+            if m >= count {
+                break;
+            }
+            let agent = (5001 + a).to_string();
+            let r = c
+                .request(
+                    &Frame::new("StartSilentMonitor").with("agent", agent.as_str()),
+                    "StartSilentMonitorReply",
+                    |_| {},
+                )
+                .await?;
+            if r.str("result") != Some("ok") {
+                return Err(format!("s{s} monitoring {agent} refused: {r:?}").into());
+            }
+            let key = r.str("key").ok_or("StartSilentMonitorReply without key")?;
+            keys.push((agent, key.to_owned()));
+            m += 1;
+        }
+        // Keep the session: answer heartbeats until the task is aborted.
+        sessions.push(tokio::spawn(async move {
+            while c.next_event().await.is_ok() {}
+        }));
+    }
+    Ok((sessions, keys))
+}
+
+struct Forwarding {
+    delays: Vec<f64>,
+    forwarded: f64,
+    dropped: f64,
+}
+
+async fn forwarding(o: &Options, server: &Server, count: u32) -> Result<Forwarding, BoxError> {
+    let (sessions, keys) = start_monitors(o, server, count).await?;
+    let mut clients = Vec::new();
+    for (_, key) in &keys {
+        let mut c = MonitorClient::connect(&server.monitor, None).await?;
+        c.attach(key).await?;
+        clients.push(c);
+    }
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs(o.warmup);
+    let end = measure_from + Duration::from_secs(o.seconds);
+    let measuring = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for mut c in clients {
+        let measuring = measuring.clone();
+        tasks.push(tokio::task::spawn_local(async move {
+            let mut delays = Vec::with_capacity(1 << 12);
+            let mut error = None;
+            loop {
+                match tokio::time::timeout_at(end.into(), c.next_event()).await {
+                    Err(_) => break,
+                    Ok(Ok(Event::Media { capture_ts, .. })) => {
+                        let now = wall_ns();
+                        if measuring.load(Ordering::Relaxed) {
+                            delays.push((now - capture_ts.as_nanos()) as f64 / 1e6);
+                        }
+                    }
+                    Ok(Ok(Event::Stopped { reason, .. })) => {
+                        error = Some(format!("monitor stopped: {reason}"));
+                        break;
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        error = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            (delays, error)
+        }));
+    }
+    tokio::time::sleep_until(measure_from.into()).await;
+    let before = scrape(server.metrics)?;
+    measuring.store(true, Ordering::Relaxed);
+    tokio::time::sleep_until(end.into()).await;
+    measuring.store(false, Ordering::Relaxed);
+    let after = scrape(server.metrics)?;
+    let mut delays = Vec::new();
+    for t in tasks {
+        let (d, error) = t.await?;
+        if let Some(e) = error {
+            return Err(format!("{count} monitors: {e}").into());
+        }
+        delays.extend(d);
+    }
+    for s in sessions {
+        s.abort();
+    }
+    // Let the server end these monitors before the next count starts its own.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    delays.sort_by(f64::total_cmp);
+    let d = |name| metric(&after, name) - metric(&before, name);
+    Ok(Forwarding {
+        delays,
+        forwarded: d("silentmon_monitor_frames_forwarded_total"),
+        dropped: d("silentmon_monitor_frames_dropped_total"),
+    })
+}
+
+struct Listen {
+    delays: Vec<f64>,
+    missed: u64,
+    packets: u64,
+    late: u64,
+    lost: u64,
+    underruns: u64,
+}
+
+/// What the network side hands the listen thread.
+enum Input {
+    Media {
+        monitor: usize,
+        arrival: Timestamp,
+        capture_ts: Timestamp,
+        direction: Direction,
+        rtp: Vec<u8>,
+    },
+    Call {
+        monitor: usize,
+        call_id: String,
+        payloads: silentmon::codec::PayloadMap,
+        started: Timestamp,
+    },
+    CallEnded {
+        monitor: usize,
+        call_id: String,
+    },
+}
+
+/// The RTP payload range of a packet, None when it is not a plain PCMU packet.
+fn pcmu_payload(rtp: &[u8]) -> Option<(u32, std::ops::Range<usize>)> {
+    if rtp.len() < 12 || rtp[0] >> 6 != 2 || rtp[1] & 0x7f != 0 {
+        return None;
+    }
+    let mut start = 12 + 4 * (rtp[0] & 0x0f) as usize;
+    if rtp[0] & 0x10 != 0 {
+        let words = u16::from_be_bytes([*rtp.get(start + 2)?, *rtp.get(start + 3)?]) as usize;
+        start += 4 + 4 * words;
+    }
+    let mut end = rtp.len();
+    if rtp[0] & 0x20 != 0 {
+        end = end.checked_sub(*rtp.last()? as usize)?;
+    }
+    let ts = u32::from_be_bytes([rtp[4], rtp[5], rtp[6], rtp[7]]);
+    (start <= end).then_some((ts, start..end))
+}
+
+async fn listen(o: &Options, server: &Server) -> Result<Listen, BoxError> {
+    let (sessions, keys) = start_monitors(o, server, o.listen).await?;
+    let (tx, rx) = crossbeam_channel::bounded::<Input>(1 << 16);
+    let clock = MediaClock::new();
+    let end = Instant::now() + Duration::from_secs(o.warmup + o.listen_seconds);
+    let n = keys.len();
+    let listener = std::thread::spawn({
+        let warmup = Instant::now() + Duration::from_secs(o.warmup);
+        let device = (o.listen_rate, o.listen_channels);
+        move || listen_thread(rx, clock, n, device, warmup, end)
+    });
+    let mut tasks = Vec::new();
+    for (i, (_, key)) in keys.iter().enumerate() {
+        let mut c = MonitorClient::connect(&server.monitor, None).await?;
+        c.attach(key).await?;
+        let tx = tx.clone();
+        tasks.push(tokio::task::spawn_local(async move {
+            loop {
+                let ev = match tokio::time::timeout_at(end.into(), c.next_event()).await {
+                    Err(_) => return Ok(()),
+                    Ok(r) => r.map_err(|e| e.to_string())?,
+                };
+                let input = match ev {
+                    Event::Media {
+                        direction,
+                        capture_ts,
+                        mut rtp,
+                        ..
+                    } => {
+                        let arrival = clock.now();
+                        // Marker: one full-scale packet per second of the agent's side,
+                        // everything else silence.
+                        if let Some((ts, payload)) = pcmu_payload(&rtp) {
+                            let marker = direction == Direction::FromAgent
+                                && (ts / PACKET_SAMPLES) % MARKER_EVERY == 0;
+                            rtp[payload].fill(if marker { 0x80 } else { 0xff });
+                        }
+                        Input::Media {
+                            monitor: i,
+                            arrival,
+                            capture_ts,
+                            direction,
+                            rtp,
+                        }
+                    }
+                    Event::Call {
+                        call_id,
+                        payloads,
+                        started,
+                        ..
+                    } => Input::Call {
+                        monitor: i,
+                        call_id,
+                        payloads,
+                        started,
+                    },
+                    Event::CallEnded { call_id, .. } => Input::CallEnded {
+                        monitor: i,
+                        call_id,
+                    },
+                    Event::Stopped { reason, .. } => {
+                        return Err(format!("monitor stopped: {reason}"))
+                    }
+                    Event::Error { .. } => continue,
+                };
+                if tx.try_send(input).is_err() {
+                    return Err("listen thread fell behind (channel full)".to_string());
+                }
+            }
+        }));
+    }
+    drop(tx);
+    for t in tasks {
+        t.await?.map_err(|e| format!("listen: {e}"))?;
+    }
+    let r = listener.join().map_err(|_| "listen thread panicked")?;
+    for s in sessions {
+        s.abort();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(r)
+}
+
+/// One monitored agent's listening side.
+struct Listener {
+    session: MediaSession,
+    agent: String,
+    /// capture_ts of marker packets not yet heard (oldest first).
+    markers: std::collections::VecDeque<i64>,
+    /// Device samples of silence seen since the last loud one.
+    quiet: usize,
+}
+
+fn listen_thread(
+    rx: crossbeam_channel::Receiver<Input>,
+    clock: MediaClock,
+    n: usize,
+    (rate, channels): (u32, u16),
+    warmup: Instant,
+    end: Instant,
+) -> Listen {
+    let cfg = SessionConfig::default();
+    let mut listeners: Vec<Listener> = (0..n)
+        .map(|i| Listener {
+            session: MediaSession::new(cfg, rate, channels, None).expect("device format"),
+            agent: format!("agent{i}"),
+            markers: Default::default(),
+            quiet: 0,
+        })
+        .collect();
+    // 200 ms of silence before an onset counts (markers are 1 s apart, 20 ms long).
+    let quiet_needed = (rate as usize / 5) * channels as usize;
+    let mut delays = Vec::new();
+    let mut missed = 0u64;
+    let tick = Duration::from_millis(10);
+    let mut next_tick = Instant::now() + tick;
+    let mut open = true;
+    while open || Instant::now() < end {
+        match rx.recv_deadline(next_tick) {
+            Ok(Input::Media {
+                monitor,
+                arrival,
+                capture_ts,
+                direction,
+                rtp,
+            }) => {
+                let l = &mut listeners[monitor];
+                if direction == Direction::FromAgent {
+                    if let Some((ts, payload)) = pcmu_payload(&rtp) {
+                        if (ts / PACKET_SAMPLES) % MARKER_EVERY == 0 && !payload.is_empty() {
+                            l.markers.push_back(capture_ts.as_nanos());
+                        }
+                    }
+                }
+                l.session.on_media(arrival, &l.agent, direction, &rtp);
+                continue;
+            }
+            Ok(Input::Call {
+                monitor,
+                call_id,
+                payloads,
+                started,
+            }) => {
+                let l = &mut listeners[monitor];
+                l.session.on_call(&call_id, payloads, started, &l.agent);
+                continue;
+            }
+            Ok(Input::CallEnded { monitor, call_id }) => {
+                listeners[monitor].session.on_call_ended(&call_id);
+                continue;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                open = false;
+                std::thread::sleep(next_tick.saturating_duration_since(Instant::now()));
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+        }
+        if Instant::now() < next_tick {
+            continue;
+        }
+        let counting = Instant::now() >= warmup;
+        for l in &mut listeners {
+            let now = clock.now();
+            let handed_at = wall_ns();
+            let (quiet, markers) = (&mut l.quiet, &mut l.markers);
+            l.session.tick(now, &mut |frames: &[f32]| {
+                for s in frames {
+                    if s.abs() > 0.3 {
+                        if *quiet >= quiet_needed {
+                            // Onset: the newest marker sent before now is the one heard.
+                            let mut heard = None;
+                            while markers.front().is_some_and(|&t| t <= handed_at) {
+                                heard = markers.pop_front();
+                            }
+                            match heard {
+                                Some(t) if counting => delays.push((handed_at - t) as f64 / 1e6),
+                                Some(_) => {}
+                                None if counting => missed += 1,
+                                None => {}
+                            }
+                        }
+                        *quiet = 0;
+                    } else {
+                        *quiet += 1;
+                    }
+                }
+                frames.len()
+            });
+        }
+        next_tick += tick;
+        let late = Instant::now();
+        if next_tick < late {
+            next_tick = late + tick;
+        }
+    }
+    let mut r = Listen {
+        delays,
+        missed,
+        packets: 0,
+        late: 0,
+        lost: 0,
+        underruns: 0,
+    };
+    for l in &listeners {
+        let s = l.session.stats();
+        r.packets += s.packets;
+        r.late += s.late;
+        r.lost += s.lost;
+        r.underruns += s.jitter_underruns;
+    }
+    r.delays.sort_by(f64::total_cmp);
+    r
+}

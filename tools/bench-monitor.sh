@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Monitor forwarding and listen latency benchmark (issue: monitoring, item 9). Not a test.
+# Builds the release binaries, then runs benches/monitor_latency.rs, which starts
+# `silentmon server --insecure --replay CAPTURE --loop` on loopback, starts 1, 50 and 500
+# monitors with one MonitorClient each and prints the forwarding delay (receive wall time minus
+# capture_ts) p50/p99 per monitor count, then the listen latency through a real MediaSession
+# (capture_ts to the device frames handed to the sink). See the bench's doc for the method.
+#
+# Usage: tools/bench-monitor.sh            (no root needed; loopback only)
+#   CALLS=100 CALL_SECS=120 SUPERVISORS=5 COUNTS="1 50 500" SECONDS=10 WARMUP=3 LISTEN=10 LISTEN_SECONDS=30
+#   BENCH_DIR=/tmp/silentmon-bench-monitor (capture, config, server log)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+echo "building release binaries ..." >&2
+cargo build --release --locked -q --bin silentmon
+cargo build --release --locked -q -p silentmon-capgen
+echo "load before: $(uptime)"
+cargo bench --locked -q --bench monitor_latency
+echo "load after: $(uptime)"
