@@ -3,16 +3,18 @@
 //! emptied batches come back on a second channel, so the steady state allocates nothing per
 //! packet and takes no lock per packet (one channel operation per batch).
 //!
-//! Backpressure is a choice of the source: a replay waits for the consumer (nothing is lost), a
-//! live NIC must not (its kernel ring would overflow), so with `drop_when_full` a full channel
-//! drops the batch and counts the frames in [`PipelineStats`].
+//! Backpressure is a choice of the source: a replay waits for the consumer (nothing is lost). A
+//! live NIC waits too, but only up to [`LIVE_SEND_WAIT`]: while it waits it does not read, so its
+//! kernel ring (`capture.buffer_mib`, 64 MiB) absorbs an engine stall, and a frame is lost only
+//! when that ring overflows (counted by the kernel, pcap_stats). A consumer stalled for longer
+//! than that makes the thread drop the batch, counted in [`PipelineStats`], and read on.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender};
 
 use super::live::{LiveCapture, LiveError, LiveStats};
 use super::replay::Replay;
@@ -26,6 +28,8 @@ pub const BATCH_FRAMES: usize = 256;
 pub const BATCH_LINGER: Duration = Duration::from_millis(2);
 /// Batches in flight.
 const CHANNEL_BATCHES: usize = 64;
+/// Longest a live source waits for a full channel before it drops the batch.
+pub const LIVE_SEND_WAIT: Duration = Duration::from_millis(500);
 
 /// Frames captured together: one shared byte buffer and each frame's range in it.
 #[derive(Debug, Default)]
@@ -286,11 +290,12 @@ fn hand_over(
 ) -> Batch {
     let n = batch.len() as u64;
     if drop_when_full {
-        match full.try_send(batch) {
+        // Not reading while the channel is full leaves the frames in the kernel ring.
+        match full.send_timeout(batch, LIVE_SEND_WAIT) {
             Ok(()) => {
                 stats.batches.fetch_add(1, Ordering::Relaxed);
             }
-            Err(TrySendError::Full(mut b)) | Err(TrySendError::Disconnected(mut b)) => {
+            Err(SendTimeoutError::Timeout(mut b)) | Err(SendTimeoutError::Disconnected(mut b)) => {
                 stats.dropped_frames.fetch_add(n, Ordering::Relaxed);
                 b.clear();
                 return b;

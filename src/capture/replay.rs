@@ -1,5 +1,7 @@
 //! A capture file replayed as live traffic: frames come out at their original pace (scaled by
-//! `speed`), stamped with the time they are handed up, optionally looping. This is how the
+//! `speed`), stamped with the wall-clock time they are due (the replay's start plus their
+//! scaled offset in the file, so the original spacing is kept exactly even when the thread is
+//! late), optionally looping. This is how the
 //! appliance runs without a SPAN port (the README's main command, the tests). A shell: it sleeps.
 
 use std::path::{Path, PathBuf};
