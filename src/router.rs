@@ -683,6 +683,18 @@ mod tests {
         fn notices(&mut self) -> Vec<Notice> {
             std::iter::from_fn(|| self.r.poll_notice()).collect()
         }
+
+        /// The pending notices as `call X` / `ended X` / `non-acd X`.
+        fn kinds(&mut self) -> Vec<String> {
+            self.notices()
+                .iter()
+                .map(|n| match n {
+                    Notice::Call { call_id, .. } => format!("call {call_id}"),
+                    Notice::CallEnded { call_id, .. } => format!("ended {call_id}"),
+                    Notice::NonAcdCall { call_id, .. } => format!("non-acd {call_id}"),
+                })
+                .collect()
+        }
     }
 
     #[test]
@@ -736,15 +748,7 @@ mod tests {
         lab.r.handle_timeout(ms(3000));
         lab.call(4000, "c2", 30010);
         lab.media(4020, 30010, 1, 40);
-        let n = lab.notices();
-        let kinds: Vec<String> = n
-            .iter()
-            .map(|n| match n {
-                Notice::Call { call_id, .. } => format!("call {call_id}"),
-                Notice::CallEnded { call_id, .. } => format!("ended {call_id}"),
-                Notice::NonAcdCall { call_id, .. } => format!("non-acd {call_id}"),
-            })
-            .collect();
+        let kinds = lab.kinds();
         assert_eq!(kinds, vec!["call c1", "ended c1", "call c2"]);
         assert_eq!(lab.got.len(), 4);
         assert_eq!(lab.got[2], (7, Direction::FromAgent, 40));
@@ -781,15 +785,7 @@ mod tests {
         lab.bye(100, "c1");
         // The gateway's last packet after the BYE (the binding lingers): forwarded, no notice.
         lab.media(101, 30000, 2, 2);
-        let kinds: Vec<String> = lab
-            .notices()
-            .iter()
-            .map(|n| match n {
-                Notice::Call { call_id, .. } => format!("call {call_id}"),
-                Notice::CallEnded { call_id, .. } => format!("ended {call_id}"),
-                Notice::NonAcdCall { call_id, .. } => format!("non-acd {call_id}"),
-            })
-            .collect();
+        let kinds = lab.kinds();
         assert_eq!(kinds, ["call c1", "ended c1"]);
         assert_eq!(lab.got.len(), 4);
     }

@@ -118,22 +118,9 @@ pub async fn run(
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            p = limit.clone().acquire_owned() => p.expect("semaphore never closes"),
-        };
-        let (sock, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "control plane: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((permit, sock, peer)) =
+        accept_capped(&listener, &limit, &mut shutdown, "control plane").await
+    {
         stats
             .accepted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -167,6 +154,33 @@ pub async fn run(
     }
     drop(input_tx);
     actor.abort();
+}
+
+/// The next connection under the cap, for the TLS servers' accept loops: waits for a free slot
+/// of `limit`, then accepts (an accept error is logged and retried after 50 ms); None once
+/// `shutdown` resolves. The permit is held for the connection's lifetime.
+pub async fn accept_capped<F: Future<Output = ()>>(
+    listener: &TcpListener,
+    limit: &Arc<Semaphore>,
+    shutdown: &mut std::pin::Pin<&mut F>,
+    what: &str,
+) -> Option<(tokio::sync::OwnedSemaphorePermit, TcpStream, SocketAddr)> {
+    let permit = tokio::select! {
+        _ = shutdown.as_mut() => return None,
+        p = limit.clone().acquire_owned() => p.expect("semaphore never closes"),
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.as_mut() => return None,
+            r = listener.accept() => match r {
+                Ok((sock, peer)) => return Some((permit, sock, peer)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "{what}: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
 }
 
 /// Marks a socket's TOS byte (best effort: a failure is logged, the connection goes on).

@@ -31,7 +31,7 @@ use super::fanout::{FanoutCommand, Subscriber, SLOT_CAPACITY};
 use super::registry::Registry;
 use super::session::{Context, Ending, Session};
 use super::stats::MonitorStats;
-use crate::control::server::{set_tos, ControlHandle};
+use crate::control::server::{accept_capped, set_tos, ControlHandle};
 
 /// Most simultaneous endpoint connections.
 pub const MAX_CONNECTIONS: usize = 512;
@@ -100,22 +100,9 @@ pub async fn run(listener: TcpListener, server: MonitorServer, shutdown: impl Fu
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            p = limit.clone().acquire_owned() => p.expect("semaphore never closes"),
-        };
-        let (sock, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "monitor service: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((permit, sock, peer)) =
+        accept_capped(&listener, &limit, &mut shutdown, "monitor service").await
+    {
         MonitorStats::add_one(&shared.stats.accepted_total);
         set_tos(&sock, tos);
         let shared = shared.clone();
