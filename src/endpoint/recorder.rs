@@ -6,6 +6,10 @@
 //! `_`, and it is cut to 64 characters, so it can never leave `DIR`. The header is finalised
 //! by [`Recorder::finish`], by the next [`Recorder::start_call`], or when the recorder is
 //! dropped, so a caller that handles SIGINT only has to drop it for the file to stay valid.
+//!
+//! A call set aside unfinished ([`Recorder::suspend`]: the agent went to a consult call) keeps
+//! its file: when the agent comes back to it, [`Recorder::start_call`] appends to that file
+//! instead of starting another, so a call held for a consult is still one WAV.
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -16,6 +20,8 @@ use crate::time::Timestamp;
 
 /// Longest call id kept in a file name.
 const MAX_ID_LEN: usize = 64;
+/// Most suspended calls whose files are remembered (the oldest is forgotten first).
+const MAX_SUSPENDED: usize = 8;
 
 /// Recorder errors.
 #[derive(Debug, thiserror::Error)]
@@ -41,17 +47,34 @@ pub enum Error {
 }
 
 struct Open {
+    call: (String, Timestamp),
     path: PathBuf,
     rate: u32,
+    /// The file continues a suspended recording.
+    resumed: bool,
     writer: hound::WavWriter<BufWriter<File>>,
+}
+
+/// A call's recording before its first samples: the file to create, or to append to.
+enum Pending {
+    New {
+        call: (String, Timestamp),
+        name: String,
+    },
+    Resume {
+        call: (String, Timestamp),
+        path: PathBuf,
+    },
 }
 
 /// Records calls to WAV files in one directory.
 pub struct Recorder {
     dir: PathBuf,
     layout: Layout,
-    pending: Option<(String, Timestamp)>,
+    pending: Option<Pending>,
     open: Option<Open>,
+    /// Calls (id, start) set aside unfinished, with their files, oldest first.
+    suspended: Vec<((String, Timestamp), PathBuf)>,
 }
 
 /// `dir/name`, or `dir/<stem>-2.wav`, `-3`, ... when taken: a recording never overwrites
@@ -76,11 +99,13 @@ impl Recorder {
             layout,
             pending: None,
             open: None,
+            suspended: Vec::new(),
         }
     }
 
     /// Starts recording a call (finishing any previous one). The file is created by the first
     /// [`Recorder::write`], which knows the rate; its path is returned by [`Recorder::path`].
+    /// A call [`Recorder::suspend`]ed before continues its file instead.
     pub fn start_call(
         &mut self,
         agent_id: &str,
@@ -88,14 +113,46 @@ impl Recorder {
         start: Timestamp,
     ) -> Result<(), Error> {
         self.finish()?;
+        // The same call: a reused Call-ID of a later call started at another time.
+        let call = (call_id.to_owned(), start);
+        if let Some(i) = self.suspended.iter().position(|(c, _)| *c == call) {
+            let (call, path) = self.suspended.remove(i);
+            self.pending = Some(Pending::Resume { call, path });
+            return Ok(());
+        }
         let name = format!(
             "{}_{}_{}.wav",
             sanitise(agent_id),
             sanitise(call_id),
             utc_compact(start)
         );
-        self.pending = Some((name, start));
+        self.pending = Some(Pending::New { call, name });
         Ok(())
+    }
+
+    /// Sets the current call aside unfinished: its file is finalised (valid on disk) and
+    /// remembered, so that [`Recorder::start_call`] of the same call appends to it. Call when
+    /// the agent moves to another call while this one goes on (a consult during a hold).
+    pub fn suspend(&mut self) -> Result<(), Error> {
+        self.pending = None;
+        let Some(open) = self.open.take() else {
+            return Ok(());
+        };
+        open.writer.finalize().map_err(|source| Error::Wav {
+            path: open.path.clone(),
+            source,
+        })?;
+        self.suspended.retain(|(c, _)| *c != open.call);
+        if self.suspended.len() >= MAX_SUSPENDED {
+            self.suspended.remove(0);
+        }
+        self.suspended.push((open.call, open.path));
+        Ok(())
+    }
+
+    /// True when the file being written continues a suspended recording.
+    pub fn resumed(&self) -> bool {
+        self.open.as_ref().is_some_and(|o| o.resumed)
     }
 
     /// The file being written, once it exists.
@@ -109,23 +166,33 @@ impl Recorder {
             return Ok(());
         }
         if self.open.is_none() {
-            let Some((name, _)) = self.pending.take() else {
+            let Some(pending) = self.pending.take() else {
                 return Ok(());
             };
-            let path = unused_path(&self.dir, &name);
+            let (call, path, resumed) = match pending {
+                Pending::New { call, name } => (call, unused_path(&self.dir, &name), false),
+                Pending::Resume { call, path } => (call, path, true),
+            };
             let spec = hound::WavSpec {
                 channels: self.layout.channels(),
                 sample_rate: pcm.rate,
                 bits_per_sample: 16,
                 sample_format: hound::SampleFormat::Int,
             };
-            let writer = hound::WavWriter::create(&path, spec).map_err(|source| Error::Wav {
+            let writer = if resumed {
+                hound::WavWriter::append(&path)
+            } else {
+                hound::WavWriter::create(&path, spec)
+            }
+            .map_err(|source| Error::Wav {
                 path: path.clone(),
                 source,
             })?;
             self.open = Some(Open {
+                call,
+                rate: writer.spec().sample_rate,
                 path,
-                rate: pcm.rate,
+                resumed,
                 writer,
             });
         }
@@ -159,7 +226,8 @@ impl Recorder {
         })
     }
 
-    /// Finalises the current recording's header and closes it (nothing to do without one).
+    /// Finalises the current recording's header and closes it (nothing to do without one);
+    /// the call is over, so a later `start_call` of it starts a new file.
     pub fn finish(&mut self) -> Result<(), Error> {
         self.pending = None;
         if let Some(open) = self.open.take() {
@@ -315,6 +383,61 @@ mod tests {
         for p in &paths {
             assert_eq!(hound::WavReader::open(p).unwrap().len(), 800);
         }
+    }
+
+    #[test]
+    fn a_suspended_call_continues_its_file_when_the_agent_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rec = Recorder::new(dir.path(), Layout::Stereo);
+        let t1 = Timestamp::from_nanos(1_796_198_746 * 1_000_000_000);
+        let t2 = t1 + crate::time::Span::from_secs(5);
+        let (a, b, c) = (pcm(8000, 800, 3), pcm(8000, 400, 5), pcm(8000, 300, 7));
+        rec.start_call("5001", "c1", t1).unwrap();
+        rec.write(&a).unwrap();
+        let call1 = rec.path().unwrap().to_path_buf();
+        assert!(!rec.resumed());
+        // A consult: call 1 is set aside, valid on disk.
+        rec.suspend().unwrap();
+        assert_eq!(hound::WavReader::open(&call1).unwrap().duration(), 800);
+        rec.start_call("5001", "consult", t2).unwrap();
+        rec.write(&b).unwrap();
+        let consult = rec.path().unwrap().to_path_buf();
+        rec.finish().unwrap();
+        // Back to call 1: the same file grows.
+        rec.start_call("5001", "c1", t1).unwrap();
+        rec.write(&c).unwrap();
+        assert_eq!(rec.path(), Some(call1.as_path()));
+        assert!(rec.resumed());
+        rec.finish().unwrap();
+        let mut want = Vec::new();
+        for p in [&a, &c] {
+            for (x, y) in p.agent.iter().zip(&p.caller) {
+                want.extend([*x, *y]);
+            }
+        }
+        let got: Vec<i16> = hound::WavReader::open(&call1)
+            .unwrap()
+            .samples::<i16>()
+            .map(|s| s.unwrap())
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(hound::WavReader::open(&consult).unwrap().duration(), 400);
+        let files = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(files, 2);
+        // Finished means over: the same call id again (a later call reusing it, or the same
+        // call heard anew after its end) gets a file of its own.
+        rec.start_call("5001", "c1", t1).unwrap();
+        rec.write(&c).unwrap();
+        assert_ne!(rec.path(), Some(call1.as_path()));
+        rec.suspend().unwrap();
+        rec.start_call("5001", "c1", t2).unwrap();
+        rec.write(&c).unwrap();
+        assert!(
+            !rec.resumed(),
+            "another call with the same id started later"
+        );
+        rec.finish().unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
     }
 
     #[test]

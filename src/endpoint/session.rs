@@ -90,7 +90,7 @@ pub struct SessionStats {
     pub cushions: u64,
     /// Calls started.
     pub calls: u64,
-    /// Recordings finalised.
+    /// Recordings finalised (a call's file counts once, even when a consult interrupted it).
     pub recordings: u64,
     /// Recording failures (create, write, finalise); the call keeps playing.
     pub recording_errors: u64,
@@ -286,8 +286,10 @@ impl MediaSession {
 
     /// `agent` is on a new call `call_id` (started at `started`) whose media uses `payloads`.
     /// When recording, the agent's previous WAV is finalised and a new one named by agent,
-    /// call id and start time begins with the next rendered audio. A call whose codecs need
-    /// another decode rate (Opus vs G.711) gets a fresh pipeline.
+    /// call id and start time begins with the next rendered audio; a previous call that had
+    /// not ended (the agent went to a consult) is set aside, and coming back to it continues
+    /// its WAV. A call whose codecs need another decode rate (Opus vs G.711) gets a fresh
+    /// pipeline.
     pub fn on_call(
         &mut self,
         call_id: &str,
@@ -312,10 +314,15 @@ impl MediaSession {
             add_listen_stats(&mut m.prior, &old.stats());
         }
         m.audio.set_payloads(payloads);
+        let unfinished = m.call.is_some() && m.ending.is_none();
         m.call = Some(call_id.to_string());
         m.ending = None;
         if let Some(rec) = m.recorder.as_mut() {
-            finish(rec, &mut self.stats);
+            if unfinished {
+                suspend(rec, &mut self.stats);
+            } else {
+                finish(rec, &mut self.stats);
+            }
             if let Err(e) = rec.start_call(agent, call_id, started) {
                 self.stats.recording_errors += 1;
                 tracing::warn!(error = %e, agent, "recording not started");
@@ -462,10 +469,25 @@ impl MediaSession {
     }
 }
 
+/// Finalises the agent's recording: the call is over.
 fn finish(rec: &mut Recorder, stats: &mut SessionStats) {
-    let had = rec.path().is_some();
-    match rec.finish() {
-        Ok(()) if had => stats.recordings += 1,
+    close(rec, stats, Recorder::finish);
+}
+
+/// Finalises the agent's recording but keeps it to continue: the call goes on unheard.
+fn suspend(rec: &mut Recorder, stats: &mut SessionStats) {
+    close(rec, stats, Recorder::suspend);
+}
+
+/// Counts a recording once, when its file is first closed (not again after a resume).
+fn close(
+    rec: &mut Recorder,
+    stats: &mut SessionStats,
+    how: fn(&mut Recorder) -> Result<(), super::recorder::Error>,
+) {
+    let new_file = rec.path().is_some() && !rec.resumed();
+    match how(rec) {
+        Ok(()) if new_file => stats.recordings += 1,
         Ok(()) => {}
         Err(e) => {
             stats.recording_errors += 1;

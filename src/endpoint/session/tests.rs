@@ -398,3 +398,59 @@ fn two_agents_are_summed_frame_by_frame() {
     assert!(d > 0, "b started 2 ms after a");
     assert!(mixed.iter().any(|v| v.abs() > 0.3));
 }
+
+#[test]
+fn a_call_held_for_a_consult_is_one_recording_that_goes_on_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = stereo_session(Some(dir.path().to_path_buf()));
+    let (a1, c1) = (frames(440.0, 25), frames(1000.0, 25));
+    let (a2, c2) = (frames(600.0, 25), frames(800.0, 25));
+    let mut out = Vec::new();
+    // Call 1 talks, then is held (silence until 1000 ms).
+    s.on_call("call-1", PayloadMap::new(), at(0), AGENT);
+    run(&mut s, &call(0, &a1, &c1, 0x3000), 0, 1000, &mut out);
+    let first = s.recording_of(AGENT).unwrap().to_path_buf();
+    // The consult during the hold, then its end and drain.
+    s.on_call("consult", PayloadMap::new(), at(1000), AGENT);
+    run(&mut s, &call(1010, &a2, &c2, 0x4000), 1010, 1600, &mut out);
+    let consult = s.recording_of(AGENT).unwrap().to_path_buf();
+    assert_ne!(consult, first);
+    s.on_call_ended("consult");
+    run(&mut s, &[], 1610, 1900, &mut out);
+    assert!(
+        s.recording_of(AGENT).is_none(),
+        "the consult's WAV is final"
+    );
+    // Back to call 1: its WAV goes on, no third file.
+    s.on_call("call-1", PayloadMap::new(), at(0), AGENT);
+    run(&mut s, &call(2000, &a1, &c1, 0x5000), 2000, 3000, &mut out);
+    assert_eq!(s.recording_of(AGENT), Some(first.as_path()));
+    s.on_call_ended("call-1");
+    run(&mut s, &[], 3010, 3300, &mut out);
+    assert!(s.recording_of(AGENT).is_none());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    let (_, pcm) = read_wav(&first);
+    let left: Vec<i16> = pcm.iter().step_by(2).copied().collect();
+    let right: Vec<i16> = pcm.iter().skip(1).step_by(2).copied().collect();
+    assert!(
+        left[320..320 + 4000] == decode(&a1)[..],
+        "call 1 before the hold"
+    );
+    assert!(right[360..360 + 4000] == decode(&c1)[..]);
+    // The hold's silence, then call 1 again after the consult.
+    // (After the 60 ms concealment fade.)
+    assert!(
+        left[4900..8001].iter().all(|&v| v.abs() < 64),
+        "the hold is quiet"
+    );
+    let after = &left[8001..];
+    assert!(
+        after.windows(4000).any(|w| w == &decode(&a1)[..]),
+        "call 1 after the consult is in its WAV"
+    );
+    let (_, consult_pcm) = read_wav(&consult);
+    let consult_left: Vec<i16> = consult_pcm.iter().step_by(2).copied().collect();
+    assert!(consult_left.windows(4000).any(|w| w == &decode(&a2)[..]));
+    assert_eq!(s.stats().recordings, 2);
+    assert_eq!(s.stats().calls, 3);
+}
