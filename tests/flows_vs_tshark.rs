@@ -134,4 +134,5 @@ own_capture_tests! {
     own_calls_4_vlan100_loss => "calls-4-vlan100-loss.pcap",
     own_calls_2_qinq => "calls-2-qinq.pcap",
     own_calls_3_untagged_jitter => "calls-3-untagged-jitter.pcap",
+    own_agent_day_hold_consult_next => "agent-5001-hold-consult-next.pcap",
 }

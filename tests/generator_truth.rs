@@ -86,3 +86,8 @@ fn qinq() {
 fn untagged_jitter() {
     check("calls-3-untagged-jitter");
 }
+
+#[test]
+fn agent_day_with_hold_consult_and_next_call() {
+    check("agent-5001-hold-consult-next");
+}

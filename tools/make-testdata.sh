@@ -38,6 +38,10 @@ $gen calls --calls 2 --duration 6 --encap qinq:300:20 --codec pcmu --ptime 30 --
 $gen calls --calls 3 --duration 6 --encap untagged --codec pcmu --jitter-ms 5 --seed 3 \
   -o "$out/calls-3-untagged-jitter.pcap" --truth "$out/calls-3-untagged-jitter.json"
 
+# One agent's day on VLAN 100: a call to 5001 held for a consult to 5101, resumed, then the next call.
+$gen agent-day --agent 5001 --consult 5101 --encap vlan:100 --seed 5001 \
+  -o "$out/agent-5001-hold-consult-next.pcap" --truth "$out/agent-5001-hold-consult-next.json"
+
 # vlantest's sample frames (five frames on VLAN 85, like the guide's VLANSamplePackets.cap).
 $gen vlan-sample --vlan 85 --count 5 -o "$out/VLANSamplePackets.pcap"
 ls -l "$out"

@@ -1,10 +1,13 @@
 //! capgen: writes pcap files of N concurrent SIP + RTP calls (untagged, 802.1Q or QinQ; PCMU or
 //! PCMA; tones or speech from WAV files; loss, reordering, jitter, duplicates, SSRC changes) and a
 //! JSON truth file computed from what was actually written, plus per-direction reference PCM.
-//! Also writes vlantest's sample frames. Deterministic for a given `--seed`.
+//! Also writes one agent's day of calls (hold, consult, resume, next call; `agent_day`) and
+//! vlantest's sample frames. Deterministic for a given `--seed`.
 
+mod agent_day;
 mod frame;
 mod pcap_writer;
+mod sip_text;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -22,6 +25,7 @@ use silentmon::vlantest::Signature;
 
 use frame::{udp_frame, Encap};
 use pcap_writer::PcapWriter;
+use sip_text::{sdp, Dialog, SipParty};
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +41,9 @@ struct Cli {
 enum Command {
     /// N concurrent SIP+RTP calls.
     Calls(Box<CallsArgs>),
+    /// One agent's calls in sequence: a call with a hold, a consult during the hold, the
+    /// resume, and the agent's next call.
+    AgentDay(agent_day::AgentDayArgs),
     /// vlantest's signed sample frames (IPv4/UDP, one 802.1Q tag).
     VlanSample(VlanSampleArgs),
 }
@@ -65,9 +72,8 @@ struct CallsArgs {
     /// Seconds of audio per call.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
-    /// Capture time of the first packet, seconds since the epoch.
-    #[arg(long, default_value_t = 1_700_000_000)]
-    start_epoch: i64,
+    #[command(flatten)]
+    output: Output,
     /// untagged | vlan:ID | vlan:ID+ (ID, ID+1, ... per call) | qinq:OUTER:INNER
     #[arg(long, default_value = "untagged")]
     encap: String,
@@ -110,7 +116,18 @@ struct CallsArgs {
     /// RTCP sender reports every 5 s per direction.
     #[arg(long)]
     rtcp: bool,
-    /// PRNG seed.
+    /// Directory for per-direction reference PCM WAVs (8 kHz, what a receiver should decode).
+    #[arg(long)]
+    ref_dir: Option<PathBuf>,
+}
+
+/// Where a generated capture starts, its seed, and the files it is written to.
+#[derive(clap::Args, Clone)]
+struct Output {
+    /// Capture time of the first packet, seconds since the epoch.
+    #[arg(long, default_value_t = 1_700_000_000)]
+    start_epoch: i64,
+    /// PRNG seed (SSRCs, sequence and timestamp bases, impairments).
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Output pcap.
@@ -119,9 +136,25 @@ struct CallsArgs {
     /// Truth JSON output.
     #[arg(long)]
     truth: Option<PathBuf>,
-    /// Directory for per-direction reference PCM WAVs (8 kHz, what a receiver should decode).
-    #[arg(long)]
-    ref_dir: Option<PathBuf>,
+}
+
+impl Output {
+    /// Creates the pcap file.
+    fn create_pcap(&self) -> Result<PcapWriter<BufWriter<File>>> {
+        let file = File::create(&self.out)
+            .with_context(|| format!("cannot create {}", self.out.display()))?;
+        Ok(PcapWriter::new(BufWriter::with_capacity(1 << 20, file))?)
+    }
+
+    /// Writes the truth file, if one was asked for.
+    fn write_truth(&self, truth: &Truth) -> Result<()> {
+        if let Some(path) = &self.truth {
+            let f =
+                File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            serde_json::to_writer_pretty(BufWriter::new(f), truth)?;
+        }
+        Ok(())
+    }
 }
 
 /// splitmix64: small, deterministic, good enough for impairments.
@@ -261,6 +294,37 @@ struct Call {
     dirs: Vec<Dir>,
 }
 
+impl Call {
+    /// The call's SIP dialog (call `ci` of the capture): the caller reaches the agent.
+    fn dialog(&self, ci: usize) -> Dialog {
+        Dialog {
+            call_id: self.call_id.clone(),
+            caller: SipParty {
+                display: "Caller".to_owned(),
+                user: self.caller.clone(),
+                host: self.caller_ip,
+                tag: format!("f{ci}"),
+            },
+            callee: SipParty {
+                display: format!("Agent {}", self.agent),
+                user: self.agent.clone(),
+                host: self.agent_ip,
+                tag: format!("t{ci}"),
+            },
+        }
+    }
+}
+
+/// Starts an RTP packet in `out` (cleared first): version 2, no CSRC, the 12-byte header.
+fn rtp_header(out: &mut Vec<u8>, law: Law, marker: bool, seq: u16, ts: u32, ssrc: u32) {
+    out.clear();
+    out.push(0x80);
+    out.push(law.pt() | if marker { 0x80 } else { 0 });
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(&ts.to_be_bytes());
+    out.extend_from_slice(&ssrc.to_be_bytes());
+}
+
 #[derive(Serialize)]
 struct StreamTruth {
     src: String,
@@ -292,6 +356,9 @@ struct CallTruth {
     vlans: Vec<u16>,
     start: f64,
     end: f64,
+    /// Holds: [re-INVITE to hold, re-INVITE to resume], seconds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    holds: Vec<[f64; 2]>,
 }
 
 #[derive(Serialize)]
@@ -299,6 +366,14 @@ struct Truth {
     packets: u64,
     streams: Vec<StreamTruth>,
     calls: Vec<CallTruth>,
+}
+
+fn parse_law(s: &str) -> Result<Law> {
+    match s {
+        "pcmu" => Ok(Law::Mu),
+        "pcma" => Ok(Law::A),
+        other => bail!("--codec {other:?}: use pcmu or pcma"),
+    }
 }
 
 fn parse_encap(s: &str, i: u32) -> Result<Encap> {
@@ -324,48 +399,6 @@ fn parse_encap(s: &str, i: u32) -> Result<Encap> {
     bail!("--encap {s:?}: use untagged, vlan:ID, vlan:ID+ or qinq:OUTER:INNER")
 }
 
-fn sdp(ip: Ipv4Addr, port: u16, law: Law, ptime: u32) -> String {
-    format!(
-        "v=0\r\no=capgen 1 1 IN IP4 {ip}\r\ns=capgen\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
-         m=audio {port} RTP/AVP {pt} 101\r\na=rtpmap:{pt} {name}/8000\r\n\
-         a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:{ptime}\r\na=sendrecv\r\n",
-        pt = law.pt(),
-        name = law.sdp()
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn sip(
-    start: &str,
-    call: &Call,
-    from_tag: &str,
-    to_tag: Option<&str>,
-    cseq: &str,
-    via_host: Ipv4Addr,
-    body: &str,
-) -> Vec<u8> {
-    let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
-    let ctype = if body.is_empty() {
-        String::new()
-    } else {
-        "Content-Type: application/sdp\r\n".to_owned()
-    };
-    format!(
-        "{start}\r\nVia: SIP/2.0/UDP {via_host}:5060;branch=z9hG4bK{cseq_n}{from_tag}\r\n\
-         From: \"Caller\" <sip:{caller}@{cip}>;tag={from_tag}\r\n\
-         To: \"Agent {agent}\" <sip:{agent}@{aip}>{to_tag}\r\nCall-ID: {cid}\r\nCSeq: {cseq}\r\n\
-         Max-Forwards: 70\r\n{ctype}Content-Length: {len}\r\n\r\n{body}",
-        cseq_n = cseq.split(' ').next().unwrap_or("1"),
-        caller = call.caller,
-        cip = call.caller_ip,
-        agent = call.agent,
-        aip = call.agent_ip,
-        cid = call.call_id,
-        len = body.len(),
-    )
-    .into_bytes()
-}
-
 /// A frame waiting in the reorder/jitter queue: (time µs, order, bytes, truth update).
 type Queued = (
     Reverse<(i64, u64)>,
@@ -374,15 +407,11 @@ type Queued = (
 );
 
 fn run_calls(a: CallsArgs) -> Result<()> {
-    let law = match a.codec.as_str() {
-        "pcmu" => Law::Mu,
-        "pcma" => Law::A,
-        other => bail!("--codec {other:?}: use pcmu or pcma"),
-    };
+    let law = parse_law(&a.codec)?;
     if ![10, 20, 30, 40].contains(&a.ptime) {
         bail!("--ptime must be 10, 20, 30 or 40");
     }
-    let mut rng = Rng(a.seed);
+    let mut rng = Rng(a.output.seed);
     let caller_pcm = a
         .wav
         .as_deref()
@@ -397,7 +426,7 @@ fn run_calls(a: CallsArgs) -> Result<()> {
         .map(std::rc::Rc::new);
     let samples_per_packet = 8 * a.ptime as u64;
     let ptime_us = a.ptime as i64 * 1000;
-    let base_us = a.start_epoch * 1_000_000;
+    let base_us = a.output.start_epoch * 1_000_000;
     let packets_per_call = (a.duration * 1000.0 / a.ptime as f64).round().max(1.0) as u64;
 
     let mut calls: Vec<Call> = Vec::new();
@@ -456,7 +485,7 @@ fn run_calls(a: CallsArgs) -> Result<()> {
             });
         }
         calls.push(Call {
-            call_id: format!("{:08x}-{i}@capgen", a.seed as u32),
+            call_id: format!("{:08x}-{i}@capgen", a.output.seed as u32),
             caller: format!("+4930555{:04}", i % 10000),
             called_uri_user,
             agent,
@@ -469,9 +498,7 @@ fn run_calls(a: CallsArgs) -> Result<()> {
         });
     }
 
-    let file =
-        File::create(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
-    let mut pcap = PcapWriter::new(BufWriter::with_capacity(1 << 20, file))?;
+    let mut pcap = a.output.create_pcap()?;
     let mut heap: BinaryHeap<Queued> = BinaryHeap::new();
     let mut order: u64 = 0;
     let mut frame_buf = Vec::with_capacity(2048);
@@ -490,70 +517,9 @@ fn run_calls(a: CallsArgs) -> Result<()> {
 
     // SIP setup for every call.
     for (ci, c) in calls.iter().enumerate() {
-        let offer = sdp(c.caller_ip, c.dirs[0].src.1, law, a.ptime);
-        let answer = sdp(c.agent_ip, c.dirs[0].dst.1, law, a.ptime);
-        let ruri = format!("INVITE sip:{}@{} SIP/2.0", c.called_uri_user, c.agent_ip);
-        let ftag = format!("f{ci}");
-        let ttag = format!("t{ci}");
-        let msgs: [(i64, bool, Vec<u8>); 5] = [
-            (
-                0,
-                true,
-                sip(&ruri, c, &ftag, None, "1 INVITE", c.caller_ip, &offer),
-            ),
-            (
-                5_000,
-                false,
-                sip(
-                    "SIP/2.0 100 Trying",
-                    c,
-                    &ftag,
-                    None,
-                    "1 INVITE",
-                    c.caller_ip,
-                    "",
-                ),
-            ),
-            (
-                20_000,
-                false,
-                sip(
-                    "SIP/2.0 180 Ringing",
-                    c,
-                    &ftag,
-                    Some(&ttag),
-                    "1 INVITE",
-                    c.caller_ip,
-                    "",
-                ),
-            ),
-            (
-                100_000,
-                false,
-                sip(
-                    "SIP/2.0 200 OK",
-                    c,
-                    &ftag,
-                    Some(&ttag),
-                    "1 INVITE",
-                    c.caller_ip,
-                    &answer,
-                ),
-            ),
-            (
-                110_000,
-                true,
-                sip(
-                    &format!("ACK sip:{}@{} SIP/2.0", c.called_uri_user, c.agent_ip),
-                    c,
-                    &ftag,
-                    Some(&ttag),
-                    "1 ACK",
-                    c.caller_ip,
-                    "",
-                ),
-            ),
-        ];
+        let offer = sdp(c.caller_ip, c.dirs[0].src.1, law, a.ptime, "sendrecv");
+        let answer = sdp(c.agent_ip, c.dirs[0].dst.1, law, a.ptime, "sendrecv");
+        let msgs = c.dialog(ci).setup(&c.called_uri_user, &offer, &answer);
         for (dt, from_caller, m) in msgs {
             let (s, d) = if from_caller {
                 (c.caller_ip, c.agent_ip)
@@ -600,16 +566,14 @@ fn run_calls(a: CallsArgs) -> Result<()> {
                     .unwrap_or(packets_per_call)
                     - seg.start_k;
                 let interior = kk >= 2 && kk + 2 < seg_len;
-                payload.clear();
-                payload.push(0x80);
-                payload.push(law.pt() | if kk == 0 { 0x80 } else { 0 });
-                payload.extend_from_slice(&seg.seq0.wrapping_add(kk as u16).to_be_bytes());
-                payload.extend_from_slice(
-                    &seg.ts0
-                        .wrapping_add((kk * samples_per_packet) as u32)
-                        .to_be_bytes(),
+                rtp_header(
+                    &mut payload,
+                    law,
+                    kk == 0,
+                    seg.seq0.wrapping_add(kk as u16),
+                    seg.ts0.wrapping_add((kk * samples_per_packet) as u32),
+                    seg.ssrc,
                 );
-                payload.extend_from_slice(&seg.ssrc.to_be_bytes());
                 let lost = interior && rng.chance(a.loss);
                 for n in 0..samples_per_packet {
                     let code = law.encode(d.audio.sample(k * samples_per_packet + n));
@@ -676,26 +640,15 @@ fn run_calls(a: CallsArgs) -> Result<()> {
         // BYE when a call's audio is over.
         for (ci, c) in calls.iter().enumerate() {
             if tick == c.rtp_first_tick + packets_per_call {
-                let ftag = format!("f{ci}");
-                let ttag = format!("t{ci}");
-                let bye = sip(
+                let dialog = c.dialog(ci);
+                let bye = dialog.message(
                     &format!("BYE sip:{}@{} SIP/2.0", c.called_uri_user, c.agent_ip),
-                    c,
-                    &ftag,
-                    Some(&ttag),
+                    true,
+                    true,
                     "2 BYE",
-                    c.caller_ip,
                     "",
                 );
-                let ok = sip(
-                    "SIP/2.0 200 OK",
-                    c,
-                    &ftag,
-                    Some(&ttag),
-                    "2 BYE",
-                    c.caller_ip,
-                    "",
-                );
+                let ok = dialog.message("SIP/2.0 200 OK", true, true, "2 BYE", "");
                 ip_id = ip_id.wrapping_add(1);
                 udp_frame(
                     &mut frame_buf,
@@ -798,17 +751,14 @@ fn run_calls(a: CallsArgs) -> Result<()> {
             vlans: c.encap.vlans(),
             start,
             end: ((c.rtp_first_tick + packets_per_call) as i64 * ptime_us + 20_000) as f64 / 1e6,
+            holds: Vec::new(),
         });
     }
-    if let Some(path) = &a.truth {
-        let truth = Truth {
-            packets: written_total,
-            streams,
-            calls: call_truths,
-        };
-        let f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-        serde_json::to_writer_pretty(BufWriter::new(f), &truth)?;
-    }
+    a.output.write_truth(&Truth {
+        packets: written_total,
+        streams,
+        calls: call_truths,
+    })?;
     Ok(())
 }
 
@@ -850,6 +800,7 @@ fn run_vlan_sample(a: VlanSampleArgs) -> Result<()> {
 fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::Calls(a) => run_calls(*a),
+        Command::AgentDay(a) => agent_day::run(a),
         Command::VlanSample(a) => run_vlan_sample(a),
     };
     match result {
