@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::appliance::*;
-use common::audio::{dominant, goertzel, read_wav};
+use common::audio::{goertzel, hear, longest_quiet, rms, Stereo};
 use common::lab::*;
 use common::netns::require_root;
 use pulse::{Pulse, RATE};
@@ -300,75 +300,6 @@ impl SinkClock {
     }
 }
 
-/// Stereo audio with its rate, and the instant of its first sample (None for a WAV).
-struct Stereo {
-    rate: u32,
-    left: Vec<f32>,
-    right: Vec<f32>,
-}
-
-impl Stereo {
-    fn from_wav(path: &Path) -> Stereo {
-        let (spec, s) = read_wav(path);
-        assert_eq!(spec.channels, 2, "{}: not stereo", path.display());
-        let f = |v: &i16| *v as f32 / 32768.0;
-        Stereo {
-            rate: spec.sample_rate,
-            left: s.iter().step_by(2).map(f).collect(),
-            right: s.iter().skip(1).step_by(2).map(f).collect(),
-        }
-    }
-
-    fn secs(&self) -> f64 {
-        self.left.len() as f64 / self.rate as f64
-    }
-
-    fn index(&self, t: f64) -> usize {
-        ((t.max(0.0) * self.rate as f64) as usize).min(self.left.len())
-    }
-
-    /// Samples `[from, to)` seconds of both channels.
-    fn window(&self, from: f64, to: f64) -> (&[f32], &[f32]) {
-        let (a, b) = (self.index(from), self.index(to));
-        (&self.left[a..b.max(a)], &self.right[a..b.max(a)])
-    }
-
-    /// RMS of each 20 ms frame, the louder channel.
-    fn frame_rms(&self) -> Vec<f32> {
-        let n = (self.rate / 50) as usize;
-        self.left
-            .chunks(n)
-            .zip(self.right.chunks(n))
-            .map(|(l, r)| rms(l).max(rms(r)))
-            .collect()
-    }
-}
-
-fn rms(x: &[f32]) -> f32 {
-    if x.is_empty() {
-        return 0.0;
-    }
-    (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32).sqrt()
-}
-
-/// What a stretch of both channels holds: dominant tones and leakage ratios.
-#[derive(Debug)]
-struct Heard {
-    left_hz: f64,
-    right_hz: f64,
-    left_rms: f32,
-    right_rms: f32,
-}
-
-fn hear(rate: u32, (l, r): (&[f32], &[f32])) -> Heard {
-    Heard {
-        left_hz: dominant(l, rate, 5.0),
-        right_hz: dominant(r, rate, 5.0),
-        left_rms: rms(l),
-        right_rms: rms(r),
-    }
-}
-
 /// Asserts the agent's tone on the left and the caller's on the right of `[from, to)` s:
 /// - over the whole window, each channel's dominant frequency is its side's tone (within
 ///   10 Hz) and it is loud;
@@ -430,30 +361,6 @@ fn assert_tones(
         clean as f64 >= min_clean * total as f64,
         "{what}: only {clean} of {total} 200 ms blocks without dropouts"
     );
-}
-
-/// Longest run of 20 ms frames quieter than `quiet` (both channels), inside `[from, to)` s:
-/// (start s, length s).
-fn longest_quiet(a: &Stereo, from: f64, to: f64, quiet: f32) -> (f64, f64) {
-    let rms = a.frame_rms();
-    let f0 = ((from.max(0.0) * 50.0) as usize).min(rms.len());
-    let f1 = ((to.max(0.0) * 50.0) as usize).clamp(f0, rms.len());
-    let mut best = (f0, 0usize);
-    let mut run = (f0, 0usize);
-    for (i, &r) in rms[f0..f1].iter().enumerate() {
-        if r < quiet {
-            if run.1 == 0 {
-                run.0 = f0 + i;
-            }
-            run.1 += 1;
-            if run.1 > best.1 {
-                best = run;
-            }
-        } else {
-            run.1 = 0;
-        }
-    }
-    (best.0 as f64 / 50.0, best.1 as f64 / 50.0)
 }
 
 /// First 20 ms frame at or after `from` s louder than `loud` on either channel, in s.

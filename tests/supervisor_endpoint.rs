@@ -4,7 +4,8 @@
 //! through `ctl --endpoint`), record them, and are checked by the tones they hear (agent left,
 //! caller right). A supervisor of another team is refused, an endpoint killed mid-stream frees
 //! its monitor, and a deliberately slow endpoint loses frames while another endpoint loses
-//! none.
+//! none. On testdata's agent day (`capgen agent-day`), one monitor follows its agent through
+//! a hold, the consult call the agent places during it, the resume and the next call.
 
 mod common;
 
@@ -14,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::appliance::*;
-use common::audio::{capgen, dominant, read_wav};
+use common::audio::{capgen, dominant, hear, longest_quiet, Stereo};
 use common::*;
 use serde_json::Value;
 
@@ -24,6 +25,24 @@ struct Product {
     control: String,
     monitor: String,
     app: Appliance,
+}
+
+impl Product {
+    /// `silentmon ctl` against the appliance as supervisor `user`, `--json`, parsed.
+    fn ctl_json(&self, user: &str, args: &[&str]) -> Value {
+        let ca = self.pki.ca();
+        let base = [
+            "--server",
+            &self.control,
+            "--ca",
+            ca.to_str().unwrap(),
+            "--server-name",
+            "localhost",
+            "--user",
+            user,
+        ];
+        ctl_json(&base, args)
+    }
 }
 
 /// Agents 5001..5004 (capgen: call i reaches 5001+i with caller tone 400+10i Hz and agent tone
@@ -45,8 +64,14 @@ fn start_product(speed: &str, calls: u32, secs: u32) -> Product {
             ])
             .arg(&capture),
     );
+    product_on(dir, calls, speed, true)
+}
+
+/// The appliance "a" replaying `dir`/calls.pcap at `speed` (again and again when `looped`),
+/// with the agents and supervisors [`start_product`] describes.
+fn product_on(dir: tempfile::TempDir, agents: u32, speed: &str, looped: bool) -> Product {
     let pki = Pki::new(&dir.path().join("certs"), "localhost");
-    let (control, monitor, app) = start_appliance(dir.path(), &pki, "a", calls, speed);
+    let (control, monitor, app) = start_appliance(dir.path(), &pki, "a", agents, speed, looped);
     Product {
         dir,
         pki,
@@ -56,14 +81,15 @@ fn start_product(speed: &str, calls: u32, secs: u32) -> Product {
     }
 }
 
-/// One appliance (configuration `tag`) replaying `dir`/calls.pcap; its control and monitor
-/// addresses.
+/// One appliance (configuration `tag`) replaying `dir`/calls.pcap (in a loop when `looped`);
+/// its control and monitor addresses.
 fn start_appliance(
     dir: &Path,
     pki: &Pki,
     tag: &str,
     calls: u32,
     speed: &str,
+    looped: bool,
 ) -> (String, String, Appliance) {
     let control = format!("127.0.0.1:{}", free_port());
     let monitor = format!("127.0.0.1:{}", free_port());
@@ -117,7 +143,10 @@ teams = ["blue"]
         .arg(&config)
         .arg("--replay")
         .arg(dir.join("calls.pcap"))
-        .args(["--loop", "--speed", speed]);
+        .args(["--speed", speed]);
+    if looped {
+        cmd.arg("--loop");
+    }
     let app = Appliance::start(cmd, metrics, &dir.join(format!("server-{tag}.log")));
     (control, monitor, app)
 }
@@ -229,25 +258,15 @@ fn recordings(dir: &Path, agent: &str) -> Vec<PathBuf> {
     v
 }
 
-/// Dominant frequency of each channel of a stereo WAV (skipping its first 200 ms).
+/// Dominant frequency of each channel of a stereo WAV over 2 s after its first 200 ms, and
+/// its length in frames.
 fn tones(wav: &Path) -> (f64, f64, usize) {
-    let (spec, s) = read_wav(wav);
-    assert_eq!(spec.channels, 2, "{}", wav.display());
-    let rate = spec.sample_rate;
-    let skip = (rate / 5) as usize * 2;
-    let s = &s[skip.min(s.len())..];
-    let left: Vec<f32> = s.iter().step_by(2).map(|&v| v as f32 / 32768.0).collect();
-    let right: Vec<f32> = s
-        .iter()
-        .skip(1)
-        .step_by(2)
-        .map(|&v| v as f32 / 32768.0)
-        .collect();
-    let n = left.len().min(rate as usize * 2);
+    let a = Stereo::from_wav(wav);
+    let (l, r) = a.window(0.2, 2.2);
     (
-        dominant(&left[..n], rate, 5.0),
-        dominant(&right[..n], rate, 5.0),
-        left.len(),
+        dominant(l, a.rate, 5.0),
+        dominant(r, a.rate, 5.0),
+        a.left.len(),
     )
 }
 
@@ -282,18 +301,7 @@ fn two_supervisors_each_hear_only_their_agent() {
     }
     std::thread::sleep(Duration::from_secs(2));
     // The appliance lists s1's monitor to s1.
-    let ca = p.pki.ca();
-    let base = [
-        "--server",
-        &p.control,
-        "--ca",
-        ca.to_str().unwrap(),
-        "--server-name",
-        "localhost",
-        "--user",
-        "s1",
-    ];
-    let mons = ctl_json(&base, &["monitors"]);
+    let mons = p.ctl_json("s1", &["monitors"]);
     assert_eq!(mons.as_array().unwrap().len(), 1, "{mons:#}");
     assert!(p.app.metric("silentmon_monitor_attached") >= 2.0);
     let log1 = s1.stop();
@@ -468,7 +476,7 @@ async fn a_slow_endpoint_loses_frames_while_another_loses_none() {
 #[test]
 fn the_endpoint_moves_to_the_next_appliance_when_its_appliance_fails() {
     let mut p = start_product("1", 2, 60);
-    let (control_b, _monitor_b, app_b) = start_appliance(p.dir.path(), &p.pki, "b", 2, "1");
+    let (control_b, _monitor_b, app_b) = start_appliance(p.dir.path(), &p.pki, "b", 2, "1", true);
     let s1 = Endpoint::start_with(
         &p,
         &[p.control.as_str(), control_b.as_str()],
@@ -516,4 +524,186 @@ fn the_endpoint_moves_to_the_next_appliance_when_its_appliance_fails() {
     );
     assert_eq!(after["agent"], "5001", "{after:#}");
     s1.stop();
+}
+
+/// A 20 ms frame quieter than this on both channels is silence (the tones' RMS is about 0.17).
+const QUIET: f32 = 0.01;
+/// A pause on the wire is quiet in a recording for about the pause less 80 ms (the last
+/// packet's 20 ms and a 60 ms concealment fade); the quiet stretch may be off by this much in
+/// length and start on a loaded machine (s).
+const FADE: f64 = 0.08;
+const SLACK: f64 = 0.3;
+
+/// The agent's and the other party's tone of a call in a truth file.
+fn call_tones(truth: &Value, call_id: &str) -> (f64, f64) {
+    let tone = |dir: &str| {
+        truth["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["call_id"] == call_id && s["direction"] == dir)
+            .and_then(|s| s["tone_hz"].as_f64())
+            .unwrap_or_else(|| panic!("no {dir} tone for {call_id}"))
+    };
+    (tone("from_agent"), tone("to_agent"))
+}
+
+/// Asserts each channel of `[from, to)` s holds its side's tone: agent left, other party right.
+fn assert_sides(what: &str, a: &Stereo, (from, to): (f64, f64), (agent, other): (f64, f64)) {
+    assert!(
+        to - from >= 1.0,
+        "{what}: {from:.2}..{to:.2} s is too short"
+    );
+    let h = hear(a.rate, a.window(from, to));
+    eprintln!("{what} [{from:.2}..{to:.2} s]: {h:?}");
+    assert!(
+        (h.left_hz, h.right_hz) == (agent, other) && h.left_rms > 0.05 && h.right_rms > 0.05,
+        "{what} [{from:.2}..{to:.2} s]: heard {h:?}, want the agent's {agent} Hz left and \
+         {other} Hz right"
+    );
+}
+
+#[test]
+fn monitoring_follows_the_agent_through_hold_consult_and_next_call() {
+    // testdata's agent day: 5001 registers at 0 s; call 1 from 3 s, held at 7 s; the agent's
+    // consult to 5101 at 8-12 s; call 1 resumed at 13 s, ended at 16 s; call 2 at 17.5-21 s.
+    let name = "agent-5001-hold-consult-next";
+    let truth: Value =
+        serde_json::from_slice(&std::fs::read(testdata(&format!("{name}.json"))).unwrap()).unwrap();
+    let calls: Vec<&Value> = truth["calls"].as_array().unwrap().iter().collect();
+    let id = |i: usize| calls[i]["call_id"].as_str().unwrap();
+    let at = |i: usize, k: &str| calls[i][k].as_f64().unwrap();
+    let (call1, consult, call2) = (id(0), id(1), id(2));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        testdata(&format!("{name}.pcap")),
+        dir.path().join("calls.pcap"),
+    )
+    .unwrap();
+    let replay_start = std::time::Instant::now();
+    let p = product_on(dir, 4, "1", false);
+    let s1 = Endpoint::start(&p, "s1", &["--monitor", "5001"]);
+    let first = eventually(Duration::from_secs(20), "the monitor", || {
+        let st = s1.status().ok()?;
+        (st["monitoring"] == true).then_some(st)
+    });
+    eprintln!(
+        "monitoring {:.2} s after the appliance started",
+        replay_start.elapsed().as_secs_f64()
+    );
+    assert!(
+        first["call_id"].is_null() && first["packets"] == 0,
+        "the monitor began after call 1 did (the capture leads by {} s): {first:#}",
+        at(0, "start")
+    );
+    // The calls the endpoint is on, in order, until call 2 is over.
+    let mut heard: Vec<String> = Vec::new();
+    let last = eventually(
+        Duration::from_secs(40),
+        "call 2 and its end at the endpoint",
+        || {
+            let st = s1.status().ok()?;
+            if let Some(c) = st["call_id"].as_str() {
+                if heard.last().map(String::as_str) != Some(c) {
+                    heard.push(c.to_owned());
+                }
+            }
+            (heard.last().map(String::as_str) == Some(call2) && st["call_id"].is_null())
+                .then_some(st)
+        },
+    );
+    assert_eq!(heard, [call1, consult, call1, call2], "calls followed");
+    // Still monitoring after call 2, every packet of the agent's six streams received.
+    std::thread::sleep(Duration::from_millis(500));
+    let st = s1.status().unwrap();
+    let sent: u64 = truth["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["packets"].as_u64().unwrap())
+        .sum();
+    assert_eq!(st["monitoring"], true, "{st:#}");
+    assert_eq!(st["agent"], "5001");
+    assert_eq!(
+        (&st["packets"], &st["lost"], &st["dropped_before_media"]),
+        (&Value::from(sent), &Value::from(0), &Value::from(0)),
+        "{st:#} (after call 2: {last:#})"
+    );
+    let mons = p.ctl_json("s1", &["monitors"]);
+    assert_eq!(mons.as_array().unwrap().len(), 1, "{mons:#}");
+    let m = p.app.metrics_text();
+    for name in [
+        "silentmon_pipeline_dropped_total{interface=\"replay\"}",
+        "silentmon_monitor_frames_dropped_total",
+    ] {
+        assert_eq!(metric(&m, name), Some(0.0), "{name}");
+    }
+    assert_eq!(metric(&m, "silentmon_monitors"), Some(1.0));
+    let log = s1.stop();
+
+    // One WAV per call, agent left: call 1 (with the hold and the resume), the consult, call 2.
+    let wavs = recordings(&p.dir.path().join("rec-s1"), "5001");
+    let wav_of = |call_id: &str| -> Stereo {
+        let tag = format!("_{}_", call_id.replace('@', "_"));
+        let mine: Vec<&PathBuf> = wavs
+            .iter()
+            .filter(|w| w.to_string_lossy().contains(&tag))
+            .collect();
+        assert_eq!(mine.len(), 1, "{call_id}: {wavs:?}\n{log}");
+        Stereo::from_wav(mine[0])
+    };
+    assert_eq!(wavs.len(), 3, "{wavs:?}");
+    for (i, call_id) in [(1, consult), (2, call2)] {
+        let w = wav_of(call_id);
+        let talk = at(i, "end") - at(i, "start") - 0.12;
+        assert!(
+            (w.secs() - talk).abs() < 0.5,
+            "{call_id}: {:.2} s of audio, talked {talk:.2} s",
+            w.secs()
+        );
+        assert_sides(
+            call_id,
+            &w,
+            (0.2, w.secs() - 0.2),
+            call_tones(&truth, call_id),
+        );
+        assert!(
+            longest_quiet(&w, 0.2, w.secs() - 0.2, QUIET).1 < 0.1,
+            "{call_id}: a gap"
+        );
+    }
+    // Call 1: talk until the hold, the hold's silence until the agent went to the consult
+    // (its first packet), then after the resume call 1's tones again to its end.
+    let w = wav_of(call1);
+    let tones1 = call_tones(&truth, call1);
+    let hold = &calls[0]["holds"][0];
+    let (hold_on, hold_off) = (hold[0].as_f64().unwrap(), hold[1].as_f64().unwrap());
+    let talk_before = hold_on - at(0, "start") - 0.12;
+    let quiet = at(1, "start") + 0.12 - hold_on - FADE;
+    let talk_after = at(0, "end") - hold_off - 0.02;
+    let (q_at, q_len) = longest_quiet(&w, 0.0, w.secs(), QUIET);
+    eprintln!(
+        "call 1: {:.2} s of audio, quiet {q_at:.2} s + {q_len:.2} s; wire: talk {talk_before:.2} s, \
+         hold quiet {quiet:.2} s until the consult, talk {talk_after:.2} s",
+        w.secs()
+    );
+    assert!(
+        (q_at - talk_before - FADE).abs() < SLACK && (q_len - quiet).abs() < SLACK,
+        "call 1's hold: quiet {q_len:.2} s at {q_at:.2} s, want {quiet:.2} s at {:.2} s",
+        talk_before + FADE
+    );
+    assert_sides("call 1 before the hold", &w, (0.2, q_at - 0.1), tones1);
+    let resumed = q_at + q_len;
+    assert!(
+        (w.secs() - resumed - talk_after).abs() < SLACK,
+        "call 1 after the resume: {:.2} s, talked {talk_after:.2} s",
+        w.secs() - resumed
+    );
+    assert_sides(
+        "call 1 after the resume",
+        &w,
+        (resumed + 0.1, w.secs() - 0.2),
+        tones1,
+    );
+    assert!(longest_quiet(&w, resumed + 0.1, w.secs() - 0.2, QUIET).1 < 0.1);
 }

@@ -1,5 +1,5 @@
-//! Audio helpers of the black-box tests: the capgen generator binary, WAV reading, and tone
-//! detection (Goertzel).
+//! Audio helpers of the black-box tests: the capgen generator binary, WAV reading, tone
+//! detection (Goertzel), and what a stereo recording holds where (tones, quiet stretches).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,4 +52,97 @@ pub fn dominant(x: &[f32], rate: u32, step: f64) -> f64 {
         .map(|k| 200.0 + k as f64 * step)
         .max_by(|a, b| goertzel(x, *a, rate).total_cmp(&goertzel(x, *b, rate)))
         .unwrap()
+}
+
+/// Stereo audio (agent left, caller right) with its rate.
+pub struct Stereo {
+    pub rate: u32,
+    pub left: Vec<f32>,
+    pub right: Vec<f32>,
+}
+
+impl Stereo {
+    pub fn from_wav(path: &Path) -> Stereo {
+        let (spec, s) = read_wav(path);
+        assert_eq!(spec.channels, 2, "{}: not stereo", path.display());
+        let f = |v: &i16| *v as f32 / 32768.0;
+        Stereo {
+            rate: spec.sample_rate,
+            left: s.iter().step_by(2).map(f).collect(),
+            right: s.iter().skip(1).step_by(2).map(f).collect(),
+        }
+    }
+
+    pub fn secs(&self) -> f64 {
+        self.left.len() as f64 / self.rate as f64
+    }
+
+    pub fn index(&self, t: f64) -> usize {
+        ((t.max(0.0) * self.rate as f64) as usize).min(self.left.len())
+    }
+
+    /// Samples `[from, to)` seconds of both channels.
+    pub fn window(&self, from: f64, to: f64) -> (&[f32], &[f32]) {
+        let (a, b) = (self.index(from), self.index(to));
+        (&self.left[a..b.max(a)], &self.right[a..b.max(a)])
+    }
+
+    /// RMS of each 20 ms frame, the louder channel.
+    pub fn frame_rms(&self) -> Vec<f32> {
+        let n = (self.rate / 50) as usize;
+        self.left
+            .chunks(n)
+            .zip(self.right.chunks(n))
+            .map(|(l, r)| rms(l).max(rms(r)))
+            .collect()
+    }
+}
+
+pub fn rms(x: &[f32]) -> f32 {
+    if x.is_empty() {
+        return 0.0;
+    }
+    (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32).sqrt()
+}
+
+/// What a stretch of both channels holds: dominant tones and leakage ratios.
+#[derive(Debug)]
+pub struct Heard {
+    pub left_hz: f64,
+    pub right_hz: f64,
+    pub left_rms: f32,
+    pub right_rms: f32,
+}
+
+pub fn hear(rate: u32, (l, r): (&[f32], &[f32])) -> Heard {
+    Heard {
+        left_hz: dominant(l, rate, 5.0),
+        right_hz: dominant(r, rate, 5.0),
+        left_rms: rms(l),
+        right_rms: rms(r),
+    }
+}
+
+/// Longest run of 20 ms frames quieter than `quiet` (both channels), inside `[from, to)` s:
+/// (start s, length s).
+pub fn longest_quiet(a: &Stereo, from: f64, to: f64, quiet: f32) -> (f64, f64) {
+    let rms = a.frame_rms();
+    let f0 = ((from.max(0.0) * 50.0) as usize).min(rms.len());
+    let f1 = ((to.max(0.0) * 50.0) as usize).clamp(f0, rms.len());
+    let mut best = (f0, 0usize);
+    let mut run = (f0, 0usize);
+    for (i, &r) in rms[f0..f1].iter().enumerate() {
+        if r < quiet {
+            if run.1 == 0 {
+                run.0 = f0 + i;
+            }
+            run.1 += 1;
+            if run.1 > best.1 {
+                best = run;
+            }
+        } else {
+            run.1 = 0;
+        }
+    }
+    (best.0 as f64 / 50.0, best.1 as f64 / 50.0)
 }
