@@ -113,6 +113,20 @@ impl Sub<Span> for Timestamp {
     }
 }
 
+impl Add for Span {
+    type Output = Span;
+    fn add(self, rhs: Span) -> Span {
+        Span(self.0.saturating_add(rhs.0))
+    }
+}
+
+impl Sub for Span {
+    type Output = Span;
+    fn sub(self, rhs: Span) -> Span {
+        Span(self.0.saturating_sub(rhs.0))
+    }
+}
+
 impl fmt::Display for Timestamp {
     /// Seconds since the epoch with microseconds, like tshark's `-t e`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -176,12 +176,14 @@ fn play(
         ..MediaLoopConfig::default()
     };
     // Margins for a shared 2-core machine where compiles run next to the test: the sender
-    // thread may wake late (a 120 ms jitter buffer absorbs it) and so may the loop (a 150 ms
-    // device cushion absorbs it). The checks stay exact.
+    // thread may wake late (a 120 ms jitter buffer absorbs it, pinned there so it does not
+    // shorten itself on a quiet stretch) and so may the loop (a 150 ms device cushion absorbs
+    // it). The checks stay exact.
     cfg.session.listen = ListenConfig {
         layout: Layout::Stereo,
         jitter: JitterConfig {
             target: Span::from_millis(120),
+            min: Span::from_millis(120),
             ..JitterConfig::default()
         },
         ..ListenConfig::default()

@@ -2,8 +2,11 @@
 //! "an RTP packet of a monitored agent arrived" and "these device frames go to the sound card".
 //!
 //! Holds one [`MonitorAudio`] per monitored agent (usually one), each with its own
-//! [`OutputStage`] and, when recording is on, its own [`Recorder`]; the agents' device frames
-//! are summed (clamped to [-1, 1]) into one output.
+//! [`OutputStage`] and, when recording is on, its own [`Recorder`] fed by a second
+//! `MonitorAudio` of the same packets (the *archive* pipeline) that never drops a silent
+//! frame to shorten its delay: the live pipeline trades silence for latency, the recording
+//! keeps every frame. The agents' device frames are summed (clamped to [-1, 1]) into one
+//! output.
 //!
 //! Contracts:
 //! - No clock reads, no sound card, never blocks: every input carries its time, and
@@ -18,7 +21,7 @@
 //!   after the playout reported new underruns through [`MediaSession::record_playout`]) the
 //!   sink gets [`MediaSession::cushion_frames`] of silence first: [`SessionConfig::lead`], or
 //!   two device callbacks when the device takes larger pieces, so the device queue holds that
-//!   much and the jitter of the 10 ms tick never starves it.
+//!   much and the jitter of the media loop's tick never starves it.
 //! - Calls: [`MediaSession::on_call`] sets the call's payload map and starts a new WAV named
 //!   by agent, call id and start time (finishing the agent's previous one);
 //!   [`MediaSession::on_call_ended`] lets the recording run on for [`SessionConfig::drain`]
@@ -80,6 +83,10 @@ pub struct SessionStats {
     pub rejected: u64,
     /// Times a jitter buffer ran dry (end of a talkspurt, hold).
     pub jitter_underruns: u64,
+    /// Silent frames a jitter buffer dropped to shorten its delay within a talkspurt.
+    pub jitter_shortened: u64,
+    /// Times a jitter buffer lengthened its delay within a talkspurt.
+    pub jitter_lengthened: u64,
     /// Samples rendered per direction, at the decode rate, over all agents.
     pub rendered: u64,
     /// Device frames handed to the sink (cushion silence included).
@@ -123,6 +130,8 @@ struct Monitor {
     audio: MonitorAudio,
     stage: OutputStage,
     recorder: Option<Recorder>,
+    /// The recording's pipeline (with `recorder`).
+    archive: Option<MonitorAudio>,
     call: Option<String>,
     ending: Option<Ending>,
     /// Device frames made but not yet mixed (interleaved).
@@ -141,6 +150,7 @@ pub struct MediaSession {
     record_dir: Option<PathBuf>,
     monitors: Vec<Monitor>,
     pcm: RenderedPcm,
+    archive_pcm: RenderedPcm,
     mix: Vec<f32>,
     silence: Vec<f32>,
     cushion_due: bool,
@@ -172,6 +182,7 @@ impl MediaSession {
             record_dir,
             monitors: Vec::new(),
             pcm: RenderedPcm::new(),
+            archive_pcm: RenderedPcm::new(),
             mix: Vec::new(),
             silence: Vec::new(),
             cushion_due: true,
@@ -263,6 +274,10 @@ impl MediaSession {
                 .record_dir
                 .clone()
                 .map(|dir| Recorder::new(dir, layout)),
+            archive: self
+                .record_dir
+                .as_ref()
+                .map(|_| MonitorAudio::new(archive_config(self.cfg.listen))),
             call: None,
             ending: None,
             frames: Vec::new(),
@@ -281,7 +296,11 @@ impl MediaSession {
         }
         self.stats.packets += 1;
         let i = self.monitor_index(agent);
-        self.monitors[i].audio.push_rtp(arrival, direction, rtp);
+        let m = &mut self.monitors[i];
+        m.audio.push_rtp(arrival, direction, rtp);
+        if let Some(archive) = m.archive.as_mut() {
+            archive.push_rtp(arrival, direction, rtp);
+        }
     }
 
     /// `agent` is on a new call `call_id` (started at `started`) whose media uses `payloads`.
@@ -312,6 +331,12 @@ impl MediaSession {
         if m.audio.rate().is_some_and(|r| r != wanted) {
             let old = std::mem::replace(&mut m.audio, MonitorAudio::new(cfg));
             add_listen_stats(&mut m.prior, &old.stats());
+        }
+        if let Some(archive) = m.archive.as_mut() {
+            if archive.rate().is_some_and(|r| r != wanted) {
+                *archive = MonitorAudio::new(archive_config(cfg));
+            }
+            archive.set_payloads(payloads);
         }
         m.audio.set_payloads(payloads);
         let unfinished = m.call.is_some() && m.ending.is_none();
@@ -385,8 +410,10 @@ impl MediaSession {
             self.pcm.clear();
             m.audio.render(now, &mut self.pcm);
             self.stats.rendered += self.pcm.len() as u64;
-            if let Some(rec) = m.recorder.as_mut() {
-                if let Err(e) = rec.write(&self.pcm) {
+            if let (Some(rec), Some(archive)) = (m.recorder.as_mut(), m.archive.as_mut()) {
+                self.archive_pcm.clear();
+                archive.render(now, &mut self.archive_pcm);
+                if let Err(e) = rec.write(&self.archive_pcm) {
                     self.stats.recording_errors += 1;
                     tracing::warn!(error = %e, agent = %m.agent, "recording stopped");
                     finish(rec, &mut self.stats);
@@ -504,6 +531,8 @@ fn add_leg(s: &mut SessionStats, l: &LegStats) {
     s.concealed += l.concealed;
     s.rejected += l.malformed + l.unsupported;
     s.jitter_underruns += l.jitter.underruns;
+    s.jitter_shortened += l.jitter.shortened;
+    s.jitter_lengthened += l.jitter.lengthened;
 }
 
 fn monitor_stats(m: &Monitor) -> ListenStats {
@@ -512,27 +541,17 @@ fn monitor_stats(m: &Monitor) -> ListenStats {
     s
 }
 
-fn add_listen_stats(acc: &mut ListenStats, s: &ListenStats) {
-    for (a, b) in [(&mut acc.agent, &s.agent), (&mut acc.caller, &s.caller)] {
-        a.jitter.pushed += b.jitter.pushed;
-        a.jitter.late += b.jitter.late;
-        a.jitter.duplicates += b.jitter.duplicates;
-        a.jitter.overflow += b.jitter.overflow;
-        a.jitter.missing += b.jitter.missing;
-        a.jitter.underruns += b.jitter.underruns;
-        a.decoded += b.decoded;
-        a.concealed += b.concealed;
-        a.cn += b.cn;
-        a.dtmf += b.dtmf;
-        a.malformed += b.malformed;
-        a.unsupported += b.unsupported;
-        a.decode_errors += b.decode_errors;
-        a.ssrc_changes += b.ssrc_changes;
-        a.realigned += b.realigned;
-        if b.last_rejected.is_some() {
-            a.last_rejected = b.last_rejected;
-        }
+/// The recording pipeline's settings: the live ones without dropping silence.
+fn archive_config(live: ListenConfig) -> ListenConfig {
+    ListenConfig {
+        shorten_on_silence: false,
+        ..live
     }
+}
+
+fn add_listen_stats(acc: &mut ListenStats, s: &ListenStats) {
+    acc.agent += &s.agent;
+    acc.caller += &s.caller;
 }
 
 #[cfg(test)]

@@ -3,15 +3,31 @@
 //!
 //! Playout time of RTP timestamp `ts` is `base_arrival + (ts - base_ts) / clock + delay`: the
 //! first packet fixes the base, `delay` is the buffering. The delay starts at the target (40 ms)
-//! and adapts between `min` and `max` to three times the RFC 3550 interarrival jitter; it only
-//! changes at the start of a talkspurt (marker bit) or after an underrun, so a change never cuts a
-//! sentence. Reordering is fixed by timestamp; duplicates and packets arriving after their
-//! playout time are dropped and counted; a gap is reported as `Missing` so the decoder conceals
-//! it.
+//! and adapts between `min` and `max` to what the jitter asks for: three times the RFC 3550
+//! interarrival jitter. It moves
+//! - at once, at the start of a talkspurt (marker bit, nothing queued) and when a stream resumes
+//!   after the buffer ran dry (hold, loss), where no sound is cut;
+//! - within a talkspurt (a G.711 call without silence suppression is one talkspurt from answer to
+//!   BYE), once there is a second of jitter measurement and at most once a second
+//!   ([`ADAPT_INTERVAL`]): it grows on arrival, the next packet then plays later and the gap is
+//!   concealed downstream; it shrinks only by one whole frame at a time, when the caller drops
+//!   the frame just popped through [`JitterBuffer::shorten_by_popped`], which the listening
+//!   pipeline does for a silent frame only (progressive discard, as in PJSIP's jitter buffer, but
+//!   never of sound).
+//!
+//! Reordering is fixed by timestamp; duplicates and packets arriving after their playout time
+//! are dropped and counted; a gap is reported as `Missing` so the decoder conceals it.
 
 use std::collections::BTreeMap;
 
 use crate::time::{Span, Timestamp};
+
+/// Least time between two delay changes within a talkspurt, and the jitter measurement a stream
+/// needs before the first.
+pub const ADAPT_INTERVAL: Span = Span::from_millis(1000);
+/// Least growth within a talkspurt: smaller wants wait, so the delay does not creep up by
+/// concealed slivers.
+const GROW_STEP: Span = Span::from_millis(5);
 
 /// Settings.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -76,6 +92,23 @@ pub struct JitterStats {
     pub missing: u64,
     /// Times the buffer ran dry.
     pub underruns: u64,
+    /// Silent frames dropped to shorten the delay within a talkspurt.
+    pub shortened: u64,
+    /// Times the delay grew within a talkspurt.
+    pub lengthened: u64,
+}
+
+impl std::ops::AddAssign<&JitterStats> for JitterStats {
+    fn add_assign(&mut self, s: &JitterStats) {
+        self.pushed += s.pushed;
+        self.late += s.late;
+        self.duplicates += s.duplicates;
+        self.overflow += s.overflow;
+        self.missing += s.missing;
+        self.underruns += s.underruns;
+        self.shortened += s.shortened;
+        self.lengthened += s.lengthened;
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -99,6 +132,11 @@ pub struct JitterBuffer {
     last_transit: Option<i64>,
     stats: JitterStats,
     pool: Vec<Vec<u8>>,
+    /// When the first jitter measurement came, and when the delay last moved within a talkspurt.
+    measured_since: Option<Timestamp>,
+    last_change: Option<Timestamp>,
+    /// The packet the last `pop` returned: (timestamp, samples, playout time).
+    popped: Option<(i64, u32, Timestamp)>,
 }
 
 impl JitterBuffer {
@@ -116,6 +154,9 @@ impl JitterBuffer {
             last_transit: None,
             stats: JitterStats::default(),
             pool: Vec::new(),
+            measured_since: None,
+            last_change: None,
+            popped: None,
         }
     }
 
@@ -127,6 +168,24 @@ impl JitterBuffer {
     /// Current buffering delay.
     pub fn delay(&self) -> Span {
         self.delay
+    }
+
+    /// The delay the measured jitter asks for: three times the interarrival jitter, within
+    /// `min..=max`.
+    pub fn wanted_delay(&self) -> Span {
+        Span::from_nanos(self.jitter().as_nanos() * 3)
+            .max(self.cfg.min)
+            .min(self.cfg.max)
+    }
+
+    /// Whether the delay may move within a talkspurt at `now`: a second of measurement, and a
+    /// second since the last move.
+    fn may_adapt(&self, now: Timestamp) -> bool {
+        let measured = self
+            .measured_since
+            .is_some_and(|t| now >= t + ADAPT_INTERVAL);
+        let settled = self.last_change.is_none_or(|t| now >= t + ADAPT_INTERVAL);
+        measured && settled
     }
 
     /// Interarrival jitter estimate.
@@ -166,17 +225,25 @@ impl JitterBuffer {
         if let Some(prev) = self.last_transit {
             let d = (transit - prev).abs();
             self.jitter16 += d - ((self.jitter16 + 8) >> 4);
+            self.measured_since.get_or_insert(arrival);
         }
         self.last_transit = Some(transit);
 
-        if self.base.is_none() {
+        // A talkspurt starts, or the stream resumes after the buffer ran dry, with nothing
+        // queued: the moment to move the delay at once (once there is a jitter measurement;
+        // the first talkspurt starts at the target).
+        let resumed = self.base.is_none() && self.next_ts.is_none() && self.stats.underruns > 0;
+        if (marker || resumed) && measured && self.held.is_empty() {
+            self.adapt(arrival, ext);
+        } else if self.base.is_none() {
             self.base = Some((arrival, ext));
             self.next_ts = Some(ext);
-        }
-        // A talkspurt starts with nothing queued: the moment to adapt the delay (once there is
-        // a jitter measurement; the first talkspurt plays at the target).
-        if marker && measured && self.held.is_empty() {
-            self.adapt(arrival, ext);
+        } else if self.may_adapt(arrival) && self.wanted_delay() >= self.delay + GROW_STEP {
+            // Within a talkspurt the jitter outgrew the delay: grow now (what is queued plays
+            // later, the gap is concealed downstream).
+            self.delay = self.wanted_delay();
+            self.last_change = Some(arrival);
+            self.stats.lengthened += 1;
         }
         if self.next_ts.is_some_and(|n| ext < n) {
             self.stats.late += 1;
@@ -199,11 +266,34 @@ impl JitterBuffer {
 
     /// New delay from the jitter estimate; re-anchors so `ts` plays `delay` after `arrival`.
     fn adapt(&mut self, arrival: Timestamp, ts: i64) {
-        let want = Span::from_nanos(self.jitter().as_nanos() * 3);
-        let d = want.max(self.cfg.target.min(want.max(self.cfg.min)));
-        self.delay = d.max(self.cfg.min).min(self.cfg.max);
+        self.delay = self.wanted_delay();
         self.base = Some((arrival, ts));
         self.next_ts = Some(ts);
+    }
+
+    /// Drops the packet the last [`JitterBuffer::pop`] returned, to shorten the delay by its
+    /// length, if the measured jitter leaves that much to spare, adaptation is due (see the
+    /// module doc) and the next packet is already here (so the drop cannot starve the stream).
+    /// Returns whether it did: then the caller must not play the packet, and the next one is
+    /// due at once. The listening pipeline calls this for silent frames only.
+    pub fn shorten_by_popped(&mut self) -> bool {
+        let Some((ts, samples, due)) = self.popped else {
+            return false;
+        };
+        let by = self.rtp_to_span(samples as i64);
+        let next = ts + samples as i64;
+        if self.next_ts != Some(next)
+            || !self.held.contains_key(&next)
+            || !self.may_adapt(due)
+            || self.delay < self.wanted_delay() + by
+        {
+            return false;
+        }
+        self.popped = None;
+        self.delay = self.delay - by;
+        self.last_change = Some(due);
+        self.stats.shortened += 1;
+        true
     }
 
     /// When the next `pop` can return something.
@@ -239,6 +329,7 @@ impl JitterBuffer {
                 }
                 let len = self.frame_samples.unwrap_or(self.cfg.clock_rate / 50);
                 self.next_ts = Some(ts + len as i64);
+                self.popped = self.playout_time(ts).map(|due| (ts, len, due));
                 Some(Playout::Packet {
                     ts,
                     pt: held.pt,
@@ -251,11 +342,13 @@ impl JitterBuffer {
                 let samples = ((ts - next) as u32).min(frame);
                 self.next_ts = Some(next + samples as i64);
                 self.stats.missing += 1;
+                self.popped = None;
                 Some(Playout::Missing { ts: next, samples })
             }
             None => {
                 // Dry: wait for the next packet, which re-anchors playout.
                 self.stats.underruns += 1;
+                self.popped = None;
                 self.base = None;
                 self.next_ts = None;
                 None
@@ -339,5 +432,85 @@ mod tests {
         jb.push(ms(5000), 160 * 300, 0, true, &frame(0));
         let d = jb.delay().as_millis_f64();
         assert!(d > 40.0 && d <= 200.0, "delay {d} ms");
+    }
+
+    /// A clean 20 ms stream for `secs`, popping every 1 ms; `drop_silent` says for each popped
+    /// packet (its index) whether the caller offers it for shortening.
+    fn clean_stream(jb: &mut JitterBuffer, packets: i64, drop: impl Fn(i64) -> bool) -> Vec<i64> {
+        let mut played = Vec::new();
+        for t in 0..packets * 20 + 300 {
+            if t % 20 == 0 && t / 20 < packets {
+                let i = t / 20;
+                jb.push(ms(t), 160 * i as u32, 0, i == 0, &frame(i as u8));
+            }
+            while let Some(p) = jb.pop(ms(t)) {
+                if let Playout::Packet { ts, .. } = p {
+                    if drop(ts / 160) && jb.shorten_by_popped() {
+                        continue;
+                    }
+                    played.push(t - ts / 8);
+                }
+            }
+        }
+        played
+    }
+
+    #[test]
+    fn within_a_talkspurt_the_delay_shrinks_by_dropped_frames_after_a_second() {
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        // Every packet offered: nothing happens before a second of measurement, then one
+        // frame goes (40 -> 20 ms, the minimum), and no more.
+        let lag = clean_stream(&mut jb, 150, |_| true);
+        assert_eq!(lag.len(), 149, "one packet dropped");
+        assert!(lag[..49].iter().all(|&l| l == 40), "{lag:?}");
+        assert!(lag[60..].iter().all(|&l| l == 20), "{lag:?}");
+        assert_eq!(jb.stats().shortened, 1);
+        assert_eq!(jb.delay(), Span::from_millis(20));
+        assert_eq!(jb.stats().late, 0);
+    }
+
+    #[test]
+    fn the_delay_stays_when_no_frame_is_offered() {
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        let lag = clean_stream(&mut jb, 150, |_| false);
+        assert_eq!(lag.len(), 150);
+        assert!(lag.iter().all(|&l| l == 40));
+        assert_eq!(jb.stats().shortened, 0);
+        // A pop that returned no packet offers nothing either.
+        assert!(!jb.shorten_by_popped());
+    }
+
+    #[test]
+    fn within_a_talkspurt_the_delay_grows_with_jitter_at_most_once_a_second() {
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        let mut late = Vec::new();
+        // Clean for 2 s, then every other packet 30 ms late: no marker, no underrun.
+        for i in 0..250i64 {
+            let extra = if i >= 100 && i % 2 == 1 { 30 } else { 0 };
+            jb.push(ms(20 * i + extra), 160 * i as u32, 0, i == 0, &frame(0));
+            run(&mut jb, 20 * i + extra, 20 * i + extra + 19);
+            late.push(jb.stats().late);
+        }
+        let d = jb.delay().as_millis_f64();
+        assert!(d > 40.0 && d <= 200.0, "delay {d} ms");
+        let grown = jb.stats().lengthened;
+        assert!((1..=3).contains(&grown), "grew {grown} times in 3 s");
+        // Once grown, late packets stop.
+        assert_eq!(late[249], late[200], "late packets after growing: {late:?}");
+    }
+
+    #[test]
+    fn a_stream_that_resumes_after_running_dry_starts_at_the_wanted_delay() {
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        for i in 0..100i64 {
+            jb.push(ms(20 * i), 160 * i as u32, 0, i == 0, &frame(0));
+            run(&mut jb, 20 * i, 20 * i + 19);
+        }
+        assert_eq!(jb.delay(), Span::from_millis(40));
+        // Hold: nothing for 3 s, the buffer runs dry; the stream resumes without a marker.
+        run(&mut jb, 2000, 5000);
+        jb.push(ms(5000), 160 * 250, 0, false, &frame(0));
+        assert_eq!(jb.delay(), Span::from_millis(20));
+        assert_eq!(jb.poll_timeout(), Some(ms(5020)));
     }
 }

@@ -27,8 +27,10 @@
 //! an item within 2 ms of where the previous one ended is butted against it (so a clean
 //! stream is rendered gap-free and equals the plain decode of its payloads), a later one
 //! leaves a gap that is concealed, an earlier one (the buffer shortened its delay) cuts the
-//! queued tail. The jitter buffer is polled 2 ms ahead of `now` so rounding never starves a
-//! clean stream. When a leg has nothing to play it conceals (after audio), continues comfort
+//! queued tail. Within a talkspurt the jitter buffer shortens its delay only by a frame the
+//! pipeline drops for it, and the pipeline drops only silence (RMS <= -50 dBFS; see
+//! [`JitterBuffer::shorten_by_popped`]), so adapting never cuts sound. The jitter buffer is
+//! polled 2 ms ahead of `now` so rounding never starves a clean stream. When a leg has nothing to play it conceals (after audio), continues comfort
 //! noise (after CN) or plays silence.
 
 use std::collections::VecDeque;
@@ -48,6 +50,8 @@ pub const G711_RATE: u32 = 8000;
 const LOOKAHEAD: Span = Span::from_millis(2);
 /// An item this close to the end of the previous one continues it without a gap.
 const ALIGN_TOLERANCE_MS: i64 = 2;
+/// The loudest RMS of a frame the jitter buffer may drop to shorten its delay (-50 dBFS).
+const SILENT_RMS: i64 = 104;
 /// Frame length assumed before the first packet says otherwise.
 const DEFAULT_FRAME_MS: usize = 20;
 
@@ -103,6 +107,9 @@ pub struct ListenConfig {
     pub layout: Layout,
     /// Linear gain applied by the output stage (1.0: unchanged).
     pub volume: f32,
+    /// Let the jitter buffers shorten their delay within a talkspurt by dropping a silent
+    /// frame (true: live playout). A recording turns it off so it holds every frame.
+    pub shorten_on_silence: bool,
 }
 
 impl Default for ListenConfig {
@@ -111,6 +118,7 @@ impl Default for ListenConfig {
             jitter: JitterConfig::default(),
             layout: Layout::Mono,
             volume: 1.0,
+            shorten_on_silence: true,
         }
     }
 }
@@ -175,6 +183,25 @@ pub struct LegStats {
     pub realigned: u64,
     /// Why the last rejected packet was rejected.
     pub last_rejected: Option<Error>,
+}
+
+impl std::ops::AddAssign<&LegStats> for LegStats {
+    /// Sums the counters; the last rejection is `b`'s when it has one.
+    fn add_assign(&mut self, b: &LegStats) {
+        self.jitter += &b.jitter;
+        self.decoded += b.decoded;
+        self.concealed += b.concealed;
+        self.cn += b.cn;
+        self.dtmf += b.dtmf;
+        self.malformed += b.malformed;
+        self.unsupported += b.unsupported;
+        self.decode_errors += b.decode_errors;
+        self.ssrc_changes += b.ssrc_changes;
+        self.realigned += b.realigned;
+        if b.last_rejected.is_some() {
+            self.last_rejected = b.last_rejected;
+        }
+    }
 }
 
 /// Counters of both directions.
@@ -250,6 +277,7 @@ struct EventSpan {
 /// One direction.
 struct Leg {
     jitter_cfg: JitterConfig,
+    shorten_on_silence: bool,
     jb: JitterBuffer,
     prior: JitterStats,
     ssrc: Option<u32>,
@@ -275,9 +303,10 @@ struct Leg {
 }
 
 impl Leg {
-    fn new(jitter_cfg: JitterConfig) -> Self {
+    fn new(jitter_cfg: JitterConfig, shorten_on_silence: bool) -> Self {
         Leg {
             jitter_cfg,
+            shorten_on_silence,
             jb: JitterBuffer::new(jitter_cfg),
             prior: JitterStats::default(),
             ssrc: None,
@@ -315,7 +344,7 @@ impl Leg {
         if self.ssrc.is_some() {
             self.stats.ssrc_changes += 1;
         }
-        add_jitter_stats(&mut self.prior, self.jb.stats());
+        self.prior += self.jb.stats();
         self.jb = JitterBuffer::new(JitterConfig {
             clock_rate: clock,
             ..self.jitter_cfg
@@ -329,7 +358,7 @@ impl Leg {
 
     fn jitter_stats(&self) -> JitterStats {
         let mut s = self.prior.clone();
-        add_jitter_stats(&mut s, self.jb.stats());
+        s += self.jb.stats();
         s
     }
 
@@ -417,6 +446,14 @@ impl Leg {
                 self.anchor = Some((ts as u32, start));
                 self.decode(pt, &payload, start, rate, map);
                 self.jb.recycle(payload);
+                if self.shorten_on_silence
+                    && is_silent(&self.scratch)
+                    && self.jb.shorten_by_popped()
+                {
+                    // Dropped to shorten the delay: the next packet is due now and goes here.
+                    self.scratch.clear();
+                    return;
+                }
             }
             Playout::Missing { ts, samples } => {
                 self.anchor = Some((ts as u32, start));
@@ -579,13 +616,14 @@ impl Leg {
     }
 }
 
-fn add_jitter_stats(acc: &mut JitterStats, s: &JitterStats) {
-    acc.pushed += s.pushed;
-    acc.late += s.late;
-    acc.duplicates += s.duplicates;
-    acc.overflow += s.overflow;
-    acc.missing += s.missing;
-    acc.underruns += s.underruns;
+/// Whether a decoded frame is silence the jitter buffer may drop to shorten its delay: RMS at
+/// or below [`SILENT_RMS`] (about -50 dBFS, under a quiet room's background).
+fn is_silent(frame: &[i16]) -> bool {
+    if frame.is_empty() {
+        return false;
+    }
+    let energy: i64 = frame.iter().map(|&s| s as i64 * s as i64).sum();
+    energy <= SILENT_RMS * SILENT_RMS * frame.len() as i64
 }
 
 /// The first output sample at or after `span` past the origin.
@@ -631,7 +669,10 @@ impl MonitorAudio {
             rate: None,
             origin: None,
             emitted: 0,
-            legs: [Leg::new(cfg.jitter), Leg::new(cfg.jitter)],
+            legs: [
+                Leg::new(cfg.jitter, cfg.shorten_on_silence),
+                Leg::new(cfg.jitter, cfg.shorten_on_silence),
+            ],
         }
     }
 

@@ -454,3 +454,41 @@ fn a_call_held_for_a_consult_is_one_recording_that_goes_on_after_it() {
     assert_eq!(s.stats().recordings, 2);
     assert_eq!(s.stats().calls, 3);
 }
+
+#[test]
+fn the_live_pipeline_drops_silence_to_shorten_its_delay_the_recording_keeps_every_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = stereo_session(Some(dir.path().to_path_buf()));
+    // 3 s: a second of tone, then tone and silence alternating every 100 ms, no marker.
+    let tone = frames(440.0, 150);
+    let agent: Vec<Vec<u8>> = (0..150)
+        .map(|i| {
+            if i >= 50 && (i / 5) % 2 == 1 {
+                vec![0xff; 160]
+            } else {
+                tone[i].clone()
+            }
+        })
+        .collect();
+    let caller = frames(1000.0, 150);
+    s.on_call("call-1", PayloadMap::new(), at(0), AGENT);
+    let mut out = Vec::new();
+    run(&mut s, &call(0, &agent, &caller, 0x5000), 0, 3300, &mut out);
+    let wav = s.recording_of(AGENT).unwrap().to_path_buf();
+    // Live: 40 ms target down to the 20 ms minimum, one silent frame dropped on the agent's
+    // side (the caller's continuous tone has none to drop).
+    assert_eq!(s.stats().jitter_shortened, 1);
+    s.on_stopped();
+    // The recording holds both sides whole, at the target delay.
+    let (_, pcm) = read_wav(&wav);
+    let left: Vec<i16> = pcm.iter().step_by(2).copied().collect();
+    let right: Vec<i16> = pcm.iter().skip(1).step_by(2).copied().collect();
+    assert!(
+        left[320..320 + 150 * 160] == decode(&agent)[..],
+        "agent side"
+    );
+    assert!(
+        right[360..360 + 150 * 160] == decode(&caller)[..],
+        "caller side"
+    );
+}

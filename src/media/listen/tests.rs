@@ -164,6 +164,69 @@ fn clean_streams_render_as_their_plain_decode_time_aligned() {
 }
 
 #[test]
+fn within_a_talkspurt_the_delay_shrinks_by_a_silent_frame_and_never_by_sound() {
+    // 3 s without a marker after the first packet: one second of tone, then tone and silence
+    // alternating every 100 ms (five frames each).
+    let tone_frames = g711_frames(440.0, 150, false);
+    let silent = vec![0xffu8; 160];
+    let frames: Vec<Vec<u8>> = (0..150)
+        .map(|i| {
+            if i >= 50 && (i / 5) % 2 == 1 {
+                silent.clone()
+            } else {
+                tone_frames[i].clone()
+            }
+        })
+        .collect();
+    let packets = frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let p = rtp(0, i as u16, 160 * i as u32, 1, i == 0, f);
+            (20 * MS * i as i64, Direction::FromAgent, p)
+        })
+        .collect();
+    let mut ma = MonitorAudio::new(ListenConfig::default());
+    let out = run(&mut ma, packets, 0, 3400, 5);
+    let st = ma.stats().agent;
+    // 40 ms target down to the 20 ms minimum: exactly one silent frame dropped.
+    assert_eq!(st.jitter.shortened, 1);
+    assert_eq!(st.decoded, 150);
+    // Every tone frame plays in full and in order: the rendered audio is the decode of all
+    // frames less one silent frame, after the first 40 ms of silence.
+    let pcm = &out.agent[320..];
+    let truth = decode(&frames, false);
+    let dropped = (0..150)
+        .map(|i| i * 160)
+        .find(|&k| pcm[k..k + 160] != truth[k..k + 160])
+        .expect("a frame was dropped");
+    assert!(
+        truth[dropped..dropped + 160].iter().all(|&s| s == 0),
+        "a silent one"
+    );
+    assert!(dropped >= 50 * 160, "not before a second of measurement");
+    same(&pcm[..dropped], &truth[..dropped]);
+    same(&pcm[dropped..149 * 160], &truth[dropped + 160..150 * 160]);
+
+    // The same length of continuous tone keeps the 40 ms: nothing is silent.
+    let packets = tone_frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let p = rtp(0, i as u16, 160 * i as u32, 1, i == 0, f);
+            (20 * MS * i as i64, Direction::FromAgent, p)
+        })
+        .collect();
+    let mut ma = MonitorAudio::new(ListenConfig::default());
+    let out = run(&mut ma, packets, 0, 3400, 5);
+    assert_eq!(ma.stats().agent.jitter.shortened, 0);
+    same(
+        &out.agent[320..320 + 150 * 160],
+        &decode(&tone_frames, false),
+    );
+}
+
+#[test]
 fn lost_frames_are_concealed_then_silent_and_audio_resumes_exactly() {
     let frames = g711_frames(200.0, 120, false);
     let lost = |i: usize| i == 30 || (50..60).contains(&i);
@@ -196,12 +259,14 @@ fn lost_frames_are_concealed_then_silent_and_audio_resumes_exactly() {
     // Around it the decode is exact.
     same(&pcm[..30 * 160], &truth[..30 * 160]);
     same(&pcm[31 * 160..50 * 160], &truth[31 * 160..50 * 160]);
-    // 200 ms lost: 60 ms of fading concealment, then silence, then exact audio again.
-    let gap = &pcm[50 * 160..60 * 160];
+    // 200 ms lost: 60 ms of fading concealment, then silence, then exact audio again. The
+    // buffer ran dry, so the stream resumes at the delay the (zero) jitter wants, 20 ms
+    // instead of the 40 ms target: one frame earlier.
+    let gap = &pcm[50 * 160..59 * 160];
     assert!(rms(&gap[..160]) > 2000.0);
     assert!(rms(&gap[320..480]) < rms(&gap[..160]) / 2.0);
     assert!(gap[480..].iter().all(|&s| s == 0));
-    same(&pcm[60 * 160..120 * 160], &truth[60 * 160..]);
+    same(&pcm[59 * 160..119 * 160], &truth[60 * 160..]);
     let st = ma.stats().agent;
     assert_eq!(st.decoded, 109);
     // Frame 30 is a hole the jitter buffer reports; the 200 ms gap empties it (an underrun).
