@@ -16,18 +16,21 @@
 //!    the server's forwarded/dropped counters;
 //! 3. listen latency: LISTEN monitors each feed a real `MediaSession` (default config: jitter
 //!    target 40 ms, 60 ms cushion; device format LISTEN_RATE x LISTEN_CHANNELS) ticked every
-//!    10 ms on a `MediaClock`, like `endpoint::media_loop`. The payload of one packet per second
-//!    of the agent's direction is replaced by a full-scale marker (every other packet's payload
-//!    by silence), so the marker's onset in the device frames handed to the sink can be found;
-//!    listen latency = wall-clock time of the sink call carrying the onset minus the marker
-//!    packet's `capture_ts`. Timing in the pipeline depends on RTP timestamps and arrivals
-//!    only, never on the payload bytes.
+//!    `MediaLoopConfig::default().tick` (5 ms) on a `MediaClock`, like `endpoint::media_loop`.
+//!    The payload of one packet per second of the agent's direction is replaced by a full-scale marker (every other packet's payload
+//!    by silence, or by a 1 kHz background at LISTEN_BACKGROUND dBFS), so the marker's onset
+//!    in the device frames handed to the sink can be found; listen latency = wall-clock time
+//!    of the sink call carrying the onset minus the marker packet's `capture_ts`. Timing in
+//!    the pipeline depends on RTP timestamps and arrivals, and on the payload only in one way:
+//!    the jitter buffer shortens its delay within a talkspurt by dropping a silent frame, so
+//!    with silence between the markers it settles at its 20 ms minimum, and with a background
+//!    (say LISTEN_BACKGROUND=-30) it keeps the 40 ms target.
 //!
 //! Environment: SILENTMON, CAPGEN (binaries; default target/release/...), BENCH_DIR (default
 //! /tmp/silentmon-bench-monitor), CALLS (100), CALL_SECS (120: longer than a
 //! whole run, so the loop restart never falls into a window), SUPERVISORS (5), COUNTS
 //! ("1 50 500"), SECONDS (10), WARMUP (3), LISTEN (10), LISTEN_SECONDS (30), LISTEN_RATE
-//! (48000), LISTEN_CHANNELS (2).
+//! (48000), LISTEN_CHANNELS (2), LISTEN_BACKGROUND (unset: silence).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -68,6 +71,8 @@ struct Options {
     /// default; 8000 Hz takes the resampler out of the path).
     listen_rate: u32,
     listen_channels: u16,
+    /// Level (dBFS) of the background the non-marker packets carry; None: digital silence.
+    listen_background: Option<f64>,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T, BoxError> {
@@ -105,6 +110,13 @@ impl Options {
             listen_seconds: env_or("LISTEN_SECONDS", 30)?,
             listen_rate: env_or("LISTEN_RATE", 48_000)?,
             listen_channels: env_or("LISTEN_CHANNELS", 2)?,
+            listen_background: match std::env::var("LISTEN_BACKGROUND") {
+                Ok(v) => Some(
+                    v.parse()
+                        .map_err(|e| format!("LISTEN_BACKGROUND={v}: {e}"))?,
+                ),
+                Err(_) => None,
+            },
         };
         let most = o.calls * o.supervisors;
         if let Some(c) = o.counts.iter().find(|&&c| c > most) {
@@ -307,7 +319,8 @@ async fn bench(o: &Options, server: &Server) -> Result<(), BoxError> {
         println!(
             "listen latency (capture_ts -> device frames handed to the sink), device {} Hz x {}, \
              {} monitors, {} markers: p50 {:.1} ms, p99 {:.1} ms, min {:.1} ms, max {:.1} ms; markers not found: \
-             {}; session: {} packets, {} late, {} lost, {} jitter underruns",
+             {}; session: {} packets, {} late, {} lost, {} jitter underruns, {} silent frames dropped to \
+             shorten the delay",
             o.listen_rate,
             o.listen_channels,
             o.listen,
@@ -321,6 +334,7 @@ async fn bench(o: &Options, server: &Server) -> Result<(), BoxError> {
             l.late,
             l.lost,
             l.underruns,
+            l.shortened,
         );
     }
     Ok(())
@@ -489,6 +503,7 @@ struct Listen {
     late: u64,
     lost: u64,
     underruns: u64,
+    shortened: u64,
 }
 
 /// What the network side hands the listen thread.
@@ -541,11 +556,26 @@ async fn listen(o: &Options, server: &Server) -> Result<Listen, BoxError> {
         let device = (o.listen_rate, o.listen_channels);
         move || listen_thread(rx, clock, n, device, warmup, end)
     });
+    // What the non-marker packets carry: digital silence, or a 1 kHz background at
+    // LISTEN_BACKGROUND dBFS (RMS), which the jitter buffer never drops.
+    let filler: Arc<Vec<u8>> = Arc::new(match o.listen_background {
+        None => vec![0xff; 1500],
+        Some(db) => {
+            let amp = 32768.0 * 10f64.powf(db / 20.0) * std::f64::consts::SQRT_2;
+            (0..1500)
+                .map(|k| {
+                    let x = amp * (2.0 * std::f64::consts::PI * k as f64 / 8.0).sin();
+                    silentmon::media::g711::encode_ulaw(x as i16)
+                })
+                .collect()
+        }
+    });
     let mut tasks = Vec::new();
     for (i, (_, key)) in keys.iter().enumerate() {
         let mut c = MonitorClient::connect(&server.monitor, None).await?;
         c.attach(key).await?;
         let tx = tx.clone();
+        let filler = filler.clone();
         tasks.push(tokio::task::spawn_local(async move {
             loop {
                 let ev = match tokio::time::timeout_at(end.into(), c.next_event()).await {
@@ -561,11 +591,16 @@ async fn listen(o: &Options, server: &Server) -> Result<Listen, BoxError> {
                     } => {
                         let arrival = clock.now();
                         // Marker: one full-scale packet per second of the agent's side,
-                        // everything else silence.
+                        // everything else silence (or the background).
                         if let Some((ts, payload)) = pcmu_payload(&rtp) {
                             let marker = direction == Direction::FromAgent
                                 && (ts / PACKET_SAMPLES) % MARKER_EVERY == 0;
-                            rtp[payload].fill(if marker { 0x80 } else { 0xff });
+                            let len = payload.len();
+                            if marker {
+                                rtp[payload].fill(0x80);
+                            } else if len <= filler.len() {
+                                rtp[payload].copy_from_slice(&filler[..len]);
+                            }
                         }
                         Input::Media {
                             monitor: i,
@@ -644,7 +679,7 @@ fn listen_thread(
     let quiet_needed = (rate as usize / 5) * channels as usize;
     let mut delays = Vec::new();
     let mut missed = 0u64;
-    let tick = Duration::from_millis(10);
+    let tick = silentmon::endpoint::media_loop::MediaLoopConfig::default().tick;
     let mut next_tick = Instant::now() + tick;
     let mut open = true;
     while open || Instant::now() < end {
@@ -732,6 +767,7 @@ fn listen_thread(
         late: 0,
         lost: 0,
         underruns: 0,
+        shortened: 0,
     };
     for l in &listeners {
         let s = l.session.stats();
@@ -739,6 +775,7 @@ fn listen_thread(
         r.late += s.late;
         r.lost += s.lost;
         r.underruns += s.jitter_underruns;
+        r.shortened += s.jitter_shortened;
     }
     r.delays.sort_by(f64::total_cmp);
     r

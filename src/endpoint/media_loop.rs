@@ -4,7 +4,7 @@
 //! Inputs are [`EndpointEvent`]s on a bounded crossbeam channel: the network task only sends
 //! (it stamps each packet's arrival with the shared [`MediaClock`]), with `try_send`, counting
 //! what a full channel refuses, so it never waits for the media thread. [`run_media`] handles
-//! events as they come and ticks the session every [`MediaLoopConfig::tick`] (10 ms) with the
+//! events as they come and ticks the session every [`MediaLoopConfig::tick`] (5 ms) with the
 //! clock's `now`; it returns after [`EndpointEvent::Stopped`] or when every sender is gone.
 //!
 //! Rules of the shell (no media decisions here, those live in the session):
@@ -121,7 +121,7 @@ pub struct MediaLoopConfig {
     pub session: SessionConfig,
     /// Record every call into this directory (which must exist).
     pub record_dir: Option<PathBuf>,
-    /// Tick period (10 ms).
+    /// Tick period (5 ms: the tick adds up to one period to the listen latency).
     pub tick: Duration,
     /// Time between reopen attempts of a lost device (1 s).
     pub reopen_every: Duration,
@@ -137,7 +137,7 @@ impl Default for MediaLoopConfig {
             device: None,
             session,
             record_dir: None,
-            tick: Duration::from_millis(10),
+            tick: Duration::from_millis(5),
             reopen_every: Duration::from_secs(1),
             max_queue: Duration::from_nanos(session.lead.as_nanos().max(0) as u64)
                 + Duration::from_millis(100),

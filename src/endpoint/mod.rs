@@ -1,7 +1,7 @@
 //! The supervisor endpoint: its media session (`session`, the core of the media loop: one
 //! listening pipeline per monitored agent, output stage, recording, cushion and counters;
 //! no clock, no device), the media loop shell around it (`media_loop`: the event channel, the
-//! clock, the 10 ms tick against a real device, device-loss recovery), sound output through
+//! clock, the 5 ms tick against a real device, device-loss recovery), sound output through
 //! cpal (`playout`) and call recording to WAV files (`recorder`). Every decision about what
 //! to play lives in `media::listen`, `media::output` and `session`; the shells only move
 //! samples to a device or a file.

@@ -2,21 +2,34 @@
 //! interleaved `f32` frames at the device's rate and channel count out.
 //!
 //! Order of work: layout (mono: agent + caller summed; stereo: agent left, caller right),
-//! volume, resampling from the decode rate to the device rate with rubato's synchronous FFT
-//! resampler (`FftFixedInOut`, a real band-limited resampler), then the channel adapter (mono
+//! volume, resampling from the decode rate to the device rate with rubato's band-limited sinc
+//! resampler (`SincFixedIn`: 128-tap Blackman-Harris sinc, cubic interpolation between 256
+//! sub-phases), then the channel adapter (mono
 //! content is copied to every device channel; stereo content on a mono device is averaged; on
 //! a device with more than two channels the extra ones are silent). Every sample is clamped
 //! to [-1, 1] after the sum and again after resampling (whose ripple can overshoot), so loud
 //! speech on both sides never wraps around.
 //!
-//! Chunking: rubato takes fixed input chunks (20 ms, rounded to what the ratio needs); input
-//! that does not fill a chunk is kept for the next call, so any split of the input gives the
-//! same output. The resampler delays by [`OutputStage::delay_frames`].
+//! Chunking: rubato takes fixed input chunks (5 ms); input that does not fill a chunk is kept
+//! for the next call, so any split of the input gives the same output. Latency: the filter
+//! delays by [`OutputStage::delay_frames`] (half the sinc, 8 ms of 8 kHz input), plus up to a
+//! chunk of input waiting to fill. The FFT resampler used before needed 20 ms chunks for the
+//! same flat telephone band (at 10 ms it lost 10 dB at 3400 Hz) and added about 20 ms; the
+//! unit tests hold the band (300-3400 Hz within 1 dB, images 40 dB down) and
+//! docs/PERFORMANCE.md the measured listen latency.
 //!
 //! Contracts: sans-IO, no clock, no device. Buffers are sized when the decode rate is first
 //! seen (or changes); after that, processing does not allocate beyond the caller's `Vec`.
 
-use rubato::{FftFixedInOut, Resampler};
+use rubato::{
+    calculate_cutoff, Resampler, SincFixedIn, SincInterpolationParameters, SincInterpolationType,
+    WindowFunction,
+};
+
+/// Resampler input chunks per second (5 ms chunks).
+const CHUNKS_PER_SECOND: usize = 200;
+/// Length of the resampler's sinc filter, in input samples (its delay is half of it).
+const SINC_LEN: usize = 128;
 
 use super::listen::{Layout, RenderedPcm};
 
@@ -48,7 +61,7 @@ pub enum Error {
 
 struct Converter {
     from: u32,
-    resampler: Option<FftFixedInOut<f32>>,
+    resampler: Option<SincFixedIn<f32>>,
     /// Per content channel: input not yet resampled.
     pending: Vec<Vec<f32>>,
     /// Per content channel: resampler output.
@@ -111,11 +124,20 @@ impl OutputStage {
             let resampler = if from == self.device_rate {
                 None
             } else {
-                let chunk = (from as usize / 50).max(1);
+                let chunk = (from as usize / CHUNKS_PER_SECOND).max(1);
+                let window = WindowFunction::BlackmanHarris2;
+                let params = SincInterpolationParameters {
+                    sinc_len: SINC_LEN,
+                    f_cutoff: calculate_cutoff(SINC_LEN, window),
+                    interpolation: SincInterpolationType::Cubic,
+                    oversampling_factor: 256,
+                    window,
+                };
                 Some(
-                    FftFixedInOut::<f32>::new(
-                        from as usize,
-                        self.device_rate as usize,
+                    SincFixedIn::<f32>::new(
+                        self.device_rate as f64 / from as f64,
+                        1.0,
+                        params,
                         chunk,
                         content,
                     )
@@ -319,6 +341,33 @@ mod tests {
             assert!((f - 1000.0).abs() < 2.0, "{device_rate}: {f} Hz");
             let db = 20.0 * (rms(body.iter().map(|&v| v as f64)) / in_rms).log10();
             assert!(db.abs() < 1.0, "{device_rate}: level changed by {db} dB");
+        }
+    }
+
+    #[test]
+    fn the_telephone_band_stays_flat_and_images_are_suppressed() {
+        for device_rate in [48_000u32, 44_100] {
+            for freq in [300.0, 1000.0, 3000.0, 3400.0] {
+                let input = tone(freq, 8000, 16_000, 10_000.0);
+                let silence = vec![0i16; input.len()];
+                let in_rms = rms(input.iter().map(|&s| s as f64 / 32768.0));
+                let mut stage = OutputStage::new(Layout::Mono, 1.0, device_rate, 1).unwrap();
+                let out = feed(&mut stage, &input, &silence, 8000);
+                let body = &out[stage.delay_frames() + 2000..out.len() - 2000];
+                let db = 20.0 * (rms(body.iter().map(|&v| v as f64)) / in_rms).log10();
+                assert!(
+                    db.abs() < 1.0,
+                    "{device_rate}: {freq} Hz changed by {db} dB"
+                );
+                // The image of the tone mirrored at 4 kHz is at least 40 dB down.
+                let image = goertzel(body, device_rate, 8000.0 - freq);
+                let tone_power = goertzel(body, device_rate, freq);
+                assert!(
+                    tone_power > 10_000.0 * image,
+                    "{device_rate}: image of {freq} Hz only {:.1} dB down",
+                    10.0 * (tone_power / image).log10()
+                );
+            }
         }
     }
 
