@@ -5,7 +5,9 @@
 //! `cargo bench --bench monitor_latency` (or `tools/bench-monitor.sh`, which builds the release
 //! binaries first):
 //! 1. generates a capture of CALLS concurrent G.711 calls with capgen (call i reaches agent
-//!    5001+i) and starts `silentmon server --insecure --replay CAPTURE --loop` on loopback, with
+//!    5001+i; RTP_PHASE=random gives each call its own packet phase as independent phones
+//!    have, RTP_PHASE=aligned sends every call's packets at the same instant, so each 20 ms
+//!    one burst of CALLS x 2 packets fans out to every monitor at once: the worst case) and starts `silentmon server --insecure --replay CAPTURE --loop` on loopback, with
 //!    one `[[agent]]` per call and SUPERVISORS supervisors of the one team;
 //! 2. for each monitor count in COUNTS: logs the supervisors in on the control plane (one
 //!    session each), starts that many monitors (monitor m: supervisor s(m / CALLS + 1), agent
@@ -27,7 +29,7 @@
 //!    (say LISTEN_BACKGROUND=-30) it keeps the 40 ms target.
 //!
 //! Environment: SILENTMON, CAPGEN (binaries; default target/release/...), BENCH_DIR (default
-//! /tmp/silentmon-bench-monitor), CALLS (100), CALL_SECS (120: longer than a
+//! /tmp/silentmon-bench-monitor), CALLS (100), RTP_PHASE (random), CALL_SECS (120: longer than a
 //! whole run, so the loop restart never falls into a window), SUPERVISORS (5), COUNTS
 //! ("1 50 500"), SECONDS (10), WARMUP (3), LISTEN (10), LISTEN_SECONDS (30), LISTEN_RATE
 //! (48000), LISTEN_CHANNELS (2), LISTEN_BACKGROUND (unset: silence).
@@ -61,6 +63,9 @@ struct Options {
     dir: PathBuf,
     calls: u32,
     call_secs: u32,
+    /// capgen's `--rtp-phase`: `random` (independent phones) or `aligned` (every call sends
+    /// at the same instant: the worst case).
+    rtp_phase: String,
     supervisors: u32,
     counts: Vec<u32>,
     seconds: u64,
@@ -102,6 +107,7 @@ impl Options {
             dir: env_or("BENCH_DIR", PathBuf::from("/tmp/silentmon-bench-monitor"))?,
             calls: env_or("CALLS", 100)?,
             call_secs: env_or("CALL_SECS", 120)?,
+            rtp_phase: env_or("RTP_PHASE", "random".to_string())?,
             supervisors: env_or("SUPERVISORS", 5)?,
             counts,
             seconds: env_or("SECONDS", 10)?,
@@ -148,14 +154,16 @@ fn main() {
 fn run() -> Result<(), BoxError> {
     let o = Options::from_env()?;
     std::fs::create_dir_all(&o.dir)?;
-    let capture = o
-        .dir
-        .join(format!("calls-{}-{}.pcap", o.calls, o.call_secs));
+    let capture = o.dir.join(format!(
+        "calls-{}-{}-{}.pcap",
+        o.calls, o.call_secs, o.rtp_phase
+    ));
     if !capture.exists() {
         eprintln!("generating {} ...", capture.display());
         let st = Command::new(&o.capgen)
             .args(["calls", "--calls", &o.calls.to_string()])
             .args(["--duration", &o.call_secs.to_string()])
+            .args(["--rtp-phase", &o.rtp_phase])
             .args([
                 "--encap", "vlan:100", "--codec", "pcmu", "--seed", "7", "-o",
             ])
@@ -289,9 +297,10 @@ async fn bench(o: &Options, server: &Server) -> Result<(), BoxError> {
     // The replay's calls must be up and bound before monitors start.
     wait_for_bindings(server, o.calls).await?;
     println!(
-        "capture: {} G.711 calls x {} s, looped; {} agents, {} supervisors; server pid {}",
+        "capture: {} G.711 calls x {} s, RTP phase {}, looped; {} agents, {} supervisors; server pid {}",
         o.calls,
         o.call_secs,
+        o.rtp_phase,
         o.calls,
         o.supervisors,
         server.child.id()
@@ -421,6 +430,28 @@ async fn start_monitors(
     Ok((sessions, keys))
 }
 
+/// STALLS=1: the 10 ms windows (by receive time) whose worst delay exceeded 5 ms, with the
+/// window's start relative to the first frame, its frames and worst delay: tells a periodic
+/// stall (a timer, a heartbeat round) from load.
+fn print_stalls(timed: &mut [(i64, f64)]) {
+    timed.sort_by_key(|t| t.0);
+    let Some(&(t0, _)) = timed.first() else {
+        return;
+    };
+    let mut windows: std::collections::BTreeMap<i64, (u64, f64)> = Default::default();
+    for &(t, d) in timed.iter() {
+        let w = windows.entry((t - t0) / 10_000_000).or_default();
+        w.0 += 1;
+        w.1 = w.1.max(d);
+    }
+    for (w, (n, worst)) in windows.iter().filter(|(_, (_, worst))| *worst > 5.0) {
+        println!(
+            "  stall window at {:>6} ms: {n:>5} frames, worst {worst:.1} ms",
+            w * 10
+        );
+    }
+}
+
 struct Forwarding {
     delays: Vec<f64>,
     forwarded: f64,
@@ -451,7 +482,7 @@ async fn forwarding(o: &Options, server: &Server, count: u32) -> Result<Forwardi
                     Ok(Ok(Event::Media { capture_ts, .. })) => {
                         let now = wall_ns();
                         if measuring.load(Ordering::Relaxed) {
-                            delays.push((now - capture_ts.as_nanos()) as f64 / 1e6);
+                            delays.push((now, (now - capture_ts.as_nanos()) as f64 / 1e6));
                         }
                     }
                     Ok(Ok(Event::Stopped { reason, .. })) => {
@@ -474,14 +505,18 @@ async fn forwarding(o: &Options, server: &Server, count: u32) -> Result<Forwardi
     tokio::time::sleep_until(end.into()).await;
     measuring.store(false, Ordering::Relaxed);
     let after = scrape(server.metrics)?;
-    let mut delays = Vec::new();
+    let mut timed = Vec::new();
     for t in tasks {
         let (d, error) = t.await?;
         if let Some(e) = error {
             return Err(format!("{count} monitors: {e}").into());
         }
-        delays.extend(d);
+        timed.extend(d);
     }
+    if std::env::var_os("STALLS").is_some() {
+        print_stalls(&mut timed);
+    }
+    let mut delays: Vec<f64> = timed.into_iter().map(|(_, d)| d).collect();
     for s in sessions {
         s.abort();
     }

@@ -9,6 +9,7 @@
 # Usage: tools/bench-monitor.sh            (no root needed; loopback only)
 #   CALLS=100 CALL_SECS=120 SUPERVISORS=5 COUNTS="1 50 500" SECONDS=10 WARMUP=3 LISTEN=10 LISTEN_SECONDS=30
 #   LISTEN_BACKGROUND=-30 (dBFS between the markers instead of silence)
+#   RTP_PHASE=random (each call its own packet phase) or aligned (all calls at once: worst case)
 #   BENCH_DIR=/tmp/silentmon-bench-monitor (capture, config, server log)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -98,6 +98,11 @@ struct CallsArgs {
     /// Random capture-time jitter, ms (uniform 0..J).
     #[arg(long, default_value_t = 0.0)]
     jitter_ms: f64,
+    /// Packet phase of each call: `aligned` (every call's packets on one 20 ms grid, so all
+    /// calls send at the same instant: the worst case for a forwarder) or `random` (each call
+    /// its own phase within a packet time, from the seed, as independent phones have).
+    #[arg(long, default_value = "aligned", value_parser = ["aligned", "random"])]
+    rtp_phase: String,
     /// Duplicated packets, percent.
     #[arg(long, default_value_t = 0.0)]
     duplicate: f64,
@@ -291,6 +296,8 @@ struct Call {
     encap: Encap,
     sip_start_us: i64,
     rtp_first_tick: u64,
+    /// Offset of every RTP packet of the call within its packet time (`--rtp-phase`).
+    rtp_phase_us: i64,
     dirs: Vec<Dir>,
 }
 
@@ -494,6 +501,13 @@ fn run_calls(a: CallsArgs) -> Result<()> {
             encap,
             sip_start_us,
             rtp_first_tick,
+            rtp_phase_us: if a.rtp_phase == "random" {
+                // Its own generator, so `aligned` output stays what it was.
+                (Rng(a.output.seed ^ (i as u64).wrapping_mul(0x9E37_79B9)).next() % ptime_us as u64)
+                    as i64
+            } else {
+                0
+            },
             dirs,
         });
     }
@@ -587,7 +601,7 @@ fn run_calls(a: CallsArgs) -> Result<()> {
                     d.segments[si].missing += 1;
                     continue;
                 }
-                let mut t = now + (rng.unit() * a.jitter_ms * 1000.0) as i64;
+                let mut t = now + c.rtp_phase_us + (rng.unit() * a.jitter_ms * 1000.0) as i64;
                 if interior && rng.chance(a.reorder) {
                     t += ptime_us + 1000;
                 }

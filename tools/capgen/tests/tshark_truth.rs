@@ -204,3 +204,47 @@ fn agent_day_matches_tshark() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Phases (µs within the 20 ms packet time) of every RTP stream's packets, as tshark reads
+/// them: SSRC -> the set of phases its packets have.
+fn phases(pcap: &Path) -> BTreeMap<String, std::collections::BTreeSet<i64>> {
+    let mut m: BTreeMap<String, std::collections::BTreeSet<i64>> = BTreeMap::new();
+    for (t, ssrc) in tshark_fields(pcap, "rtp", "rtp.ssrc") {
+        let us = (t * 1e6).round() as i64;
+        m.entry(ssrc).or_default().insert(us.rem_euclid(20_000));
+    }
+    m
+}
+
+#[test]
+fn random_rtp_phase_spreads_the_calls_and_keeps_each_stream_on_its_grid() {
+    let args = ["calls", "--calls", "8", "--duration", "2", "--seed", "9"];
+    let (dir, aligned, _) = generate("aligned", &args);
+    let a = phases(&aligned);
+    assert_eq!(a.len(), 16, "8 calls x 2 directions");
+    // Aligned: one phase for every packet of every stream.
+    let all: std::collections::BTreeSet<i64> = a.values().flatten().copied().collect();
+    assert_eq!(all.len(), 1, "aligned phases {all:?}");
+
+    let (dir2, random, truth) =
+        generate("random", &[&args[..], &["--rtp-phase", "random"]].concat());
+    let r = phases(&random);
+    assert_eq!(r.len(), 16);
+    // Each stream keeps one phase (a steady 20 ms grid) ...
+    assert!(r.values().all(|p| p.len() == 1), "{r:?}");
+    // ... and the calls have their own: at least 6 distinct phases among 8 calls.
+    let distinct: std::collections::BTreeSet<i64> = r.values().flatten().copied().collect();
+    assert!(distinct.len() >= 6, "random phases {distinct:?}");
+    // The streams are whole, as the truth says.
+    let streams = tshark_streams(&random);
+    let want: u64 = truth["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["packets"].as_u64().unwrap())
+        .sum();
+    assert_eq!(streams.values().map(|s| s.0).sum::<u64>(), want);
+    assert!(streams.values().all(|s| s.1 == 0), "{streams:?}");
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(dir2);
+}
