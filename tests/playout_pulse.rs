@@ -195,7 +195,7 @@ fn play(
     let (tx, rx) = crossbeam_channel::bounded(1024);
     let worker = {
         let status = status.clone();
-        std::thread::spawn(move || run_media(&cfg, clock, &rx, Some(&status)))
+        std::thread::spawn(move || run_media(&cfg, clock, &rx, None, Some(&status)))
     };
     let snapshot = || status.lock().unwrap().clone();
 

@@ -9,6 +9,8 @@
 //! when the one in use fails, the next is tried (every second, round the list), and the
 //! monitor the supervisor wanted is started again there. The network task never waits on the
 //! media loop: events go over a bounded channel with `try_send` (dropped and counted when full).
+//! Per packet it allocates nothing: the media loop sends each packet's buffer back on a second
+//! bounded channel and the network task hands it to the monitor client for the next packet.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -264,6 +266,8 @@ struct Endpoint {
     monitor: Option<(MonitorClient, String)>,
     current: Current,
     media: crossbeam_channel::Sender<EndpointEvent>,
+    /// Media buffers the media loop is done with, for the monitor client to reuse.
+    spent: crossbeam_channel::Receiver<Vec<u8>>,
     clock: MediaClock,
     dropped: Arc<AtomicU64>,
     report: Arc<Mutex<MediaReport>>,
@@ -288,6 +292,7 @@ pub(crate) async fn run_endpoint(
 
     // The media loop on its own thread.
     let (media_tx, media_rx) = crossbeam_channel::bounded(MEDIA_QUEUE);
+    let (spent_tx, spent_rx) = crossbeam_channel::bounded(MEDIA_QUEUE);
     let clock = MediaClock::new();
     let report = Arc::new(Mutex::new(MediaReport::default()));
     let mut cfg = MediaLoopConfig {
@@ -305,7 +310,7 @@ pub(crate) async fn run_endpoint(
         let report = report.clone();
         std::thread::Builder::new()
             .name("media".into())
-            .spawn(move || run_media(&cfg, clock, &media_rx, Some(&report)))
+            .spawn(move || run_media(&cfg, clock, &media_rx, Some(&spent_tx), Some(&report)))
             .context("starting the media thread")?
     };
 
@@ -321,6 +326,7 @@ pub(crate) async fn run_endpoint(
         monitor: None,
         current: Current::default(),
         media: media_tx,
+        spent: spent_rx,
         clock,
         dropped: Arc::new(AtomicU64::new(0)),
         report,
@@ -575,6 +581,13 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Gives a media buffer back to the monitor client (freed when there is none).
+    fn recycle(&mut self, rtp: Vec<u8>) {
+        if let Some((client, _)) = self.monitor.as_mut() {
+            client.recycle(rtp);
+        }
+    }
+
     /// The current call is over for the media loop (finalises its recording).
     fn end_call(&mut self) {
         if let Some(call_id) = self.current.call.take() {
@@ -638,6 +651,9 @@ impl Endpoint {
             }
         };
         let Some((id, agent)) = self.current.monitor.clone() else {
+            if let MonitorEvent::Media { rtp, .. } = ev {
+                self.recycle(rtp);
+            }
             return;
         };
         match ev {
@@ -654,8 +670,14 @@ impl Endpoint {
                     direction,
                     rtp,
                 };
-                if self.media.try_send(ev).is_err() {
+                if let Err(refused) = self.media.try_send(ev) {
                     self.dropped.fetch_add(1, Ordering::Relaxed);
+                    if let EndpointEvent::Media { rtp, .. } = refused.into_inner() {
+                        self.recycle(rtp);
+                    }
+                }
+                while let Ok(rtp) = self.spent.try_recv() {
+                    self.recycle(rtp);
                 }
             }
             MonitorEvent::Call {
@@ -685,6 +707,7 @@ impl Endpoint {
             MonitorEvent::Error { reason } => {
                 tracing::warn!(reason, "monitor service refused a request");
             }
+            MonitorEvent::Media { rtp, .. } => self.recycle(rtp),
             _ => {}
         }
     }

@@ -7,6 +7,12 @@
 //! events as they come and ticks the session every [`MediaLoopConfig::tick`] (5 ms) with the
 //! clock's `now`; it returns after [`EndpointEvent::Stopped`] or when every sender is gone.
 //!
+//! Per packet nothing is allocated: the channel is array-backed and preallocated, and a
+//! [`EndpointEvent::Media`]'s RTP buffer, once [`MediaSession::on_media`] has read it, goes
+//! back to the network task over a second bounded channel (`spent`, with `try_send`; a buffer
+//! that does not fit is freed), which refills the monitor client's spare buffers
+//! ([`MonitorClient::recycle`](crate::monitor::client::MonitorClient::recycle)).
+//!
 //! Rules of the shell (no media decisions here, those live in the session):
 //! - Never blocks on the device and never crashes on it: frames go to the playout ring with a
 //!   non-blocking write, capped at [`MediaLoopConfig::max_queue`] queued so latency stays
@@ -22,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::playout::{Playout, PlayoutStats};
 use super::session::{MediaSession, SessionConfig, SessionStats};
@@ -46,7 +52,7 @@ pub enum EndpointEvent {
         agent: Arc<str>,
         /// Agent -> caller or caller -> agent.
         direction: Direction,
-        /// The RTP packet (header and payload).
+        /// The RTP packet (header and payload); returned on the `spent` channel after use.
         rtp: Vec<u8>,
     },
     /// The agent is on a (new) call.
@@ -163,11 +169,13 @@ pub struct MediaReport {
 }
 
 /// Runs the media loop until [`EndpointEvent::Stopped`] or until every sender is dropped;
-/// `status`, if given, gets the report after every tick. Returns the final report.
+/// media buffers go back on `spent`, if given; `status`, if given, gets the report after
+/// every tick. Returns the final report.
 pub fn run_media(
     cfg: &MediaLoopConfig,
     clock: MediaClock,
     events: &Receiver<EndpointEvent>,
+    spent: Option<&Sender<Vec<u8>>>,
     status: Option<&Mutex<MediaReport>>,
 ) -> MediaReport {
     let mut report = MediaReport::default();
@@ -198,7 +206,7 @@ pub fn run_media(
     while !stop {
         match events.recv_deadline(next_tick) {
             Ok(ev) => {
-                stop = handle(&mut session, ev);
+                stop = handle_event(&mut session, ev, spent);
                 // A busy channel must not starve the ticks.
                 if !stop && Instant::now() < next_tick {
                     continue;
@@ -267,15 +275,26 @@ pub fn run_media(
     report
 }
 
-/// Applies one event; true when it ends the loop.
-fn handle(session: &mut MediaSession, ev: EndpointEvent) -> bool {
+/// Applies one event to the session (the loop's step for each event it receives) and gives a
+/// media event's buffer back on `spent` (never waiting: when `spent` is full or closed the
+/// buffer is freed). True when the event ends the loop.
+pub fn handle_event(
+    session: &mut MediaSession,
+    ev: EndpointEvent,
+    spent: Option<&Sender<Vec<u8>>>,
+) -> bool {
     match ev {
         EndpointEvent::Media {
             arrival,
             agent,
             direction,
             rtp,
-        } => session.on_media(arrival, &agent, direction, &rtp),
+        } => {
+            session.on_media(arrival, &agent, direction, &rtp);
+            if let Some(spent) = spent {
+                let _ = spent.try_send(rtp);
+            }
+        }
         EndpointEvent::Call {
             agent,
             call_id,

@@ -1,7 +1,7 @@
 //! The supervisor endpoint: its media session (`session`, the core of the media loop: one
 //! listening pipeline per monitored agent, output stage, recording, cushion and counters;
-//! no clock, no device), the media loop shell around it (`media_loop`: the event channel, the
-//! clock, the 5 ms tick against a real device, device-loss recovery), sound output through
+//! no clock, no device), the media loop shell around it (`media_loop`: the event channel and
+//! the channel that returns spent RTP buffers (nothing allocated per packet), the clock, the 5 ms tick against a real device, device-loss recovery), sound output through
 //! cpal (`playout`) and call recording to WAV files (`recorder`). Every decision about what
 //! to play lives in `media::listen`, `media::output` and `session`; the shells only move
 //! samples to a device or a file.
@@ -11,7 +11,9 @@ pub mod playout;
 pub mod recorder;
 pub mod session;
 
-pub use media_loop::{run_media, EndpointEvent, MediaClock, MediaLoopConfig, MediaReport};
+pub use media_loop::{
+    handle_event, run_media, EndpointEvent, MediaClock, MediaLoopConfig, MediaReport,
+};
 pub use playout::{list_devices, Playout, PlayoutStats};
 pub use recorder::Recorder;
 pub use session::{MediaSession, SessionConfig, SessionStats};

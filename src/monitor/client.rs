@@ -7,6 +7,17 @@
 //! while [`MonitorClient::attach`] or [`MonitorClient::next_event`] read. Events that arrive
 //! while `attach` waits for its reply are kept, in order, for `next_event`. Media of a monitor
 //! this client does not hold (already stopped or detached) is dropped and counted.
+//!
+//! The read side is a sans-IO [`Decoder`] (bytes from the service in, frames out) that the
+//! shell fills straight from the socket. Per media frame it allocates nothing in steady state:
+//! the read buffer is reused (consumed bytes are skipped by an offset and the unread tail is
+//! moved to the front only when the free room runs short), and each [`Event::Media`]'s RTP is
+//! copied into a spare buffer that the application hands back with
+//! [`MonitorClient::recycle`] once it is done with it (an application that never recycles
+//! gets a fresh `Vec` per packet). Control objects (calls, stops, heartbeats) are rare and
+//! allocate. Below this module, rustls's buffered connection copies each received TLS
+//! record's plaintext into a `Vec` of its own (one allocation per record, which may carry
+//! one media frame or a batch of them).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -27,6 +38,12 @@ use crate::time::Timestamp;
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// Longest TCP connect plus TLS handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Free room the read buffer offers each socket read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Capacity of a fresh RTP buffer (a large RTP packet; a longer one grows its buffer once).
+const RTP_BUFFER: usize = 2048;
+/// Most recycled RTP buffers kept for reuse (the others are freed).
+pub const SPARE_BUFFERS: usize = 1024;
 
 /// Client errors.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +102,8 @@ pub enum Event {
         direction: Direction,
         /// When the appliance captured it.
         capture_ts: Timestamp,
-        /// The RTP packet.
+        /// The RTP packet, in a recycled buffer: give it back with [`MonitorClient::recycle`]
+        /// (or [`Decoder::recycle`]) when done, so the next packet needs no allocation.
         rtp: Vec<u8>,
     },
     /// The agent's packets now come from this call.
@@ -120,6 +138,161 @@ pub enum Event {
     },
 }
 
+/// What [`Decoder::next_frame`] yields.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Received {
+    /// A media frame of a held monitor, as [`Event::Media`].
+    Media(Event),
+    /// A control object (heartbeats included; answering them is the caller's job).
+    Control(Control),
+}
+
+/// The client's read side, sans-IO: bytes from the service in ([`Decoder::space`] and
+/// [`Decoder::filled`], or [`Decoder::feed`]), frames out ([`Decoder::next_frame`]).
+///
+/// Media of monitors not [held](Decoder::hold) is dropped and counted. Once warm (the read
+/// buffer grown to the largest frame seen, enough spare RTP buffers recycled), decoding a
+/// media frame allocates nothing.
+#[derive(Debug)]
+pub struct Decoder {
+    /// Bytes `start..end` are received and not yet decoded.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    held: Vec<MonitorId>,
+    spare: Vec<Vec<u8>>,
+    stray_media: u64,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::new()
+    }
+}
+
+impl Decoder {
+    /// An empty decoder holding no monitor.
+    pub fn new() -> Decoder {
+        Decoder {
+            buf: vec![0; 2 * READ_CHUNK],
+            start: 0,
+            end: 0,
+            held: Vec::new(),
+            spare: Vec::with_capacity(SPARE_BUFFERS),
+            stray_media: 0,
+        }
+    }
+
+    /// Media of `monitor` is now delivered.
+    pub fn hold(&mut self, monitor: MonitorId) {
+        if !self.held.contains(&monitor) {
+            self.held.push(monitor);
+        }
+    }
+
+    /// Media of `monitor` is now dropped (counted in [`Decoder::stray_media`]).
+    pub fn release(&mut self, monitor: MonitorId) {
+        self.held.retain(|m| *m != monitor);
+    }
+
+    /// Media frames received for monitors not held.
+    pub fn stray_media(&self) -> u64 {
+        self.stray_media
+    }
+
+    /// Gives back an [`Event::Media`]'s buffer for a later packet (kept up to
+    /// [`SPARE_BUFFERS`]; never allocates).
+    pub fn recycle(&mut self, mut rtp: Vec<u8>) {
+        if self.spare.len() < self.spare.capacity() {
+            rtp.clear();
+            self.spare.push(rtp);
+        }
+    }
+
+    /// Free room for the next read, at least 16 KiB; call [`Decoder::filled`]
+    /// with what was written there. Call it only after [`Decoder::next_frame`] returned
+    /// `None` (so the unread bytes are less than one frame and the buffer stays bounded).
+    pub fn space(&mut self) -> &mut [u8] {
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        }
+        if self.buf.len() - self.end < READ_CHUNK && self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+        }
+        if self.buf.len() - self.end < READ_CHUNK {
+            self.buf.resize(self.end + READ_CHUNK, 0);
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// `n` bytes were written at the start of [`Decoder::space`].
+    pub fn filled(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.buf.len());
+    }
+
+    /// Appends received bytes (for callers that do not read into [`Decoder::space`]).
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let room = self.space();
+            let n = room.len().min(bytes.len());
+            room[..n].copy_from_slice(&bytes[..n]);
+            self.filled(n);
+            bytes = &bytes[n..];
+        }
+    }
+
+    /// The next whole frame, or `None` when more bytes are needed. Media of monitors not held
+    /// is skipped. An error is the service's fault; after [`wire::Error::TooLarge`] the
+    /// stream cannot be resynchronised, after others the bad frame is skipped.
+    pub fn next_frame(&mut self) -> Result<Option<Received>, wire::Error> {
+        loop {
+            let (frame, n) = match wire::decode(&self.buf[self.start..self.end]) {
+                Ok(decoded) => decoded,
+                Err(wire::Error::Incomplete) => return Ok(None),
+                Err(e) => {
+                    self.skip_frame();
+                    return Err(e);
+                }
+            };
+            let received = match frame {
+                Frame::Media(m) => {
+                    let monitor = MonitorId::from(m.monitor);
+                    if self.held.contains(&monitor) {
+                        let mut rtp = self
+                            .spare
+                            .pop()
+                            .unwrap_or_else(|| Vec::with_capacity(RTP_BUFFER));
+                        rtp.extend_from_slice(m.rtp);
+                        Some(Received::Media(Event::Media {
+                            monitor,
+                            stream: m.stream,
+                            direction: m.direction,
+                            capture_ts: m.capture_ts,
+                            rtp,
+                        }))
+                    } else {
+                        self.stray_media += 1;
+                        None
+                    }
+                }
+                Frame::Control(c) => Some(Received::Control(c)),
+            };
+            self.start += n;
+            if received.is_some() {
+                return Ok(received);
+            }
+        }
+    }
+
+    /// Steps over the bad frame at the front (its length is [`wire::check`]'s answer).
+    fn skip_frame(&mut self) {
+        if let Ok(n) = wire::check(&self.buf[self.start..self.end]) {
+            self.start += n;
+        }
+    }
+}
+
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
@@ -131,10 +304,8 @@ pub struct MonitorClient {
     wr: Writer,
     heartbeat: JoinHandle<()>,
     addr: String,
-    buf: Vec<u8>,
+    decoder: Decoder,
     pending: VecDeque<Event>,
-    held: Vec<MonitorId>,
-    stray_media: u64,
 }
 
 impl MonitorClient {
@@ -184,10 +355,8 @@ impl MonitorClient {
             wr,
             heartbeat,
             addr: addr.to_owned(),
-            buf: Vec::new(),
+            decoder: Decoder::new(),
             pending: VecDeque::new(),
-            held: Vec::new(),
-            stray_media: 0,
         })
     }
 
@@ -210,7 +379,7 @@ impl MonitorClient {
             match self.read_control().await? {
                 Control::Attached { monitor, agent } => {
                     let monitor = MonitorId::from(monitor);
-                    self.held.push(monitor);
+                    self.decoder.hold(monitor);
                     return Ok(Attached { monitor, agent });
                 }
                 Control::Error { reason } => {
@@ -253,59 +422,56 @@ impl MonitorClient {
 
     /// Media frames received for monitors this client does not hold.
     pub fn stray_media(&self) -> u64 {
-        self.stray_media
+        self.decoder.stray_media()
+    }
+
+    /// Gives back an [`Event::Media`]'s RTP buffer for a later packet (see [`Decoder::recycle`]).
+    pub fn recycle(&mut self, rtp: Vec<u8>) {
+        self.decoder.recycle(rtp);
     }
 
     /// Reads frames until a control object, keeping media as pending events.
     async fn read_control(&mut self) -> Result<Control, Error> {
         loop {
-            if let Some(c) = self.read_frame().await? {
-                return Ok(c);
+            match self.read_frame().await? {
+                Received::Control(c) => return Ok(c),
+                Received::Media(e) => self.pending.push_back(e),
             }
         }
     }
 
-    /// Reads one frame: an event, or None for a heartbeat or stray media.
+    /// Reads one frame: an event, or None for a heartbeat (or a control object the
+    /// application never sees).
     async fn read_event(&mut self) -> Result<Option<Event>, Error> {
         Ok(match self.read_frame().await? {
-            Some(c) => self.event_of(c),
-            None => self.pending.pop_front(),
+            Received::Media(e) => Some(e),
+            Received::Control(c) => self.event_of(c),
         })
     }
 
-    /// Reads one frame. Media becomes a pending event (None returned); heartbeats are answered
-    /// (None returned); other control objects are returned.
-    async fn read_frame(&mut self) -> Result<Option<Control>, Error> {
+    /// Reads one frame, answering heartbeats on the way; heartbeat replies are skipped.
+    async fn read_frame(&mut self) -> Result<Received, Error> {
         loop {
-            match wire::decode(&self.buf) {
-                Ok((Frame::Media(m), n)) => {
-                    let monitor = MonitorId::from(m.monitor);
-                    if self.held.contains(&monitor) {
-                        self.pending.push_back(Event::Media {
-                            monitor,
-                            stream: m.stream,
-                            direction: m.direction,
-                            capture_ts: m.capture_ts,
-                            rtp: m.rtp.to_vec(),
-                        });
-                    } else {
-                        self.stray_media += 1;
-                    }
-                    self.buf.drain(..n);
-                    return Ok(None);
+            match self.decoder.next_frame() {
+                Ok(Some(Received::Control(Control::Heartbeat { seq }))) => {
+                    self.send(&Control::HeartbeatReply { seq }).await?;
                 }
-                Ok((Frame::Control(c), n)) => {
-                    self.buf.drain(..n);
-                    if let Control::Heartbeat { seq } = c {
-                        self.send(&Control::HeartbeatReply { seq }).await?;
-                        return Ok(None);
+                Ok(Some(Received::Control(Control::HeartbeatReply { .. }))) => {}
+                Ok(Some(r)) => return Ok(r),
+                Ok(None) => {
+                    let n =
+                        self.rd
+                            .read(self.decoder.space())
+                            .await
+                            .map_err(|source| Error::Io {
+                                addr: self.addr.clone(),
+                                source,
+                            })?;
+                    if n == 0 {
+                        return Err(Error::Closed(self.addr.clone()));
                     }
-                    if let Control::HeartbeatReply { .. } = c {
-                        return Ok(None);
-                    }
-                    return Ok(Some(c));
+                    self.decoder.filled(n);
                 }
-                Err(wire::Error::Incomplete) => {}
                 Err(source) => {
                     return Err(Error::Wire {
                         addr: self.addr.clone(),
@@ -313,15 +479,6 @@ impl MonitorClient {
                     })
                 }
             }
-            let mut chunk = [0u8; 16 * 1024];
-            let n = self.rd.read(&mut chunk).await.map_err(|source| Error::Io {
-                addr: self.addr.clone(),
-                source,
-            })?;
-            if n == 0 {
-                return Err(Error::Closed(self.addr.clone()));
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 
@@ -345,7 +502,7 @@ impl MonitorClient {
             },
             Control::Stopped { monitor, reason } => {
                 let monitor = MonitorId::from(monitor);
-                self.held.retain(|m| *m != monitor);
+                self.decoder.release(monitor);
                 Event::Stopped { monitor, reason }
             }
             Control::Error { reason } => Event::Error { reason },
@@ -385,5 +542,92 @@ async fn send_heartbeats(wr: Writer, every: Duration) {
         {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::wire::Media;
+
+    fn media(monitor: u32, rtp: &[u8], out: &mut Vec<u8>) {
+        Media {
+            monitor,
+            stream: 9,
+            direction: Direction::ToAgent,
+            capture_ts: Timestamp::from_nanos(5),
+            rtp,
+        }
+        .append(out)
+        .unwrap();
+    }
+
+    fn rtp_of(r: Option<Received>) -> Vec<u8> {
+        match r {
+            Some(Received::Media(Event::Media { monitor, rtp, .. })) => {
+                assert_eq!(monitor, 1);
+                rtp
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn frames_straddling_reads_decode_in_order_and_stray_media_is_counted() {
+        let mut bytes = Vec::new();
+        media(1, &[1; 300], &mut bytes);
+        media(2, &[2; 10], &mut bytes);
+        Control::Heartbeat { seq: 4 }.append(&mut bytes).unwrap();
+        media(1, &[3; wire::MAX_RTP], &mut bytes);
+        let mut d = Decoder::new();
+        d.hold(1);
+        let mut got = Vec::new();
+        for chunk in bytes.chunks(333) {
+            d.feed(chunk);
+            while let Some(r) = d.next_frame().unwrap() {
+                got.push(r);
+            }
+        }
+        assert_eq!(d.stray_media(), 1);
+        let mut got = got.into_iter();
+        assert_eq!(rtp_of(got.next()), [1; 300]);
+        assert_eq!(
+            got.next(),
+            Some(Received::Control(Control::Heartbeat { seq: 4 }))
+        );
+        assert_eq!(rtp_of(got.next()).len(), wire::MAX_RTP);
+        assert_eq!(got.next(), None);
+        assert_eq!((d.start, d.end), (d.end, d.end), "everything consumed");
+        d.release(1);
+        d.feed(&bytes[..304 + 18]);
+        assert_eq!(d.next_frame().unwrap(), None);
+        assert_eq!(d.stray_media(), 2);
+    }
+
+    #[test]
+    fn a_recycled_buffer_carries_the_next_packet() {
+        let mut bytes = Vec::new();
+        media(1, &[7; 40], &mut bytes);
+        media(1, &[8; 20], &mut bytes);
+        let mut d = Decoder::new();
+        d.hold(1);
+        d.feed(&bytes);
+        let first = rtp_of(d.next_frame().unwrap());
+        let ptr = first.as_ptr();
+        d.recycle(first);
+        let second = rtp_of(d.next_frame().unwrap());
+        assert_eq!(second, [8; 20]);
+        assert_eq!(second.as_ptr(), ptr);
+    }
+
+    #[test]
+    fn a_bad_frame_is_skipped_and_the_next_one_decodes() {
+        let mut bytes = vec![0, 0, 0, 2, 0x01, 0x00]; // media body shorter than its header
+        media(1, &[5; 12], &mut bytes);
+        let mut d = Decoder::new();
+        d.hold(1);
+        d.feed(&bytes);
+        assert_eq!(d.next_frame(), Err(wire::Error::MediaTooShort { len: 2 }));
+        assert_eq!(rtp_of(d.next_frame().unwrap()), [5; 12]);
     }
 }

@@ -11,7 +11,8 @@
 //!   revocation, heartbeats, refusals), tested in memory on a simulated clock.
 //! - [`service`]: the tokio + tokio-rustls shell: accept loop, attach, heartbeats, batched
 //!   writes, ended monitors reported to the control plane.
-//! - [`client`]: the endpoint side.
+//! - [`client`]: the endpoint side (a sans-IO frame `Decoder` under a tokio shell; media
+//!   events carry recycled buffers, so the steady state allocates nothing per frame).
 //! - [`stats`]: counters for the metrics endpoint.
 //!
 //! Dependency direction: `service`/`client` -> `fanout`/`registry` -> `wire` -> `codec`,
