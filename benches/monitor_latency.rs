@@ -14,8 +14,10 @@
 //!    5001 + m % CALLS), attaches one `MonitorClient` per monitor, and for SECONDS (after
 //!    WARMUP) records, per media frame, the forwarding delay = wall-clock receive time minus the
 //!    frame's `capture_ts` (the replay stamps each frame with its scheduled wall-clock time, so a
-//!    late replay thread counts as delay, as a late engine would); prints p50/p99/p99.9/max and
-//!    the server's forwarded/dropped counters;
+//!    late replay thread counts as delay, as a late engine would); prints p50/p99/p99.9/max,
+//!    the server's forwarded/dropped counters, and the server's own share: the bucket of
+//!    `silentmon_monitor_write_delay_seconds` (capture_ts -> end of the socket write) that
+//!    holds its p50 and p99 over the window;
 //! 3. listen latency: LISTEN monitors each feed a real `MediaSession` (default config: jitter
 //!    target 40 ms, 60 ms cushion; device format LISTEN_RATE x LISTEN_CHANNELS) ticked every
 //!    `MediaLoopConfig::default().tick` (5 ms) on a `MediaClock`, like `endpoint::media_loop`.
@@ -306,13 +308,22 @@ async fn bench(o: &Options, server: &Server) -> Result<(), BoxError> {
         server.child.id()
     );
     println!(
-        "{:>8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>12} {:>12}",
-        "monitors", "frames", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "srv fwd", "srv dropped"
+        "{:>8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>12} {:>12} {:>14} {:>14}",
+        "monitors",
+        "frames",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "srv fwd",
+        "srv dropped",
+        "srv write p50",
+        "srv write p99"
     );
     for &count in &o.counts {
         let r = forwarding(o, server, count).await?;
         println!(
-            "{:>8} {:>10} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>12.0} {:>12.0}",
+            "{:>8} {:>10} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>12.0} {:>12.0} {:>14} {:>14}",
             count,
             r.delays.len(),
             pct(&r.delays, 0.50),
@@ -320,7 +331,9 @@ async fn bench(o: &Options, server: &Server) -> Result<(), BoxError> {
             pct(&r.delays, 0.999),
             pct(&r.delays, 1.0),
             r.forwarded,
-            r.dropped
+            r.dropped,
+            r.write_p50,
+            r.write_p99
         );
     }
     if o.listen > 0 {
@@ -456,6 +469,8 @@ struct Forwarding {
     delays: Vec<f64>,
     forwarded: f64,
     dropped: f64,
+    write_p50: String,
+    write_p99: String,
 }
 
 async fn forwarding(o: &Options, server: &Server, count: u32) -> Result<Forwarding, BoxError> {
@@ -528,7 +543,44 @@ async fn forwarding(o: &Options, server: &Server, count: u32) -> Result<Forwardi
         delays,
         forwarded: d("silentmon_monitor_frames_forwarded_total"),
         dropped: d("silentmon_monitor_frames_dropped_total"),
+        write_p50: histogram_quantile(&before, &after, WRITE_DELAY, 0.50),
+        write_p99: histogram_quantile(&before, &after, WRITE_DELAY, 0.99),
     })
+}
+
+/// The server's own share: capture_ts -> end of the socket write (a histogram).
+const WRITE_DELAY: &str = "silentmon_monitor_write_delay_seconds";
+
+/// "<= bound ms" of the bucket holding quantile `q` of what histogram `name` counted between
+/// two scrapes (bucket resolution: the server keeps no raw samples).
+fn histogram_quantile(before: &str, after: &str, name: &str, q: f64) -> String {
+    let buckets = |page: &str| -> Vec<(String, f64)> {
+        let prefix = format!("{name}_bucket{{le=\"");
+        page.lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .filter_map(|rest| {
+                let (le, v) = rest.split_once("\"} ")?;
+                Some((le.to_string(), v.trim().parse().ok()?))
+            })
+            .collect()
+    };
+    let (b, a) = (buckets(before), buckets(after));
+    let total = a.last().map_or(0.0, |x| x.1) - b.last().map_or(0.0, |x| x.1);
+    if total <= 0.0 {
+        return "-".into();
+    }
+    for ((le, va), (_, vb)) in a
+        .iter()
+        .zip(b.iter().chain(std::iter::repeat(&(String::new(), 0.0))))
+    {
+        if va - vb >= q * total {
+            return match le.parse::<f64>() {
+                Ok(s) => format!("<= {} ms", s * 1e3),
+                Err(_) => "> 1000 ms".into(),
+            };
+        }
+    }
+    "-".into()
 }
 
 struct Listen {

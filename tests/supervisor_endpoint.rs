@@ -639,6 +639,24 @@ fn monitoring_follows_the_agent_through_hold_consult_and_next_call() {
         assert_eq!(metric(&m, name), Some(0.0), "{name}");
     }
     assert_eq!(metric(&m, "silentmon_monitors"), Some(1.0));
+    // Every forwarded frame was written to the endpoint and timed, from capture to write.
+    let forwarded = metric(&m, "silentmon_monitor_frames_forwarded_total").unwrap();
+    assert!(
+        forwarded >= sent as f64,
+        "{forwarded} forwarded, {sent} received"
+    );
+    assert_eq!(
+        metric(&m, "silentmon_monitor_write_delay_seconds_count"),
+        Some(forwarded),
+        "write delay histogram"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "silentmon_monitor_write_delay_seconds_bucket{le=\"+Inf\"}"
+        ),
+        Some(forwarded)
+    );
     let log = s1.stop();
 
     // One WAV per call, agent left: call 1 (with the hold and the resume), the consult, call 2.

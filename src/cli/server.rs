@@ -472,5 +472,11 @@ fn monitor_metrics(stats: Arc<MonitorStats>) -> metrics::ExtraLines {
         ] {
             metrics::sample(out, name, kind, help, v);
         }
+        stats.write_delay.write_exposition(
+            out,
+            "silentmon_monitor_write_delay_seconds",
+            "Media frames by the time from capture to the end of the socket write that sent \
+             them to the endpoint (each frame counted at its write's oldest frame).",
+        );
     })
 }

@@ -26,6 +26,7 @@ use tokio::sync::Notify;
 use super::stats::MonitorStats;
 use super::wire::{Control, Media};
 use crate::router::{Forward, MonitorId, Notice};
+use crate::time::Timestamp;
 
 /// Bytes preallocated per media slot (an 18-byte header, its prefix and a large RTP packet).
 pub const SLOT_CAPACITY: usize = 2048;
@@ -33,6 +34,17 @@ pub const SLOT_CAPACITY: usize = 2048;
 pub const CONTROL_FRAMES: usize = 256;
 /// Commands queued towards the publisher.
 pub const COMMAND_CAPACITY: usize = 4096;
+
+/// What one [`Subscriber::drain_into`] took.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Drained {
+    /// Frames appended (control and media).
+    pub frames: usize,
+    /// Media frames among them.
+    pub media: usize,
+    /// Capture timestamp of the first (oldest) media frame.
+    pub oldest_capture: Option<Timestamp>,
+}
 
 /// What the service tells the publisher.
 pub enum FanoutCommand {
@@ -166,20 +178,34 @@ impl Subscriber {
     }
 
     /// Moves queued frames into `out`: all control frames first, then media frames until `out`
-    /// holds at least `max_bytes` or the queue is empty. Returns the number of frames moved.
-    pub fn drain_into(&self, out: &mut Vec<u8>, max_bytes: usize) -> usize {
-        let mut n = 0;
+    /// holds at least `max_bytes` or the queue is empty. Says what it moved.
+    pub fn drain_into(&self, out: &mut Vec<u8>, max_bytes: usize) -> Drained {
+        let mut d = Drained::default();
         while let Some(c) = self.control.pop() {
             out.extend_from_slice(&c);
-            n += 1;
+            d.frames += 1;
         }
         while out.len() < max_bytes {
             let Some(slot) = self.full.pop() else { break };
+            if d.media == 0 {
+                d.oldest_capture = super::wire::media_capture_ts(&slot);
+            }
             out.extend_from_slice(&slot);
             let _ = self.free.push(slot);
-            n += 1;
+            d.frames += 1;
+            d.media += 1;
         }
-        n
+        d
+    }
+
+    /// Counts a write of `d`'s media frames that ended at wall time `written`: each frame
+    /// waited at most as long as the oldest.
+    pub fn observe_write(&self, d: &Drained, written: Timestamp) {
+        if let Some(oldest) = d.oldest_capture {
+            self.stats
+                .write_delay
+                .observe(written - oldest, d.media as u64);
+        }
     }
 
     /// True when frames are waiting.
@@ -381,7 +407,7 @@ mod tests {
         assert_eq!(MonitorStats::get(&stats.unrouted_total), 2);
         assert_eq!(MonitorStats::get(&stats.dropped_total), 6);
         let mut out = Vec::new();
-        assert_eq!(sub.drain_into(&mut out, usize::MAX), 4);
+        assert_eq!(sub.drain_into(&mut out, usize::MAX).frames, 4);
         let rtps: Vec<u8> = frames(&out)
             .iter()
             .map(|f| match f {

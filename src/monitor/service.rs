@@ -161,10 +161,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, sub: Arc<Subscriber>) {
             continue;
         }
         buf.clear();
-        sub.drain_into(&mut buf, WRITE_BATCH);
+        let drained = sub.drain_into(&mut buf, WRITE_BATCH);
         if wr.write_all(&buf).await.is_err() || wr.flush().await.is_err() {
             return;
         }
+        sub.observe_write(&drained, crate::control::server::wall_now());
     }
     let _ = wr.shutdown().await;
 }

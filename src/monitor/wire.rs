@@ -53,6 +53,17 @@ mod field {
     pub(super) const RTP: usize = CAPTURE_TS.end;
 }
 
+/// The capture timestamp of an encoded media frame (length prefix included), without decoding
+/// the rest; `None` for a control frame or a frame too short to hold one.
+pub fn media_capture_ts(frame: &[u8]) -> Option<Timestamp> {
+    let body = frame.get(HEADER_LEN..)?;
+    if body.first() != Some(&MEDIA_TAG) {
+        return None;
+    }
+    let ts: [u8; 8] = body.get(field::CAPTURE_TS)?.try_into().ok()?;
+    Some(Timestamp::from_nanos(i64::from_be_bytes(ts)))
+}
+
 /// Media frame body header length (tag to capture timestamp).
 pub const MEDIA_HEADER_LEN: usize = field::RTP;
 /// Largest RTP packet a media frame carries.
