@@ -105,6 +105,14 @@ fn read_wav(path: &std::path::Path) -> (hound::WavSpec, Vec<i16>) {
     (spec, r.samples::<i16>().map(Result::unwrap).collect())
 }
 
+/// Interleaved stereo -> (left, right).
+fn split_stereo(pcm: &[i16]) -> (Vec<i16>, Vec<i16>) {
+    (
+        pcm.iter().step_by(2).copied().collect(),
+        pcm.iter().skip(1).step_by(2).copied().collect(),
+    )
+}
+
 #[test]
 fn clean_stream_reaches_the_sink_as_the_output_stage_of_the_plain_decode() {
     let (agent, caller) = (frames(440.0, 50), frames(1000.0, 50));
@@ -204,8 +212,7 @@ fn a_new_call_starts_a_new_recording() {
     // The first was finalised by the new call: readable, and it holds call 1 exactly.
     let (spec, pcm) = read_wav(&first);
     assert_eq!((spec.channels, spec.sample_rate), (2, 8000));
-    let left: Vec<i16> = pcm.iter().step_by(2).copied().collect();
-    let right: Vec<i16> = pcm.iter().skip(1).step_by(2).copied().collect();
+    let (left, right) = split_stereo(&pcm);
     assert_eq!(left.len(), 8001, "0..=1000 ms at 8 kHz");
     assert!(
         left[320..320 + 4000] == decode(&a1)[..],
@@ -247,8 +254,7 @@ fn call_end_finalises_the_recording_after_the_buffered_tail() {
     );
     assert_eq!(s.call_of(AGENT), None);
     let (_, pcm) = read_wav(&path);
-    let left: Vec<i16> = pcm.iter().step_by(2).copied().collect();
-    let right: Vec<i16> = pcm.iter().skip(1).step_by(2).copied().collect();
+    let (left, right) = split_stereo(&pcm);
     assert!(
         left[320..320 + 4000] == decode(&agent)[..],
         "agent tail missing"
@@ -430,8 +436,7 @@ fn a_call_held_for_a_consult_is_one_recording_that_goes_on_after_it() {
     assert!(s.recording_of(AGENT).is_none());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     let (_, pcm) = read_wav(&first);
-    let left: Vec<i16> = pcm.iter().step_by(2).copied().collect();
-    let right: Vec<i16> = pcm.iter().skip(1).step_by(2).copied().collect();
+    let (left, right) = split_stereo(&pcm);
     assert!(
         left[320..320 + 4000] == decode(&a1)[..],
         "call 1 before the hold"
@@ -449,7 +454,7 @@ fn a_call_held_for_a_consult_is_one_recording_that_goes_on_after_it() {
         "call 1 after the consult is in its WAV"
     );
     let (_, consult_pcm) = read_wav(&consult);
-    let consult_left: Vec<i16> = consult_pcm.iter().step_by(2).copied().collect();
+    let (consult_left, _) = split_stereo(&consult_pcm);
     assert!(consult_left.windows(4000).any(|w| w == &decode(&a2)[..]));
     assert_eq!(s.stats().recordings, 2);
     assert_eq!(s.stats().calls, 3);
@@ -481,8 +486,7 @@ fn the_live_pipeline_drops_silence_to_shorten_its_delay_the_recording_keeps_ever
     s.on_stopped();
     // The recording holds both sides whole, at the target delay.
     let (_, pcm) = read_wav(&wav);
-    let left: Vec<i16> = pcm.iter().step_by(2).copied().collect();
-    let right: Vec<i16> = pcm.iter().skip(1).step_by(2).copied().collect();
+    let (left, right) = split_stereo(&pcm);
     assert!(
         left[320..320 + 150 * 160] == decode(&agent)[..],
         "agent side"

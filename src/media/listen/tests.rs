@@ -163,6 +163,18 @@ fn clean_streams_render_as_their_plain_decode_time_aligned() {
     }
 }
 
+/// The agent's side of one PCMU stream (SSRC 1), a packet every 20 ms from 0, marker first.
+fn agent_stream(frames: &[Vec<u8>]) -> Vec<(i64, Direction, Vec<u8>)> {
+    frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let p = rtp(0, i as u16, 160 * i as u32, 1, i == 0, f);
+            (20 * MS * i as i64, Direction::FromAgent, p)
+        })
+        .collect()
+}
+
 #[test]
 fn within_a_talkspurt_the_delay_shrinks_by_a_silent_frame_and_never_by_sound() {
     // 3 s without a marker after the first packet: one second of tone, then tone and silence
@@ -178,14 +190,7 @@ fn within_a_talkspurt_the_delay_shrinks_by_a_silent_frame_and_never_by_sound() {
             }
         })
         .collect();
-    let packets = frames
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            let p = rtp(0, i as u16, 160 * i as u32, 1, i == 0, f);
-            (20 * MS * i as i64, Direction::FromAgent, p)
-        })
-        .collect();
+    let packets = agent_stream(&frames);
     let mut ma = MonitorAudio::new(ListenConfig::default());
     let out = run(&mut ma, packets, 0, 3400, 5);
     let st = ma.stats().agent;
@@ -209,14 +214,7 @@ fn within_a_talkspurt_the_delay_shrinks_by_a_silent_frame_and_never_by_sound() {
     same(&pcm[dropped..149 * 160], &truth[dropped + 160..150 * 160]);
 
     // The same length of continuous tone keeps the 40 ms: nothing is silent.
-    let packets = tone_frames
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            let p = rtp(0, i as u16, 160 * i as u32, 1, i == 0, f);
-            (20 * MS * i as i64, Direction::FromAgent, p)
-        })
-        .collect();
+    let packets = agent_stream(&tone_frames);
     let mut ma = MonitorAudio::new(ListenConfig::default());
     let out = run(&mut ma, packets, 0, 3400, 5);
     assert_eq!(ma.stats().agent.jitter.shortened, 0);
