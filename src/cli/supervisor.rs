@@ -8,7 +8,8 @@
 //! Failover as the seed's connection profiles: the control planes are tried in a random order;
 //! when the one in use fails, the next is tried (every second, round the list), and the
 //! monitor the supervisor wanted is started again there. The network task never waits on the
-//! media loop: events go over a bounded channel with `try_send` (dropped and counted when full).
+//! media loop: events go over a bounded channel with `try_send` (media dropped and counted when
+//! full; call events held in order until there is room, see `EventSender`).
 //! Per packet it allocates nothing: the media loop sends each packet's buffer back on a second
 //! bounded channel and the network task hands it to the monitor client for the next packet.
 
@@ -30,7 +31,7 @@ use crate::config::supervisor::SupervisorSettings;
 use crate::control::client::Client;
 use crate::control::frame::{self, Frame, DEFAULT_MAX_BODY};
 use crate::endpoint::media_loop::{
-    run_media, EndpointEvent, MediaClock, MediaLoopConfig, MediaReport,
+    run_media, EndpointEvent, EventSender, MediaClock, MediaLoopConfig, MediaReport,
 };
 use crate::media::listen::Layout;
 use crate::monitor::client::{Event as MonitorEvent, MonitorClient};
@@ -265,7 +266,7 @@ struct Endpoint {
     control: Option<(Client, String)>,
     monitor: Option<(MonitorClient, String)>,
     current: Current,
-    media: crossbeam_channel::Sender<EndpointEvent>,
+    media: EventSender,
     /// Media buffers the media loop is done with, for the monitor client to reuse.
     spent: crossbeam_channel::Receiver<Vec<u8>>,
     clock: MediaClock,
@@ -325,7 +326,7 @@ pub(crate) async fn run_endpoint(
         control: None,
         monitor: None,
         current: Current::default(),
-        media: media_tx,
+        media: EventSender::new(media_tx),
         spent: spent_rx,
         clock,
         dropped: Arc::new(AtomicU64::new(0)),
@@ -361,7 +362,7 @@ pub(crate) async fn run_endpoint(
     // Stop cleanly: the appliance ends the monitor when the session closes; the media loop
     // finalises the recording.
     ep.end_call();
-    let _ = ep.media.send(EndpointEvent::Stopped);
+    ep.media.finish(EndpointEvent::Stopped);
     accept.abort();
     drop(ep);
     let report = tokio::task::spawn_blocking(move || media_thread.join())
@@ -591,12 +592,13 @@ impl Endpoint {
     /// The current call is over for the media loop (finalises its recording).
     fn end_call(&mut self) {
         if let Some(call_id) = self.current.call.take() {
-            let _ = self.media.send(EndpointEvent::CallEnded { call_id });
+            self.media.control(EndpointEvent::CallEnded { call_id });
         }
     }
 
     /// Retries what failed: the control plane, then the wanted monitor.
     async fn upkeep(&mut self) {
+        self.media.flush();
         if self.current.monitor.is_some() {
             return;
         }
@@ -670,9 +672,9 @@ impl Endpoint {
                     direction,
                     rtp,
                 };
-                if let Err(refused) = self.media.try_send(ev) {
+                if let Some(refused) = self.media.media(ev) {
                     self.dropped.fetch_add(1, Ordering::Relaxed);
-                    if let EndpointEvent::Media { rtp, .. } = refused.into_inner() {
+                    if let EndpointEvent::Media { rtp, .. } = refused {
                         self.recycle(rtp);
                     }
                 }
@@ -687,7 +689,7 @@ impl Endpoint {
                 started,
             } if monitor == id && self.current.call.as_deref() != Some(call_id.as_str()) => {
                 self.current.call = Some(call_id.clone());
-                let _ = self.media.send(EndpointEvent::Call {
+                self.media.control(EndpointEvent::Call {
                     agent,
                     call_id,
                     payloads,

@@ -3,7 +3,8 @@
 //!
 //! Inputs are [`EndpointEvent`]s on a bounded crossbeam channel: the network task only sends
 //! (it stamps each packet's arrival with the shared [`MediaClock`]), with `try_send`, counting
-//! what a full channel refuses, so it never waits for the media thread. [`run_media`] handles
+//! what a full channel refuses, so it never waits for the media thread ([`EventSender`]: control
+//! events a full channel refuses are held in order, not lost). [`run_media`] handles
 //! events as they come and ticks the session every [`MediaLoopConfig::tick`] (5 ms) with the
 //! clock's `now`; it returns after [`EndpointEvent::Stopped`] or when every sender is gone.
 //!
@@ -35,6 +36,90 @@ use super::session::{MediaSession, SessionConfig, SessionStats};
 use crate::binding::Direction;
 use crate::codec::PayloadMap;
 use crate::time::{Span, Timestamp};
+
+/// Control events held while the media channel is full, before the network task gives up on
+/// the media loop (it is then stuck, not just behind).
+pub const CONTROL_BACKLOG: usize = 64;
+
+/// The network task's side of the media channel. It never waits: media that a full channel
+/// refuses is handed back to be counted and recycled; control events (`Call`, `CallEnded`)
+/// that do not fit are held in order and sent before anything else, and media that arrives
+/// while some are held is refused too, so the media loop sees every event in the order sent.
+pub struct EventSender {
+    tx: Sender<EndpointEvent>,
+    backlog: std::collections::VecDeque<EndpointEvent>,
+    /// Control events lost because the backlog was full.
+    lost_control: u64,
+}
+
+impl EventSender {
+    /// Wraps the sending end of the media channel.
+    pub fn new(tx: Sender<EndpointEvent>) -> EventSender {
+        EventSender {
+            tx,
+            backlog: std::collections::VecDeque::with_capacity(CONTROL_BACKLOG),
+            lost_control: 0,
+        }
+    }
+
+    /// Sends held control events; true when none is left.
+    pub fn flush(&mut self) -> bool {
+        while let Some(ev) = self.backlog.pop_front() {
+            match self.tx.try_send(ev) {
+                Ok(()) => {}
+                Err(crossbeam_channel::TrySendError::Full(ev)) => {
+                    self.backlog.push_front(ev);
+                    return false;
+                }
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => self.backlog.clear(),
+            }
+        }
+        true
+    }
+
+    /// Queues a media event; hands it back (refused) when the channel is full or control
+    /// events are still held.
+    pub fn media(&mut self, ev: EndpointEvent) -> Option<EndpointEvent> {
+        if !self.flush() {
+            return Some(ev);
+        }
+        self.tx.try_send(ev).err().map(|e| e.into_inner())
+    }
+
+    /// Queues a control event; held in order when the channel is full (lost, counted and
+    /// logged only when [`CONTROL_BACKLOG`] events are already held).
+    pub fn control(&mut self, ev: EndpointEvent) {
+        if self.flush() {
+            if let Err(crossbeam_channel::TrySendError::Full(ev)) = self.tx.try_send(ev) {
+                self.backlog.push_back(ev);
+            }
+        } else if self.backlog.len() < CONTROL_BACKLOG {
+            self.backlog.push_back(ev);
+        } else {
+            self.lost_control += 1;
+            tracing::error!(
+                lost = self.lost_control,
+                "the media loop takes no events: a control event is lost"
+            );
+        }
+    }
+
+    /// Control events lost so far.
+    pub fn lost_control(&self) -> u64 {
+        self.lost_control
+    }
+
+    /// Shutdown: sends what is held and then `last`, waiting for room (the media loop drains
+    /// its channel every tick; the network task has nothing else left to do).
+    pub fn finish(&mut self, last: EndpointEvent) {
+        for ev in self.backlog.drain(..) {
+            if self.tx.send(ev).is_err() {
+                return;
+            }
+        }
+        let _ = self.tx.send(last);
+    }
+}
 
 /// Format assumed while no device is open.
 const FALLBACK_FORMAT: (u32, u16) = (48_000, 2);
@@ -333,5 +418,66 @@ fn open(
             }
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn media(seq: u8) -> EndpointEvent {
+        EndpointEvent::Media {
+            arrival: Timestamp::from_nanos(0),
+            agent: Arc::from("5001"),
+            direction: Direction::FromAgent,
+            rtp: vec![seq],
+        }
+    }
+
+    fn ended(call: &str) -> EndpointEvent {
+        EndpointEvent::CallEnded {
+            call_id: call.into(),
+        }
+    }
+
+    #[test]
+    fn a_full_channel_holds_control_events_in_order_and_refuses_media_meanwhile() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let mut events = EventSender::new(tx);
+        assert_eq!(events.media(media(1)), None);
+        // Full: media comes back, a control event is held without waiting.
+        assert_eq!(events.media(media(2)), Some(media(2)));
+        events.control(ended("a"));
+        events.control(ended("b"));
+        // Room for one, but "a" and "b" are held: media must not overtake them.
+        assert_eq!(rx.try_recv().unwrap(), media(1));
+        assert_eq!(events.media(media(3)), Some(media(3)));
+        // That call sent "a" (the one free place); "b" is still held.
+        assert_eq!(rx.try_recv().unwrap(), ended("a"));
+        assert!(rx.try_recv().is_err());
+        assert!(events.flush());
+        assert_eq!(rx.try_recv().unwrap(), ended("b"));
+        assert_eq!(events.media(media(4)), None);
+        assert_eq!(rx.try_recv().unwrap(), media(4));
+        assert_eq!(events.lost_control(), 0);
+    }
+
+    #[test]
+    fn a_stuck_media_loop_loses_control_events_beyond_the_backlog_counted() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let mut events = EventSender::new(tx);
+        for i in 0..CONTROL_BACKLOG + 3 {
+            events.control(ended(&i.to_string()));
+        }
+        // One in the channel, CONTROL_BACKLOG held, two lost.
+        assert_eq!(events.lost_control(), 2);
+        let drain = std::thread::spawn(move || rx.iter().collect::<Vec<_>>());
+        events.finish(EndpointEvent::Stopped);
+        drop(events);
+        let got = drain.join().unwrap();
+        assert_eq!(got.len(), CONTROL_BACKLOG + 2);
+        assert_eq!(got[0], ended("0"));
+        assert_eq!(got[CONTROL_BACKLOG], ended(&CONTROL_BACKLOG.to_string()));
+        assert_eq!(got.last(), Some(&EndpointEvent::Stopped));
     }
 }
