@@ -16,7 +16,10 @@
 //! - A malformed frame gets an `Error` frame and the connection goes on; an oversized length
 //!   (the stream cannot be resynchronised) ends that connection, never the server. A semaphore
 //!   caps connections; `run` ends when its shutdown future resolves.
-//! - Accepted sockets get TCP_NODELAY and the media TOS byte.
+//! - Accepted sockets get TCP_NODELAY, the media TOS byte and a fixed kernel send buffer
+//!   ([`SEND_BUFFER`]): the kernel's autotuning would let a slow endpoint's socket hold
+//!   megabytes, i.e. ever older audio; capped, a slow endpoint loses its oldest frames in its
+//!   queue instead and stays near live.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -43,6 +46,9 @@ pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEFAULT_QUEUE_FRAMES: usize = 1024;
 /// Default TOS byte of media sockets (DSCP EF).
 pub const DEFAULT_TOS: u8 = 0xB8;
+/// Kernel send buffer of an endpoint connection (about 3 s of one two-way G.711 call; Linux
+/// doubles it for its bookkeeping).
+pub const SEND_BUFFER: usize = 64 * 1024;
 /// Bytes the writer gathers before one write.
 const WRITE_BATCH: usize = 64 * 1024;
 /// Longest TLS handshake.
@@ -105,6 +111,9 @@ pub async fn run(listener: TcpListener, server: MonitorServer, shutdown: impl Fu
     {
         MonitorStats::add_one(&shared.stats.accepted_total);
         set_tos(&sock, tos);
+        if let Err(e) = socket2::SockRef::from(&sock).set_send_buffer_size(SEND_BUFFER) {
+            tracing::debug!(%peer, error = %e, "monitor service: cannot set the send buffer");
+        }
         let shared = shared.clone();
         let acceptor = acceptor.clone();
         let stop = stop_rx.clone();
