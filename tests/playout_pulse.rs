@@ -50,6 +50,8 @@ use common::run_ok;
 use pulse::{Pulse, RATE};
 
 const REC: usize = RATE as usize;
+/// The device period the test asks for (ms).
+const DEVICE_PERIOD_MS: u64 = 50;
 
 /// A generated call: its events (offsets from the first RTP packet) and per-side truth.
 struct Call {
@@ -188,6 +190,11 @@ fn play(
         },
         ..ListenConfig::default()
     };
+    // The device's own buffer too: at its default (a 10.7 ms period, two queued) a stall of
+    // this process longer than ~20 ms empties it, PulseAudio plays silence and the rest of
+    // the call comes that much later (CI saw a speech side correlate at 0.56 so, with no
+    // underrun on our side). 50 ms periods make that 100 ms.
+    cfg.device_period = Some(Duration::from_millis(DEVICE_PERIOD_MS));
     cfg.session.lead = Span::from_millis(150);
     cfg.max_queue = Duration::from_millis(300);
     let clock = MediaClock::new();
@@ -283,6 +290,15 @@ fn check_counters(name: &str, call: &Call, r: &MediaReport) {
     );
     assert_eq!(s.device_dropped, 0, "{name}: device frames dropped");
     assert_eq!(r.device_losses, 0, "{name}: device lost");
+    // The device took the longer period: cpal asks for a buffer of two periods, and ALSA's
+    // pulse plugin splits that buffer into three (here: 1600-frame callbacks for 2400 asked,
+    // a 4800-frame buffer), where its default is 512 of 1024.
+    let period = r.playout.map_or(0, |p| p.callback_frames);
+    let asked = DEVICE_PERIOD_MS * RATE as u64 / 1000;
+    assert!(
+        (asked / 2..=asked).contains(&period),
+        "{name}: device callbacks of {period} frames, asked for {asked}"
+    );
 }
 
 /// The WAV (stereo, 8 kHz: agent left, caller right) holds each reference decode exactly,
@@ -403,6 +419,38 @@ fn best_correlation(rec: &[f32], reference: &[f32]) -> (f64, usize) {
     best
 }
 
+/// Where `reference` (48 kHz) sits in `rec` around `lag`, 250 ms window by window: for each
+/// window with sound, its own best lag (within 50 ms of `lag`) and correlation there. Printed
+/// when a correlation check fails, to tell a shifted stretch (a dropout or an inserted gap
+/// in the audio path) from a distorted one.
+fn windows(rec: &[f32], reference: &[f32], lag: usize) -> String {
+    const W: usize = REC / 4;
+    const SEARCH: usize = REC / 20;
+    let mut out = format!(
+        "recording {} samples, reference {} at lag {lag}:",
+        rec.len(),
+        reference.len()
+    );
+    for (i, w) in reference.chunks(W).enumerate() {
+        if w.iter().all(|v| v.abs() < 0.02) {
+            continue;
+        }
+        let at = lag + i * W;
+        let mut best = (f64::MIN, 0i64);
+        for l in at.saturating_sub(SEARCH)..=at + SEARCH {
+            if l + w.len() > rec.len() {
+                break;
+            }
+            let c = correlation(&rec[l..l + w.len()], w);
+            if c > best.0 {
+                best = (c, l as i64 - at as i64);
+            }
+        }
+        out += &format!(" [{} ms: {:.3} at {:+}]", i * 250, best.0, best.1);
+    }
+    out
+}
+
 fn espeak(text: &str, out: &Path) {
     run_ok(
         Command::new("espeak-ng")
@@ -510,11 +558,13 @@ fn calls_play_through_the_media_loop_into_pulseaudio_and_are_recorded() {
         ("agent (left)", &played.left, &speech.ref_agent),
         ("caller (right)", &played.right, &speech.ref_caller),
     ] {
-        let (c, lag) = best_correlation(rec, &upsample(reference));
-        eprintln!("speech {side}: correlation {c:.4} at {lag}");
+        let upsampled = upsample(reference);
+        let (c, lag) = best_correlation(rec, &upsampled);
+        let detail = windows(rec, &upsampled, lag);
+        eprintln!("speech {side}: correlation {c:.4} at {lag}; {detail}");
         assert!(
             c >= 0.9,
-            "speech {side}: correlation {c:.4} with the reference decode ({:?})",
+            "speech {side}: correlation {c:.4} with the reference decode ({:?}); {detail}",
             played.report.playout
         );
     }

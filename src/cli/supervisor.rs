@@ -87,6 +87,11 @@ pub(crate) struct SupervisorArgs {
     /// Output device (see --list-devices; default: the system's default output).
     #[arg(long, value_name = "NAME")]
     device: Option<String>,
+    /// The output device's period in ms (default: the device's, about 10 ms through
+    /// PulseAudio); two periods are queued in the device, so a longer one absorbs stalls of a
+    /// loaded desktop or VM (gaps in the sound) at that much latency.
+    #[arg(long, value_name = "MS")]
+    device_period_ms: Option<u32>,
     /// List the output devices and exit.
     #[arg(long)]
     list_devices: bool,
@@ -188,6 +193,11 @@ fn settings(a: &SupervisorArgs) -> Result<SupervisorSettings> {
             bail!("--listen {l}: local control must be on a loopback address");
         }
         s.listen = l;
+    }
+    if let Some(ms) = a.device_period_ms {
+        crate::config::supervisor::check_device_period(ms)
+            .map_err(|problem| anyhow::anyhow!("--device-period-ms: {problem}"))?;
+        s.device_period_ms = Some(ms);
     }
     if let Some(v) = a.volume {
         if !(0.0..=4.0).contains(&v) {
@@ -298,6 +308,9 @@ pub(crate) async fn run_endpoint(
     let report = Arc::new(Mutex::new(MediaReport::default()));
     let mut cfg = MediaLoopConfig {
         device: settings.device.clone(),
+        device_period: settings
+            .device_period_ms
+            .map(|ms| Duration::from_millis(ms.into())),
         record_dir: settings.record.clone(),
         ..MediaLoopConfig::default()
     };

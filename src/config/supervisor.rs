@@ -29,6 +29,7 @@ struct RawSupervisor {
     record: Option<PathBuf>,
     stereo: bool,
     device: Option<String>,
+    device_period_ms: Option<u32>,
     volume: f32,
     monitor: Option<String>,
 }
@@ -49,6 +50,7 @@ impl Default for RawSupervisor {
             record: None,
             stereo: false,
             device: None,
+            device_period_ms: None,
             volume: 1.0,
             monitor: None,
         }
@@ -84,6 +86,10 @@ pub struct SupervisorSettings {
     pub stereo: bool,
     /// Output device name (default device when None).
     pub device: Option<String>,
+    /// The output device's period in ms (`None`: the device's default, about 10 ms through
+    /// PulseAudio). The device buffers two periods: a longer one absorbs stalls of a loaded
+    /// desktop or VM, which would otherwise be gaps in the sound, at that much latency.
+    pub device_period_ms: Option<u32>,
     /// Playback volume (0..=4).
     pub volume: f32,
     /// An agent to monitor as soon as the endpoint is up.
@@ -153,6 +159,9 @@ impl SupervisorSettings {
                 format!("{} is not within 0..=4", raw.volume),
             ));
         }
+        if let Some(ms) = raw.device_period_ms {
+            check_device_period(ms).map_err(|problem| invalid("device_period_ms", problem))?;
+        }
         Ok(SupervisorSettings {
             user: raw.user,
             password_file: raw.password_file,
@@ -167,9 +176,27 @@ impl SupervisorSettings {
             record: raw.record,
             stereo: raw.stereo,
             device: raw.device,
+            device_period_ms: raw.device_period_ms,
             volume: raw.volume,
             monitor: raw.monitor,
         })
+    }
+}
+
+/// Device periods accepted (ms): at least 1 ms, at most 250 ms (two of them queued are half
+/// a second of delay).
+pub const DEVICE_PERIOD_MS: std::ops::RangeInclusive<u32> = 1..=250;
+
+/// Checks a device period in ms (the file's `device_period_ms`, `--device-period-ms`).
+pub fn check_device_period(ms: u32) -> Result<(), String> {
+    if DEVICE_PERIOD_MS.contains(&ms) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{ms} is not within {}..={} ms",
+            DEVICE_PERIOD_MS.start(),
+            DEVICE_PERIOD_MS.end()
+        ))
     }
 }
 
@@ -198,12 +225,14 @@ mod tests {
             key = "/home/s1/s1.key"
             record = "/home/s1/recordings"
             stereo = true
+            device_period_ms = 40
             volume = 0.5
             "#,
         )
         .unwrap();
         assert_eq!(s.servers.len(), 2);
         assert!(s.stereo && s.volume == 0.5);
+        assert_eq!((d.device_period_ms, s.device_period_ms), (None, Some(40)));
         assert_eq!(s.record.as_deref(), Some(Path::new("/home/s1/recordings")));
     }
 
@@ -214,6 +243,8 @@ mod tests {
             ("listen = \"0.0.0.0:42228\"", "listen"),
             ("cert = \"/x.pem\"", "cert"),
             ("volume = 9.0", "volume"),
+            ("device_period_ms = 0", "device_period_ms"),
+            ("device_period_ms = 1000", "device_period_ms"),
             ("voume = 1.0", "voume"),
         ] {
             let e = parse(text).unwrap_err().to_string();

@@ -208,6 +208,8 @@ impl Default for MediaClock {
 pub struct MediaLoopConfig {
     /// Output device by name (`None`: the default device).
     pub device: Option<String>,
+    /// The device period to ask for (`None`: the device's default; see [`Playout::open`]).
+    pub device_period: Option<Duration>,
     /// The session (listening pipeline, cushion, drain).
     pub session: SessionConfig,
     /// Record every call into this directory (which must exist).
@@ -226,6 +228,7 @@ impl Default for MediaLoopConfig {
         let session = SessionConfig::default();
         MediaLoopConfig {
             device: None,
+            device_period: None,
             session,
             record_dir: None,
             tick: Duration::from_millis(5),
@@ -403,7 +406,7 @@ fn open(
     report: &mut MediaReport,
     last_warn: &mut Option<Instant>,
 ) -> Option<Playout> {
-    match Playout::open(cfg.device.as_deref()) {
+    match Playout::open(cfg.device.as_deref(), cfg.device_period) {
         Ok(p) => {
             *last_warn = None;
             Some(p)

@@ -88,6 +88,7 @@ pub fn list_devices() -> Vec<String> {
 /// An open output stream and the producer end of its ring.
 pub struct Playout {
     device: Option<String>,
+    period: Option<Duration>,
     _stream: cpal::Stream,
     producer: rtrb::Producer<f32>,
     capacity: usize,
@@ -102,7 +103,13 @@ pub struct Playout {
 impl Playout {
     /// Opens `device` (by name; the default output device when `None`) at its default output
     /// format, and starts the stream (silent until the first write).
-    pub fn open(device: Option<&str>) -> Result<Playout, Error> {
+    ///
+    /// `period` asks for the device's period (the callback size; cpal keeps two periods
+    /// queued in the device): `None` takes the device's default (about 10 ms through
+    /// PulseAudio, so a 20 ms device buffer that any longer stall of this process empties,
+    /// which PulseAudio fills with silence), `Some` a longer one that absorbs stalls at the
+    /// cost of that much latency. It is clamped to the range the device reports.
+    pub fn open(device: Option<&str>, period: Option<Duration>) -> Result<Playout, Error> {
         let host = cpal::default_host();
         let dev = match device {
             None => host.default_output_device(),
@@ -115,8 +122,12 @@ impl Playout {
         .ok_or_else(|| Error::NoDevice(device.map(str::to_string)))?;
         let supported = dev.default_output_config()?;
         let format = supported.sample_format();
-        let config = supported.config();
+        let mut config = supported.config();
         let rate = config.sample_rate;
+        if let Some(period) = period {
+            config.buffer_size =
+                cpal::BufferSize::Fixed(period_frames(period, rate, supported.buffer_size()));
+        }
         let channels = config.channels;
         let capacity = ((rate as f32 * RING_SECS) as usize).max(1024) * channels as usize;
         let (producer, consumer) = rtrb::RingBuffer::new(capacity);
@@ -129,9 +140,10 @@ impl Playout {
             other => return Err(Error::UnsupportedFormat(other)),
         };
         stream.play()?;
-        tracing::info!(device = device.unwrap_or("default"), rate, channels, %format, "playout opened");
+        tracing::info!(device = device.unwrap_or("default"), rate, channels, %format, buffer = ?config.buffer_size, "playout opened");
         Ok(Playout {
             device: device.map(str::to_string),
+            period,
             _stream: stream,
             producer,
             capacity,
@@ -146,7 +158,7 @@ impl Playout {
 
     /// Closes the stream and opens the same device again (after [`Playout::is_lost`]).
     pub fn reopen(&mut self) -> Result<(), Error> {
-        let fresh = Playout::open(self.device.as_deref())?;
+        let fresh = Playout::open(self.device.as_deref(), self.period)?;
         *self = fresh;
         Ok(())
     }
@@ -223,6 +235,15 @@ impl Playout {
     }
 }
 
+/// `period` in frames at `rate`, within what the device supports.
+fn period_frames(period: Duration, rate: u32, supported: &cpal::SupportedBufferSize) -> u32 {
+    let frames = (period.as_secs_f64() * rate as f64).round().max(1.0) as u32;
+    match *supported {
+        cpal::SupportedBufferSize::Range { min, max } if min <= max => frames.clamp(min, max),
+        _ => frames,
+    }
+}
+
 fn build<T>(
     dev: &cpal::Device,
     config: cpal::StreamConfig,
@@ -282,4 +303,31 @@ where
         }
     };
     Ok(dev.build_output_stream::<T, _, _>(config, data, error, None)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cpal::SupportedBufferSize;
+
+    #[test]
+    fn a_period_is_converted_at_the_device_rate_and_clamped_to_its_range() {
+        let any = SupportedBufferSize::Unknown;
+        assert_eq!(period_frames(Duration::from_millis(50), 48_000, &any), 2400);
+        assert_eq!(period_frames(Duration::from_millis(50), 44_100, &any), 2205);
+        assert_eq!(period_frames(Duration::ZERO, 48_000, &any), 1);
+        let range = SupportedBufferSize::Range { min: 64, max: 2048 };
+        assert_eq!(
+            period_frames(Duration::from_millis(50), 48_000, &range),
+            2048
+        );
+        assert_eq!(
+            period_frames(Duration::from_micros(500), 48_000, &range),
+            64
+        );
+        assert_eq!(
+            period_frames(Duration::from_millis(20), 48_000, &range),
+            960
+        );
+    }
 }
