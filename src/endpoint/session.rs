@@ -19,9 +19,9 @@
 //!   an agent before its first packet.
 //! - Cushion: before the first device frames (and after [`MediaSession::set_device`], and
 //!   after the playout reported new underruns through [`MediaSession::record_playout`]) the
-//!   sink gets [`MediaSession::cushion_frames`] of silence first: [`SessionConfig::lead`], or
-//!   two device callbacks when the device takes larger pieces, so the device queue holds that
-//!   much and the jitter of the media loop's tick never starves it.
+//!   sink gets [`MediaSession::cushion_frames`] of silence first: one device callback plus
+//!   [`SessionConfig::lead`], so the device queue holds a whole callback and the jitter of
+//!   the media loop's tick never starves it.
 //! - Calls: [`MediaSession::on_call`] sets the call's payload map and starts a new WAV named
 //!   by agent, call id and start time (finishing the agent's previous one);
 //!   [`MediaSession::on_call_ended`] lets the recording run on for [`SessionConfig::drain`]
@@ -46,7 +46,9 @@ use super::recorder::Recorder;
 pub struct SessionConfig {
     /// The listening pipeline (jitter buffer, layout, volume) of every monitored agent.
     pub listen: ListenConfig,
-    /// Silence queued ahead of the first device frames (60 ms).
+    /// The device queue's margin for the media loop's own delays (50 ms): the silence queued
+    /// ahead of the first device frames is this plus one device callback
+    /// ([`MediaSession::cushion_frames`]).
     pub lead: Span,
     /// How long a recording runs on after its call ended, for the buffered tail (the jitter
     /// buffer's largest delay plus 60 ms, so 260 ms by default).
@@ -58,7 +60,7 @@ impl Default for SessionConfig {
         let listen = ListenConfig::default();
         SessionConfig {
             listen,
-            lead: Span::from_millis(60),
+            lead: Span::from_millis(50),
             drain: Span::from_nanos(listen.jitter.max.as_nanos() + 60_000_000),
         }
     }
@@ -220,12 +222,16 @@ impl MediaSession {
         Ok(())
     }
 
-    /// Device frames of silence queued ahead of audio: [`SessionConfig::lead`] at the device
-    /// rate, at least two of the largest device callbacks the playout reported.
+    /// Device frames of silence queued ahead of audio: the largest device callback the
+    /// playout reported plus [`SessionConfig::lead`] at the device rate. The device takes a
+    /// whole callback at once, so the queue must hold one and still have the lead's margin
+    /// for the loop's delays (with 10.7 ms callbacks that is 60.7 ms; with 33 ms ones, 83 ms:
+    /// two callbacks, the old rule, left a 50 ms period's device only 33 ms of margin, and
+    /// it underran on a loaded machine).
     pub fn cushion_frames(&self) -> usize {
         let lead =
             (self.cfg.lead.as_nanos() as i128 * self.device_rate as i128 / 1_000_000_000) as usize;
-        lead.max(2 * self.stats.playout.callback_frames as usize)
+        lead + self.stats.playout.callback_frames as usize
     }
 
     /// True after [`MediaSession::on_stopped`].

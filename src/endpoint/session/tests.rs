@@ -134,18 +134,18 @@ fn clean_stream_reaches_the_sink_as_the_output_stage_of_the_plain_decode() {
     want_pcm.agent.resize(rendered, 0);
     want_pcm.caller.resize(rendered, 0);
     let mut stage = OutputStage::new(Layout::Stereo, 1.0, 48_000, 2).unwrap();
-    let mut want = vec![0.0f32; 2 * 2880]; // the 60 ms cushion
+    let mut want = vec![0.0f32; 2 * 2400]; // the 50 ms cushion (no device callback seen yet)
     stage.process(&want_pcm, &mut want).unwrap();
 
     assert_eq!(got.len(), want.len(), "device samples");
     // After the last packet each side conceals (fading to silence), which the plain decode
     // does not have: compare everything the resampler made before that (8000 input samples).
-    let n = 2 * (2880 + 6 * 8000);
+    let n = 2 * (2400 + 6 * 8000);
     assert!(
         got[..n] == want[..n],
         "device frames differ from the plain decode"
     );
-    assert!(got[2 * 2880 + 2 * 6 * 400..n].iter().any(|v| v.abs() > 0.1));
+    assert!(got[2 * 2400 + 2 * 6 * 400..n].iter().any(|v| v.abs() > 0.1));
     let st = s.stats();
     assert_eq!(st.packets, 100);
     assert_eq!(st.decoded, 100);
@@ -302,25 +302,26 @@ fn device_frames_the_sink_refuses_are_counted_and_a_new_device_gets_a_cushion() 
         f.len()
     });
     assert_eq!(s.stats().cushions, 2);
-    // 60 ms of cushion at 44.1 kHz mono, then the audio made since.
-    assert!(mono.len() >= 2646 && mono[..2646].iter().all(|v| *v == 0.0));
+    // 50 ms of cushion at 44.1 kHz mono, then the audio made since.
+    assert!(mono.len() >= 2205 && mono[..2205].iter().all(|v| *v == 0.0));
     assert!(
-        mono[2646..].iter().any(|v| v.abs() > 0.1),
+        mono[2205..].iter().any(|v| v.abs() > 0.1),
         "audio after the cushion"
     );
-    // The device takes 6000-frame pieces and ran dry: the next cushion is two of them.
+    // The device takes 6000-frame pieces and ran dry: the next cushion is one of them and
+    // the 50 ms lead.
     let big = PlayoutStats {
         underruns: 1,
         callback_frames: 6000,
         ..PlayoutStats::default()
     };
     s.record_playout(big, at(400));
-    assert_eq!(s.cushion_frames(), 12_000);
+    assert_eq!(s.cushion_frames(), 6000 + 2205);
     s.tick(at(400), &mut |f: &[f32]| f.len());
     assert_eq!(
         s.stats().cushions,
         2,
-        "within 120 ms of the last cushion: none"
+        "within 100 ms (two leads) of the last cushion: none"
     );
     s.record_playout(
         PlayoutStats {
@@ -335,7 +336,7 @@ fn device_frames_the_sink_refuses_are_counted_and_a_new_device_gets_a_cushion() 
         f.len()
     });
     assert_eq!(s.stats().cushions, 3);
-    assert!(mono.len() >= 12_000 && mono[..12_000].iter().all(|v| *v == 0.0));
+    assert!(mono.len() >= 8205 && mono[..8205].iter().all(|v| *v == 0.0));
     // Underruns reported again right away do not stack cushions.
     s.record_playout(
         PlayoutStats {
@@ -370,7 +371,7 @@ fn two_agents_are_summed_frame_by_frame() {
                 });
             }
         }
-        out.split_off(2 * 2880) // without the cushion
+        out.split_off(2 * 2400) // without the cushion
     };
     let (x, y) = (alone(&p1, "a"), alone(&p2, "b"));
     let mut s = stereo_session(None);
@@ -390,7 +391,7 @@ fn two_agents_are_summed_frame_by_frame() {
     }
     assert_eq!(s.agents().collect::<Vec<_>>(), ["a", "b"]);
     assert_eq!(s.stats().cushions, 1, "one cushion for the mix");
-    let mixed = &mixed[2 * 2880..];
+    let mixed = &mixed[2 * 2400..];
     // Agent b joins the mix with its first frames, `d` frames after agent a's first ones.
     let n = mixed.len().min(x.len()) - 2 * 2000;
     let d = (0..2000usize)
