@@ -29,6 +29,7 @@ mod common;
 #[path = "common/pulse.rs"]
 mod pulse;
 
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -405,9 +406,15 @@ fn best_correlation(rec: &[f32], reference: &[f32]) -> (f64, usize) {
             coarse = (c, lag);
         }
     }
-    let mut best = (f64::MIN, 0usize);
     let centre = coarse.1 as usize * 6;
-    for lag in centre.saturating_sub(12)..=centre + 12 {
+    best_lag(rec, reference, centre.saturating_sub(12)..=centre + 12)
+}
+
+/// The lag in `lags` where `reference` correlates best with `rec`, and that correlation
+/// (lags that would run past the end of `rec` are not tried).
+fn best_lag(rec: &[f32], reference: &[f32], lags: RangeInclusive<usize>) -> (f64, usize) {
+    let mut best = (f64::MIN, 0usize);
+    for lag in lags {
         if lag + reference.len() > rec.len() {
             break;
         }
@@ -436,17 +443,8 @@ fn windows(rec: &[f32], reference: &[f32], lag: usize) -> String {
             continue;
         }
         let at = lag + i * W;
-        let mut best = (f64::MIN, 0i64);
-        for l in at.saturating_sub(SEARCH)..=at + SEARCH {
-            if l + w.len() > rec.len() {
-                break;
-            }
-            let c = correlation(&rec[l..l + w.len()], w);
-            if c > best.0 {
-                best = (c, l as i64 - at as i64);
-            }
-        }
-        out += &format!(" [{} ms: {:.3} at {:+}]", i * 250, best.0, best.1);
+        let (c, l) = best_lag(rec, w, at.saturating_sub(SEARCH)..=at + SEARCH);
+        out += &format!(" [{} ms: {c:.3} at {:+}]", i * 250, l as i64 - at as i64);
     }
     out
 }
