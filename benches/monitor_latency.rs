@@ -341,8 +341,8 @@ async fn bench(o: &Options, server: &Server) -> Result<(), BoxError> {
         println!(
             "listen latency (capture_ts -> device frames handed to the sink), device {} Hz x {}, \
              {} monitors, {} markers: p50 {:.1} ms, p99 {:.1} ms, min {:.1} ms, max {:.1} ms; markers not found: \
-             {}; session: {} packets, {} late, {} lost, {} jitter underruns, {} silent frames dropped to \
-             shorten the delay",
+             {}; session: {} packets, {} late, {} lost, {} jitter underruns, {} frames dropped to \
+             shorten the delay ({} of them sound, spliced)",
             o.listen_rate,
             o.listen_channels,
             o.listen,
@@ -357,6 +357,7 @@ async fn bench(o: &Options, server: &Server) -> Result<(), BoxError> {
             l.lost,
             l.underruns,
             l.shortened,
+            l.spliced,
         );
     }
     Ok(())
@@ -591,6 +592,7 @@ struct Listen {
     lost: u64,
     underruns: u64,
     shortened: u64,
+    spliced: u64,
 }
 
 /// What the network side hands the listen thread.
@@ -855,6 +857,7 @@ fn listen_thread(
         lost: 0,
         underruns: 0,
         shortened: 0,
+        spliced: 0,
     };
     for l in &listeners {
         let s = l.session.stats();
@@ -863,6 +866,7 @@ fn listen_thread(
         r.lost += s.lost;
         r.underruns += s.jitter_underruns;
         r.shortened += s.jitter_shortened;
+        r.spliced += s.jitter_spliced;
     }
     r.delays.sort_by(f64::total_cmp);
     r

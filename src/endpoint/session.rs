@@ -85,8 +85,12 @@ pub struct SessionStats {
     pub rejected: u64,
     /// Times a jitter buffer ran dry (end of a talkspurt, hold).
     pub jitter_underruns: u64,
-    /// Silent frames a jitter buffer dropped to shorten its delay within a talkspurt.
+    /// Frames a jitter buffer dropped to shorten its delay within a talkspurt (silent ones,
+    /// and the sound frames of `jitter_spliced`).
     pub jitter_shortened: u64,
+    /// Sound frames dropped to shorten the delay after a second without a silent one, each
+    /// merged into the next with a crossfade.
+    pub jitter_spliced: u64,
     /// Times a jitter buffer lengthened its delay within a talkspurt.
     pub jitter_lengthened: u64,
     /// Samples rendered per direction, at the decode rate, over all agents.
@@ -538,6 +542,7 @@ fn add_leg(s: &mut SessionStats, l: &LegStats) {
     s.rejected += l.malformed + l.unsupported;
     s.jitter_underruns += l.jitter.underruns;
     s.jitter_shortened += l.jitter.shortened;
+    s.jitter_spliced += l.spliced;
     s.jitter_lengthened += l.jitter.lengthened;
 }
 

@@ -12,8 +12,9 @@
 //!   ([`ADAPT_INTERVAL`]): it grows on arrival, the next packet then plays later and the gap is
 //!   concealed downstream; it shrinks only by one whole frame at a time, when the caller drops
 //!   the frame just popped through [`JitterBuffer::shorten_by_popped`], which the listening
-//!   pipeline does for a silent frame only (progressive discard, as in PJSIP's jitter buffer, but
-//!   never of sound).
+//!   pipeline does for a silent frame, or after a second of sound without one for a sound frame
+//!   it merges into the next with a crossfade (progressive discard, as in PJSIP's jitter buffer,
+//!   with the splice of NetEq's "accelerate").
 //!
 //! Reordering is fixed by timestamp; duplicates and packets arriving after their playout time
 //! are dropped and counted; a gap is reported as `Missing` so the decoder conceals it.
@@ -277,23 +278,32 @@ impl JitterBuffer {
     /// Returns whether it did: then the caller must not play the packet, and the next one is
     /// due at once. The listening pipeline calls this for silent frames only.
     pub fn shorten_by_popped(&mut self) -> bool {
-        let Some((ts, samples, due)) = self.popped else {
+        if !self.can_shorten_by_popped() {
+            return false;
+        }
+        let Some((_, samples, due)) = self.popped else {
             return false;
         };
         let by = self.rtp_to_span(samples as i64);
-        let next = ts + samples as i64;
-        if self.next_ts != Some(next)
-            || !self.held.contains_key(&next)
-            || !self.may_adapt(due)
-            || self.delay < self.wanted_delay() + by
-        {
-            return false;
-        }
         self.popped = None;
         self.delay = self.delay - by;
         self.last_change = Some(due);
         self.stats.shortened += 1;
         true
+    }
+
+    /// Whether [`JitterBuffer::shorten_by_popped`] would drop the packet just popped now
+    /// (without doing it): the caller may first judge whether the packet is one to drop.
+    pub fn can_shorten_by_popped(&self) -> bool {
+        let Some((ts, samples, due)) = self.popped else {
+            return false;
+        };
+        let by = self.rtp_to_span(samples as i64);
+        let next = ts + samples as i64;
+        self.next_ts == Some(next)
+            && self.held.contains_key(&next)
+            && self.may_adapt(due)
+            && self.delay >= self.wanted_delay() + by
     }
 
     /// When the next `pop` can return something.

@@ -28,8 +28,13 @@
 //! stream is rendered gap-free and equals the plain decode of its payloads), a later one
 //! leaves a gap that is concealed, an earlier one (the buffer shortened its delay) cuts the
 //! queued tail. Within a talkspurt the jitter buffer shortens its delay only by a frame the
-//! pipeline drops for it, and the pipeline drops only silence (RMS <= -50 dBFS; see
-//! [`JitterBuffer::shorten_by_popped`]), so adapting never cuts sound. The jitter buffer is
+//! pipeline drops for it ([`JitterBuffer::shorten_by_popped`]). The pipeline prefers silence
+//! (RMS <= -50 dBFS): such a frame is simply left out. When the delay could shrink but a
+//! second of sound ([`SPLICE_PATIENCE_MS`]) brought no silent frame (a call with a steady
+//! background), it drops a sound frame and merges it into the next one: the two are aligned
+//! within 2 ms where they are most alike (for a voiced or tonal signal, a pitch period) and
+//! crossfaded over half a frame, so nothing jumps; the few samples of alignment stay within
+//! the butting tolerance. [`LegStats::spliced`] counts those. The jitter buffer is
 //! polled 2 ms ahead of `now` so rounding never starves a clean stream. When a leg has nothing to play it conceals (after audio), continues comfort
 //! noise (after CN) or plays silence.
 
@@ -52,6 +57,9 @@ const LOOKAHEAD: Span = Span::from_millis(2);
 const ALIGN_TOLERANCE_MS: i64 = 2;
 /// The loudest RMS of a frame the jitter buffer may drop to shorten its delay (-50 dBFS).
 const SILENT_RMS: i64 = 104;
+/// How long the delay may wait for a silent frame to drop before it drops a sound frame with
+/// a crossfade instead (ms of sound offered while a shrink was possible).
+pub const SPLICE_PATIENCE_MS: usize = 1000;
 /// Frame length assumed before the first packet says otherwise.
 const DEFAULT_FRAME_MS: usize = 20;
 
@@ -108,7 +116,8 @@ pub struct ListenConfig {
     /// Linear gain applied by the output stage (1.0: unchanged).
     pub volume: f32,
     /// Let the jitter buffers shorten their delay within a talkspurt by dropping a silent
-    /// frame (true: live playout). A recording turns it off so it holds every frame.
+    /// frame, or after [`SPLICE_PATIENCE_MS`] of sound without one, a sound frame merged into
+    /// the next (true: live playout). A recording turns it off so it holds every frame.
     pub shorten_on_silence: bool,
 }
 
@@ -181,6 +190,8 @@ pub struct LegStats {
     pub ssrc_changes: u64,
     /// Times an item started before the end of queued audio (the delay shrank) and cut it.
     pub realigned: u64,
+    /// Sound frames dropped to shorten the delay, merged into the next with a crossfade.
+    pub spliced: u64,
     /// Why the last rejected packet was rejected.
     pub last_rejected: Option<Error>,
 }
@@ -198,6 +209,7 @@ impl std::ops::AddAssign<&LegStats> for LegStats {
         self.decode_errors += b.decode_errors;
         self.ssrc_changes += b.ssrc_changes;
         self.realigned += b.realigned;
+        self.spliced += b.spliced;
         if b.last_rejected.is_some() {
             self.last_rejected = b.last_rejected;
         }
@@ -299,6 +311,10 @@ struct Leg {
     /// RTP timestamp and output index of the last placed item.
     anchor: Option<(u32, i64)>,
     event: Option<EventSpan>,
+    /// A sound frame dropped to shorten the delay, to be crossfaded into the next packet.
+    spliced: Vec<i16>,
+    /// Samples of sound offered since a shrink became possible without a silent frame.
+    sound_waited: usize,
     stats: LegStats,
 }
 
@@ -324,6 +340,8 @@ impl Leg {
             frame_len: 0,
             anchor: None,
             event: None,
+            spliced: Vec::new(),
+            sound_waited: 0,
             stats: LegStats::default(),
         }
     }
@@ -354,6 +372,8 @@ impl Leg {
         self.opus = None;
         self.anchor = None;
         self.event = None;
+        self.spliced.clear();
+        self.sound_waited = 0;
     }
 
     fn jitter_stats(&self) -> JitterStats {
@@ -446,16 +466,29 @@ impl Leg {
                 self.anchor = Some((ts as u32, start));
                 self.decode(pt, &payload, start, rate, map);
                 self.jb.recycle(payload);
-                if self.shorten_on_silence
-                    && is_silent(&self.scratch)
-                    && self.jb.shorten_by_popped()
-                {
-                    // Dropped to shorten the delay: the next packet is due now and goes here.
-                    self.scratch.clear();
-                    return;
+                if !self.spliced.is_empty() {
+                    self.merge_spliced(rate);
+                }
+                if self.shorten_on_silence && self.jb.can_shorten_by_popped() {
+                    let silent = is_silent(&self.scratch);
+                    if silent || self.sound_waited >= rate as usize * SPLICE_PATIENCE_MS / 1000 {
+                        // Dropped to shorten the delay: the next packet is due now and goes
+                        // here (a sound frame is merged into it).
+                        self.jb.shorten_by_popped();
+                        self.sound_waited = 0;
+                        if !silent {
+                            std::mem::swap(&mut self.spliced, &mut self.scratch);
+                            self.stats.spliced += 1;
+                        }
+                        self.scratch.clear();
+                        return;
+                    }
+                    self.sound_waited += self.scratch.len();
                 }
             }
             Playout::Missing { ts, samples } => {
+                // A spliced frame has nothing to merge into: concealment continues from it.
+                self.spliced.clear();
                 self.anchor = Some((ts as u32, start));
                 let n = self.to_samples(samples as i64, rate).max(0) as usize;
                 self.synth(start, n);
@@ -464,6 +497,55 @@ impl Leg {
         self.mask_event(start);
         let skip = skip.min(self.scratch.len());
         self.pending.extend(self.scratch[skip..].iter().copied());
+    }
+
+    /// Merges the spliced frame into the packet just decoded into `scratch`: the two are
+    /// aligned where they are most alike (the spliced frame's start, or the packet's, moved by
+    /// up to the butting tolerance) and crossfaded linearly over half a frame. `scratch`
+    /// becomes the spliced frame's lead-in, the crossfade, then the rest of the packet.
+    fn merge_spliced(&mut self, rate: u32) {
+        let (old, new) = (&self.spliced, &self.scratch);
+        let shift = (rate as usize * ALIGN_TOLERANCE_MS as usize / 1000)
+            .min(old.len() / 4)
+            .min(new.len() / 4);
+        let len = (old.len().min(new.len()) / 2)
+            .min(old.len() - shift)
+            .min(new.len() - shift);
+        if len == 0 {
+            self.spliced.clear();
+            return;
+        }
+        // The relative shift with the highest normalised correlation over the crossfade.
+        let (mut best, mut best_score) = ((0usize, 0usize), f64::MIN);
+        for k in -(shift as i64)..=shift as i64 {
+            let (a, b) = (k.max(0) as usize, (-k).max(0) as usize);
+            let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+            for (x, y) in old[a..a + len].iter().zip(&new[b..b + len]) {
+                let (x, y) = (*x as f64, *y as f64);
+                ab += x * y;
+                aa += x * x;
+                bb += y * y;
+            }
+            let score = ab / (aa * bb).sqrt().max(1.0);
+            if score > best_score {
+                (best, best_score) = ((a, b), score);
+            }
+        }
+        let (a, b) = best;
+        // Build the merged frame in `spliced` (reused), then swap it into `scratch`.
+        let merged_len = a + new.len() - b;
+        let mut merged = std::mem::take(&mut self.spliced);
+        merged.resize(merged_len.max(merged.len()), 0);
+        for n in 0..len {
+            let w = (n as f64 + 0.5) / len as f64;
+            let x = merged[a + n] as f64 * (1.0 - w) + self.scratch[b + n] as f64 * w;
+            merged[a + n] = x.round() as i16;
+        }
+        merged[a + len..merged_len].copy_from_slice(&self.scratch[b + len..]);
+        merged.truncate(merged_len);
+        std::mem::swap(&mut self.scratch, &mut merged);
+        merged.clear();
+        self.spliced = merged;
     }
 
     /// Zeroes what `scratch` (starting at output sample `start`) holds inside the event span.

@@ -175,8 +175,16 @@ fn agent_stream(frames: &[Vec<u8>]) -> Vec<(i64, Direction, Vec<u8>)> {
         .collect()
 }
 
+/// The largest step between neighbouring samples.
+fn steepest(pcm: &[i16]) -> i32 {
+    pcm.windows(2)
+        .map(|w| (w[1] as i32 - w[0] as i32).abs())
+        .max()
+        .unwrap_or(0)
+}
+
 #[test]
-fn within_a_talkspurt_the_delay_shrinks_by_a_silent_frame_and_never_by_sound() {
+fn within_a_talkspurt_the_delay_shrinks_by_a_silent_frame_when_one_comes() {
     // 3 s without a marker after the first packet: one second of tone, then tone and silence
     // alternating every 100 ms (five frames each).
     let tone_frames = g711_frames(440.0, 150, false);
@@ -194,8 +202,9 @@ fn within_a_talkspurt_the_delay_shrinks_by_a_silent_frame_and_never_by_sound() {
     let mut ma = MonitorAudio::new(ListenConfig::default());
     let out = run(&mut ma, packets, 0, 3400, 5);
     let st = ma.stats().agent;
-    // 40 ms target down to the 20 ms minimum: exactly one silent frame dropped.
-    assert_eq!(st.jitter.shortened, 1);
+    // 40 ms target down to the 20 ms minimum: exactly one silent frame dropped, no sound
+    // frame spliced (silence came within the patience).
+    assert_eq!((st.jitter.shortened, st.spliced), (1, 0));
     assert_eq!(st.decoded, 150);
     // Every tone frame plays in full and in order: the rendered audio is the decode of all
     // frames less one silent frame, after the first 40 ms of silence.
@@ -212,16 +221,52 @@ fn within_a_talkspurt_the_delay_shrinks_by_a_silent_frame_and_never_by_sound() {
     assert!(dropped >= 50 * 160, "not before a second of measurement");
     same(&pcm[..dropped], &truth[..dropped]);
     same(&pcm[dropped..149 * 160], &truth[dropped + 160..150 * 160]);
+}
 
-    // The same length of continuous tone keeps the 40 ms: nothing is silent.
+#[test]
+fn without_silence_the_delay_shrinks_by_a_sound_frame_merged_with_a_crossfade() {
+    // 3 s of continuous tone: no frame is silent, so after the second of measurement and a
+    // second of patience one tone frame is dropped and merged into the next.
+    let tone_frames = g711_frames(440.0, 150, false);
+    let truth = decode(&tone_frames, false);
     let packets = agent_stream(&tone_frames);
     let mut ma = MonitorAudio::new(ListenConfig::default());
     let out = run(&mut ma, packets, 0, 3400, 5);
-    assert_eq!(ma.stats().agent.jitter.shortened, 0);
-    same(
-        &out.agent[320..320 + 150 * 160],
-        &decode(&tone_frames, false),
+    let st = ma.stats().agent;
+    assert_eq!((st.jitter.shortened, st.spliced), (1, 1));
+    assert_eq!(st.decoded, 150);
+    let pcm = &out.agent[320..];
+    // Unchanged up to the splice, which waited for the patience.
+    let splice = (0..truth.len())
+        .find(|&k| pcm[k] != truth[k])
+        .expect("nothing was dropped");
+    assert!(
+        splice >= 90 * 160,
+        "spliced at sample {splice}, before two seconds"
     );
+    same(&pcm[..splice], &truth[..splice]);
+    // After the crossfade (half a frame) the tone continues one frame (within the 2 ms
+    // alignment) earlier.
+    let after = splice + 80 + 16;
+    let shift = (160 - 16..=160 + 16)
+        .find(|&d| pcm[after..after + 800] == truth[after + d..after + d + 800])
+        .expect("the tone does not continue after the splice");
+    let end = truth.len() - shift;
+    same(&pcm[after..end], &truth[after + shift..]);
+    // No click: nothing steeper than the tone itself (and its mu-law steps) anywhere.
+    let (got, want) = (steepest(&pcm[..end]), steepest(&truth));
+    assert!(
+        got <= want + want / 10,
+        "steepest step {got} at the splice, the tone's is {want}"
+    );
+    // A recording's pipeline never drops sound.
+    let mut archive = MonitorAudio::new(ListenConfig {
+        shorten_on_silence: false,
+        ..ListenConfig::default()
+    });
+    let out = run(&mut archive, agent_stream(&tone_frames), 0, 3400, 5);
+    assert_eq!(archive.stats().agent.spliced, 0);
+    same(&out.agent[320..320 + 150 * 160], &truth);
 }
 
 #[test]
