@@ -7,7 +7,10 @@
 //! 1. generates a capture of CALLS concurrent G.711 calls with capgen (call i reaches agent
 //!    5001+i; RTP_PHASE=random gives each call its own packet phase as independent phones
 //!    have, RTP_PHASE=aligned sends every call's packets at the same instant, so each 20 ms
-//!    one burst of CALLS x 2 packets fans out to every monitor at once: the worst case) and starts `silentmon server --insecure --replay CAPTURE --loop` on loopback, with
+//!    one burst of CALLS x 2 packets fans out to every monitor at once: the worst case),
+//!    makes a private CA with the server's and an endpoint's certificate, and starts
+//!    `silentmon server --replay CAPTURE --loop` on loopback (TLS 1.3 on the control plane and
+//!    on the monitor service, which wants the client certificate; TLS=0: `--insecure`), with
 //!    one `[[agent]]` per call and SUPERVISORS supervisors of the one team;
 //! 2. for each monitor count in COUNTS: logs the supervisors in on the control plane (one
 //!    session each), starts that many monitors (monitor m: supervisor s(m / CALLS + 1), agent
@@ -26,15 +29,16 @@
 //!    in the device frames handed to the sink can be found; listen latency = wall-clock time
 //!    of the sink call carrying the onset minus the marker packet's `capture_ts`. Timing in
 //!    the pipeline depends on RTP timestamps and arrivals, and on the payload only in one way:
-//!    the jitter buffer shortens its delay within a talkspurt by dropping a silent frame, so
-//!    with silence between the markers it settles at its 20 ms minimum, and with a background
-//!    (say LISTEN_BACKGROUND=-30) it keeps the 40 ms target.
+//!    the jitter buffer shortens its delay within a talkspurt by dropping a silent frame, or,
+//!    after a second of sound without one, a sound frame crossfaded into the next; with
+//!    silence between the markers it drops a silent frame, with a background (say
+//!    LISTEN_BACKGROUND=-30) it splices a sound frame, and either way settles at 20 ms.
 //!
 //! Environment: SILENTMON, CAPGEN (binaries; default target/release/...), BENCH_DIR (default
 //! /tmp/silentmon-bench-monitor), CALLS (100), RTP_PHASE (random), CALL_SECS (120: longer than a
 //! whole run, so the loop restart never falls into a window), SUPERVISORS (5), COUNTS
 //! ("1 50 500"), SECONDS (10), WARMUP (3), LISTEN (10), LISTEN_SECONDS (30), LISTEN_RATE
-//! (48000), LISTEN_CHANNELS (2), LISTEN_BACKGROUND (unset: silence).
+//! (48000), LISTEN_CHANNELS (2), LISTEN_BACKGROUND (unset: silence), TLS (1; 0: plaintext).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -80,6 +84,9 @@ struct Options {
     listen_channels: u16,
     /// Level (dBFS) of the background the non-marker packets carry; None: digital silence.
     listen_background: Option<f64>,
+    /// TLS 1.3 on both links, with a client certificate on the monitor service, as deployed
+    /// (TLS=1, the default); TLS=0 runs the server `--insecure`.
+    tls: bool,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T, BoxError> {
@@ -125,6 +132,7 @@ impl Options {
                 ),
                 Err(_) => None,
             },
+            tls: env_or::<u8>("TLS", 1)? != 0,
         };
         let most = o.calls * o.supervisors;
         if let Some(c) = o.counts.iter().find(|&&c| c > most) {
@@ -193,6 +201,36 @@ struct Server {
     control: String,
     monitor: String,
     metrics: SocketAddr,
+    /// The endpoints' TLS configuration (CA and client certificate); None: plaintext.
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Server {
+    /// What `Client::connect` and `MonitorClient::connect` take to reach this server.
+    fn tls(&self) -> Option<(Arc<rustls::ClientConfig>, &'static str)> {
+        self.tls.clone().map(|c| (c, "localhost"))
+    }
+}
+
+/// A private CA, the server's certificate for `localhost` in `certs_dir` (as the server loads
+/// them) and the endpoints' configuration with a client certificate of the same CA.
+fn make_pki(certs_dir: &Path) -> Result<Arc<rustls::ClientConfig>, BoxError> {
+    use silentmon::security::pki::{create_ca, create_request, sign_request, Role};
+    let ca = create_ca("silentmon bench CA", 2)?;
+    let server = create_request("localhost")?;
+    let endpoint = create_request("bench-supervisor-desk")?;
+    std::fs::create_dir_all(certs_dir)?;
+    std::fs::write(certs_dir.join("ca.pem"), &ca.cert)?;
+    std::fs::write(
+        certs_dir.join("server.pem"),
+        sign_request(&server.cert, &ca, Role::Server, 2)?,
+    )?;
+    std::fs::write(certs_dir.join("server.key"), &server.key)?;
+    let endpoint_cert = sign_request(&endpoint.cert, &ca, Role::Client, 2)?;
+    Ok(silentmon::security::tls::client_config(
+        &ca.cert,
+        Some((&endpoint_cert, &endpoint.key)),
+    )?)
 }
 
 impl Drop for Server {
@@ -215,7 +253,8 @@ impl Server {
         let mut cfg = format!(
             "[control]\nlisten = \"{control}\"\nmetrics_listen = \"{metrics}\"\n\
              [monitor]\nlisten = \"{monitor}\"\n[cluster]\nlisten = \"{cluster}\"\n\
-             [security]\ninsecure = true\ncerts_dir = \"{certs}\"\naudit_log = \"{audit}\"\n",
+             [security]\ninsecure = {insecure}\ncerts_dir = \"{certs}\"\naudit_log = \"{audit}\"\n",
+            insecure = !o.tls,
             certs = o.dir.join("certs").display(),
             audit = o.dir.join("audit.jsonl").display(),
         );
@@ -230,12 +269,18 @@ impl Server {
         }
         let path = o.dir.join("silentmon.toml");
         std::fs::write(&path, cfg)?;
+        let tls = if o.tls {
+            Some(make_pki(&o.dir.join("certs"))?)
+        } else {
+            None
+        };
         let log = std::fs::File::create(o.dir.join("server.log"))?;
-        let child = Command::new(&o.silentmon)
-            .arg("server")
-            .arg("--config")
-            .arg(&path)
-            .arg("--insecure")
+        let mut cmd = Command::new(&o.silentmon);
+        cmd.arg("server").arg("--config").arg(&path);
+        if !o.tls {
+            cmd.arg("--insecure");
+        }
+        let child = cmd
             .arg("--replay")
             .arg(capture)
             .arg("--loop")
@@ -249,6 +294,7 @@ impl Server {
             control,
             monitor,
             metrics,
+            tls,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while scrape(server.metrics).is_err() {
@@ -299,12 +345,13 @@ async fn bench(o: &Options, server: &Server) -> Result<(), BoxError> {
     // The replay's calls must be up and bound before monitors start.
     wait_for_bindings(server, o.calls).await?;
     println!(
-        "capture: {} G.711 calls x {} s, RTP phase {}, looped; {} agents, {} supervisors; server pid {}",
+        "capture: {} G.711 calls x {} s, RTP phase {}, looped; {} agents, {} supervisors; {}; server pid {}",
         o.calls,
         o.call_secs,
         o.rtp_phase,
         o.calls,
         o.supervisors,
+        if o.tls { "TLS 1.3" } else { "plaintext (--insecure)" },
         server.child.id()
     );
     println!(
@@ -404,7 +451,7 @@ async fn start_monitors(
         if m >= count {
             break;
         }
-        let mut c = Client::connect(&server.control, None).await?;
+        let mut c = Client::connect(&server.control, server.tls()).await?;
         let r = c
             .request(
                 &Frame::new("Login")
@@ -478,7 +525,7 @@ async fn forwarding(o: &Options, server: &Server, count: u32) -> Result<Forwardi
     let (sessions, keys) = start_monitors(o, server, count).await?;
     let mut clients = Vec::new();
     for (_, key) in &keys {
-        let mut c = MonitorClient::connect(&server.monitor, None).await?;
+        let mut c = MonitorClient::connect(&server.monitor, server.tls()).await?;
         c.attach(key).await?;
         clients.push(c);
     }
@@ -661,7 +708,7 @@ async fn listen(o: &Options, server: &Server) -> Result<Listen, BoxError> {
     });
     let mut tasks = Vec::new();
     for (i, (_, key)) in keys.iter().enumerate() {
-        let mut c = MonitorClient::connect(&server.monitor, None).await?;
+        let mut c = MonitorClient::connect(&server.monitor, server.tls()).await?;
         c.attach(key).await?;
         let tx = tx.clone();
         let filler = filler.clone();

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Monitor forwarding and listen latency benchmark (issue: monitoring, item 9). Not a test.
 # Builds the release binaries, then runs benches/monitor_latency.rs, which starts
-# `silentmon server --insecure --replay CAPTURE --loop` on loopback, starts 1, 50 and 500
+# `silentmon server --replay CAPTURE --loop` on loopback (TLS 1.3, private CA), starts 1, 50 and 500
 # monitors with one MonitorClient each and prints the forwarding delay (receive wall time minus
 # capture_ts) p50/p99 per monitor count, then the listen latency through a real MediaSession
 # (capture_ts to the device frames handed to the sink). See the bench's doc for the method.
@@ -10,7 +10,8 @@
 #   CALLS=100 CALL_SECS=120 SUPERVISORS=5 COUNTS="1 50 500" SECONDS=10 WARMUP=3 LISTEN=10 LISTEN_SECONDS=30
 #   LISTEN_BACKGROUND=-30 (dBFS between the markers instead of silence)
 #   RTP_PHASE=random (each call its own packet phase) or aligned (all calls at once: worst case)
-#   BENCH_DIR=/tmp/silentmon-bench-monitor (capture, config, server log)
+#   TLS=1 (default: TLS 1.3 with a private CA made for the run; TLS=0: the server runs --insecure)
+#   BENCH_DIR=/tmp/silentmon-bench-monitor (capture, config, certs, server log)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
