@@ -2,7 +2,8 @@
 //! required, certificates made on the fly: attach and receive published frames intact and in
 //! order, refused keys, a client without a certificate refused, a slow endpoint losing frames
 //! while another gets all of them, monitors ended when an endpoint goes away, is revoked,
-//! detaches, falls silent or never attaches.
+//! detaches, falls silent or never attaches; the service's segments marked DSCP EF (TOS 0xB8)
+//! as libpcap sees them on `lo` (root: CI runs it as root and fails it otherwise).
 //!
 //! No test asserts a wall-clock duration; waits are bounded only so a failure cannot hang. A
 //! counting global allocator shows that the publisher's per-packet path never allocates.
@@ -30,6 +31,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 #[path = "common/counting_alloc.rs"]
 mod counting_alloc;
+#[path = "common/netns.rs"]
+mod netns;
 use counting_alloc::{allocations, CountingAllocator};
 
 #[global_allocator]
@@ -495,4 +498,83 @@ async fn shutdown_ends_the_service_and_its_monitors() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// What a captured Ethernet/IPv4/TCP frame on `lo` holds: the IP TOS byte and the TCP payload
+/// length; None for anything else.
+fn tos_and_payload(frame: &[u8]) -> Option<(u8, usize)> {
+    if frame.len() < 14 + 20 || frame[12..14] != [0x08, 0x00] || frame[14] >> 4 != 4 {
+        return None;
+    }
+    let ip = &frame[14..];
+    let ihl = (ip[0] & 0x0f) as usize * 4;
+    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    if ip[9] != 6 || ip.len() < ihl + 20 {
+        return None;
+    }
+    let tcp_header = (ip[ihl + 12] >> 4) as usize * 4;
+    Some((ip[1], total.checked_sub(ihl + tcp_header)?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_sends_its_segments_marked_dscp_ef() {
+    if !netns::require_root("the_service_sends_its_segments_marked_dscp_ef") {
+        return;
+    }
+    let mut h = start(Duration::from_secs(5), Duration::from_secs(15), 1024).await;
+    let port = h.addr.rsplit(':').next().unwrap().to_owned();
+    // Opened before the endpoint connects, so it sees the whole connection.
+    let mut cap = pcap::Capture::from_device("lo")
+        .unwrap()
+        .immediate_mode(true)
+        .snaplen(128)
+        .open()
+        .unwrap()
+        .setnonblock()
+        .unwrap();
+    assert_eq!(cap.get_datalink(), pcap::Linktype::ETHERNET);
+    cap.filter(&format!("tcp src port {port}"), true).unwrap();
+
+    h.registry.grant(1, "key-1", "5001", "s1").unwrap();
+    let mut c = h.client().await;
+    c.attach("key-1").await.unwrap();
+    h.routed(1).await;
+    for seq in 0..50 {
+        h.publisher.publish(&forward(1, seq, &packet(seq)));
+        h.publisher.flush();
+    }
+    for seq in 0..50 {
+        expect_media(event(&mut c).await, 1, seq);
+    }
+    // Every segment from the service that carries data (the TLS handshake, the attach reply,
+    // the media) is marked; pure ACKs sent before the accept may not be.
+    // Non-blocking reads until the capture has been quiet for a while (the media were all
+    // received above, so their segments are in the capture buffer already).
+    let mut segments = Vec::new();
+    let mut quiet_since = std::time::Instant::now();
+    while quiet_since.elapsed() < Duration::from_millis(500) {
+        match cap.next_packet() {
+            Ok(p) => {
+                segments.extend(tos_and_payload(p.data));
+                quiet_since = std::time::Instant::now();
+            }
+            Err(pcap::Error::TimeoutExpired) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("capture on lo: {e}"),
+        }
+    }
+    let data: Vec<u8> = segments
+        .iter()
+        .filter(|(_, len)| *len > 0)
+        .map(|(tos, _)| *tos)
+        .collect();
+    assert!(
+        data.len() >= 3,
+        "too few data segments from the service seen: {segments:?}"
+    );
+    assert!(
+        data.iter().all(|&tos| tos == service::DEFAULT_TOS),
+        "segments from the service with another TOS than 0xB8: {segments:?}"
+    );
 }
