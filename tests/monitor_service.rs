@@ -500,20 +500,33 @@ async fn shutdown_ends_the_service_and_its_monitors() {
     }
 }
 
-/// What a captured Ethernet/IPv4/TCP frame on `lo` holds: the IP TOS byte and the TCP payload
-/// length; None for anything else.
-fn tos_and_payload(frame: &[u8]) -> Option<(u8, usize)> {
-    if frame.len() < 14 + 20 || frame[12..14] != [0x08, 0x00] || frame[14] >> 4 != 4 {
-        return None;
+/// What the DSCP test reads of one captured Ethernet/IPv4/TCP frame on `lo`.
+#[derive(Debug)]
+struct Segment {
+    tos: u8,
+    syn: bool,
+    payload: usize,
+}
+
+impl Segment {
+    /// None for anything but Ethernet/IPv4/TCP.
+    fn parse(frame: &[u8]) -> Option<Segment> {
+        if frame.len() < 14 + 20 || frame[12..14] != [0x08, 0x00] || frame[14] >> 4 != 4 {
+            return None;
+        }
+        let ip = &frame[14..];
+        let ihl = (ip[0] & 0x0f) as usize * 4;
+        let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+        if ip[9] != 6 || ip.len() < ihl + 20 {
+            return None;
+        }
+        let tcp = &ip[ihl..];
+        Some(Segment {
+            tos: ip[1],
+            syn: tcp[13] & 0x02 != 0,
+            payload: total.checked_sub(ihl + (tcp[12] >> 4) as usize * 4)?,
+        })
     }
-    let ip = &frame[14..];
-    let ihl = (ip[0] & 0x0f) as usize * 4;
-    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
-    if ip[9] != 6 || ip.len() < ihl + 20 {
-        return None;
-    }
-    let tcp_header = (ip[ihl + 12] >> 4) as usize * 4;
-    Some((ip[1], total.checked_sub(ihl + tcp_header)?))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -546,8 +559,8 @@ async fn the_service_sends_its_segments_marked_dscp_ef() {
     for seq in 0..50 {
         expect_media(event(&mut c).await, 1, seq);
     }
-    // Every segment from the service that carries data (the TLS handshake, the attach reply,
-    // the media) is marked; pure ACKs sent before the accept may not be.
+    // Every segment from the service is marked: the SYN-ACK (the listener is), pure ACKs, the
+    // TLS handshake, the attach reply and the media.
     // Non-blocking reads until the capture has been quiet for a while (the media were all
     // received above, so their segments are in the capture buffer already).
     let mut segments = Vec::new();
@@ -555,7 +568,7 @@ async fn the_service_sends_its_segments_marked_dscp_ef() {
     while quiet_since.elapsed() < Duration::from_millis(500) {
         match cap.next_packet() {
             Ok(p) => {
-                segments.extend(tos_and_payload(p.data));
+                segments.extend(Segment::parse(p.data));
                 quiet_since = std::time::Instant::now();
             }
             Err(pcap::Error::TimeoutExpired) => {
@@ -564,17 +577,12 @@ async fn the_service_sends_its_segments_marked_dscp_ef() {
             Err(e) => panic!("capture on lo: {e}"),
         }
     }
-    let data: Vec<u8> = segments
-        .iter()
-        .filter(|(_, len)| *len > 0)
-        .map(|(tos, _)| *tos)
-        .collect();
     assert!(
-        data.len() >= 3,
-        "too few data segments from the service seen: {segments:?}"
+        segments.iter().any(|s| s.syn) && segments.iter().filter(|s| s.payload > 0).count() >= 3,
+        "the SYN-ACK and data segments from the service not all seen: {segments:?}"
     );
     assert!(
-        data.iter().all(|&tos| tos == service::DEFAULT_TOS),
+        segments.iter().all(|s| s.tos == service::DEFAULT_TOS),
         "segments from the service with another TOS than 0xB8: {segments:?}"
     );
 }

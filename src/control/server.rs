@@ -117,6 +117,10 @@ pub async fn run(
     let actor = tokio::spawn(actor(plane, input_rx, view, ended, actions, stats.clone()));
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    // The listener's mark goes on the SYN-ACK.
+    if let Err(e) = mark_tos(&listener, tos) {
+        tracing::debug!(error = %e, "control plane: cannot set the listener's TOS");
+    }
     tokio::pin!(shutdown);
     while let Some((permit, sock, peer)) =
         accept_capped(&listener, &limit, &mut shutdown, "control plane").await
@@ -183,12 +187,26 @@ pub async fn accept_capped<F: Future<Output = ()>>(
     }
 }
 
-/// Marks a socket's TOS byte (best effort: a failure is logged, the connection goes on).
+/// Sets TCP_NODELAY and marks a connection's TOS byte (best effort: a failure is logged, the
+/// connection goes on).
 pub fn set_tos(sock: &TcpStream, tos: u8) {
-    let s = socket2::SockRef::from(sock);
-    let _ = s.set_tcp_nodelay(true);
-    if let Err(e) = s.set_tos_v4(tos as u32) {
+    let _ = socket2::SockRef::from(sock).set_tcp_nodelay(true);
+    if let Err(e) = mark_tos(sock, tos) {
         tracing::debug!(error = %e, "cannot set TOS");
+    }
+}
+
+/// Marks a socket's packets with `tos`: the IPv4 TOS byte, or on an IPv6 socket the traffic
+/// class (and the TOS byte for IPv4-mapped peers). On a listener, Linux sends the SYN-ACK with it
+/// and accepted sockets inherit it.
+pub fn mark_tos(sock: &impl std::os::fd::AsFd, tos: u8) -> std::io::Result<()> {
+    let s = socket2::SockRef::from(sock);
+    match s.local_addr()?.as_socket() {
+        Some(SocketAddr::V6(_)) => {
+            let _ = s.set_tos_v4(tos as u32);
+            s.set_tclass_v6(tos as u32)
+        }
+        _ => s.set_tos_v4(tos as u32),
     }
 }
 
@@ -336,3 +354,19 @@ async fn actor(
 
 /// The mode names used in metrics labels, in [`ControlStats::sessions`] order.
 pub const MODE_LABELS: [&str; 4] = ["none", "agent", "supervisor", "monitor"];
+
+#[cfg(test)]
+mod tests {
+    use super::mark_tos;
+
+    #[test]
+    fn mark_tos_sets_the_tos_byte_on_ipv4_and_the_traffic_class_on_ipv6() {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        mark_tos(&v4, 0xB8).unwrap();
+        assert_eq!(socket2::SockRef::from(&v4).tos_v4().unwrap(), 0xB8);
+        // The build and CI machines have ::1 on lo.
+        let v6 = std::net::TcpListener::bind("[::1]:0").unwrap();
+        mark_tos(&v6, 0xB8).unwrap();
+        assert_eq!(socket2::SockRef::from(&v6).tclass_v6().unwrap(), 0xB8);
+    }
+}

@@ -16,7 +16,8 @@
 //! - A malformed frame gets an `Error` frame and the connection goes on; an oversized length
 //!   (the stream cannot be resynchronised) ends that connection, never the server. A semaphore
 //!   caps connections; `run` ends when its shutdown future resolves.
-//! - Accepted sockets get TCP_NODELAY, the media TOS byte and a fixed kernel send buffer
+//! - The listening socket gets the media TOS byte, so the SYN-ACK is marked too; accepted
+//!   sockets get TCP_NODELAY, the TOS byte (again) and a fixed kernel send buffer
 //!   ([`SEND_BUFFER`]): the kernel's autotuning would let a slow endpoint's socket hold
 //!   megabytes, i.e. ever older audio; capped, a slow endpoint loses its oldest frames in its
 //!   queue instead and stays near live.
@@ -34,7 +35,7 @@ use super::fanout::{FanoutCommand, Subscriber, SLOT_CAPACITY};
 use super::registry::Registry;
 use super::session::{Context, Ending, Session};
 use super::stats::MonitorStats;
-use crate::control::server::{accept_capped, set_tos, ControlHandle};
+use crate::control::server::{accept_capped, mark_tos, set_tos, ControlHandle};
 
 /// Most simultaneous endpoint connections.
 pub const MAX_CONNECTIONS: usize = 512;
@@ -92,6 +93,10 @@ pub async fn run(listener: TcpListener, server: MonitorServer, shutdown: impl Fu
         tos,
         stats,
     } = server;
+    // Linux sends the SYN-ACK with the listener's TOS: mark it, so no segment goes out unmarked.
+    if let Err(e) = mark_tos(&listener, tos) {
+        tracing::debug!(error = %e, "monitor service: cannot set the listener's TOS");
+    }
     let shared = Arc::new(Context {
         registry,
         control,
