@@ -482,6 +482,20 @@ fn bad_configuration_names_the_file_and_the_key() {
             .arg(&good),
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+    // Peers are accepted, with a warning that this version does not contact them.
+    let peers = dir.path().join("peers.toml");
+    std::fs::write(&peers, "[cluster]\npeers = [\"192.0.2.12:42029\"]\n").unwrap();
+    let out = run_ok(
+        silentmon()
+            .args(["server", "--check-config", "--insecure", "--config"])
+            .arg(&peers),
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cluster.peers") && err.contains("no peer link"),
+        "{err}"
+    );
     // A port that is taken is reported with its key.
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let cfg = dir.path().join("busy.toml");

@@ -72,6 +72,15 @@ pub(crate) fn run(args: ServerArgs) -> Result<ExitCode> {
     } else {
         Some(Tls::load(&settings.certs_dir)?)
     };
+    if !settings.cluster.peers.is_empty() {
+        // Said on every start and by --check-config, so an admin who lists peers learns it.
+        tracing::warn!(
+            peers = settings.cluster.peers.len(),
+            "cluster.peers is set, but this version has no peer link (42029): the peers are not \
+             contacted, and each appliance forwards only the agents it sees on its own SPAN \
+             (supervisor endpoints still fail over between the appliances of their list)"
+        );
+    }
     if args.check_config {
         println!(
             "{}: OK: {} agents, {} supervisors, control plane {} ({}), monitor service {}, \
