@@ -40,7 +40,10 @@ use serde_json::Value;
 use silentmon::binding::Direction;
 use silentmon::capture::{PacketSource, PcapFile};
 use silentmon::codec::PayloadMap;
-use silentmon::endpoint::{run_media, EndpointEvent, MediaClock, MediaLoopConfig, MediaReport};
+use silentmon::endpoint::playout::Error as PlayoutError;
+use silentmon::endpoint::{
+    run_media, EndpointEvent, MediaClock, MediaLoopConfig, MediaReport, Playout,
+};
 use silentmon::media::jitter_buffer::JitterConfig;
 use silentmon::media::listen::{Layout, ListenConfig};
 use silentmon::packet::{DecapConfig, Decapsulator, Transport};
@@ -510,6 +513,31 @@ fn calls_play_through_the_media_loop_into_pulseaudio_and_are_recorded() {
         }
         Err(e) => panic!("CI is set and PulseAudio could not start: {e}"),
     };
+
+    // `silentmon supervisor --list-devices` lists the outputs cpal reaches by the name
+    // `--device` takes (first column), PulseAudio's too, and the device opens by that name.
+    let out = pulse
+        .cmd(env!("CARGO_BIN_EXE_silentmon"))
+        .args(["supervisor", "--list-devices"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    eprintln!("--list-devices:\n{listed}");
+    assert!(out.status.success(), "--list-devices failed: {out:?}");
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.trim_start_matches(['*', ' ']).split_whitespace().next() == Some("pulse")),
+        "--list-devices does not list PulseAudio's `pulse`: {listed}"
+    );
+    drop(Playout::open(Some("pulse"), None).expect("the `pulse` device opens by its name"));
+    assert!(
+        matches!(
+            Playout::open(Some("no-such-device"), None),
+            Err(PlayoutError::NoDevice(Some(_)))
+        ),
+        "an unknown device name must be refused"
+    );
 
     // Tone call: the agent's tone left, the caller's right.
     let played = play(&mut pulse, dir, "tone", &tone, true, &mut |_, _| {});

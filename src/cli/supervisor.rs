@@ -84,7 +84,8 @@ pub(crate) struct SupervisorArgs {
     /// Agent on the left channel, caller on the right (default: mono mix).
     #[arg(long)]
     stereo: bool,
-    /// Output device (see --list-devices; default: the system's default output).
+    /// Output device: a name from --list-devices (the first column, or the description;
+    /// default: the system's default output).
     #[arg(long, value_name = "NAME")]
     device: Option<String>,
     /// The output device's period in ms (default: the device's, about 10 ms through
@@ -112,8 +113,11 @@ pub(crate) fn run(args: SupervisorArgs) -> Result<ExitCode> {
         if devices.is_empty() {
             println!("no output device found");
         }
+        // The name `--device` takes, then what it is; the default output is starred.
+        let width = devices.iter().map(|d| d.id.len()).max().unwrap_or(0);
         for d in devices {
-            println!("{d}");
+            let mark = if d.default { '*' } else { ' ' };
+            println!("{mark} {:width$}  {}", d.id, d.description);
         }
         return Ok(ExitCode::SUCCESS);
     }

@@ -14,6 +14,6 @@ pub mod session;
 pub use media_loop::{
     handle_event, run_media, EndpointEvent, MediaClock, MediaLoopConfig, MediaReport,
 };
-pub use playout::{list_devices, Playout, PlayoutStats};
+pub use playout::{list_devices, DeviceInfo, Playout, PlayoutStats};
 pub use recorder::Recorder;
 pub use session::{MediaSession, SessionConfig, SessionStats};

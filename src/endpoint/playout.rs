@@ -74,12 +74,51 @@ pub struct PlayoutStats {
     pub stream_errors: u64,
 }
 
-/// Names of the output devices of cpal's default host.
-pub fn list_devices() -> Vec<String> {
+/// An output device of cpal's default host, as `--list-devices` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// The host's name for it (ALSA: the PCM name, `pulse`, `default`, `hw:CARD=...`), what
+    /// `--device` takes.
+    pub id: String,
+    /// Its description (`--device` takes this too).
+    pub description: String,
+    /// Whether it is the default output device.
+    pub default: bool,
+}
+
+/// The host's name of `d` (without cpal's `host:` prefix); None when it is gone.
+fn device_id(d: &cpal::Device) -> Option<String> {
+    d.id().ok().map(|id| id.id().to_string())
+}
+
+/// Whether `d` is the device `name` means: its host name (`pulse`), cpal's full id
+/// (`alsa:pulse`) or its description.
+fn device_is(d: &cpal::Device, name: &str) -> bool {
+    d.id()
+        .map(|id| id.id() == name || id.to_string() == name)
+        .unwrap_or(false)
+        || d.description()
+            .map(|desc| desc.name() == name)
+            .unwrap_or(false)
+}
+
+/// The output devices of cpal's default host.
+pub fn list_devices() -> Vec<DeviceInfo> {
     let host = cpal::default_host();
+    let default = host.default_output_device().as_ref().and_then(device_id);
     match host.output_devices() {
         Ok(devices) => devices
-            .filter_map(|d| d.description().ok().map(|desc| desc.name().to_string()))
+            .filter_map(|d| {
+                let id = device_id(&d)?;
+                Some(DeviceInfo {
+                    default: default.as_deref() == Some(id.as_str()),
+                    description: d
+                        .description()
+                        .map(|desc| desc.name().to_string())
+                        .unwrap_or_default(),
+                    id,
+                })
+            })
             .collect(),
         Err(_) => Vec::new(),
     }
@@ -113,11 +152,7 @@ impl Playout {
         let host = cpal::default_host();
         let dev = match device {
             None => host.default_output_device(),
-            Some(name) => host.output_devices()?.find(|d| {
-                d.description()
-                    .map(|desc| desc.name() == name)
-                    .unwrap_or(false)
-            }),
+            Some(name) => host.output_devices()?.find(|d| device_is(d, name)),
         }
         .ok_or_else(|| Error::NoDevice(device.map(str::to_string)))?;
         let supported = dev.default_output_config()?;
