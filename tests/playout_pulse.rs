@@ -40,7 +40,7 @@ use serde_json::Value;
 use silentmon::binding::Direction;
 use silentmon::capture::{PacketSource, PcapFile};
 use silentmon::codec::PayloadMap;
-use silentmon::endpoint::playout::Error as PlayoutError;
+use silentmon::endpoint::playout::{has_device, Error as PlayoutError};
 use silentmon::endpoint::{
     run_media, EndpointEvent, MediaClock, MediaLoopConfig, MediaReport, Playout,
 };
@@ -530,6 +530,7 @@ fn calls_play_through_the_media_loop_into_pulseaudio_and_are_recorded() {
             .any(|l| l.trim_start_matches(['*', ' ']).split_whitespace().next() == Some("pulse")),
         "--list-devices does not list PulseAudio's `pulse`: {listed}"
     );
+    assert!(has_device("pulse") && has_device("alsa:pulse") && !has_device("no-such-device"));
     drop(Playout::open(Some("pulse"), None).expect("the `pulse` device opens by its name"));
     assert!(
         matches!(

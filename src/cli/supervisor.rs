@@ -122,6 +122,18 @@ pub(crate) fn run(args: SupervisorArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let settings = settings(&args)?;
+    if let Some(name) = &settings.device {
+        if !crate::endpoint::playout::has_device(name) {
+            // Not fatal: a headset plugged in later is picked up by the reopen every second.
+            let devices = crate::endpoint::playout::list_devices();
+            let names: Vec<&str> = devices.iter().map(|d| d.id.as_str()).collect();
+            tracing::warn!(
+                device = %name,
+                available = %names.join(", "),
+                "no output device by this name now (see --list-devices); trying every second"
+            );
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("silentmon-endpoint")

@@ -102,6 +102,14 @@ fn device_is(d: &cpal::Device, name: &str) -> bool {
             .unwrap_or(false)
 }
 
+/// Whether cpal's default host has an output device `name` means (see [`Playout::open`]).
+pub fn has_device(name: &str) -> bool {
+    cpal::default_host()
+        .output_devices()
+        .map(|mut devices| devices.any(|d| device_is(&d, name)))
+        .unwrap_or(false)
+}
+
 /// The output devices of cpal's default host.
 pub fn list_devices() -> Vec<DeviceInfo> {
     let host = cpal::default_host();
