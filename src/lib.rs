@@ -28,7 +28,8 @@
 //! | `codec`   | payload types, codec names, clock rates |
 //! | `packet`  | zero-copy header views and lax decapsulation |
 //! | `time`    | capture timestamps (no clock reads) |
-#![forbid(unsafe_code)]
+// No unsafe code, except the two FFI calls of `endpoint::alsa_log` (allowed there only).
+#![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod appliance;

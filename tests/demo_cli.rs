@@ -28,6 +28,13 @@ fn the_demo_monitors_and_records_the_demo_agent() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("monitoring agent 5001"), "{text}");
+    // alsa-lib's own messages (a dozen lines a second where there is no sound card) go to the
+    // log at debug level, not to the user's terminal.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("ALSA lib"),
+        "alsa-lib printed to stderr:\n{err}"
+    );
     let wav = std::fs::read_dir(dir.path())
         .unwrap()
         .flatten()

@@ -43,10 +43,13 @@ pub(crate) struct DemoArgs {
     /// Directory for the capture copy, the demo's certificates, audit trail and the WAV.
     #[arg(long, value_name = "DIR", default_value = "silentmon-demo")]
     out: PathBuf,
-    /// Replay speed of the call (1 = as it happened).
+    /// Replay speed of the call (1 = as it happened). Above 1 the call arrives faster than a
+    /// supervisor can hear it: the endpoint plays and records the part that fits in the
+    /// shorter replay (a quick check, not a listen).
     #[arg(long, default_value_t = 1.0)]
     speed: f64,
-    /// Output device (default: the system's default output; `supervisor --list-devices`).
+    /// Output device, a name from `silentmon supervisor --list-devices` (default: the
+    /// system's default output).
     #[arg(long, value_name = "NAME")]
     device: Option<String>,
     /// Mix both sides to mono instead of agent left, caller right.

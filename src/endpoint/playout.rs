@@ -10,6 +10,11 @@
 //! stream or calls [`Playout::reopen`] when it wants to retry. A device may take a second or
 //! two after `open` before it asks for frames ([`PlayoutStats::frames_requested`] tells).
 //! Underruns are logged from the producer side, at most once every 5 seconds.
+//!
+//! alsa-lib prints its own errors to stderr (a dozen lines per failed open on a machine
+//! without a sound card, so once a second while the endpoint retries); before the first
+//! device call they are routed into the log at debug level instead
+//! ([`super::alsa_log`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -104,6 +109,7 @@ fn device_is(d: &cpal::Device, name: &str) -> bool {
 
 /// Whether cpal's default host has an output device `name` means (see [`Playout::open`]).
 pub fn has_device(name: &str) -> bool {
+    super::alsa_log::route_alsa_errors();
     cpal::default_host()
         .output_devices()
         .map(|mut devices| devices.any(|d| device_is(&d, name)))
@@ -112,6 +118,7 @@ pub fn has_device(name: &str) -> bool {
 
 /// The output devices of cpal's default host.
 pub fn list_devices() -> Vec<DeviceInfo> {
+    super::alsa_log::route_alsa_errors();
     let host = cpal::default_host();
     let default = host.default_output_device().as_ref().and_then(device_id);
     match host.output_devices() {
@@ -157,6 +164,7 @@ impl Playout {
     /// which PulseAudio fills with silence), `Some` a longer one that absorbs stalls at the
     /// cost of that much latency. It is clamped to the range the device reports.
     pub fn open(device: Option<&str>, period: Option<Duration>) -> Result<Playout, Error> {
+        super::alsa_log::route_alsa_errors();
         let host = cpal::default_host();
         let dev = match device {
             None => host.default_output_device(),
