@@ -331,19 +331,32 @@ impl Settings {
         Settings::parse(&text, path)
     }
 
-    /// Validates `text` (errors name `path`).
+    /// Validates `text` (errors name `path`); the files it names (`directory`,
+    /// `capture.filter_file`) are read from the file system.
     pub fn parse(text: &str, path: &Path) -> Result<Settings, Error> {
+        Settings::parse_with(text, path, &mut |p| std::fs::read_to_string(p))
+    }
+
+    /// [`Settings::parse`] with the files the configuration names read by `read` (tests and
+    /// the fuzz target give them without a file system).
+    pub fn parse_with(
+        text: &str,
+        path: &Path,
+        read: &mut dyn FnMut(&Path) -> std::io::Result<String>,
+    ) -> Result<Settings, Error> {
         let mut raw: RawConfig = toml::from_str(text).map_err(|e| Error::Parse {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
+        // Files the configuration names are relative to it.
+        let beside = |file: &Path| match path.parent() {
+            Some(base) if file.is_relative() => base.join(file),
+            _ => file.to_owned(),
+        };
         // Agents and supervisors may live in a file of their own (kept by another team).
         if let Some(dir_file) = raw.directory.take() {
-            let file = match path.parent() {
-                Some(base) if dir_file.is_relative() => base.join(&dir_file),
-                _ => dir_file,
-            };
-            let text = std::fs::read_to_string(&file).map_err(|e| Error::Invalid {
+            let file = beside(&dir_file);
+            let text = read(&file).map_err(|e| Error::Invalid {
                 path: path.to_owned(),
                 key: "directory".into(),
                 problem: format!("cannot read {}: {e}", file.display()),
@@ -373,7 +386,8 @@ impl Settings {
             }
             (Some(f), None) => Some(f.clone()),
             (None, Some(file)) => {
-                let text = std::fs::read_to_string(file).map_err(|e| {
+                let file = beside(file);
+                let text = read(&file).map_err(|e| {
                     invalid(
                         "capture.filter_file",
                         format!("cannot read {}: {e}", file.display()),
@@ -513,6 +527,45 @@ mod tests {
 
     fn parse(text: &str) -> Result<Settings, Error> {
         Settings::parse(text, Path::new("/etc/silentmon/silentmon.toml"))
+    }
+
+    #[test]
+    fn parse_with_reads_the_named_files_through_the_reader() {
+        // The fuzz target's seed, with the files it names given in memory.
+        let text = include_str!("../../fuzz/seeds/config_toml/appliance.toml");
+        let mut asked = Vec::new();
+        let mut read = |p: &Path| {
+            asked.push(p.to_owned());
+            match p.file_name().and_then(|n| n.to_str()) {
+                Some("agents.toml") => Ok("[[agent]]\nid = \"5001\"\nextension = \"5001\"\n\
+                                           team = \"t\"\n"
+                    .to_owned()),
+                Some("span.bpf") => Ok("# comment\nudp or (vlan and udp)\n".to_owned()),
+                _ => Err(std::io::ErrorKind::NotFound.into()),
+            }
+        };
+        let s = Settings::parse_with(text, Path::new("/etc/silentmon/silentmon.toml"), &mut read)
+            .unwrap();
+        let mut ids: Vec<&str> = s.agents.iter().map(|a| a.agent.id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, ["5001", "5002"]);
+        assert_eq!(s.capture.filter.as_deref(), Some("udp or (vlan and udp)"));
+        assert_eq!(
+            asked,
+            [
+                Path::new("/etc/silentmon/agents.toml"),
+                Path::new("/etc/silentmon/span.bpf")
+            ]
+        );
+        // A file the reader does not have is named with its key.
+        let e = Settings::parse_with(
+            "directory = \"gone.toml\"\n",
+            Path::new("/etc/silentmon/silentmon.toml"),
+            &mut |_| Err(std::io::ErrorKind::NotFound.into()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("directory") && e.contains("gone.toml"), "{e}");
     }
 
     #[test]
