@@ -348,7 +348,8 @@ impl Settings {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
-        // Files the configuration names are relative to it.
+        // Paths in the configuration are relative to it (not to the working directory, which
+        // is / under systemd).
         let beside = |file: &Path| match path.parent() {
             Some(base) if file.is_relative() => base.join(file),
             _ => file.to_owned(),
@@ -504,9 +505,9 @@ impl Settings {
                 heartbeat_interval: Duration::from_secs(raw.cluster.heartbeat_interval_s),
                 heartbeat_misses: raw.cluster.heartbeat_misses,
             },
-            certs_dir: raw.security.certs_dir,
+            certs_dir: beside(&raw.security.certs_dir),
             insecure: raw.security.insecure,
-            audit_log: raw.security.audit_log,
+            audit_log: beside(&raw.security.audit_log),
             agents,
             supervisors: raw
                 .supervisors
@@ -557,6 +558,15 @@ mod tests {
                 Path::new("/etc/silentmon/span.bpf")
             ]
         );
+        // Relative paths of the security section are relative to the file too.
+        let s = Settings::parse_with(
+            "[security]\ncerts_dir = \"certs\"\naudit_log = \"audit.jsonl\"\n",
+            Path::new("/etc/silentmon/silentmon.toml"),
+            &mut |_| Err(std::io::ErrorKind::NotFound.into()),
+        )
+        .unwrap();
+        assert_eq!(s.certs_dir, Path::new("/etc/silentmon/certs"));
+        assert_eq!(s.audit_log, Path::new("/etc/silentmon/audit.jsonl"));
         // A file the reader does not have is named with its key.
         let e = Settings::parse_with(
             "directory = \"gone.toml\"\n",

@@ -162,18 +162,24 @@ impl SupervisorSettings {
         if let Some(ms) = raw.device_period_ms {
             check_device_period(ms).map_err(|problem| invalid("device_period_ms", problem))?;
         }
+        // Paths in the file are relative to it (command-line paths stay relative to the
+        // working directory, as usual).
+        let beside = |file: PathBuf| match path.parent() {
+            Some(base) if file.is_relative() => base.join(file),
+            _ => file,
+        };
         Ok(SupervisorSettings {
             user: raw.user,
-            password_file: raw.password_file,
+            password_file: raw.password_file.map(beside),
             servers: raw.servers,
             monitor_services: raw.monitor_services,
-            ca: raw.ca,
-            cert: raw.cert,
-            key: raw.key,
+            ca: beside(raw.ca),
+            cert: raw.cert.map(beside),
+            key: raw.key.map(beside),
             server_name: raw.server_name,
             insecure: raw.insecure,
             listen,
-            record: raw.record,
+            record: raw.record.map(beside),
             stereo: raw.stereo,
             device: raw.device,
             device_period_ms: raw.device_period_ms,
@@ -209,6 +215,24 @@ mod tests {
             text,
             Path::new("/home/s1/.config/silentmon/supervisor.toml"),
         )
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_file() {
+        let s = parse(
+            "ca = \"ca.pem\"\ncert = \"s1.pem\"\nkey = \"keys/s1.key\"\n\
+             password_file = \"password\"\nrecord = \"/var/rec\"\n",
+        )
+        .unwrap();
+        let dir = Path::new("/home/s1/.config/silentmon");
+        assert_eq!(s.ca, dir.join("ca.pem"));
+        assert_eq!(s.cert.as_deref(), Some(dir.join("s1.pem").as_path()));
+        assert_eq!(s.key.as_deref(), Some(dir.join("keys/s1.key").as_path()));
+        assert_eq!(
+            s.password_file.as_deref(),
+            Some(dir.join("password").as_path())
+        );
+        assert_eq!(s.record.as_deref(), Some(Path::new("/var/rec")));
     }
 
     #[test]
