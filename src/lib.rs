@@ -13,7 +13,6 @@
 //! | `vlantest`| NIC qualification: sample-frame signature, sample frames, PASS/FAIL tally (pure) |
 //! | `appliance` | the engine thread over the capture pipelines, the metrics endpoint, the audit trail |
 //! | `control` | control plane: frame codec and session logic (sans-IO), the TLS server and client shells |
-//! | `monitor` | monitor service (42228): wire codec, lock-free fanout, registry (sans-IO), TLS service and client |
 //! | `monitor` | monitor service (TCP 42228): media/control frame codec, lock-free per-endpoint fanout from the engine thread, TLS shell and endpoint client |
 //! | `router`  | the live path: engine + bindings + monitors, forwarding a monitored agent's RTP |
 //! | `security`| monitor-mode lockout, argon2 passwords, the private CA, rustls TLS 1.3 configs |
@@ -28,6 +27,7 @@
 //! | `codec`   | payload types, codec names, clock rates |
 //! | `packet`  | zero-copy header views and lax decapsulation |
 //! | `time`    | capture timestamps (no clock reads) |
+//! | `net`     | dialing the appliance's services: TCP + TLS 1.3 within a timeout |
 // No unsafe code, except the two FFI calls of `endpoint::alsa_log` (allowed there only).
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -44,6 +44,7 @@ pub mod engine;
 pub mod flow;
 pub mod media;
 pub mod monitor;
+pub mod net;
 pub mod packet;
 pub mod report;
 pub mod router;

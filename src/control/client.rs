@@ -5,10 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::frame::{self, Frame, DEFAULT_MAX_BODY};
+use crate::net::{dial, Stream};
+
+/// Time the TCP connect, and then the TLS handshake, may each take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Client errors.
 #[derive(Debug, thiserror::Error)]
@@ -37,9 +40,6 @@ pub enum Error {
     Closed(String),
 }
 
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-
 /// An open connection.
 pub struct Client {
     stream: Box<dyn Stream>,
@@ -53,27 +53,9 @@ impl Client {
         addr: &str,
         tls: Option<(Arc<rustls::ClientConfig>, &str)>,
     ) -> Result<Client, Error> {
-        let io = |source| Error::Io {
-            addr: addr.to_owned(),
-            source,
-        };
-        let tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
+        let stream = dial(addr, tls, CONNECT_TIMEOUT)
             .await
-            .map_err(|_| io(std::io::ErrorKind::TimedOut.into()))?
-            .map_err(io)?;
-        let _ = tcp.set_nodelay(true);
-        let stream: Box<dyn Stream> = match tls {
-            Some((config, name)) => {
-                let server_name = rustls::pki_types::ServerName::try_from(name.to_owned())
-                    .map_err(|_| Error::ServerName(name.to_owned()))?;
-                let c = tokio_rustls::TlsConnector::from(config)
-                    .connect(server_name, tcp)
-                    .await
-                    .map_err(io)?;
-                Box::new(c)
-            }
-            None => Box::new(tcp),
-        };
+            .map_err(|e| e.into_error(|source| io_error(addr, source), Error::ServerName))?;
         Ok(Client {
             stream,
             addr: addr.to_owned(),
@@ -161,5 +143,13 @@ impl Client {
             }
             events(r);
         }
+    }
+}
+
+/// An I/O error on the link to `addr`.
+fn io_error(addr: &str, source: std::io::Error) -> Error {
+    Error::Io {
+        addr: addr.to_owned(),
+        source,
     }
 }

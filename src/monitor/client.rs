@@ -23,14 +23,14 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
 use super::wire::{self, Control, Frame};
 use crate::binding::Direction;
 use crate::codec::PayloadMap;
+use crate::net::{dial, Stream};
 use crate::router::MonitorId;
 use crate::time::Timestamp;
 
@@ -293,9 +293,6 @@ impl Decoder {
     }
 }
 
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-
 type Writer = Arc<Mutex<WriteHalf<Box<dyn Stream>>>>;
 
 /// One connection to a monitor service.
@@ -324,29 +321,9 @@ impl MonitorClient {
         tls: Option<(Arc<rustls::ClientConfig>, &str)>,
         heartbeat: Duration,
     ) -> Result<MonitorClient, Error> {
-        let io = |source| Error::Io {
-            addr: addr.to_owned(),
-            source,
-        };
-        let timed_out = || io(std::io::ErrorKind::TimedOut.into());
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        let stream = dial(addr, tls, CONNECT_TIMEOUT)
             .await
-            .map_err(|_| timed_out())?
-            .map_err(io)?;
-        let _ = tcp.set_nodelay(true);
-        let stream: Box<dyn Stream> = match tls {
-            Some((config, name)) => {
-                let server_name = rustls::pki_types::ServerName::try_from(name.to_owned())
-                    .map_err(|_| Error::ServerName(name.to_owned()))?;
-                let connect = tokio_rustls::TlsConnector::from(config).connect(server_name, tcp);
-                let c = tokio::time::timeout(CONNECT_TIMEOUT, connect)
-                    .await
-                    .map_err(|_| timed_out())?
-                    .map_err(io)?;
-                Box::new(c)
-            }
-            None => Box::new(tcp),
-        };
+            .map_err(|e| e.into_error(|source| io_error(addr, source), Error::ServerName))?;
         let (rd, wr) = tokio::io::split(stream);
         let wr: Writer = Arc::new(Mutex::new(wr));
         let heartbeat = tokio::spawn(send_heartbeats(wr.clone(), heartbeat));
@@ -542,6 +519,14 @@ async fn send_heartbeats(wr: Writer, every: Duration) {
         {
             return;
         }
+    }
+}
+
+/// An I/O error on the link to `addr`.
+fn io_error(addr: &str, source: std::io::Error) -> Error {
+    Error::Io {
+        addr: addr.to_owned(),
+        source,
     }
 }
 
