@@ -450,12 +450,16 @@ impl Endpoint {
         Err(last)
     }
 
-    async fn login(&self, addr: &str) -> Result<Client, String> {
-        let name = self
-            .settings
+    /// The name the appliance at `addr` must have in its certificate.
+    fn server_name(&self, addr: &str) -> String {
+        self.settings
             .server_name
             .clone()
-            .unwrap_or_else(|| super::host_of(addr));
+            .unwrap_or_else(|| super::host_of(addr))
+    }
+
+    async fn login(&self, addr: &str) -> Result<Client, String> {
+        let name = self.server_name(addr);
         let tls = self
             .tls
             .as_ref()
@@ -504,11 +508,7 @@ impl Endpoint {
         if self.monitor.as_ref().is_some_and(|(_, a)| a == addr) {
             return Ok(());
         }
-        let name = self
-            .settings
-            .server_name
-            .clone()
-            .unwrap_or_else(|| super::host_of(addr));
+        let name = self.server_name(addr);
         let tls = self
             .tls
             .as_ref()
