@@ -482,15 +482,28 @@ fn bad_configuration_names_the_file_and_the_key() {
             .arg(&good),
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
-    // Peers are accepted, with a warning that this version does not contact them.
+    // Peers are accepted, with a warning that this version does not contact them; the
+    // audit trail's relative path is shown resolved beside the file.
     let peers = dir.path().join("peers.toml");
-    std::fs::write(&peers, "[cluster]\npeers = [\"192.0.2.12:42029\"]\n").unwrap();
+    std::fs::write(
+        &peers,
+        "[cluster]\npeers = [\"192.0.2.12:42029\"]\n[security]\naudit_log = \"audit.jsonl\"\n",
+    )
+    .unwrap();
     let out = run_ok(
         silentmon()
             .args(["server", "--check-config", "--insecure", "--config"])
             .arg(&peers),
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("OK")
+            && text.contains(&format!(
+                "audit trail {}",
+                dir.path().join("audit.jsonl").display()
+            )),
+        "{text}"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("cluster.peers") && err.contains("no peer link"),

@@ -84,7 +84,7 @@ pub(crate) fn run(args: ServerArgs) -> Result<ExitCode> {
     if args.check_config {
         println!(
             "{}: OK: {} agents, {} supervisors, control plane {} ({}), monitor service {}, \
-             metrics http://{}/metrics, capture on {}",
+             metrics http://{}/metrics, capture on {}, TLS files in {}, audit trail {}",
             args.config.display(),
             settings.agents.len(),
             settings.supervisors.len(),
@@ -101,6 +101,12 @@ pub(crate) fn run(args: ServerArgs) -> Result<ExitCode> {
             } else {
                 settings.capture.interfaces.join(", ")
             },
+            if tls.is_some() {
+                settings.certs_dir.display().to_string()
+            } else {
+                "(not used: plaintext)".to_owned()
+            },
+            settings.audit_log.display(),
         );
         return Ok(ExitCode::SUCCESS);
     }
