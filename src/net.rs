@@ -10,6 +10,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+/// Time the TCP connect, and then the TLS handshake, may each take when dialing an appliance.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A connected byte stream, TLS or plaintext.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}

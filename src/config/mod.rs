@@ -348,12 +348,7 @@ impl Settings {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
-        // Paths in the configuration are relative to it (not to the working directory, which
-        // is / under systemd).
-        let beside = |file: &Path| match path.parent() {
-            Some(base) if file.is_relative() => base.join(file),
-            _ => file.to_owned(),
-        };
+        let beside = |file: &Path| beside(path, file);
         // Agents and supervisors may live in a file of their own (kept by another team).
         if let Some(dir_file) = raw.directory.take() {
             let file = beside(&dir_file);
@@ -519,6 +514,15 @@ impl Settings {
                 })
                 .collect(),
         })
+    }
+}
+
+/// `file` as a configuration at `config` means it: a relative path is relative to the
+/// configuration's directory (not to the working directory, which is / under systemd).
+fn beside(config: &Path, file: &Path) -> PathBuf {
+    match config.parent() {
+        Some(base) if file.is_relative() => base.join(file),
+        _ => file.to_owned(),
     }
 }
 

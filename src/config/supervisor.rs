@@ -164,10 +164,7 @@ impl SupervisorSettings {
         }
         // Paths in the file are relative to it (command-line paths stay relative to the
         // working directory, as usual).
-        let beside = |file: PathBuf| match path.parent() {
-            Some(base) if file.is_relative() => base.join(file),
-            _ => file,
-        };
+        let beside = |file: PathBuf| super::beside(path, &file);
         Ok(SupervisorSettings {
             user: raw.user,
             password_file: raw.password_file.map(beside),

@@ -3,15 +3,11 @@
 //! A thin shell over the frame codec.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::frame::{self, Frame, DEFAULT_MAX_BODY};
-use crate::net::{dial, Stream};
-
-/// Time the TCP connect, and then the TLS handshake, may each take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::net::{dial, Stream, CONNECT_TIMEOUT};
 
 /// Client errors.
 #[derive(Debug, thiserror::Error)]

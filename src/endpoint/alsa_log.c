@@ -1,7 +1,7 @@
 /* alsa-lib prints its errors straight to stderr (dozens of "ALSA lib ..." lines per attempt to
  * open a device on a machine without a sound card). Its error handler is variadic, which
  * stable Rust cannot define, so this shim formats each message and hands the line to Rust
- * (endpoint::playout logs it through tracing at debug level). */
+ * (endpoint::alsa_log logs it through tracing at debug level). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>

@@ -30,14 +30,12 @@ use tokio::task::JoinHandle;
 use super::wire::{self, Control, Frame};
 use crate::binding::Direction;
 use crate::codec::PayloadMap;
-use crate::net::{dial, Stream};
+use crate::net::{dial, Stream, CONNECT_TIMEOUT};
 use crate::router::MonitorId;
 use crate::time::Timestamp;
 
 /// Default interval of the client's heartbeats.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
-/// Longest TCP connect plus TLS handshake.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Free room the read buffer offers each socket read.
 const READ_CHUNK: usize = 16 * 1024;
 /// Capacity of a fresh RTP buffer (a large RTP packet; a longer one grows its buffer once).
