@@ -1,17 +1,39 @@
 //! Agent -> media bindings, sans-IO: which RTP flows belong to which agent, each binding with its
 //! source and expiry. Sources: static configuration (the agent's phone IPs), SIP sniffed on the
-//! SPAN (a call whose Request-URI, To, From or P-Asserted-Identity carries the agent's extension
-//! or mobile-agent number binds the agent's side of that call's media), and explicit binds.
+//! SPAN, and explicit binds.
 //!
-//! Bindings follow the agent: a re-INVITE to hold keeps the call's binding (endpoints are
-//! updated, not dropped), a consult call adds a second binding, and when a call ends its binding
-//! lingers briefly (late packets) and the agent's next call binds anew. Fed call-table events and
-//! `now`; the per-packet question ([`Bindings::classify`]) is two hash lookups.
+//! Who a SIP dialog belongs to is decided per side ([`crate::sip::SideIdentity`]):
+//! - the **callee side is who answered**: the answering phone's IP where configured, else the
+//!   identity the answer asserted (P-Asserted-Identity / Remote-Party-ID), else the answer's
+//!   Contact, else the Request-URI as the INVITE reached the answering side. `To`,
+//!   `Diversion`, `History-Info` and `Referred-By` name whom the caller wanted and are never
+//!   used: a forwarded, hunted or picked-up call belongs to the agent who took it;
+//! - the **caller side** is the calling phone's IP where configured, else the INVITE's asserted
+//!   identity, else its `From`;
+//! - a side that **re-asserts** another identity later in the dialog (a B2BUA keeping the
+//!   caller's dialog through a transfer) now belongs to that identity's agent, or to nobody:
+//!   the agent who transferred the call stops being bound by it.
+//!
+//! A binding is one agent on one media endpoint; the dialogs that put the agent there share it,
+//! so a conversation seen as several dialogs (a B2BUA's two legs) is one conversation, keyed by
+//! its first dialog ([`Source::Sip`]). It ends when its last dialog leaves (ends, moves its
+//! media elsewhere, or names another party) and lingers briefly for late packets;
+//! [`Bindings::poll_ended`] reports it. Hold keeps a binding; a consult adds one; the next call
+//! binds anew.
+//!
+//! When two agents claim one endpoint, a claim whose SIP came from the media host itself (the
+//! phone answered, not a B2BUA for it) beats one that did not, then the newest wins. An
+//! explicit bind never takes an endpoint from a SIP or static binding, and is ignored for a
+//! packet whose other end belongs to another agent (it cannot pull another agent's call to
+//! the binder's monitors). Fed call-table events and `now`; the per-packet question
+//! ([`Bindings::lookup`]) is a few hash lookups.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::sip::{CallEvent, CallTable};
+use rustc_hash::FxHashMap;
+
+use crate::sip::{Call, CallEvent, CallTable, MediaEndpoint, SideIdentity};
 use crate::time::{Span, Timestamp};
 
 /// An agent as configured.
@@ -27,18 +49,37 @@ pub struct Agent {
     pub phone_ips: Vec<IpAddr>,
 }
 
+impl Agent {
+    /// The agent's numbers (extension, mobile number), non-empty, without a leading `+`.
+    fn numbers(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.extension.as_str())
+            .chain(self.mobile_number.as_deref())
+            .map(digits)
+            .filter(|n| !n.is_empty())
+    }
+}
+
 /// Where a binding came from.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Source {
     /// The agent's phone IPs in the configuration.
     Static,
-    /// A SIP call (by call-table index).
+    /// SIP dialogs; the conversation's key is the call-table index of its first dialog.
     Sip(u32),
     /// An explicit bind request.
     Explicit,
 }
 
-/// One binding: an agent's media endpoint.
+/// A side of a SIP dialog.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The party that sent the initial INVITE.
+    Caller,
+    /// The party that answered it.
+    Callee,
+}
+
+/// One binding: an agent on a media endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Binding {
     /// Index of the agent.
@@ -47,13 +88,29 @@ pub struct Binding {
     pub endpoint: SocketAddr,
     /// Source.
     pub source: Source,
+    /// The SIP dialog sides that put the agent on this endpoint (empty once they all left:
+    /// the binding lingers, then goes).
+    pub dialogs: Vec<(u32, Side)>,
     /// Since when.
     pub since: Timestamp,
     /// Until when (None = until unbound).
     pub expires: Option<Timestamp>,
-    /// A SIP binding of a call the agent placed itself (the caller side), not one delivered to
-    /// it.
+    /// The conversation began with a call the agent placed itself (the caller side), not one
+    /// delivered to it.
     pub placed_by_agent: bool,
+    /// The phone itself signalled a dialog of this binding (its SIP came from the media host).
+    pub direct: bool,
+}
+
+impl Binding {
+    /// The rank of this binding's claim on its endpoint against another agent's.
+    fn rank(&self) -> u8 {
+        match (self.source, self.direct) {
+            (Source::Sip(_), true) => 3,
+            (Source::Sip(_), false) | (Source::Static, _) => 2,
+            (Source::Explicit, _) => 1,
+        }
+    }
 }
 
 /// Direction of a packet relative to the agent.
@@ -65,34 +122,70 @@ pub enum Direction {
     ToAgent,
 }
 
+/// One agent a packet belongs to.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Hit {
+    /// Index of the agent.
+    pub agent: usize,
+    /// Relative to that agent.
+    pub direction: Direction,
+    /// The binding that matched.
+    pub source: Source,
+}
+
+/// What a dialog side should bind: agent, media endpoint, and whether the phone signalled.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct Claim {
+    agent: usize,
+    endpoint: SocketAddr,
+    direct: bool,
+}
+
 /// The binding table.
 pub struct Bindings {
     agents: Vec<Agent>,
-    by_phone_ip: HashMap<IpAddr, usize>,
+    by_phone_ip: FxHashMap<IpAddr, usize>,
+    by_number: FxHashMap<String, usize>,
     bindings: Vec<Binding>,
-    by_endpoint: HashMap<SocketAddr, usize>,
+    by_endpoint: FxHashMap<SocketAddr, usize>,
     linger: Span,
+    /// Conversations whose last dialog left: (agent, key), for [`Bindings::poll_ended`].
+    ended: VecDeque<(usize, u32)>,
 }
 
 fn digits(s: &str) -> &str {
     s.trim().trim_start_matches('+')
 }
 
+/// True when `a` and `b` name the same number: equal digits, or one ends with the other of at
+/// least four digits (an extension and its E.164 form).
+fn same_number(a: &str, b: &str) -> bool {
+    let (a, b) = (digits(a), digits(b));
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    !short.is_empty() && (short == long || (short.len() >= 4 && long.ends_with(short)))
+}
+
 impl Bindings {
-    /// A table for `agents`; a SIP binding outlives its call by `linger`.
+    /// A table for `agents`; a SIP binding outlives its conversation by `linger`.
     pub fn new(agents: Vec<Agent>, linger: Span) -> Self {
-        let mut by_phone_ip = HashMap::new();
+        let mut by_phone_ip = FxHashMap::default();
+        let mut by_number = FxHashMap::default();
         for (i, a) in agents.iter().enumerate() {
             for ip in &a.phone_ips {
                 by_phone_ip.insert(*ip, i);
+            }
+            for n in a.numbers() {
+                by_number.entry(n.to_owned()).or_insert(i);
             }
         }
         Bindings {
             agents,
             by_phone_ip,
+            by_number,
             bindings: Vec::new(),
-            by_endpoint: HashMap::new(),
+            by_endpoint: FxHashMap::default(),
             linger,
+            ended: VecDeque::new(),
         }
     }
 
@@ -106,94 +199,194 @@ impl Bindings {
         self.agents.iter().position(|a| a.id == id)
     }
 
+    /// The agent a number (extension or mobile number) belongs to.
+    fn agent_by_number(&self, n: &str) -> Option<usize> {
+        self.by_number.get(digits(n)).copied()
+    }
+
     /// Live bindings of agent `agent`.
     pub fn of_agent(&self, agent: usize) -> impl Iterator<Item = &Binding> {
         self.bindings.iter().filter(move |b| b.agent == agent)
     }
 
-    /// Whether SIP call `call` is one its agent placed itself (rare: asked when a monitored
-    /// agent's packets move to another call).
-    pub fn placed_by_agent(&self, call: u32) -> bool {
+    /// Whether agent `agent`'s conversation `key` began with a call the agent placed itself
+    /// (rare: asked when a monitored agent's packets move to another conversation).
+    pub fn placed_by_agent(&self, agent: usize, key: u32) -> bool {
         self.bindings
             .iter()
-            .any(|b| b.source == Source::Sip(call) && b.placed_by_agent)
+            .any(|b| b.agent == agent && b.source == Source::Sip(key) && b.placed_by_agent)
     }
 
-    /// Which agent a call belongs to, and whether the agent is the called party (false: the
-    /// agent placed the call).
-    fn agent_of_call(&self, call: &crate::sip::Call) -> Option<(usize, bool)> {
-        self.agents.iter().enumerate().find_map(|(i, a)| {
-            let numbers = std::iter::once(a.extension.as_str()).chain(a.mobile_number.as_deref());
-            for n in numbers {
-                if digits(n).is_empty() || !call.matches_number(n) {
-                    continue;
-                }
-                let called = call.called_is(n)
-                    || call
-                        .asserted_identity
-                        .as_ref()
-                        .is_some_and(|p| digits(p.user()) == digits(n))
-                        && digits(call.from.user()) != digits(n);
-                return Some((i, called));
-            }
-            None
-        })
+    /// The next conversation that ended (its last dialog left): (agent, key).
+    pub fn poll_ended(&mut self) -> Option<(usize, u32)> {
+        self.ended.pop_front()
+    }
+
+    /// The agent a dialog side belongs to (see the module doc for the order of evidence).
+    fn side_agent(&self, id: &SideIdentity, media: Option<MediaEndpoint>) -> Option<usize> {
+        if let Some(&a) = media.and_then(|m| self.by_phone_ip.get(&m.addr.ip())) {
+            return Some(a);
+        }
+        let joined = [
+            id.asserted.as_deref(),
+            id.contact.as_deref(),
+            Some(&id.named),
+        ]
+        .into_iter()
+        .flatten()
+        .find_map(|n| self.agent_by_number(n));
+        match id.reasserted.as_deref() {
+            None => joined,
+            // The same party again (CUCM's Remote-Party-ID on a hold re-INVITE, maybe in
+            // E.164): no change. Anyone else: a transfer, that party's agent or nobody.
+            Some(x) => match joined {
+                Some(a) if self.agents[a].numbers().any(|n| same_number(n, x)) => Some(a),
+                _ => self.agent_by_number(x),
+            },
+        }
+    }
+
+    /// What each side of `call` should bind now.
+    fn claims(&self, call: &Call) -> [(Side, Option<Claim>, Option<MediaEndpoint>); 2] {
+        let claim = |id: &SideIdentity, media: Option<MediaEndpoint>| {
+            let agent = self.side_agent(id, media)?;
+            let m = media?;
+            Some(Claim {
+                agent,
+                endpoint: m.addr,
+                direct: id.is_direct(media),
+            })
+        };
+        [
+            (
+                Side::Caller,
+                claim(&call.caller_id, call.caller_media),
+                call.caller_media,
+            ),
+            (
+                Side::Callee,
+                claim(&call.callee_id, call.callee_media),
+                call.callee_media,
+            ),
+        ]
     }
 
     /// Applies one call-table event (call after each `CallTable::poll_event`).
     pub fn handle_call_event(&mut self, now: Timestamp, event: CallEvent, calls: &CallTable) {
-        let (CallEvent::Started(idx)
-        | CallEvent::Ringing(idx)
-        | CallEvent::Answered(idx)
-        | CallEvent::MediaChanged(idx)
-        | CallEvent::Ended(idx)) = event;
+        let idx = match event {
+            CallEvent::Ended(idx) => {
+                for side in [Side::Caller, Side::Callee] {
+                    self.leave(now, (idx, side));
+                }
+                self.reindex();
+                return;
+            }
+            CallEvent::Started(idx)
+            | CallEvent::Ringing(idx)
+            | CallEvent::Answered(idx)
+            | CallEvent::MediaChanged(idx)
+            | CallEvent::PartyChanged(idx) => idx,
+        };
         let Some(call) = calls.call(idx) else {
             return;
         };
-        let Some((agent, agent_is_callee)) = self.agent_of_call(call) else {
-            return;
-        };
-        if let CallEvent::Ended(_) = event {
-            let until = now + self.linger;
-            for b in self
-                .bindings
-                .iter_mut()
-                .filter(|b| b.source == Source::Sip(idx))
-            {
-                b.expires = Some(until);
-            }
-            return;
-        }
-        let endpoint = if agent_is_callee {
-            call.callee_media
-        } else {
-            call.caller_media
-        };
-        let Some(ep) = endpoint.filter(|e| !e.addr.ip().is_unspecified()) else {
-            return; // no usable endpoint yet (or held with 0.0.0.0: keep the old one)
-        };
-        // One SIP binding per call: a re-INVITE moves it, hold keeps it.
-        if let Some(b) = self
-            .bindings
-            .iter_mut()
-            .find(|b| b.source == Source::Sip(idx))
-        {
-            if b.endpoint != ep.addr {
-                self.by_endpoint.remove(&b.endpoint);
-                b.endpoint = ep.addr;
-            }
-            b.expires = None;
-        } else {
-            self.bindings.push(Binding {
-                agent,
-                endpoint: ep.addr,
-                source: Source::Sip(idx),
-                since: now,
-                expires: None,
-                placed_by_agent: !agent_is_callee,
-            });
+        for (side, claim, media) in self.claims(call) {
+            self.apply_claim(now, (idx, side), claim, media);
         }
         self.reindex();
+    }
+
+    /// Puts dialog side `ds` where `claim` says (or nowhere).
+    fn apply_claim(
+        &mut self,
+        now: Timestamp,
+        ds: (u32, Side),
+        claim: Option<Claim>,
+        media: Option<MediaEndpoint>,
+    ) {
+        let current = self.bindings.iter().position(|b| b.dialogs.contains(&ds));
+        let Some(mut claim) = claim else {
+            if current.is_some() {
+                self.leave(now, ds);
+            }
+            return;
+        };
+        if media.is_some_and(|m| m.addr.ip().is_unspecified()) {
+            // Hold with 0.0.0.0: the side keeps its endpoint.
+            match current {
+                Some(i) if self.bindings[i].agent == claim.agent => {
+                    claim.endpoint = self.bindings[i].endpoint
+                }
+                _ => return,
+            }
+        }
+        if let Some(i) = current {
+            let taken = self.is_taken(claim, i);
+            let b = &mut self.bindings[i];
+            if b.agent == claim.agent && b.endpoint == claim.endpoint {
+                b.direct |= claim.direct;
+                return;
+            }
+            if b.agent == claim.agent && b.dialogs.len() == 1 && !taken {
+                // The conversation moved its media (a re-INVITE): the binding moves with it.
+                b.endpoint = claim.endpoint;
+                b.direct = claim.direct;
+                b.expires = None;
+                return;
+            }
+            self.leave(now, ds);
+        }
+        self.join(now, ds, claim);
+    }
+
+    /// True when agent `claim.agent` already has another binding on `claim.endpoint`.
+    fn is_taken(&self, claim: Claim, except: usize) -> bool {
+        self.bindings.iter().enumerate().any(|(i, b)| {
+            i != except
+                && b.agent == claim.agent
+                && b.endpoint == claim.endpoint
+                && matches!(b.source, Source::Sip(_))
+        })
+    }
+
+    /// Adds dialog side `ds` to the agent's conversation on the endpoint, or starts one.
+    fn join(&mut self, now: Timestamp, ds: (u32, Side), claim: Claim) {
+        if let Some(b) = self.bindings.iter_mut().find(|b| {
+            b.agent == claim.agent
+                && b.endpoint == claim.endpoint
+                && matches!(b.source, Source::Sip(_))
+        }) {
+            b.dialogs.push(ds);
+            b.direct |= claim.direct;
+            b.expires = None;
+            return;
+        }
+        self.bindings.push(Binding {
+            agent: claim.agent,
+            endpoint: claim.endpoint,
+            source: Source::Sip(ds.0),
+            dialogs: vec![ds],
+            since: now,
+            expires: None,
+            placed_by_agent: ds.1 == Side::Caller,
+            direct: claim.direct,
+        });
+    }
+
+    /// Dialog side `ds` leaves its binding; a binding left without dialogs lingers and its
+    /// conversation is reported ended.
+    fn leave(&mut self, now: Timestamp, ds: (u32, Side)) {
+        let until = now + self.linger;
+        for b in self.bindings.iter_mut() {
+            let before = b.dialogs.len();
+            b.dialogs.retain(|d| *d != ds);
+            if before != 0 && b.dialogs.is_empty() {
+                b.expires = Some(until);
+                if let Source::Sip(key) = b.source {
+                    self.ended.push_back((b.agent, key));
+                }
+            }
+        }
     }
 
     /// Binds `endpoint` to agent `agent` explicitly until `expires`.
@@ -210,9 +403,11 @@ impl Bindings {
             agent,
             endpoint,
             source: Source::Explicit,
+            dialogs: Vec::new(),
             since: now,
             expires,
             placed_by_agent: false,
+            direct: false,
         });
         self.reindex();
     }
@@ -231,58 +426,93 @@ impl Bindings {
         self.bindings.iter().filter_map(|b| b.expires).min()
     }
 
+    /// Each endpoint's owner: the strongest claim, the newest among equals.
     fn reindex(&mut self) {
         self.by_endpoint.clear();
         for (i, b) in self.bindings.iter().enumerate() {
-            self.by_endpoint.insert(b.endpoint, i);
+            match self.by_endpoint.get(&b.endpoint) {
+                Some(&j) if self.bindings[j].rank() > b.rank() => {}
+                _ => {
+                    self.by_endpoint.insert(b.endpoint, i);
+                }
+            }
         }
     }
 
-    /// Like [`Bindings::classify`], with the source of the binding that matched. Per packet.
-    pub fn lookup(&self, src: SocketAddr, dst: SocketAddr) -> Option<(usize, Direction, Source)> {
-        if let Some(&i) = self.by_endpoint.get(&src) {
-            let b = &self.bindings[i];
-            return Some((b.agent, Direction::FromAgent, b.source));
-        }
-        if let Some(&i) = self.by_endpoint.get(&dst) {
-            let b = &self.bindings[i];
-            return Some((b.agent, Direction::ToAgent, b.source));
-        }
-        if let Some(&a) = self.by_phone_ip.get(&src.ip()) {
-            return Some((a, Direction::FromAgent, Source::Static));
-        }
-        self.by_phone_ip
-            .get(&dst.ip())
-            .map(|&a| (a, Direction::ToAgent, Source::Static))
+    /// True when binding `i` owns its endpoint (another agent's stronger claim shadows it).
+    pub fn is_effective(&self, i: usize) -> bool {
+        self.bindings
+            .get(i)
+            .is_some_and(|b| self.by_endpoint.get(&b.endpoint) == Some(&i))
     }
 
-    /// Every live binding.
+    /// Who owns endpoint `p`: its binding, or the static phone IP (which an explicit bind to
+    /// another agent never overrides).
+    fn owner(&self, p: SocketAddr) -> Option<(usize, Source)> {
+        let bound = self.by_endpoint.get(&p).map(|&i| &self.bindings[i]);
+        let phone = self.by_phone_ip.get(&p.ip()).copied();
+        match (bound, phone) {
+            (Some(b), Some(a)) if b.source == Source::Explicit && b.agent != a => {
+                Some((a, Source::Static))
+            }
+            (Some(b), _) => Some((b.agent, b.source)),
+            (None, Some(a)) => Some((a, Source::Static)),
+            (None, None) => None,
+        }
+    }
+
+    /// The agents a packet from `src` to `dst` belongs to: the sender's (as `FromAgent`) and
+    /// the receiver's (as `ToAgent`), each at most once; an agent talking to another agent is
+    /// both agents' conversation. An explicit binding on one end yields when the other end
+    /// belongs to another agent by SIP or configuration. Per packet.
+    pub fn lookup(&self, src: SocketAddr, dst: SocketAddr) -> [Option<Hit>; 2] {
+        let mut from = self.owner(src);
+        let mut to = self.owner(dst);
+        let yields = |mine: Option<(usize, Source)>, other: Option<(usize, Source)>| {
+            matches!((mine, other), (Some((a, Source::Explicit)), Some((b, s)))
+                if s != Source::Explicit && a != b)
+        };
+        let (from_yields, to_yields) = (yields(from, to), yields(to, from));
+        if from_yields {
+            from = None;
+        }
+        if to_yields {
+            to = None;
+        }
+        if from.is_some() && from.map(|f| f.0) == to.map(|t| t.0) {
+            to = None;
+        }
+        let hit = |o: Option<(usize, Source)>, direction| {
+            o.map(|(agent, source)| Hit {
+                agent,
+                direction,
+                source,
+            })
+        };
+        [hit(from, Direction::FromAgent), hit(to, Direction::ToAgent)]
+    }
+
+    /// Every live binding (shadowed ones included; see [`Bindings::is_effective`]).
     pub fn all(&self) -> &[Binding] {
         &self.bindings
     }
 
-    /// The agent a call (by call-table index) is bound to, if any.
-    pub fn agent_of_call_index(&self, call: u32) -> Option<usize> {
+    /// The agents a call (by call-table index) is effectively bound to.
+    pub fn agents_of_call(&self, call: u32) -> impl Iterator<Item = usize> + '_ {
         self.bindings
             .iter()
-            .find(|b| b.source == Source::Sip(call))
-            .map(|b| b.agent)
+            .enumerate()
+            .filter(move |(i, b)| b.dialogs.iter().any(|d| d.0 == call) && self.is_effective(*i))
+            .map(|(_, b)| b.agent)
     }
 
-    /// The agent a packet from `src` to `dst` belongs to, and its direction. Per packet.
+    /// The first agent a packet from `src` to `dst` belongs to, and its direction. Per packet.
     pub fn classify(&self, src: SocketAddr, dst: SocketAddr) -> Option<(usize, Direction)> {
-        if let Some(&i) = self.by_endpoint.get(&src) {
-            return Some((self.bindings[i].agent, Direction::FromAgent));
-        }
-        if let Some(&i) = self.by_endpoint.get(&dst) {
-            return Some((self.bindings[i].agent, Direction::ToAgent));
-        }
-        if let Some(&a) = self.by_phone_ip.get(&src.ip()) {
-            return Some((a, Direction::FromAgent));
-        }
-        self.by_phone_ip
-            .get(&dst.ip())
-            .map(|&a| (a, Direction::ToAgent))
+        self.lookup(src, dst)
+            .into_iter()
+            .flatten()
+            .next()
+            .map(|h| (h.agent, h.direction))
     }
 
     /// Where agent `agent` is bound (static phone IPs count as bindings).
@@ -296,231 +526,4 @@ impl Bindings {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sip::CallConfig;
-
-    fn sdp(ip: &str, port: u16, dir: &str) -> String {
-        format!("v=0\r\nc=IN IP4 {ip}\r\nm=audio {port} RTP/AVP 0\r\na={dir}\r\n")
-    }
-
-    fn msg(
-        start: &str,
-        cid: &str,
-        ruri_to: &str,
-        ftag: &str,
-        ttag: &str,
-        cseq: &str,
-        body: &str,
-    ) -> Vec<u8> {
-        let to_tag = if ttag.is_empty() {
-            String::new()
-        } else {
-            format!(";tag={ttag}")
-        };
-        let ct = if body.is_empty() {
-            ""
-        } else {
-            "Content-Type: application/sdp\r\n"
-        };
-        format!(
-            "{start}\r\nFrom: <sip:+4930111@gw>;tag={ftag}\r\nTo: <sip:{ruri_to}@pbx>{to_tag}\r\nCall-ID: {cid}\r\nCSeq: {cseq}\r\n{ct}Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes()
-    }
-
-    struct Lab {
-        calls: CallTable,
-        bindings: Bindings,
-    }
-
-    impl Lab {
-        fn new() -> Lab {
-            let agents = vec![
-                Agent {
-                    id: "a1".into(),
-                    extension: "5001".into(),
-                    mobile_number: None,
-                    phone_ips: vec![],
-                },
-                Agent {
-                    id: "a2".into(),
-                    extension: "5002".into(),
-                    mobile_number: Some("+4915112345678".into()),
-                    phone_ips: vec![],
-                },
-                Agent {
-                    id: "a3".into(),
-                    extension: "5003".into(),
-                    mobile_number: None,
-                    phone_ips: vec!["10.9.9.9".parse().unwrap()],
-                },
-            ];
-            Lab {
-                calls: CallTable::new(CallConfig::default()),
-                bindings: Bindings::new(agents, Span::from_secs(2)),
-            }
-        }
-
-        fn feed(&mut self, t: i64, from_gw: bool, m: Vec<u8>) {
-            let (gw, ph): (SocketAddr, SocketAddr) = (
-                "10.0.0.1:5060".parse().unwrap(),
-                "10.0.0.2:5060".parse().unwrap(),
-            );
-            let (s, d) = if from_gw { (gw, ph) } else { (ph, gw) };
-            let now = Timestamp::from_nanos(t * 1_000_000_000);
-            self.calls.handle_message(now, s, d, &m).unwrap();
-            while let Some(e) = self.calls.poll_event() {
-                self.bindings.handle_call_event(now, e, &self.calls);
-            }
-        }
-
-        fn call(&mut self, t: i64, cid: &str, to: &str, agent_port: u16) {
-            self.feed(
-                t,
-                true,
-                msg(
-                    &format!("INVITE sip:{to}@pbx SIP/2.0"),
-                    cid,
-                    to,
-                    "f",
-                    "",
-                    "1 INVITE",
-                    &sdp("10.0.0.1", 20000, "sendrecv"),
-                ),
-            );
-            self.feed(
-                t,
-                false,
-                msg(
-                    "SIP/2.0 200 OK",
-                    cid,
-                    to,
-                    "f",
-                    "t",
-                    "1 INVITE",
-                    &sdp("10.0.0.2", agent_port, "sendrecv"),
-                ),
-            );
-        }
-    }
-
-    fn a(s: &str) -> SocketAddr {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn follows_the_agent_through_hold_consult_and_next_call() {
-        let mut lab = Lab::new();
-        lab.call(0, "c1", "5001", 30000);
-        let b = &lab.bindings;
-        assert_eq!(
-            b.classify(a("10.0.0.2:30000"), a("10.0.0.1:20000")),
-            Some((0, Direction::FromAgent))
-        );
-        assert_eq!(
-            b.classify(a("10.0.0.1:20000"), a("10.0.0.2:30000")),
-            Some((0, Direction::ToAgent))
-        );
-        // Hold (agent sends a re-INVITE sendonly on the same endpoint): still bound.
-        lab.feed(
-            5,
-            false,
-            msg(
-                "INVITE sip:+4930111@gw SIP/2.0",
-                "c1",
-                "5001",
-                "t",
-                "f",
-                "2 INVITE",
-                &sdp("10.0.0.2", 30000, "sendonly"),
-            ),
-        );
-        assert_eq!(lab.bindings.of_agent(0).count(), 1);
-        // Consult: a second call to the agent's extension adds a binding.
-        lab.call(6, "c2", "5001", 30002);
-        assert_eq!(lab.bindings.of_agent(0).count(), 2);
-        assert_eq!(
-            lab.bindings
-                .classify(a("10.0.0.2:30002"), a("10.0.0.1:20000"))
-                .map(|x| x.0),
-            Some(0)
-        );
-        // The first call ends: its binding lingers 2 s, then goes; the consult stays.
-        lab.feed(
-            10,
-            true,
-            msg(
-                "BYE sip:5001@pbx SIP/2.0",
-                "c1",
-                "5001",
-                "f",
-                "t",
-                "3 BYE",
-                "",
-            ),
-        );
-        lab.bindings
-            .handle_timeout(Timestamp::from_nanos(11_000_000_000));
-        assert_eq!(lab.bindings.of_agent(0).count(), 2);
-        lab.bindings
-            .handle_timeout(Timestamp::from_nanos(12_500_000_000));
-        assert_eq!(lab.bindings.of_agent(0).count(), 1);
-        assert_eq!(
-            lab.bindings
-                .classify(a("10.0.0.2:30000"), a("10.0.0.1:20000")),
-            None
-        );
-        // Next call: bound automatically.
-        lab.call(20, "c3", "5001", 30004);
-        assert!(lab.bindings.sources(0).contains(&Source::Sip(2)));
-    }
-
-    #[test]
-    fn mobile_number_static_phone_ip_and_explicit() {
-        let mut lab = Lab::new();
-        lab.call(0, "m1", "+4915112345678", 31000);
-        assert_eq!(
-            lab.bindings
-                .classify(a("10.0.0.2:31000"), a("10.0.0.1:20000"))
-                .map(|x| x.0),
-            Some(1)
-        );
-        // Static: anything to or from agent 3's phone.
-        assert_eq!(
-            lab.bindings.classify(a("10.9.9.9:4000"), a("10.0.0.1:1")),
-            Some((2, Direction::FromAgent))
-        );
-        assert_eq!(lab.bindings.sources(2), vec![Source::Static]);
-        // Explicit with expiry.
-        let t0 = Timestamp::from_nanos(0);
-        lab.bindings.bind(
-            t0,
-            0,
-            a("10.5.5.5:7000"),
-            Some(Timestamp::from_nanos(5_000_000_000)),
-        );
-        assert_eq!(
-            lab.bindings.classify(a("10.1.1.1:1"), a("10.5.5.5:7000")),
-            Some((0, Direction::ToAgent))
-        );
-        assert_eq!(
-            lab.bindings.poll_timeout(),
-            Some(Timestamp::from_nanos(5_000_000_000))
-        );
-        lab.bindings
-            .handle_timeout(Timestamp::from_nanos(6_000_000_000));
-        assert_eq!(
-            lab.bindings.classify(a("10.1.1.1:1"), a("10.5.5.5:7000")),
-            None
-        );
-        // A call to nobody we know binds nothing.
-        lab.call(30, "x1", "7777", 32000);
-        assert_eq!(
-            lab.bindings
-                .classify(a("10.0.0.2:32000"), a("10.0.0.1:20000")),
-            None
-        );
-    }
-}
+mod tests;

@@ -19,7 +19,7 @@ use crate::codec::PayloadMap;
 use crate::engine::{Engine, EngineConfig, FrameVerdict};
 use crate::flow::StreamId;
 use crate::packet::LinkType;
-use crate::sip::{CallEvent, CallState};
+use crate::sip::CallState;
 use crate::time::{Span, Timestamp};
 
 /// A monitor's id (the control plane's UniqueObjectID of the monitor).
@@ -92,7 +92,14 @@ struct ActiveMonitor {
     /// The call that last ended: late packets of it (its binding lingers) are forwarded but do
     /// not announce it again.
     ended: Option<u32>,
+    /// Conversations announced to the monitor and not ended yet (the current one and those
+    /// set aside, e.g. held for a consult), newest last; at most [`OPEN_PER_MONITOR`].
+    open: Vec<u32>,
 }
+
+/// Most conversations a monitor remembers as announced and not ended (the oldest is forgotten,
+/// and its end never told, past this).
+const OPEN_PER_MONITOR: usize = 8;
 
 /// The live path.
 pub struct Router {
@@ -106,7 +113,7 @@ pub struct Router {
     call_changes: Vec<(MonitorId, u32)>,
     /// The agent of each call that had a SIP binding (call index -> Call-ID, agent), for the
     /// view once the binding is gone.
-    call_agents: rustc_hash::FxHashMap<u32, (String, usize)>,
+    call_agents: rustc_hash::FxHashMap<u32, (String, Vec<usize>)>,
     /// StopSMNonACDCall: end monitors whose agent places a call itself.
     stop_on_non_acd: bool,
     stats: RouterStats,
@@ -248,48 +255,51 @@ impl Router {
             ..
         } = self;
         let verdict = engine.handle_frame_with(now, link, frame, |seen| {
-            let Some((agent, direction, source)) = bindings.lookup(seen.src, seen.dst) else {
-                return;
-            };
-            stats.agent_packets += 1;
-            if monitored[agent] == 0 {
-                return;
-            }
-            for m in monitors.iter_mut().filter(|m| m.agent == agent) {
-                if m.ending {
+            for hit in bindings.lookup(seen.src, seen.dst).into_iter().flatten() {
+                stats.agent_packets += 1;
+                if monitored[hit.agent] == 0 {
                     continue;
                 }
-                if let Source::Sip(call) = source {
-                    if m.call != Some(call) && m.ended != Some(call) {
-                        m.call = Some(call);
-                        // Built below, where the call table can be read.
-                        call_changes.push((m.id, call));
-                        if *stop_on_non_acd && bindings.placed_by_agent(call) {
-                            // StopSMNonACDCall: not one packet of the agent's own call.
-                            m.ending = true;
-                            continue;
+                for m in monitors.iter_mut().filter(|m| m.agent == hit.agent) {
+                    if m.ending {
+                        continue;
+                    }
+                    if let Source::Sip(call) = hit.source {
+                        if m.call != Some(call) && m.ended != Some(call) {
+                            m.call = Some(call);
+                            if !m.open.contains(&call) {
+                                if m.open.len() == OPEN_PER_MONITOR {
+                                    m.open.remove(0);
+                                }
+                                m.open.push(call);
+                            }
+                            // Built below, where the call table can be read.
+                            call_changes.push((m.id, call));
+                            if *stop_on_non_acd && bindings.placed_by_agent(hit.agent, call) {
+                                // StopSMNonACDCall: not one packet of the agent's own call.
+                                m.ending = true;
+                                continue;
+                            }
                         }
                     }
+                    stats.forwarded += 1;
+                    sink(Forward {
+                        monitor: m.id,
+                        direction: hit.direction,
+                        stream: seen.stream,
+                        capture_ts: now,
+                        rtp: seen.rtp,
+                    });
                 }
-                stats.forwarded += 1;
-                sink(Forward {
-                    monitor: m.id,
-                    direction,
-                    stream: seen.stream,
-                    capture_ts: now,
-                    rtp: seen.rtp,
-                });
             }
         });
         self.resolve_notices();
         if matches!(verdict, FrameVerdict::Sip) {
             while let Some(ev) = self.engine.poll_call_event() {
-                if let CallEvent::Ended(idx) = ev {
-                    self.call_ended(idx);
-                }
                 self.bindings
                     .handle_call_event(now, ev, self.engine.calls());
             }
+            self.conversations_ended();
         }
         verdict
     }
@@ -305,7 +315,14 @@ impl Router {
     fn resolve_notices(&mut self) {
         for (monitor, idx) in self.call_changes.drain(..) {
             if let Some(c) = self.engine.calls().call(idx) {
-                if self.stop_on_non_acd && self.bindings.placed_by_agent(idx) {
+                let agent = self
+                    .monitors
+                    .iter()
+                    .find(|m| m.id == monitor)
+                    .map(|m| m.agent);
+                if self.stop_on_non_acd
+                    && agent.is_some_and(|a| self.bindings.placed_by_agent(a, idx))
+                {
                     // Nothing of it was forwarded; the control plane ends the monitor.
                     if let Some(i) = self.monitors.iter().position(|m| m.id == monitor) {
                         let m = self.monitors.swap_remove(i);
@@ -331,17 +348,28 @@ impl Router {
         }
     }
 
-    fn call_ended(&mut self, idx: u32) {
-        let Some(call) = self.engine.calls().call(idx) else {
-            return;
-        };
-        for m in self.monitors.iter_mut().filter(|m| m.call == Some(idx)) {
-            m.call = None;
-            m.ended = Some(idx);
-            self.notices.push_back(Notice::CallEnded {
-                monitor: m.id,
-                call_id: call.call_id.clone(),
-            });
+    /// Conversations whose last dialog left (ended, or named another party after a transfer):
+    /// the monitors that were told of them (hearing them now or having set them aside) are
+    /// told they ended.
+    fn conversations_ended(&mut self) {
+        while let Some((agent, key)) = self.bindings.poll_ended() {
+            let Some(call) = self.engine.calls().call(key) else {
+                continue;
+            };
+            for m in self.monitors.iter_mut().filter(|m| m.agent == agent) {
+                let Some(i) = m.open.iter().position(|c| *c == key) else {
+                    continue;
+                };
+                m.open.remove(i);
+                if m.call == Some(key) {
+                    m.call = None;
+                    m.ended = Some(key);
+                }
+                self.notices.push_back(Notice::CallEnded {
+                    monitor: m.id,
+                    call_id: call.call_id.clone(),
+                });
+            }
         }
     }
 
@@ -362,6 +390,7 @@ impl Router {
             call: None,
             ending: false,
             ended: None,
+            open: Vec::new(),
         });
     }
 
@@ -429,33 +458,20 @@ impl Router {
     }
 
     /// A snapshot for the control plane (taken every few hundred ms, not per packet). A call
-    /// stays its agent's in the view after its binding lingered out, as long as the call table
-    /// keeps the call.
+    /// is listed once per agent in it (an agent-to-agent call twice, so each supervisor sees
+    /// their own agent's row), and stays its agents' after their bindings lingered out, as
+    /// long as the call table keeps the call. A flow is listed once per agent it belongs to.
     pub fn view(&mut self) -> View {
-        for b in self.bindings.all() {
-            if let Source::Sip(i) = b.source {
-                if let Some(c) = self.engine.calls().call(i) {
-                    self.call_agents.insert(i, (c.call_id.clone(), b.agent));
-                }
-            }
-        }
-        let calls_table = self.engine.calls();
-        self.call_agents
-            .retain(|i, (id, _)| calls_table.call(*i).is_some_and(|c| c.call_id == *id));
+        self.remember_call_agents();
         let agents = self.bindings.agents();
-        let id_of = |a: Option<usize>| a.map(|i| agents[i].id.clone());
-        let calls = self
-            .engine
-            .calls()
-            .calls()
-            .map(|c| {
-                let agent = self
-                    .bindings
-                    .agent_of_call_index(c.index)
-                    .or_else(|| self.call_agents.get(&c.index).map(|x| x.1));
-                CallView {
+        let mut calls = Vec::new();
+        for c in self.engine.calls().calls() {
+            let bound = self.call_agents.get(&c.index).map(|x| &x.1[..]);
+            let rows: &[usize] = bound.unwrap_or(&[]);
+            let mut row = |agent: Option<usize>| {
+                calls.push(CallView {
                     agent,
-                    agent_id: id_of(agent),
+                    agent_id: agent.map(|i| agents[i].id.clone()),
                     uid: format!("call.{}", c.index),
                     call_id: c.call_id.clone(),
                     from: c.from.user().to_owned(),
@@ -468,20 +484,60 @@ impl Router {
                         .flatten()
                         .map(|m| m.addr.to_string())
                         .collect(),
+                })
+            };
+            if rows.is_empty() {
+                row(None);
+            }
+            for &a in rows {
+                row(Some(a));
+            }
+        }
+        let flows = self.flow_views();
+        let bindings = self.binding_views();
+        View {
+            calls,
+            flows,
+            bindings,
+        }
+    }
+
+    /// Notes which agents each call's effective bindings name, so a call stays listed as its
+    /// agents' after the bindings linger out; forgets calls the call table dropped.
+    fn remember_call_agents(&mut self) {
+        let calls = self.engine.calls();
+        for c in calls.calls() {
+            let now: Vec<usize> = self.bindings.agents_of_call(c.index).collect();
+            if now.is_empty() {
+                continue;
+            }
+            let entry = self
+                .call_agents
+                .entry(c.index)
+                .or_insert_with(|| (c.call_id.clone(), Vec::new()));
+            for a in now {
+                if !entry.1.contains(&a) {
+                    entry.1.push(a);
                 }
-            })
-            .collect();
-        let flows = self
-            .engine
-            .flows()
-            .streams()
-            .map(|s| {
-                let hit = self.bindings.lookup(s.key.src, s.key.dst);
-                let agent = hit.map(|h| h.0);
-                FlowView {
-                    agent,
-                    agent_id: id_of(agent),
-                    direction: hit.map(|h| match h.1 {
+            }
+            entry.1.sort_unstable();
+        }
+        self.call_agents
+            .retain(|i, (id, _)| calls.call(*i).is_some_and(|c| c.call_id == *id));
+    }
+
+    /// The flow table as the control plane lists it: a row per agent a stream belongs to
+    /// (none: one row without an agent).
+    fn flow_views(&self) -> Vec<FlowView> {
+        let agents = self.bindings.agents();
+        let mut flows = Vec::new();
+        for s in self.engine.flows().streams() {
+            let hits = self.bindings.lookup(s.key.src, s.key.dst);
+            let mut row = |hit: Option<crate::binding::Hit>| {
+                flows.push(FlowView {
+                    agent: hit.map(|h| h.agent),
+                    agent_id: hit.map(|h| agents[h.agent].id.clone()),
+                    direction: hit.map(|h| match h.direction {
                         Direction::FromAgent => "from_agent",
                         Direction::ToAgent => "to_agent",
                     }),
@@ -494,14 +550,29 @@ impl Router {
                     jitter_ms: s.stats.jitter_ms,
                     vlans: s.vlans.ids().collect(),
                     last_seen: s.stats.last_ts.as_secs_f64(),
-                }
-            })
-            .collect();
+                })
+            };
+            if hits.iter().all(Option::is_none) {
+                row(None);
+            }
+            for h in hits.into_iter().flatten() {
+                row(Some(h));
+            }
+        }
+        flows
+    }
+
+    /// The effective bindings (another agent's stronger claim hides a binding) and the static
+    /// phone IPs, as the control plane lists them.
+    fn binding_views(&self) -> Vec<BindingView> {
+        let agents = self.bindings.agents();
         let mut bindings: Vec<BindingView> = self
             .bindings
             .all()
             .iter()
-            .map(|b| BindingView {
+            .enumerate()
+            .filter(|(i, _)| self.bindings.is_effective(*i))
+            .map(|(_, b)| BindingView {
                 agent: b.agent,
                 agent_id: agents[b.agent].id.clone(),
                 endpoint: b.endpoint.to_string(),
@@ -531,11 +602,7 @@ impl Router {
                 });
             }
         }
-        View {
-            calls,
-            flows,
-            bindings,
-        }
+        bindings
     }
 }
 
@@ -867,6 +934,38 @@ mod tests {
             "{n:?}"
         );
         assert_eq!(lab.r.monitor_count(), 0);
+    }
+
+    #[test]
+    fn an_agent_to_agent_call_reaches_both_agents_monitors_and_an_explicit_bind_nothing() {
+        let mut lab = Lab::new();
+        // 5001 (10.0.0.2:30000) calls 5002 (static phone 10.0.9.9): each monitor hears its own
+        // agent as `FromAgent`.
+        lab.r.add_monitor(1, 0);
+        lab.r.add_monitor(2, 1);
+        lab.call(0, "c1", 30000);
+        let (a1, a2) = (a("10.0.0.2:30000"), a("10.0.9.9:4000"));
+        lab.frame(20, udp(a1, a2, &rtp(1, 7, 3)));
+        lab.frame(20, udp(a2, a1, &rtp(1, 8, 4)));
+        lab.got.sort_by_key(|g| (g.0, g.2));
+        assert_eq!(
+            lab.got,
+            vec![
+                (1, Direction::FromAgent, 3),
+                (1, Direction::ToAgent, 4),
+                (2, Direction::ToAgent, 3),
+                (2, Direction::FromAgent, 4),
+            ]
+        );
+        // Agent 5002 explicitly bound to the far end of 5001's call from the gateway: 5002's
+        // monitor gets nothing of it, 5001's everything.
+        lab.got.clear();
+        lab.r.bind(ms(30), 1, a("10.0.0.1:20000"), None);
+        lab.media(40, 30000, 2, 10);
+        assert_eq!(
+            lab.got,
+            vec![(1, Direction::FromAgent, 10), (1, Direction::ToAgent, 11)]
+        );
     }
 
     #[test]

@@ -9,13 +9,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::appliance::*;
 use common::audio::{capgen, dominant, hear, longest_quiet, Stereo};
+use common::endpoint::{recordings, Endpoint};
 use common::*;
 use serde_json::Value;
 
@@ -82,7 +81,8 @@ fn product_on(dir: tempfile::TempDir, agents: u32, speed: &str, looped: bool) ->
 }
 
 /// One appliance (configuration `tag`) replaying `dir`/calls.pcap (in a loop when `looped`);
-/// its control and monitor addresses.
+/// its control and monitor addresses. Agents 5001.. (at least four; 5004 in team green, the
+/// others blue), supervisors s1 and s3 (blue) and s2 (green).
 fn start_appliance(
     dir: &Path,
     pki: &Pki,
@@ -91,171 +91,35 @@ fn start_appliance(
     speed: &str,
     looped: bool,
 ) -> (String, String, Appliance) {
-    let control = format!("127.0.0.1:{}", free_port());
-    let monitor = format!("127.0.0.1:{}", free_port());
-    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut agents = String::new();
-    for i in 0..calls.max(4) {
-        let team = if i == 3 { "green" } else { "blue" };
-        agents += &format!(
-            "[[agent]]\nid = \"{id}\"\nextension = \"{id}\"\nteam = \"{team}\"\n",
-            id = 5001 + i
-        );
-    }
-    let config = dir.join(format!("silentmon-{tag}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[control]
-listen = "{control}"
-metrics_listen = "{metrics}"
-[monitor]
-listen = "{monitor}"
-[security]
-certs_dir = "{certs}"
-audit_log = "{audit}"
-{agents}
-[[supervisor]]
-id = "s1"
-teams = ["blue"]
-[[supervisor]]
-id = "s2"
-teams = ["green"]
-[[supervisor]]
-id = "s3"
-teams = ["blue"]
-"#,
-            certs = pki.dir.display(),
-            audit = dir
-                .join(if tag == "a" {
-                    "audit.jsonl".to_owned()
-                } else {
-                    format!("audit-{tag}.jsonl")
-                })
-                .display(),
-        ),
-    )
-    .unwrap();
-    let mut cmd = silentmon();
-    cmd.arg("server")
-        .arg("--config")
-        .arg(&config)
-        .arg("--replay")
-        .arg(dir.join("calls.pcap"))
-        .args(["--speed", speed]);
-    if looped {
-        cmd.arg("--loop");
-    }
-    let app = Appliance::start(cmd, metrics, &dir.join(format!("server-{tag}.log")));
-    (control, monitor, app)
+    let ids: Vec<String> = (0..calls.max(4)).map(|i| (5001 + i).to_string()).collect();
+    let agents: Vec<(&str, &str)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), if i == 3 { "green" } else { "blue" }))
+        .collect();
+    let roster = Roster {
+        agents: &agents,
+        supervisors: &[("s1", &["blue"]), ("s2", &["green"]), ("s3", &["blue"])],
+    };
+    let r = start_replaying(
+        dir,
+        pki,
+        tag,
+        &roster,
+        &dir.join("calls.pcap"),
+        (speed, looped),
+    );
+    (r.control, r.monitor, r.app)
 }
 
-/// A running `silentmon supervisor`.
-struct Endpoint {
-    child: Option<Child>,
-    local: String,
-    log: PathBuf,
-}
-
-impl Endpoint {
-    fn start(p: &Product, user: &str, extra: &[&str]) -> Endpoint {
-        Endpoint::start_with(p, &[p.control.as_str()], user, extra)
+impl Product {
+    fn endpoint(&self, user: &str, extra: &[&str]) -> Endpoint {
+        self.endpoint_with(&[self.control.as_str()], user, extra)
     }
 
-    fn start_with(p: &Product, servers: &[&str], user: &str, extra: &[&str]) -> Endpoint {
-        let (cert, key) = p.pki.client(user);
-        let local = format!("127.0.0.1:{}", free_port());
-        let record = p.dir.path().join(format!("rec-{user}"));
-        let log = p.dir.path().join(format!("{user}.log"));
-        let child = silentmon()
-            .arg("supervisor")
-            .args(servers.iter().flat_map(|s| ["--server", s]))
-            .args(["--server-name", "localhost", "--user", user])
-            .arg("--ca")
-            .arg(p.pki.ca())
-            .arg("--cert")
-            .arg(cert)
-            .arg("--key")
-            .arg(key)
-            .args(["--listen", &local, "--stereo"])
-            .arg("--record")
-            .arg(&record)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let e = Endpoint {
-            child: Some(child),
-            local,
-            log,
-        };
-        eventually(
-            Duration::from_secs(20),
-            "the endpoint's local control",
-            || e.status().ok(),
-        );
-        e
+    fn endpoint_with(&self, servers: &[&str], user: &str, extra: &[&str]) -> Endpoint {
+        Endpoint::start(&self.pki, self.dir.path(), servers, user, extra)
     }
-
-    fn ctl(&self, args: &[&str]) -> std::process::Output {
-        silentmon()
-            .args(["ctl", "--endpoint", &self.local, "--json"])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn status(&self) -> Result<Value, String> {
-        let out = self.ctl(&["status"]);
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM and wait: recordings are finalised.
-    fn stop(mut self) -> String {
-        let mut c = self.child.take().unwrap();
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
-        let status = c.wait().unwrap();
-        assert!(
-            status.success(),
-            "supervisor exited {status}: {}",
-            self.log_text()
-        );
-        self.log_text()
-    }
-}
-
-impl Drop for Endpoint {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// The WAV files an endpoint recorded for `agent`.
-fn recordings(dir: &Path, agent: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    v.retain(|p| {
-        p.file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(&format!("{agent}_")) && n.ends_with(".wav"))
-    });
-    v.sort();
-    v
 }
 
 /// Dominant frequency of each channel of a stereo WAV over 2 s after its first 200 ms, and
@@ -274,8 +138,8 @@ fn tones(wav: &Path) -> (f64, f64, usize) {
 fn two_supervisors_each_hear_only_their_agent() {
     let p = start_product("1", 4, 30);
     // s1 monitors 5001 from the start; s2 is told to monitor 5004 through local control.
-    let s1 = Endpoint::start(&p, "s1", &["--monitor", "5001"]);
-    let s2 = Endpoint::start(&p, "s2", &[]);
+    let s1 = p.endpoint("s1", &["--monitor", "5001"]);
+    let s2 = p.endpoint("s2", &[]);
     let refused = s2.ctl(&["monitor", "5001"]);
     assert!(!refused.status.success());
     assert!(
@@ -326,7 +190,7 @@ fn two_supervisors_each_hear_only_their_agent() {
 #[test]
 fn an_endpoint_killed_mid_stream_frees_its_monitor() {
     let p = start_product("1", 2, 30);
-    let mut s1 = Endpoint::start(&p, "s1", &["--monitor", "5002"]);
+    let mut s1 = p.endpoint("s1", &["--monitor", "5002"]);
     eventually(Duration::from_secs(20), "audio at the endpoint", || {
         (s1.status().ok()?["decoded"].as_u64()? > 50).then_some(())
     });
@@ -343,7 +207,7 @@ fn an_endpoint_killed_mid_stream_frees_its_monitor() {
     let audit = std::fs::read_to_string(p.dir.path().join("audit.jsonl")).unwrap();
     assert!(audit.contains("\"monitor_stopped\""), "{audit}");
     // Another endpoint can monitor the same agent at once.
-    let s3 = Endpoint::start(&p, "s3", &["--monitor", "5002"]);
+    let s3 = p.endpoint("s3", &["--monitor", "5002"]);
     eventually(Duration::from_secs(20), "audio at the new endpoint", || {
         (s3.status().ok()?["decoded"].as_u64()? > 50).then_some(())
     });
@@ -479,8 +343,7 @@ async fn a_slow_endpoint_loses_frames_while_another_loses_none() {
 fn the_endpoint_moves_to_the_next_appliance_when_its_appliance_fails() {
     let mut p = start_product("1", 2, 60);
     let (control_b, _monitor_b, app_b) = start_appliance(p.dir.path(), &p.pki, "b", 2, "1", true);
-    let s1 = Endpoint::start_with(
-        &p,
+    let s1 = p.endpoint_with(
         &[p.control.as_str(), control_b.as_str()],
         "s1",
         &["--monitor", "5001"],
@@ -584,7 +447,7 @@ fn monitoring_follows_the_agent_through_hold_consult_and_next_call() {
     .unwrap();
     let replay_start = std::time::Instant::now();
     let p = product_on(dir, 4, "1", false);
-    let s1 = Endpoint::start(&p, "s1", &["--monitor", "5001"]);
+    let s1 = p.endpoint("s1", &["--monitor", "5001"]);
     let first = eventually(Duration::from_secs(20), "the monitor", || {
         let st = s1.status().ok()?;
         (st["monitoring"] == true).then_some(st)

@@ -343,8 +343,9 @@ impl<O: MonitorOutput> Loop<O> {
         set(&m.undecoded, e.undecoded);
         set(&m.agent_packets, r.agent_packets);
         set(&m.forwarded, r.forwarded);
-        set(&m.streams, view.flows.len() as u64);
-        set(&m.calls, view.calls.len() as u64);
+        // The tables' sizes (the view lists a call or flow once per agent in it).
+        set(&m.streams, self.router.engine().flows().streams().count() as u64);
+        set(&m.calls, self.router.engine().calls().calls().count() as u64);
         set(&m.bindings, view.bindings.len() as u64);
         set(&m.monitors, self.router.monitor_count() as u64);
         set(&m.inputs, self.inputs.len() as u64);

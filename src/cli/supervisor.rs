@@ -730,6 +730,10 @@ impl Endpoint {
             {
                 self.end_call();
             }
+            // A call set aside (held for a consult) ended: the media loop forgets it.
+            MonitorEvent::CallEnded { monitor, call_id } if monitor == id => {
+                self.media.control(EndpointEvent::CallEnded { call_id });
+            }
             MonitorEvent::Stopped { monitor, reason } if monitor == id => {
                 tracing::info!(reason, "monitor service stopped the monitor");
                 self.current.monitor = None;

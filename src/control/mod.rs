@@ -2,6 +2,7 @@
 //! logic ([`session`]), both sans-IO; the tokio/TLS shells: [`server`] (42028) and [`client`].
 
 pub mod client;
+pub mod request;
 pub mod frame;
 pub mod server;
 pub mod session;

@@ -150,6 +150,15 @@ impl Recorder {
         Ok(())
     }
 
+    /// The suspended call `call_id` ended without coming back (e.g. the agent transferred it
+    /// during the consult): its file, already complete, is forgotten. False when no suspended
+    /// call has this id.
+    pub fn forget(&mut self, call_id: &str) -> bool {
+        let before = self.suspended.len();
+        self.suspended.retain(|((c, _), _)| c != call_id);
+        self.suspended.len() != before
+    }
+
     /// True when the file being written continues a suspended recording.
     pub fn resumed(&self) -> bool {
         self.open.as_ref().is_some_and(|o| o.resumed)
@@ -383,6 +392,23 @@ mod tests {
         for p in &paths {
             assert_eq!(hound::WavReader::open(p).unwrap().len(), 800);
         }
+    }
+
+    #[test]
+    fn a_suspended_call_that_ends_elsewhere_is_forgotten_and_its_file_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rec = Recorder::new(dir.path(), Layout::Stereo);
+        let t1 = Timestamp::from_nanos(1_796_198_746 * 1_000_000_000);
+        rec.start_call("5001", "c1", t1).unwrap();
+        rec.write(&pcm(8000, 800, 3)).unwrap();
+        let call1 = rec.path().unwrap().to_path_buf();
+        rec.suspend().unwrap();
+        // The agent transferred call 1 during the consult: it never comes back.
+        assert!(rec.forget("c1"));
+        assert!(!rec.forget("c1"));
+        assert_eq!(hound::WavReader::open(&call1).unwrap().duration(), 800);
+        rec.start_call("5001", "c1", t1).unwrap();
+        assert!(!rec.resumed(), "a forgotten call is not continued");
     }
 
     #[test]

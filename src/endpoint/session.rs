@@ -375,7 +375,17 @@ impl MediaSession {
             .find(|m| m.call.as_deref() == Some(call_id))
         {
             Some(m) => m.ending = m.ending.or(Some(Ending::Requested)),
-            None => self.stats.unknown_call_ends += 1,
+            None => {
+                // A call set aside (held for a consult) that ended without coming back.
+                let forgotten = self
+                    .monitors
+                    .iter_mut()
+                    .filter_map(|m| m.recorder.as_mut())
+                    .any(|r| r.forget(call_id));
+                if !forgotten {
+                    self.stats.unknown_call_ends += 1;
+                }
+            }
         }
     }
 

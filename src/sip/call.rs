@@ -17,6 +17,9 @@ use crate::time::{Span, Timestamp};
 
 /// Most events queued before the oldest is dropped.
 const MAX_EVENTS: usize = 4096;
+/// Most hops of one initial INVITE remembered (a proxy chain forwarding it with the same
+/// Call-ID).
+const MAX_HOPS: usize = 8;
 
 /// Call table settings.
 #[derive(Clone, Debug)]
@@ -92,6 +95,40 @@ pub struct MediaEndpoint {
     pub hold: bool,
 }
 
+/// Who one side of a call is, as the signalling names it. The callee side is who *answered*,
+/// not whom the caller wanted: `To`, `Diversion`, `History-Info` and `Referred-By` are never
+/// read here (a forwarded, hunted or picked-up call keeps naming the first target in them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SideIdentity {
+    /// The number the side was reached at or calls from: the caller's `From` user; the
+    /// callee's Request-URI user as the INVITE reached the answering side.
+    pub named: String,
+    /// The user of the answer's `Contact` (callee side only): the answering UA.
+    pub contact: Option<String>,
+    /// The identity the side's network asserted when it joined (P-Asserted-Identity, else
+    /// Remote-Party-ID): in the initial INVITE for the caller, in the 2xx for the callee.
+    pub asserted: Option<String>,
+    /// A different identity the same side asserted later in the dialog (the latest): after a
+    /// transfer, a B2BUA such as CUCM keeps the dialog and re-INVITEs naming the new party.
+    pub reasserted: Option<String>,
+    /// The signalling address the side spoke from when it joined (the INVITE's source for the
+    /// caller, the 2xx's for the callee): equal to the media IP when the UA is the phone itself.
+    pub signalling: Option<SocketAddr>,
+}
+
+impl SideIdentity {
+    /// The identity asserted last (a re-assertion, else the one at joining).
+    pub fn last_asserted(&self) -> Option<&str> {
+        self.reasserted.as_deref().or(self.asserted.as_deref())
+    }
+
+    /// True when the side's answer or INVITE came from its media address's host: the UA is the
+    /// phone itself, not a B2BUA in front of it.
+    pub fn is_direct(&self, media: Option<MediaEndpoint>) -> bool {
+        matches!((self.signalling, media), (Some(s), Some(m)) if s.ip() == m.addr.ip())
+    }
+}
+
 /// A call (one dialog, by Call-ID).
 #[derive(Clone, Debug)]
 pub struct Call {
@@ -103,10 +140,18 @@ pub struct Call {
     pub from: Party,
     /// To of the initial INVITE (the callee).
     pub to: Party,
-    /// Request-URI of the initial INVITE.
+    /// Request-URI of the initial INVITE as it reached the answering side: the hop the first
+    /// 2xx came back from when a proxy forwarded the INVITE under the same Call-ID, else the
+    /// latest hop seen.
     pub request_uri: String,
     /// P-Asserted-Identity of the initial INVITE.
     pub asserted_identity: Option<Party>,
+    /// Who the caller side is.
+    pub caller_id: SideIdentity,
+    /// Who the callee side is: who answered.
+    pub callee_id: SideIdentity,
+    /// Each hop of the initial INVITE: where it went and its Request-URI.
+    hops: Vec<(SocketAddr, String)>,
     /// State.
     pub state: CallState,
     /// Time of the first INVITE.
@@ -153,6 +198,59 @@ impl Call {
             .any(|u| !want.is_empty() && u.trim_start_matches('+') == want)
     }
 
+    /// One more hop of the initial INVITE (a proxy forwarded it under the same Call-ID).
+    fn add_hop(&mut self, dst: SocketAddr, uri: &str) {
+        if self.hops.len() < MAX_HOPS && !self.hops.iter().any(|(d, _)| *d == dst) {
+            self.hops.push((dst, uri.to_owned()));
+        }
+    }
+
+    /// The first 2xx to the initial INVITE came from `src`: the callee side is who answered.
+    /// The Request-URI is the one of the hop that reached `src` (the answering UA, or the
+    /// proxy nearest it), else the last hop's.
+    fn answered_by(&mut self, src: SocketAddr, answer: &SipMessage<'_>) {
+        let hop = self
+            .hops
+            .iter()
+            .find(|(d, _)| *d == src)
+            .or_else(|| self.hops.iter().find(|(d, _)| d.ip() == src.ip()))
+            .or(self.hops.last());
+        if let Some((_, uri)) = hop {
+            self.request_uri.clone_from(uri);
+        }
+        self.callee_id = SideIdentity {
+            named: super::message::uri_user(&self.request_uri).to_owned(),
+            contact: answer
+                .contact()
+                .map(|c| c.user().to_owned())
+                .filter(|u| !u.is_empty()),
+            asserted: answer.asserted_party().map(|p| p.user().to_owned()),
+            reasserted: None,
+            signalling: Some(src),
+        };
+    }
+
+    /// A message by the caller (`by_caller`) or the callee side after that side joined: an
+    /// asserted identity other than the last one is a re-assertion (a transfer keeps the
+    /// dialog and names the new party). True when the side's identity changed.
+    fn reassert(&mut self, by_caller: bool, msg: &SipMessage<'_>) -> bool {
+        let joined = by_caller || self.answered.is_some();
+        let Some(party) = msg.asserted_party().filter(|_| joined) else {
+            return false;
+        };
+        let user = party.user();
+        let side = if by_caller {
+            &mut self.caller_id
+        } else {
+            &mut self.callee_id
+        };
+        if user.is_empty() || side.last_asserted() == Some(user) {
+            return false;
+        }
+        side.reasserted = Some(user.to_owned());
+        true
+    }
+
     /// True while the call is on hold by either party.
     pub fn on_hold(&self) -> bool {
         self.caller_media.is_some_and(|m| m.hold) || self.callee_media.is_some_and(|m| m.hold)
@@ -170,6 +268,9 @@ pub enum CallEvent {
     Answered(u32),
     /// A media endpoint was (re)negotiated, hold and resume included.
     MediaChanged(u32),
+    /// A side of the call asserted another identity after it joined (a transfer), or the
+    /// answer named who answered.
+    PartyChanged(u32),
     /// BYE, CANCEL or a final failure.
     Ended(u32),
 }
@@ -302,7 +403,6 @@ impl CallTable {
         dst: SocketAddr,
         payload: &[u8],
     ) -> Result<(), Error> {
-        let _ = dst;
         let mut rest = payload;
         while !rest.is_empty() {
             let (msg, used) = match SipMessage::parse(rest) {
@@ -313,7 +413,7 @@ impl CallTable {
                 }
             };
             self.stats.messages += 1;
-            self.apply(now, src, &msg);
+            self.apply(now, src, dst, &msg);
             rest = &rest[used..];
             // Skip keep-alive CRLFs between messages on TCP.
             while rest.first().is_some_and(|b| *b == b'\r' || *b == b'\n') {
@@ -323,7 +423,7 @@ impl CallTable {
         Ok(())
     }
 
-    fn apply(&mut self, now: Timestamp, src: SocketAddr, msg: &SipMessage<'_>) {
+    fn apply(&mut self, now: Timestamp, src: SocketAddr, dst: SocketAddr, msg: &SipMessage<'_>) {
         let Some(call_id) = msg.call_id() else {
             self.stats.unmatched += 1;
             return;
@@ -341,7 +441,7 @@ impl CallTable {
             ) if msg.to().is_some_and(|t| t.tag.is_none())
                 && self.call(i).is_some_and(|c| c.ended.is_some()) =>
             {
-                self.new_call(now, src, call_id, uri, msg)
+                self.new_call(now, src, dst, call_id, uri, msg)
             }
             (Some(&i), _) => i,
             (
@@ -351,7 +451,7 @@ impl CallTable {
                     uri,
                     ..
                 },
-            ) => self.new_call(now, src, call_id, uri, msg),
+            ) => self.new_call(now, src, dst, call_id, uri, msg),
             _ => {
                 self.stats.unmatched += 1;
                 return;
@@ -388,6 +488,16 @@ impl CallTable {
             StartLine::Response { .. } => !author_tag.is_empty() && author_tag == caller_tag,
         };
         let mut events: Vec<CallEvent> = Vec::new();
+        if let StartLine::Request {
+            method: Method::Invite,
+            uri,
+            ..
+        } = msg.start
+        {
+            if call.answered.is_none() && msg.to().is_some_and(|t| t.tag.is_none()) {
+                call.add_hop(dst, uri);
+            }
+        }
         match msg.start {
             StartLine::Request { method, .. } => match method {
                 Method::Bye => {
@@ -417,6 +527,7 @@ impl CallTable {
                             if let Some(t) = msg.to().and_then(|t| t.tag) {
                                 call.to.tag = t.to_owned();
                             }
+                            call.answered_by(src, msg);
                             events.push(CallEvent::Answered(index));
                         }
                         300..=699 => {
@@ -432,6 +543,9 @@ impl CallTable {
                     }
                 }
             }
+        }
+        if call.reassert(by_caller, msg) {
+            events.push(CallEvent::PartyChanged(index));
         }
         let mut new_endpoint = None;
         if let Some(audio) = sdp.as_ref().and_then(|s| s.audio()) {
@@ -471,6 +585,7 @@ impl CallTable {
         &mut self,
         now: Timestamp,
         src: SocketAddr,
+        dst: SocketAddr,
         call_id: &str,
         uri: &str,
         msg: &SipMessage<'_>,
@@ -493,6 +608,18 @@ impl CallTable {
                 .unwrap_or_default(),
             request_uri: uri.to_owned(),
             asserted_identity: msg.asserted_identity().map(|n| Party::from_name_addr(&n)),
+            caller_id: SideIdentity {
+                named: msg.from().map(|f| f.user().to_owned()).unwrap_or_default(),
+                contact: None,
+                asserted: msg.asserted_party().map(|p| p.user().to_owned()),
+                reasserted: None,
+                signalling: Some(src),
+            },
+            callee_id: SideIdentity {
+                named: super::message::uri_user(uri).to_owned(),
+                ..SideIdentity::default()
+            },
+            hops: vec![(dst, uri.to_owned())],
             state: CallState::Calling,
             started: now,
             answered: None,

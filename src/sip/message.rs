@@ -285,6 +285,21 @@ impl<'a> SipMessage<'a> {
         self.header("p-asserted-identity").map(NameAddr::parse)
     }
 
+    /// Remote-Party-ID (the pre-standard asserted identity CUCM and many gateways send).
+    pub fn remote_party_id(&self) -> Option<NameAddr<'a>> {
+        self.header("remote-party-id").map(NameAddr::parse)
+    }
+
+    /// The identity the sender's network asserts: P-Asserted-Identity, else Remote-Party-ID.
+    pub fn asserted_party(&self) -> Option<NameAddr<'a>> {
+        self.asserted_identity().or_else(|| self.remote_party_id())
+    }
+
+    /// Contact (the first one).
+    pub fn contact(&self) -> Option<NameAddr<'a>> {
+        self.header("contact").map(NameAddr::parse)
+    }
+
     /// CSeq number and method.
     pub fn cseq(&self) -> Option<(u32, Method)> {
         let v = self.header("cseq")?;

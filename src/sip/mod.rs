@@ -6,7 +6,9 @@ pub mod call;
 pub mod message;
 pub mod sdp;
 
-pub use call::{Call, CallConfig, CallEvent, CallState, CallTable, MediaEndpoint, Party, SipStats};
+pub use call::{
+    Call, CallConfig, CallEvent, CallState, CallTable, MediaEndpoint, Party, SideIdentity, SipStats,
+};
 pub use message::{looks_like_sip, Method, SipMessage};
 pub use sdp::{Direction, SessionDescription};
 

@@ -210,3 +210,72 @@ pub fn ctl_json(base: &[&str], args: &[&str]) -> serde_json::Value {
     serde_json::from_str(text.lines().next().unwrap_or(""))
         .unwrap_or_else(|e| panic!("ctl {args:?} printed no JSON ({e}): {text}"))
 }
+
+/// Who the appliance knows: agents (id = extension, team) and supervisors (id, teams).
+pub struct Roster<'a> {
+    pub agents: &'a [(&'a str, &'a str)],
+    pub supervisors: &'a [(&'a str, &'a [&'a str])],
+}
+
+/// A replaying appliance: its control plane and monitor service addresses.
+pub struct Replaying {
+    pub control: String,
+    pub monitor: String,
+    pub app: Appliance,
+}
+
+/// `silentmon server` (configuration `tag` in `dir`, TLS from `pki`, audit trail
+/// `dir`/audit[-TAG].jsonl) knowing `roster`, replaying `capture` at `speed` (again and again
+/// when `looped`), on free loopback ports.
+pub fn start_replaying(
+    dir: &Path,
+    pki: &Pki,
+    tag: &str,
+    roster: &Roster<'_>,
+    capture: &Path,
+    (speed, looped): (&str, bool),
+) -> Replaying {
+    let control = format!("127.0.0.1:{}", free_port());
+    let monitor = format!("127.0.0.1:{}", free_port());
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut people = String::new();
+    for (id, team) in roster.agents {
+        people += &format!("[[agent]]\nid = \"{id}\"\nextension = \"{id}\"\nteam = \"{team}\"\n");
+    }
+    for (id, teams) in roster.supervisors {
+        people += &format!("[[supervisor]]\nid = \"{id}\"\nteams = {teams:?}\n");
+    }
+    let audit = if tag == "a" {
+        "audit.jsonl".to_owned()
+    } else {
+        format!("audit-{tag}.jsonl")
+    };
+    let config = dir.join(format!("silentmon-{tag}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[control]\nlisten = \"{control}\"\nmetrics_listen = \"{metrics}\"\n\
+             [monitor]\nlisten = \"{monitor}\"\n\
+             [security]\ncerts_dir = \"{certs}\"\naudit_log = \"{audit}\"\n{people}",
+            certs = pki.dir.display(),
+            audit = dir.join(audit).display(),
+        ),
+    )
+    .unwrap();
+    let mut cmd = super::silentmon();
+    cmd.arg("server")
+        .arg("--config")
+        .arg(&config)
+        .arg("--replay")
+        .arg(capture)
+        .args(["--speed", speed]);
+    if looped {
+        cmd.arg("--loop");
+    }
+    let app = Appliance::start(cmd, metrics, &dir.join(format!("server-{tag}.log")));
+    Replaying {
+        control,
+        monitor,
+        app,
+    }
+}

@@ -58,16 +58,39 @@ const CALL2_BYE_AT: f64 = 18.0;
 const MEDIA_AFTER_REINVITE_US: i64 = 20_000;
 
 /// One RTP direction of a call.
-struct Stream {
-    src: (Ipv4Addr, u16),
-    dst: (Ipv4Addr, u16),
-    tone_hz: f64,
-    ssrc: u32,
-    seq0: u16,
-    ts0: u32,
-    to_agent: bool,
-    first_tick: Option<u64>,
-    sent: u64,
+pub(crate) struct Stream {
+    pub(crate) src: (Ipv4Addr, u16),
+    pub(crate) dst: (Ipv4Addr, u16),
+    pub(crate) tone_hz: f64,
+    pub(crate) ssrc: u32,
+    pub(crate) seq0: u16,
+    pub(crate) ts0: u32,
+    pub(crate) to_agent: bool,
+    pub(crate) first_tick: Option<u64>,
+    pub(crate) sent: u64,
+}
+
+impl Stream {
+    /// A stream of `tone_hz` from `src` to `dst` with random SSRC and bases.
+    pub(crate) fn new(
+        rng: &mut Rng,
+        src: (Ipv4Addr, u16),
+        dst: (Ipv4Addr, u16),
+        tone_hz: f64,
+        to_agent: bool,
+    ) -> Stream {
+        Stream {
+            src,
+            dst,
+            tone_hz,
+            ssrc: rng.next() as u32,
+            seq0: rng.next() as u16,
+            ts0: rng.next() as u32,
+            to_agent,
+            first_tick: None,
+            sent: 0,
+        }
+    }
 }
 
 /// One call of the day: its dialog, the Request-URI's user, both directions' streams (caller
@@ -103,16 +126,8 @@ impl Leg {
             tag,
         };
         let mut stream =
-            |from: (&str, Ipv4Addr, u16, f64), to: (&str, Ipv4Addr, u16, f64), to_agent| Stream {
-                src: (from.1, from.2),
-                dst: (to.1, to.2),
-                tone_hz: from.3,
-                ssrc: rng.next() as u32,
-                seq0: rng.next() as u16,
-                ts0: rng.next() as u32,
-                to_agent,
-                first_tick: None,
-                sent: 0,
+            |from: (&str, Ipv4Addr, u16, f64), to: (&str, Ipv4Addr, u16, f64), to_agent| {
+                Stream::new(rng, (from.1, from.2), (to.1, to.2), from.3, to_agent)
             };
         let streams = [
             stream(caller, callee, !agent_is_caller),
@@ -139,19 +154,38 @@ impl Leg {
 }
 
 /// Frames of the capture in the making (sorted by time when written).
-struct Capture {
+pub(crate) struct Capture {
     /// Time of the first frame, µs since the epoch.
-    base: i64,
-    encap: Encap,
-    law: Law,
-    frames: Vec<(i64, Vec<u8>)>,
-    ip_id: u16,
-    buf: Vec<u8>,
-    rtp: Vec<u8>,
+    pub(crate) base: i64,
+    pub(crate) encap: Encap,
+    pub(crate) law: Law,
+    pub(crate) frames: Vec<(i64, Vec<u8>)>,
+    pub(crate) ip_id: u16,
+    pub(crate) buf: Vec<u8>,
+    pub(crate) rtp: Vec<u8>,
 }
 
 impl Capture {
-    fn frame(&mut self, t: i64, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) {
+    /// An empty capture starting at `base` µs.
+    pub(crate) fn new(base: i64, encap: Encap, law: Law) -> Capture {
+        Capture {
+            base,
+            encap,
+            law,
+            frames: Vec::new(),
+            ip_id: 0,
+            buf: Vec::with_capacity(2048),
+            rtp: Vec::with_capacity(256),
+        }
+    }
+
+    pub(crate) fn frame(
+        &mut self,
+        t: i64,
+        src: (Ipv4Addr, u16),
+        dst: (Ipv4Addr, u16),
+        payload: &[u8],
+    ) {
         self.ip_id = self.ip_id.wrapping_add(1);
         udp_frame(
             &mut self.buf,
@@ -210,12 +244,17 @@ impl Capture {
     /// sequence numbers continue across pauses, timestamps follow the clock, the first packet
     /// after a pause is marked.
     fn talk(&mut self, leg: &mut Leg, from: i64, to: i64) {
+        self.talk_streams(&mut leg.streams, from, to);
+    }
+
+    /// `streams` talk on the 20 ms grid in `[from, to)` (µs since the epoch), as
+    /// [`Capture::talk`] says.
+    pub(crate) fn talk_streams(&mut self, streams: &mut [Stream], from: i64, to: i64) {
         let base = self.base;
         let first = ((from - base) + PTIME_US - 1) / PTIME_US;
         let last = (to - base) / PTIME_US;
         for tick in first as u64..last as u64 {
-            for si in 0..2 {
-                let s = &mut leg.streams[si];
+            for s in streams.iter_mut() {
                 let first_tick = *s.first_tick.get_or_insert(tick);
                 let marker = tick == first as u64;
                 rtp_header(
@@ -278,15 +317,7 @@ pub fn run(a: AgentDayArgs) -> Result<()> {
         tags(3),
     );
 
-    let mut cap = Capture {
-        base,
-        encap,
-        law,
-        frames: Vec::new(),
-        ip_id: 0,
-        buf: Vec::with_capacity(2048),
-        rtp: Vec::with_capacity(256),
-    };
+    let mut cap = Capture::new(base, encap, law);
     // The phone registers: the capture's first frame, the lead before the first call.
     let registrar = Ipv4Addr::new(10, 2, 0, 250);
     let register = |start: &str, len_note: &str| {

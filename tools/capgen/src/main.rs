@@ -6,6 +6,7 @@
 
 mod agent_day;
 mod frame;
+mod handoff;
 mod pcap_writer;
 mod sip_text;
 
@@ -44,6 +45,9 @@ enum Command {
     /// One agent's calls in sequence: a call with a hold, a consult during the hold, the
     /// resume, and the agent's next call.
     AgentDay(agent_day::AgentDayArgs),
+    /// Calls that change hands between two agents through a B2BUA or a proxy: forwarded,
+    /// picked up, hunted, and a consult transfer, each stream with its own tone.
+    Handoff(handoff::HandoffArgs),
     /// vlantest's signed sample frames (IPv4/UDP, one 802.1Q tag).
     VlanSample(VlanSampleArgs),
 }
@@ -152,7 +156,7 @@ impl Output {
     }
 
     /// Writes the truth file, if one was asked for.
-    fn write_truth(&self, truth: &Truth) -> Result<()> {
+    fn write_truth(&self, truth: &impl Serialize) -> Result<()> {
         if let Some(path) = &self.truth {
             let f =
                 File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
@@ -815,6 +819,7 @@ fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::Calls(a) => run_calls(*a),
         Command::AgentDay(a) => agent_day::run(a),
+        Command::Handoff(a) => handoff::run(a),
         Command::VlanSample(a) => run_vlan_sample(a),
     };
     match result {
