@@ -253,7 +253,8 @@ impl Server {
         let mut cfg = format!(
             "[control]\nlisten = \"{control}\"\nmetrics_listen = \"{metrics}\"\n\
              [monitor]\nlisten = \"{monitor}\"\n[cluster]\nlisten = \"{cluster}\"\n\
-             [security]\ninsecure = {insecure}\ncerts_dir = \"{certs}\"\naudit_log = \"{audit}\"\n",
+             [security]\ninsecure = {insecure}\ncerts_dir = \"{certs}\"\naudit_log = \"{audit}\"\n\
+             passwordless_logins = true\n",
             insecure = !o.tls,
             certs = o.dir.join("certs").display(),
             audit = o.dir.join("audit.jsonl").display(),

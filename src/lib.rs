@@ -11,11 +11,11 @@
 //! | `report`  | stream tables and JSON for `flows` |
 //! | `capture` | the only code that touches libpcap: `PacketSource` over files (and live NICs) |
 //! | `vlantest`| NIC qualification: sample-frame signature, sample frames, PASS/FAIL tally (pure) |
-//! | `appliance` | the engine thread over the capture pipelines, the metrics endpoint, the audit trail |
-//! | `control` | control plane: frame codec and session logic (sans-IO), the TLS server and client shells |
+//! | `appliance` | the appliance assembled and run: engine thread, servers, what an action does, metrics endpoint, audit trail |
+//! | `control` | control plane: frame codec, typed requests, session logic with logins, monitors and lists (sans-IO), the TLS server and client shells |
 //! | `monitor` | monitor service (TCP 42228): media/control frame codec, lock-free per-endpoint fanout from the engine thread, TLS shell and endpoint client |
 //! | `router`  | the live path: engine + bindings + monitors, forwarding a monitored agent's RTP |
-//! | `security`| monitor-mode lockout, argon2 passwords, the private CA, rustls TLS 1.3 configs |
+//! | `security`| monitor-mode lockout, login throttle, audit events, argon2 passwords, the private CA, rustls TLS 1.3 configs |
 //! | `binding` | agent -> media endpoint bindings (static, SIP-sniffed, explicit) that follow the agent |
 //! | `engine`  | the packet path: decapsulate -> classify -> SIP call table + RTP flow table |
 //! | `endpoint`| supervisor endpoint media: session core (per-agent pipeline, mix, recording), media loop, cpal playout, WAV recorder |
@@ -27,7 +27,8 @@
 //! | `codec`   | payload types, codec names, clock rates |
 //! | `packet`  | zero-copy header views and lax decapsulation |
 //! | `time`    | capture timestamps (no clock reads) |
-//! | `net`     | dialing the appliance's services: TCP + TLS 1.3 within a timeout |
+//! | `net`     | dialing the appliance's services and accepting on them: TCP + TLS 1.3 within a timeout, caps, TOS |
+//! | `clock`   | the wall clock, for shells only |
 // No unsafe code, except the two FFI calls of `endpoint::alsa_log` (allowed there only).
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -36,6 +37,7 @@ pub mod appliance;
 pub mod binding;
 pub mod capture;
 pub mod cli;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod control;

@@ -70,6 +70,7 @@ extension = "5001"
 mobile_number = "+4915112345678"
 team = "blue"
 warn_if_silent_monitored = true
+password_hash = "{a5001_hash}"
 
 [[agent]]
 id = "5003"
@@ -89,6 +90,7 @@ password_hash = "{s1_hash}"
 "#,
             monitor_hash = hash("monitor-secret"),
             s1_hash = hash("s1-secret"),
+            a5001_hash = hash("5001-secret"),
             certs = pki.dir.display(),
             audit = audit.display(),
         ),
@@ -224,8 +226,36 @@ fn the_appliance_serves_the_replayed_demo_over_tls() {
         "{}",
         String::from_utf8_lossy(&other.stderr)
     );
-    // Monitoring needs the agent logged in: log 5001 in (it has no password) and watch its
-    // events; the supervisor's monitor warns it.
+    // Agent 7001 has no password_hash: it cannot log in (whatever password), and the audit
+    // trail says why while the client is told what any wrong password gets.
+    let nopw = s._dir.path().join("7001.pw");
+    std::fs::write(&nopw, "anything\n").unwrap();
+    let refused = ctl(
+        &[
+            "--server",
+            &s.control,
+            "--ca",
+            ca.to_str().unwrap(),
+            "--server-name",
+            "localhost",
+            "--mode",
+            "agent",
+            "--user",
+            "7001",
+            "--password-file",
+            nopw.to_str().unwrap(),
+        ],
+        &["state", "Available"],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("unknown agent or wrong password"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // Watch 5001's events (it logs in with its password); the supervisor's monitor warns it.
+    let a5001_pw = s._dir.path().join("5001.pw");
+    std::fs::write(&a5001_pw, "5001-secret\n").unwrap();
     let agent_base = [
         "--server",
         &s.control,
@@ -237,6 +267,8 @@ fn the_appliance_serves_the_replayed_demo_over_tls() {
         "agent",
         "--user",
         "5001",
+        "--password-file",
+        a5001_pw.to_str().unwrap(),
     ];
     let agent_events = std::process::Command::new(env!("CARGO_BIN_EXE_silentmon"))
         .arg("ctl")
@@ -275,16 +307,31 @@ fn the_appliance_serves_the_replayed_demo_over_tls() {
         .collect();
     assert_eq!(
         kinds,
-        ["bind", "monitor_started", "monitor_stopped"],
+        [
+            "bind",
+            "monitor_refused",
+            "login_failed",
+            "monitor_started",
+            "monitor_stopped"
+        ],
         "{audit}"
     );
-    assert_eq!(entries[1]["supervisor"], "s1");
-    assert_eq!(entries[1]["agent"], "5001");
-    assert!(entries[1]["peer"]
+    assert_eq!(entries[1]["agent"], "7001");
+    assert_eq!(entries[1]["reason"], "agent is not in your teams");
+    assert_eq!(
+        (&entries[2]["id"], &entries[2]["reason"]),
+        (
+            &Value::from("7001"),
+            &Value::from("no password_hash configured")
+        )
+    );
+    assert_eq!(entries[3]["supervisor"], "s1");
+    assert_eq!(entries[3]["agent"], "5001");
+    assert!(entries[3]["peer"]
         .as_str()
         .unwrap()
         .starts_with("127.0.0.1:"));
-    assert_eq!(entries[2]["reason"], "supervisor disconnected");
+    assert_eq!(entries[4]["reason"], "supervisor disconnected");
     assert!(!audit.contains(grant["key"].as_str().unwrap()));
 
     // Metrics: the replay input and the engine's counters.
@@ -397,7 +444,7 @@ fn a_silent_client_is_dropped_after_the_heartbeat_retries() {
         .spawn()
         .unwrap();
     // Log in as agent 5001 with one raw frame, then say nothing more.
-    let body = br#"{"msg":"Login","mode":"agent","id":"5001"}"#;
+    let body = br#"{"msg":"Login","mode":"agent","id":"5001","password":"5001-secret"}"#;
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(body);
     let mut stdin = raw.stdin.take().unwrap();
@@ -517,6 +564,37 @@ fn bad_configuration_names_the_file_and_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("cluster.peers") && err.contains("no peer link"),
+        "{err}"
+    );
+    // Accounts without a password cannot log in, and --check-config says which; metrics on a
+    // non-loopback address are warned about.
+    let check = |text: &str| {
+        let file = dir.path().join("accounts.toml");
+        std::fs::write(&file, text).unwrap();
+        let out = run_ok(
+            silentmon()
+                .args(["server", "--check-config", "--insecure", "--config"])
+                .arg(&file),
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = check(
+        "[control]\nmetrics_listen = \"0.0.0.0:9542\"\n\
+         [[agent]]\nid = \"5001\"\nextension = \"5001\"\n\
+         [[supervisor]]\nid = \"s9\"\nteams = [\"t\"]\n",
+    );
+    for said in [
+        "cannot log in: agent 5001, supervisor s9",
+        "control.metrics_listen = 0.0.0.0:9542 exposes the metrics",
+    ] {
+        assert!(err.contains(said), "{said}: {err}");
+    }
+    let err = check(
+        "[security]\npasswordless_logins = true\n\
+         [[agent]]\nid = \"5001\"\nextension = \"5001\"\n",
+    );
+    assert!(
+        err.contains("passwordless_logins = true: agent 5001 log in with any password"),
         "{err}"
     );
     // A port that is taken is reported with its key.

@@ -136,3 +136,62 @@ own_capture_tests! {
     own_calls_3_untagged_jitter => "calls-3-untagged-jitter.pcap",
     own_agent_day_hold_consult_next => "agent-5001-hold-consult-next.pcap",
 }
+
+/// A capture whose last record is cut short (`cut`) or claims an impossible length (`bogus`):
+/// `flows` reports every packet before it, as tshark does, warns what is wrong and exits 2 (as
+/// tshark does on such a file).
+#[test]
+fn a_corrupt_last_record_keeps_the_table_of_what_was_read_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let intact = testdata("demo-vlan85-mobile-agent.pcap");
+    let bytes = std::fs::read(&intact).unwrap();
+    let record = |caplen: u32, have: usize| {
+        let mut r = Vec::new();
+        for v in [1_700_000_100u32, 0, caplen, caplen] {
+            r.extend_from_slice(&v.to_le_bytes());
+        }
+        r.extend(std::iter::repeat_n(0x55u8, have));
+        r
+    };
+    for (name, tail, says) in [
+        ("cut.pcap", record(100, 10), "truncated"),
+        (
+            "bogus.pcap",
+            record(0x7fff_ffff, 40),
+            "invalid packet capture length",
+        ),
+    ] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, [bytes.clone(), tail].concat()).unwrap();
+        let tshark = std::process::Command::new("tshark")
+            .arg("-r")
+            .arg(&file)
+            .args(["-q", "-z", "rtp,streams"])
+            .output()
+            .unwrap();
+        assert_eq!(tshark.status.code(), Some(2), "tshark on {name}");
+        let out = silentmon()
+            .args(["flows", "--json", "-r"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("warning") && err.contains("after 2415 packets") && err.contains(says),
+            "{name}: {err}"
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).expect("the table is printed");
+        let packets: u64 = doc["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["packets"].as_u64().unwrap())
+            .sum();
+        let reference: u64 = tshark_rtp_streams(&intact, true)
+            .iter()
+            .map(|t| t.packets)
+            .sum();
+        assert_eq!(packets, reference, "{name}: every packet before the damage");
+    }
+}

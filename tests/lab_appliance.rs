@@ -40,6 +40,7 @@ listen = "{ip}:42228"
 [security]
 certs_dir = "{certs}"
 audit_log = "{audit}"
+passwordless_logins = true
 {agents}
 [[supervisor]]
 id = "s1"

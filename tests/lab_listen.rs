@@ -108,6 +108,7 @@ listen = "{ip}:42228"
 [security]
 certs_dir = "{certs}"
 audit_log = "{audit}"
+passwordless_logins = true
 [[agent]]
 id = "{AGENT}"
 extension = "{AGENT}"

@@ -23,11 +23,11 @@ use silentmon::monitor::service::{self, MonitorServer};
 use silentmon::monitor::stats::MonitorStats;
 use silentmon::monitor::wire::Control;
 use silentmon::router::{Forward, Notice};
+use silentmon::security::audit::AuditEvent;
 use silentmon::security::pki::{create_ca, create_request, sign_request, Role};
 use silentmon::security::tls::{client_config, server_config};
 use silentmon::time::Timestamp;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 #[path = "common/counting_alloc.rs"]
 mod counting_alloc;
@@ -44,6 +44,8 @@ const PATIENCE: Duration = Duration::from_secs(60);
 struct Certs {
     server: Arc<rustls::ServerConfig>,
     client: Arc<rustls::ClientConfig>,
+    /// Another supervisor's desk.
+    other: Arc<rustls::ClientConfig>,
     no_cert: Arc<rustls::ClientConfig>,
 }
 
@@ -53,9 +55,12 @@ fn certs() -> Certs {
     let cert = sign_request(&req.cert, &ca, Role::Server, 30).unwrap();
     let endpoint = create_request("supervisor-desk").unwrap();
     let endpoint_cert = sign_request(&endpoint.cert, &ca, Role::Client, 30).unwrap();
+    let other = create_request("other-desk").unwrap();
+    let other_cert = sign_request(&other.cert, &ca, Role::Client, 30).unwrap();
     Certs {
         server: server_config(&ca.cert, &cert, &req.key, true).unwrap(),
         client: client_config(&ca.cert, Some((&endpoint_cert, &endpoint.key))).unwrap(),
+        other: client_config(&ca.cert, Some((&other_cert, &other.key))).unwrap(),
         no_cert: client_config(&ca.cert, None).unwrap(),
     }
 }
@@ -65,7 +70,8 @@ struct Harness {
     certs: Certs,
     registry: Arc<Registry>,
     stats: Arc<MonitorStats>,
-    ended: UnboundedReceiver<(u64, String)>,
+    ended: tokio::sync::mpsc::Receiver<(u64, String)>,
+    audited: Arc<std::sync::Mutex<Vec<AuditEvent>>>,
     publisher: Publisher,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
@@ -79,10 +85,11 @@ async fn start(
     let certs = certs();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let (control, ended) = server::handle();
+    let (control, ended) = server::handle(&server::ControlStats::default());
     let (fanout_tx, fanout_rx) = fanout::commands();
     let registry = Arc::new(Registry::new());
     let stats = Arc::new(MonitorStats::default());
+    let audited = Arc::new(std::sync::Mutex::new(Vec::new()));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(service::run(
         listener,
@@ -96,6 +103,10 @@ async fn start(
             queue_frames,
             tos: service::DEFAULT_TOS,
             stats: stats.clone(),
+            audit: {
+                let audited = audited.clone();
+                Arc::new(move |e: &AuditEvent, _| audited.lock().unwrap().push(e.clone()))
+            },
         },
         async {
             let _ = stop_rx.await;
@@ -108,6 +119,7 @@ async fn start(
         publisher: Publisher::new(fanout_rx, stats.clone()),
         stats,
         ended,
+        audited,
         stop: Some(stop_tx),
         server,
     }
@@ -215,7 +227,9 @@ fn expect_media(e: Event, monitor: u64, seq: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attached_endpoint_gets_frames_intact_and_in_order() {
     let mut h = start(Duration::from_secs(5), Duration::from_secs(15), 1024).await;
-    h.registry.grant(1, "key-1", "5001", "s1").unwrap();
+    h.registry
+        .grant(1, "key-1", "5001", ("s1", "supervisor-desk"))
+        .unwrap();
     let mut c = h.client().await;
     let a = c.attach("key-1").await.unwrap();
     assert_eq!((a.monitor, a.agent.as_str()), (1, "5001"));
@@ -277,7 +291,9 @@ async fn attached_endpoint_gets_frames_intact_and_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_unknown_and_used_keys_are_refused() {
     let h = start(Duration::from_secs(5), Duration::from_secs(15), 64).await;
-    h.registry.grant(7, "right-key", "5001", "s1").unwrap();
+    h.registry
+        .grant(7, "right-key", "5001", ("s1", "supervisor-desk"))
+        .unwrap();
     let mut c = h.client().await;
     match c.attach("wrong-key").await {
         Err(client::Error::Refused { reason, .. }) => assert_eq!(reason, "unknown session key"),
@@ -297,9 +313,49 @@ async fn wrong_unknown_and_used_keys_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_works_only_with_the_certificate_of_the_supervisor_it_was_granted_to() {
+    let h = start(Duration::from_secs(5), Duration::from_secs(15), 64).await;
+    h.registry
+        .grant(7, "desk-key", "5001", ("s1", "supervisor-desk"))
+        .unwrap();
+    // Another supervisor's certificate with this key: refused, audited, the grant kept.
+    let mut thief = MonitorClient::connect(&h.addr, Some((h.certs.other.clone(), "localhost")))
+        .await
+        .unwrap();
+    match thief.attach("desk-key").await {
+        Err(client::Error::Refused { reason, .. }) => {
+            assert_eq!(reason, "this session key was granted to another supervisor")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        h.audited.lock().unwrap()[..],
+        [AuditEvent::AttachRefused {
+            certificate: Some("other-desk".into()),
+            monitor: Some(7),
+            reason: "this session key was granted to another supervisor".into()
+        }]
+    );
+    // Guessing further keys on that connection ends it at the third refusal.
+    for key in ["guess-1", "guess-2"] {
+        let _ = thief.attach(key).await;
+    }
+    let closed = thief.attach("guess-3").await.expect_err("closed");
+    assert!(
+        matches!(closed, client::Error::Io { .. } | client::Error::Closed(_)),
+        "{closed:?}"
+    );
+    // The supervisor's own desk attaches with it.
+    let mut c = h.client().await;
+    assert_eq!(c.attach("desk-key").await.unwrap().monitor, 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_without_a_certificate_is_refused_at_the_handshake() {
     let h = start(Duration::from_secs(5), Duration::from_secs(15), 64).await;
-    h.registry.grant(1, "key-1", "5001", "s1").unwrap();
+    h.registry
+        .grant(1, "key-1", "5001", ("s1", "supervisor-desk"))
+        .unwrap();
     // TLS 1.3: the client finishes its side of the handshake before the server checks the
     // (missing) certificate, so the refusal shows on the first exchange at the latest.
     let refused =
@@ -315,7 +371,7 @@ async fn a_client_without_a_certificate_is_refused_at_the_handshake() {
         "{refused:?}"
     );
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while h.stats.tls_failures_total.load(Ordering::Relaxed) == 0 {
+    while h.stats.listen.tls_failures.load(Ordering::Relaxed) == 0 {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -328,8 +384,12 @@ async fn a_slow_endpoint_loses_frames_and_never_stalls_the_publisher_or_others()
     const BATCH: u32 = 200;
     const BATCHES: u32 = 400;
     let mut h = start(Duration::from_secs(5), Duration::from_secs(600), 256).await;
-    h.registry.grant(1, "slow", "5001", "s1").unwrap();
-    h.registry.grant(2, "fast", "5001", "s2").unwrap();
+    h.registry
+        .grant(1, "slow", "5001", ("s1", "supervisor-desk"))
+        .unwrap();
+    h.registry
+        .grant(2, "fast", "5001", ("s2", "supervisor-desk"))
+        .unwrap();
     let _slow = h.mute_endpoint("slow").await;
     let mut fast = h.client().await;
     fast.attach("fast").await.unwrap();
@@ -386,8 +446,12 @@ async fn a_slow_endpoint_loses_frames_and_never_stalls_the_publisher_or_others()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_endpoint_connection_ends_its_monitors() {
     let mut h = start(Duration::from_secs(5), Duration::from_secs(15), 64).await;
-    h.registry.grant(1, "k1", "5001", "s1").unwrap();
-    h.registry.grant(2, "k2", "5002", "s1").unwrap();
+    h.registry
+        .grant(1, "k1", "5001", ("s1", "supervisor-desk"))
+        .unwrap();
+    h.registry
+        .grant(2, "k2", "5002", ("s1", "supervisor-desk"))
+        .unwrap();
     let mut c = h.client().await;
     c.attach("k1").await.unwrap();
     c.attach("k2").await.unwrap();
@@ -407,8 +471,12 @@ async fn a_lost_endpoint_connection_ends_its_monitors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_sends_stopped_and_the_connection_stays() {
     let mut h = start(Duration::from_secs(5), Duration::from_secs(15), 64).await;
-    h.registry.grant(1, "k1", "5001", "s1").unwrap();
-    h.registry.grant(2, "k2", "5002", "s1").unwrap();
+    h.registry
+        .grant(1, "k1", "5001", ("s1", "supervisor-desk"))
+        .unwrap();
+    h.registry
+        .grant(2, "k2", "5002", ("s1", "supervisor-desk"))
+        .unwrap();
     let mut c = h.client().await;
     c.attach("k1").await.unwrap();
     c.attach("k2").await.unwrap();
@@ -426,7 +494,9 @@ async fn revoke_sends_stopped_and_the_connection_stays() {
     h.publisher.publish(&forward(2, 0, &packet(0)));
     h.publisher.flush();
     expect_media(event(&mut c).await, 2, 0);
-    h.registry.grant(3, "k3", "5003", "s1").unwrap();
+    h.registry
+        .grant(3, "k3", "5003", ("s1", "supervisor-desk"))
+        .unwrap();
     assert_eq!(c.attach("k3").await.unwrap().monitor, 3);
 
     // The endpoint detaches monitor 2 itself: Stopped, and the control plane is told.
@@ -447,10 +517,14 @@ async fn revoke_sends_stopped_and_the_connection_stays() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeat_silence_and_never_attached_end_monitors() {
     let mut h = start(Duration::from_millis(50), Duration::from_millis(500), 64).await;
-    h.registry.grant(1, "silent", "5001", "s1").unwrap();
+    h.registry
+        .grant(1, "silent", "5001", ("s1", "supervisor-desk"))
+        .unwrap();
     let _silent = h.mute_endpoint("silent").await;
     // An endpoint that heartbeats stays attached throughout.
-    h.registry.grant(3, "alive", "5003", "s1").unwrap();
+    h.registry
+        .grant(3, "alive", "5003", ("s1", "supervisor-desk"))
+        .unwrap();
     let mut alive = MonitorClient::connect_with_heartbeat(
         &h.addr,
         Some((h.certs.client.clone(), "localhost")),
@@ -459,7 +533,9 @@ async fn heartbeat_silence_and_never_attached_end_monitors() {
     .await
     .unwrap();
     alive.attach("alive").await.unwrap();
-    h.registry.grant(2, "never", "5002", "s1").unwrap();
+    h.registry
+        .grant(2, "never", "5002", ("s1", "supervisor-desk"))
+        .unwrap();
 
     let mut ended = vec![h.next_ended().await, h.next_ended().await];
     ended.sort();
@@ -477,7 +553,9 @@ async fn heartbeat_silence_and_never_attached_end_monitors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_the_service_and_its_monitors() {
     let mut h = start(Duration::from_secs(5), Duration::from_secs(15), 64).await;
-    h.registry.grant(1, "k1", "5001", "s1").unwrap();
+    h.registry
+        .grant(1, "k1", "5001", ("s1", "supervisor-desk"))
+        .unwrap();
     let mut c = h.client().await;
     c.attach("k1").await.unwrap();
     drop(h.stop.take());
@@ -548,7 +626,9 @@ async fn the_service_sends_its_segments_marked_dscp_ef() {
     assert_eq!(cap.get_datalink(), pcap::Linktype::ETHERNET);
     cap.filter(&format!("tcp src port {port}"), true).unwrap();
 
-    h.registry.grant(1, "key-1", "5001", "s1").unwrap();
+    h.registry
+        .grant(1, "key-1", "5001", ("s1", "supervisor-desk"))
+        .unwrap();
     let mut c = h.client().await;
     c.attach("key-1").await.unwrap();
     h.routed(1).await;

@@ -100,6 +100,7 @@ cfg="$work/silentmon.toml"
   echo "listen = \"127.0.0.1:42129\""
   echo "[security]"
   echo "insecure = true"
+  echo "passwordless_logins = true"
   echo "certs_dir = \"$work/certs\""
   echo "audit_log = \"$work/audit.jsonl\""
   for ((i = 0; i < calls; i++)); do

@@ -123,6 +123,8 @@ pub struct EngineMetrics {
     pub streams: AtomicU64,
     /// SIP calls in the call table now.
     pub calls: AtomicU64,
+    /// SIP calls evicted by the call table's cap (the oldest idle first).
+    pub calls_evicted: AtomicU64,
     /// Agent bindings now.
     pub bindings: AtomicU64,
     /// Active monitors now.
@@ -344,8 +346,14 @@ impl<O: MonitorOutput> Loop<O> {
         set(&m.agent_packets, r.agent_packets);
         set(&m.forwarded, r.forwarded);
         // The tables' sizes (the view lists a call or flow once per agent in it).
-        set(&m.streams, self.router.engine().flows().streams().count() as u64);
-        set(&m.calls, self.router.engine().calls().calls().count() as u64);
+        set(
+            &m.streams,
+            self.router.engine().flows().streams().count() as u64,
+        );
+        set(
+            &m.calls,
+            self.router.engine().calls().calls().count() as u64,
+        );
         set(&m.bindings, view.bindings.len() as u64);
         set(&m.monitors, self.router.monitor_count() as u64);
         set(&m.inputs, self.inputs.len() as u64);
@@ -389,7 +397,7 @@ mod tests {
     }
 
     fn wall() -> Timestamp {
-        crate::control::server::wall_now()
+        crate::clock::wall_now()
     }
 
     #[test]

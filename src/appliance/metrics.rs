@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use super::engine_loop::EngineMetrics;
 use crate::capture::pipeline::PipelineStats;
 use crate::control::server::ControlStats;
+use crate::monitor::stats::MonitorStats;
 
 /// Writes further exposition lines (another service's counters).
 pub type ExtraLines = Arc<dyn Fn(&mut String) + Send + Sync>;
@@ -158,6 +159,12 @@ pub fn render(s: &Sources) -> String {
             load(&e.calls),
         ),
         (
+            "silentmon_sip_calls_evicted_total",
+            "counter",
+            "SIP calls evicted by the call table's cap (the oldest idle first).",
+            load(&e.calls_evicted),
+        ),
+        (
             "silentmon_bindings",
             "gauge",
             "Agent media bindings.",
@@ -195,21 +202,58 @@ pub fn render(s: &Sources) -> String {
             load(&c.sessions[i])
         );
     }
+    let l = &c.listen;
     for (name, help, v) in [
         (
             "silentmon_control_connections_total",
             "Control-plane connections accepted.",
-            load(&c.accepted),
+            load(&l.accepted),
         ),
         (
             "silentmon_control_tls_failures_total",
-            "Control-plane TLS handshakes that failed.",
-            load(&c.tls_failures),
+            "Control-plane TLS handshakes that failed or timed out.",
+            load(&l.tls_failures),
+        ),
+        (
+            "silentmon_control_handshakes_refused_total",
+            "Control-plane connections closed at once: too many TLS handshakes in progress \
+             (from their address, or in all).",
+            load(&l.handshakes_refused),
         ),
         (
             "silentmon_control_protocol_errors_total",
             "Control-plane connections closed for protocol errors.",
             load(&c.protocol_errors),
+        ),
+        (
+            "silentmon_control_logins_failed_total",
+            "Logins refused (wrong password, unknown account, throttled, locked out...).",
+            load(&c.logins_failed),
+        ),
+        (
+            "silentmon_control_logins_throttled_total",
+            "Logins refused by the throttle without a password check.",
+            load(&c.logins_throttled),
+        ),
+        (
+            "silentmon_control_login_timeouts_total",
+            "Connections closed for not logging in within control.login_timeout_ms.",
+            load(&c.login_timeouts),
+        ),
+        (
+            "silentmon_control_unauthenticated_closed_total",
+            "Connections closed by the caps on connections without a login.",
+            load(&c.unauthenticated_closed),
+        ),
+        (
+            "silentmon_control_requests_refused_total",
+            "Control-plane requests refused (bad fields, rights, mode).",
+            load(&c.requests_refused),
+        ),
+        (
+            "silentmon_control_endings_lost_total",
+            "Monitor endings lost to a full queue towards the control plane.",
+            load(&c.endings_lost),
         ),
     ] {
         sample(&mut out, name, "counter", help, v);
@@ -218,6 +262,90 @@ pub fn render(s: &Sources) -> String {
         f(&mut out);
     }
     out
+}
+
+/// The monitor service's counters as exposition lines.
+pub fn monitor_lines(stats: Arc<MonitorStats>) -> ExtraLines {
+    Arc::new(move |out: &mut String| {
+        let get = MonitorStats::get;
+        let l = &stats.listen;
+        for (name, kind, help, v) in [
+            (
+                "silentmon_monitor_frames_forwarded_total",
+                "counter",
+                "Media frames queued towards supervisor endpoints.",
+                get(&stats.forwarded_total),
+            ),
+            (
+                "silentmon_monitor_frames_dropped_total",
+                "counter",
+                "Media frames slow endpoints lost (oldest first).",
+                get(&stats.dropped_total),
+            ),
+            (
+                "silentmon_monitor_control_dropped_total",
+                "counter",
+                "Control frames slow endpoints lost.",
+                get(&stats.control_dropped_total),
+            ),
+            (
+                "silentmon_monitor_unrouted_total",
+                "counter",
+                "Packets for monitors no endpoint is attached to.",
+                get(&stats.unrouted_total),
+            ),
+            (
+                "silentmon_monitor_connections_total",
+                "counter",
+                "Endpoint connections accepted.",
+                get(&l.accepted),
+            ),
+            (
+                "silentmon_monitor_tls_failures_total",
+                "counter",
+                "Endpoint TLS handshakes that failed or timed out.",
+                get(&l.tls_failures),
+            ),
+            (
+                "silentmon_monitor_handshakes_refused_total",
+                "counter",
+                "Endpoint connections closed at once: too many TLS handshakes in progress.",
+                get(&l.handshakes_refused),
+            ),
+            (
+                "silentmon_monitor_attach_refused_total",
+                "counter",
+                "Attach requests refused (unknown or used key, another supervisor's key).",
+                get(&stats.attach_refused_total),
+            ),
+            (
+                "silentmon_monitor_protocol_errors_total",
+                "counter",
+                "Bad frames from endpoints.",
+                get(&stats.protocol_errors_total),
+            ),
+            (
+                "silentmon_monitor_endpoints",
+                "gauge",
+                "Endpoint connections open.",
+                get(&stats.endpoints),
+            ),
+            (
+                "silentmon_monitor_attached",
+                "gauge",
+                "Monitors attached to an endpoint.",
+                get(&stats.attached),
+            ),
+        ] {
+            sample(out, name, kind, help, v);
+        }
+        stats.write_delay.write_exposition(
+            out,
+            "silentmon_monitor_write_delay_seconds",
+            "Media frames by the time from capture to the end of the socket write that sent \
+             them to the endpoint (each frame counted at its write's oldest frame).",
+        );
+    })
 }
 
 fn escape(label: &str) -> String {

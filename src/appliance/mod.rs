@@ -7,6 +7,8 @@
 //! network task (commands come over a channel it polls between batches, snapshots go out over a
 //! `watch` it overwrites); counters are atomics readers copy, never locks on the packet path.
 
+pub mod actions;
+pub mod assembly;
 pub mod audit;
 pub mod engine_loop;
 pub mod metrics;

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use super::{Error, Frame, PacketSource, PcapFile};
 use crate::packet::LinkType;
@@ -51,13 +51,6 @@ pub struct Replay {
     /// The frame read but not handed up yet: its stamp, wire length and when it is due.
     pending: Option<(Timestamp, u32, Instant)>,
     buf: Vec<u8>,
-}
-
-fn wall_now() -> Timestamp {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp::from_nanos(d.as_nanos() as i64)
 }
 
 impl Replay {
@@ -133,7 +126,9 @@ impl Replay {
                 }
             };
             let (wall0, first, stamp0) =
-                *self.started.get_or_insert((Instant::now(), ts, wall_now()));
+                *self
+                    .started
+                    .get_or_insert((Instant::now(), ts, crate::clock::wall_now()));
             let offset = Span::from_nanos((ts - first).as_nanos() + self.pass_offset.as_nanos());
             self.last_capture = ts;
             let speed = self.options.speed;

@@ -20,6 +20,7 @@ use clap::Args;
 
 use super::extract::{extract, Selection, WavLayout};
 use super::offline::{analyse, Input};
+use crate::appliance::assembly::{Appliance, Tls};
 use crate::capture::replay::ReplayOptions;
 use crate::capture::{PacketSource, PcapFile};
 use crate::config::supervisor::SupervisorSettings;
@@ -77,7 +78,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
 
 fn offline(args: &DemoArgs, capture: &Path) -> Result<ExitCode> {
     let input = Input::new(capture, None, None)?;
-    let analysis = analyse(&input, EngineConfig::default())?;
+    let analysis = analyse(&input, EngineConfig::default())?.complete()?;
     let report = Report::new(&analysis.engine, analysis.first_ts.unwrap_or_default());
     let mut out = io::stdout().lock();
     writeln!(
@@ -154,6 +155,11 @@ fn live(args: &DemoArgs, capture: &Path) -> Result<ExitCode> {
     let length = capture_length(capture)?;
     let (control, monitor, metrics, local) =
         (free_port()?, free_port()?, free_port()?, free_port()?);
+    // The demo supervisor logs in with a password made for this run, as in production.
+    let password = crate::control::plane::random_key();
+    let password_file = args.out.join("supervisor.password");
+    write_private(&password_file, &format!("{password}\n"))?;
+    let password_hash = crate::security::password::hash(&password)?;
     let config = format!(
         r#"
 [control]
@@ -173,14 +179,17 @@ warn_if_silent_monitored = true
 [[supervisor]]
 id = "demo"
 teams = ["demo"]
+password_hash = "{password_hash}"
+certificate = "demo-supervisor"
 "#,
         certs = certs.display(),
         audit = args.out.join("audit.jsonl").display(),
     );
     let settings = Settings::parse(&config, Path::new("(demo configuration)"))?;
-    let tls = super::server::Tls::load(&certs)?;
+    let tls = Tls::load(&certs)?;
     let supervisor = SupervisorSettings {
         user: "demo".into(),
+        password_file: Some(password_file),
         servers: vec![format!("127.0.0.1:{control}")],
         ca: certs.join("ca.pem"),
         cert: Some(certs.join("supervisor.pem")),
@@ -208,23 +217,7 @@ teams = ["demo"]
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
-        let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let server = tokio::spawn(super::server::serve(
-            settings,
-            Some(tls),
-            Some(replay),
-            Some(ready_tx),
-            async {
-                let _ = server_stopped.await;
-            },
-        ));
-        if ready_rx.await.is_err() {
-            return match server.await {
-                Ok(Err(e)) => Err(e),
-                _ => Err(anyhow::anyhow!("the appliance did not start")),
-            };
-        }
+        let appliance = Appliance::start(settings, Some(tls), Some(replay)).await?;
         let (stop_endpoint, endpoint_stopped) = tokio::sync::oneshot::channel::<()>();
         // The endpoint runs in this task, beside the demo's own steps.
         let endpoint = super::supervisor::run_endpoint(supervisor, async {
@@ -275,8 +268,7 @@ teams = ["demo"]
         let (report, steps) = tokio::join!(endpoint, steps);
         let report = report?;
         steps?;
-        let _ = stop_server.send(());
-        server.await.context("the appliance task")??;
+        appliance.shutdown().await;
         println!("supervisor: {}", super::supervisor::summary(&report));
         let wavs = recordings(&args.out);
         if wavs.is_empty() {
@@ -288,6 +280,20 @@ teams = ["demo"]
         println!("audit trail: {}", args.out.join("audit.jsonl").display());
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Writes `text` to `path`, readable by its owner only.
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Polls the endpoint's local control until it monitors; returns its status.

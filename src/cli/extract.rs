@@ -140,7 +140,7 @@ pub(crate) fn run(args: ExtractArgs) -> Result<ExitCode> {
         WavLayout::Mono
     };
     let input = Input::new(&args.read, args.filter.as_deref(), None)?;
-    let analysis = analyse(&input, EngineConfig::default())?;
+    let analysis = analyse(&input, EngineConfig::default())?.complete()?;
     let summary = extract(&input, &analysis, &selection, layout, &args.output)?;
     eprintln!("{}: {summary}", args.output.display());
     Ok(ExitCode::SUCCESS)

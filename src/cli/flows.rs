@@ -55,5 +55,12 @@ pub(crate) fn run(args: FlowsArgs) -> Result<ExitCode> {
         report.write_text(&mut out)?;
     }
     out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    match analysis.stopped {
+        // As tshark does: what was read is reported, the damage said, the exit status 2.
+        Some(e) => {
+            eprintln!("silentmon flows: warning: {e}; the table shows the packets read before it");
+            Ok(ExitCode::from(2))
+        }
+        None => Ok(ExitCode::SUCCESS),
+    }
 }

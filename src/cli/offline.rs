@@ -56,9 +56,22 @@ pub(crate) struct Analysis {
     pub(crate) engine: Engine,
     /// Capture time of the first frame (report times are relative to it, like tshark's).
     pub(crate) first_ts: Option<Timestamp>,
+    /// Reading stopped early (a corrupt or cut record): the packets before it were analysed.
+    pub(crate) stopped: Option<capture::Error>,
 }
 
-/// Runs the whole file through a new engine.
+impl Analysis {
+    /// The analysis, or the read error when the file could not be read to its end.
+    pub(crate) fn complete(self) -> Result<Analysis> {
+        match self.stopped {
+            Some(e) => Err(e.into()),
+            None => Ok(self),
+        }
+    }
+}
+
+/// Runs the whole file through a new engine; a read error part-way ends the pass and is kept
+/// in [`Analysis::stopped`] with what was read before it.
 pub(crate) fn analyse(input: &Input, config: EngineConfig) -> Result<Analysis> {
     let mut source = input.open()?;
     let link = source.link_type();
@@ -66,7 +79,16 @@ pub(crate) fn analyse(input: &Input, config: EngineConfig) -> Result<Analysis> {
     let progress = progress_bar(&input.path);
     let mut first_ts = None;
     let mut n: u64 = 0;
-    while let Some(frame) = source.next_frame()? {
+    let mut stopped = None;
+    loop {
+        let frame = match source.next_frame() {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                stopped = Some(e);
+                break;
+            }
+        };
         first_ts.get_or_insert(frame.ts);
         engine.handle_frame(frame.ts, link, frame.data);
         n += 1;
@@ -80,7 +102,11 @@ pub(crate) fn analyse(input: &Input, config: EngineConfig) -> Result<Analysis> {
         p.finish_and_clear();
     }
     tracing::info!(frames = n, file = %input.path.display(), "capture analysed");
-    Ok(Analysis { engine, first_ts })
+    Ok(Analysis {
+        engine,
+        first_ts,
+        stopped,
+    })
 }
 
 /// A byte-based progress bar when stderr is a terminal and the file is large.

@@ -111,6 +111,9 @@ struct RawControl {
     max_monitor_mode_connections: u32,
     monitor_mode_password_hash: Option<String>,
     metrics_listen: String,
+    login_timeout_ms: u64,
+    max_unauthenticated_per_address: u32,
+    max_unauthenticated: u32,
 }
 
 impl Default for RawControl {
@@ -124,6 +127,9 @@ impl Default for RawControl {
             max_monitor_mode_connections: 7,
             monitor_mode_password_hash: None,
             metrics_listen: "127.0.0.1:9542".into(),
+            login_timeout_ms: 5_000,
+            max_unauthenticated_per_address: 8,
+            max_unauthenticated: 256,
         }
     }
 }
@@ -176,6 +182,7 @@ struct RawSecurity {
     certs_dir: PathBuf,
     insecure: bool,
     audit_log: PathBuf,
+    passwordless_logins: bool,
 }
 
 impl Default for RawSecurity {
@@ -184,6 +191,7 @@ impl Default for RawSecurity {
             certs_dir: "/etc/silentmon/certs".into(),
             insecure: false,
             audit_log: "/var/lib/silentmon/audit.jsonl".into(),
+            passwordless_logins: false,
         }
     }
 }
@@ -212,6 +220,8 @@ struct RawSupervisor {
     teams: Vec<String>,
     #[serde(default)]
     password_hash: Option<String>,
+    #[serde(default)]
+    certificate: Option<String>,
 }
 
 /// Capture settings.
@@ -244,6 +254,12 @@ pub struct ControlSettings {
     pub monitor_mode_password_hash: Option<String>,
     /// Metrics HTTP listen address.
     pub metrics_listen: SocketAddr,
+    /// A connection must log in within this time.
+    pub login_timeout: Duration,
+    /// Most connections without a login from one address.
+    pub max_unauthenticated_per_address: usize,
+    /// Most connections without a login in all.
+    pub max_unauthenticated: usize,
 }
 
 /// Monitor-service settings.
@@ -283,6 +299,9 @@ pub struct Supervisor {
     pub teams: Vec<String>,
     /// Password hash.
     pub password_hash: Option<String>,
+    /// The name the supervisor's client certificate carries (default: the id): a monitor
+    /// granted to the supervisor attaches only from a connection presenting it.
+    pub certificate: String,
 }
 
 /// Agent settings beyond bindings.
@@ -315,6 +334,9 @@ pub struct Settings {
     pub insecure: bool,
     /// Audit log (JSON lines).
     pub audit_log: PathBuf,
+    /// Accounts without a `password_hash` log in with any password (labs only); otherwise
+    /// they cannot log in.
+    pub passwordless_logins: bool,
     /// Agents.
     pub agents: Vec<AgentSettings>,
     /// Supervisors.
@@ -405,6 +427,22 @@ impl Settings {
                 format!("{} is not within 64..=262144", raw.capture.snaplen),
             ));
         }
+        if !(100..=60_000).contains(&raw.control.login_timeout_ms) {
+            return Err(invalid(
+                "control.login_timeout_ms",
+                format!("{} is not within 100..=60000", raw.control.login_timeout_ms),
+            ));
+        }
+        if raw.control.max_unauthenticated_per_address == 0
+            || raw.control.max_unauthenticated < raw.control.max_unauthenticated_per_address
+        {
+            return Err(invalid(
+                "control.max_unauthenticated",
+                "must be at least control.max_unauthenticated_per_address, which must be at \
+                 least 1"
+                    .into(),
+            ));
+        }
         if raw.control.monitor_mode_disable_threshold == 0 {
             return Err(invalid(
                 "control.monitor_mode_disable_threshold",
@@ -486,6 +524,10 @@ impl Settings {
                 },
                 monitor_mode_password_hash: raw.control.monitor_mode_password_hash,
                 metrics_listen: addr("control.metrics_listen", &raw.control.metrics_listen)?,
+                login_timeout: Duration::from_millis(raw.control.login_timeout_ms),
+                max_unauthenticated_per_address: raw.control.max_unauthenticated_per_address
+                    as usize,
+                max_unauthenticated: raw.control.max_unauthenticated as usize,
             },
             monitor: MonitorSettings {
                 listen: addr("monitor.listen", &raw.monitor.listen)?,
@@ -503,11 +545,13 @@ impl Settings {
             certs_dir: beside(&raw.security.certs_dir),
             insecure: raw.security.insecure,
             audit_log: beside(&raw.security.audit_log),
+            passwordless_logins: raw.security.passwordless_logins,
             agents,
             supervisors: raw
                 .supervisors
                 .into_iter()
                 .map(|s| Supervisor {
+                    certificate: s.certificate.unwrap_or_else(|| s.id.clone()),
                     id: s.id,
                     teams: s.teams,
                     password_hash: s.password_hash,

@@ -1,8 +1,12 @@
-//! The control plane (CTI object server, TCP 42028): the frame codec ([`frame`]) and the session
-//! logic ([`session`]), both sans-IO; the tokio/TLS shells: [`server`] (42028) and [`client`].
+//! The control plane (CTI object server, TCP 42028). Sans-IO: the frame codec ([`frame`]), the
+//! typed requests ([`request`]), the session logic ([`plane`], with [`login`], [`monitoring`]
+//! and [`lists`]). Shells: [`server`] (tokio/TLS, 42028) and [`client`].
 
 pub mod client;
-pub mod request;
 pub mod frame;
+mod lists;
+pub mod login;
+pub mod monitoring;
+pub mod plane;
+pub mod request;
 pub mod server;
-pub mod session;

@@ -1,40 +1,44 @@
-//! The control plane's I/O shell (TCP 42028): a tokio accept loop, TLS 1.3 through
-//! tokio-rustls (plaintext only when the operator said `--insecure`), one task per connection
-//! that only moves frames, and one actor task that owns the sans-IO [`ControlPlane`], feeds it
-//! frames, connections and `now`, and carries out what it returns (frames to send, sessions to
-//! close, [`Action`]s for the engine and the audit log). No protocol decision is made here.
+//! The control plane's I/O shell (TCP 42028): connections accepted through [`net::listen`]
+//! (connection and handshake caps, TLS 1.3 within a timeout, AF31 marking; plaintext only with
+//! `--insecure`), one task per connection that only moves frames, one actor task that owns the
+//! sans-IO [`ControlPlane`], feeds it connections, frames, verification results and `now`, and
+//! carries out what it returns (frames to send, sessions to close, [`Action`]s for the engine
+//! and the audit trail), and a small pool that verifies passwords off the actor (argon2 is
+//! slow on purpose). No protocol decision is made here.
 //!
-//! Limits are values: a semaphore caps connections, frames are capped by the codec, a bad
-//! frame ends its connection (with a `ProtocolError` frame saying why), never the server. `run`
-//! ends when its shutdown future resolves.
+//! Queues and their full case: the connections' input to the actor is bounded (4096; a
+//! connection task waits, which slows only that client); each session's outbox is bounded
+//! ([`OUTBOX_FRAMES`]; a client that does not read its replies is dropped, never waited for);
+//! the ended-monitor channel from other shells is bounded ([`ENDED_QUEUE`]; full: the ending
+//! is counted as lost and logged, the sender never blocks); password checks run at most
+//! [`VERIFY_THREADS`] at a time and at most `max_verifying` are in flight (the core refuses
+//! more). A bad frame ends its connection (with a `ProtocolError` frame saying why), never
+//! the server. `run` ends when its shutdown future resolves.
+//!
+//! [`net::listen`]: crate::net::listen
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::frame::{self, Frame, DEFAULT_MAX_BODY};
-use super::session::{Action, ControlPlane, SessionId};
+use super::plane::{Action, ControlPlane, PlaneCounters, SessionId, Verification};
+use crate::clock::wall_now;
+use crate::net::listen::{Accepted, Limits, ListenStats, Listener};
 use crate::router::View;
-use crate::time::Timestamp;
 
-/// Most simultaneous control-plane connections.
-pub const MAX_CONNECTIONS: usize = 1024;
 /// Frames queued towards one slow client before it is dropped.
-const OUTBOX_FRAMES: usize = 1024;
-
-/// The wall clock as a [`Timestamp`] (the shell reads the clock; the core never does).
-pub fn wall_now() -> Timestamp {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp::from_nanos(d.as_nanos() as i64)
-}
+pub const OUTBOX_FRAMES: usize = 1024;
+/// Monitor endings other shells may queue for the actor.
+pub const ENDED_QUEUE: usize = 4096;
+/// Password checks run at once.
+pub const VERIFY_THREADS: usize = 2;
 
 /// What connection tasks tell the actor.
 enum Input {
@@ -47,16 +51,25 @@ enum Input {
     Closed(SessionId),
 }
 
-/// Handle for other shells (the monitor service) to reach the control plane.
+/// Handle for other shells (the monitor service, the engine thread) to reach the control plane.
 #[derive(Clone)]
 pub struct ControlHandle {
-    ended: mpsc::UnboundedSender<(u64, String)>,
+    ended: mpsc::Sender<(u64, String)>,
+    lost: Arc<AtomicU64>,
 }
 
 impl ControlHandle {
-    /// Tells the control plane that monitor `id` ended outside it (its endpoint went away).
+    /// Tells the control plane that monitor `id` ended outside it (its endpoint went away, a
+    /// non-ACD call). Never blocks: with the queue full the ending is counted and logged.
     pub fn end_monitor(&self, id: u64, reason: &str) {
-        let _ = self.ended.send((id, reason.to_owned()));
+        if self.ended.try_send((id, reason.to_owned())).is_err() {
+            self.lost.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                monitor = id,
+                reason,
+                "control plane not taking monitor endings"
+            );
+        }
     }
 }
 
@@ -64,13 +77,34 @@ impl ControlHandle {
 #[derive(Debug, Default)]
 pub struct ControlStats {
     /// Sessions now, by mode: none, agent, supervisor, monitor.
-    pub sessions: [std::sync::atomic::AtomicU64; 4],
-    /// Connections accepted.
-    pub accepted: std::sync::atomic::AtomicU64,
-    /// TLS handshakes that failed.
-    pub tls_failures: std::sync::atomic::AtomicU64,
+    pub sessions: [AtomicU64; 4],
+    /// The listener's counters (accepted, TLS failures, handshakes refused).
+    pub listen: Arc<ListenStats>,
     /// Connections closed for protocol errors.
-    pub protocol_errors: std::sync::atomic::AtomicU64,
+    pub protocol_errors: AtomicU64,
+    /// Logins refused.
+    pub logins_failed: AtomicU64,
+    /// Logins refused by the throttle.
+    pub logins_throttled: AtomicU64,
+    /// Connections closed for not logging in in time.
+    pub login_timeouts: AtomicU64,
+    /// Connections closed by the caps on connections without a login.
+    pub unauthenticated_closed: AtomicU64,
+    /// Requests refused.
+    pub requests_refused: AtomicU64,
+    /// Monitor endings lost to a full queue.
+    pub endings_lost: Arc<AtomicU64>,
+}
+
+impl ControlStats {
+    fn copy(&self, c: &PlaneCounters) {
+        let set = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+        set(&self.logins_failed, c.logins_failed);
+        set(&self.logins_throttled, c.logins_throttled);
+        set(&self.login_timeouts, c.login_timeouts);
+        set(&self.unauthenticated_closed, c.unauthenticated_closed);
+        set(&self.requests_refused, c.requests_refused);
+    }
 }
 
 /// Carries out a control-plane action; gets the asking session's peer address when known.
@@ -90,19 +124,28 @@ pub struct ControlServer {
     pub stats: Arc<ControlStats>,
     /// TOS byte for signalling sockets (0x68 = AF31).
     pub tos: u8,
+    /// Connection and handshake caps.
+    pub limits: Limits,
 }
 
-/// Creates the handle other shells use and the receiver `run` consumes.
-pub fn handle() -> (ControlHandle, mpsc::UnboundedReceiver<(u64, String)>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    (ControlHandle { ended: tx }, rx)
+/// Creates the handle other shells use and the receiver `run` consumes; endings lost to a
+/// full queue are counted in `stats`.
+pub fn handle(stats: &ControlStats) -> (ControlHandle, mpsc::Receiver<(u64, String)>) {
+    let (tx, rx) = mpsc::channel(ENDED_QUEUE);
+    (
+        ControlHandle {
+            ended: tx,
+            lost: stats.endings_lost.clone(),
+        },
+        rx,
+    )
 }
 
 /// Serves the control plane on `listener` until `shutdown` resolves.
 pub async fn run(
-    listener: TcpListener,
+    listener: tokio::net::TcpListener,
     server: ControlServer,
-    ended: mpsc::UnboundedReceiver<(u64, String)>,
+    ended: mpsc::Receiver<(u64, String)>,
     shutdown: impl Future<Output = ()>,
 ) {
     let ControlServer {
@@ -112,121 +155,36 @@ pub async fn run(
         actions,
         stats,
         tos,
+        limits,
     } = server;
     let (input_tx, input_rx) = mpsc::channel::<Input>(4096);
     let actor = tokio::spawn(actor(plane, input_rx, view, ended, actions, stats.clone()));
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    // The listener's mark goes on the SYN-ACK.
-    if let Err(e) = mark_tos(&listener, tos) {
-        tracing::debug!(error = %e, "control plane: cannot set the listener's TOS");
-    }
-    tokio::pin!(shutdown);
-    while let Some((permit, sock, peer)) =
-        accept_capped(&listener, &limit, &mut shutdown, "control plane").await
-    {
-        stats
-            .accepted
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        set_tos(&sock, tos);
-        let input = input_tx.clone();
-        let acceptor = acceptor.clone();
-        let stats = stats.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            match acceptor {
-                Some(a) => {
-                    match tokio::time::timeout(Duration::from_secs(10), a.accept(sock)).await {
-                        Ok(Ok(tls)) => connection(tls, peer, input, stats).await,
-                        Ok(Err(e)) => {
-                            stats
-                                .tls_failures
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            tracing::info!(%peer, error = %e, "control plane: TLS handshake refused");
-                        }
-                        Err(_) => {
-                            stats
-                                .tls_failures
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            tracing::info!(%peer, "control plane: TLS handshake timed out");
-                        }
-                    }
-                }
-                None => connection(sock, peer, input, stats).await,
-            }
-        });
-    }
-    drop(input_tx);
+    let listener = Listener::new(
+        listener,
+        tls,
+        tos,
+        limits,
+        "control plane",
+        stats.listen.clone(),
+    );
+    listener
+        .run(shutdown, move |a: Accepted| {
+            connection(a, input_tx.clone(), stats.clone())
+        })
+        .await;
     actor.abort();
 }
 
-/// The next connection under the cap, for the TLS servers' accept loops: waits for a free slot
-/// of `limit`, then accepts (an accept error is logged and retried after 50 ms); None once
-/// `shutdown` resolves. The permit is held for the connection's lifetime.
-pub async fn accept_capped<F: Future<Output = ()>>(
-    listener: &TcpListener,
-    limit: &Arc<Semaphore>,
-    shutdown: &mut std::pin::Pin<&mut F>,
-    what: &str,
-) -> Option<(tokio::sync::OwnedSemaphorePermit, TcpStream, SocketAddr)> {
-    let permit = tokio::select! {
-        _ = shutdown.as_mut() => return None,
-        p = limit.clone().acquire_owned() => p.expect("semaphore never closes"),
-    };
-    loop {
-        tokio::select! {
-            _ = shutdown.as_mut() => return None,
-            r = listener.accept() => match r {
-                Ok((sock, peer)) => return Some((permit, sock, peer)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "{what}: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-        }
-    }
-}
-
-/// Sets TCP_NODELAY and marks a connection's TOS byte (best effort: a failure is logged, the
-/// connection goes on).
-pub fn set_tos(sock: &TcpStream, tos: u8) {
-    let _ = socket2::SockRef::from(sock).set_tcp_nodelay(true);
-    if let Err(e) = mark_tos(sock, tos) {
-        tracing::debug!(error = %e, "cannot set TOS");
-    }
-}
-
-/// Marks a socket's packets with `tos`: the IPv4 TOS byte, or on an IPv6 socket the traffic
-/// class (and the TOS byte for IPv4-mapped peers). On a listener, Linux sends the SYN-ACK with it
-/// and accepted sockets inherit it.
-pub fn mark_tos(sock: &impl std::os::fd::AsFd, tos: u8) -> std::io::Result<()> {
-    let s = socket2::SockRef::from(sock);
-    match s.local_addr()?.as_socket() {
-        Some(SocketAddr::V6(_)) => {
-            let _ = s.set_tos_v4(tos as u32);
-            s.set_tclass_v6(tos as u32)
-        }
-        _ => s.set_tos_v4(tos as u32),
-    }
-}
-
-async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: S,
-    peer: SocketAddr,
-    input: mpsc::Sender<Input>,
-    stats: Arc<ControlStats>,
-) {
+async fn connection(a: Accepted, input: mpsc::Sender<Input>, stats: Arc<ControlStats>) {
+    let Accepted { stream, peer, .. } = a;
     let (out_tx, mut out_rx) = mpsc::channel::<Frame>(OUTBOX_FRAMES);
     let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
-    if input
-        .send(Input::Connected {
-            peer,
-            outbox: out_tx,
-            reply: reply_tx,
-        })
-        .await
-        .is_err()
-    {
+    let connected = Input::Connected {
+        peer,
+        outbox: out_tx,
+        reply: reply_tx,
+    };
+    if input.send(connected).await.is_err() {
         return;
     }
     let Ok(sid) = reply_rx.await else { return };
@@ -250,27 +208,18 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             n = rd.read(&mut chunk) => {
                 let n = match n { Ok(0) | Err(_) => break, Ok(n) => n };
                 buf.extend_from_slice(&chunk[..n]);
-                let mut bad = None;
-                loop {
-                    match frame::parse(&buf, DEFAULT_MAX_BODY) {
-                        Ok((f, len)) => {
-                            buf.drain(..len);
-                            if input.send(Input::Frame(sid, f)).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(frame::Error::Incomplete) => break,
-                        Err(e) => { bad = Some(e); break; }
+                match frames(&mut buf, sid, &input).await {
+                    Ok(()) => {}
+                    Err(None) => return,
+                    Err(Some(e)) => {
+                        stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(%peer, error = %e, "control plane: closing connection");
+                        wbuf.clear();
+                        Frame::new("ProtocolError").with("reason", e.to_string()).encode(&mut wbuf);
+                        let _ = wr.write_all(&wbuf).await;
+                        let _ = wr.flush().await;
+                        break;
                     }
-                }
-                if let Some(e) = bad {
-                    stats.protocol_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::info!(%peer, error = %e, "control plane: closing connection");
-                    wbuf.clear();
-                    Frame::new("ProtocolError").with("reason", e.to_string()).encode(&mut wbuf);
-                    let _ = wr.write_all(&wbuf).await;
-                    let _ = wr.flush().await;
-                    break;
                 }
             }
         }
@@ -279,15 +228,52 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     let _ = input.send(Input::Closed(sid)).await;
 }
 
+/// Passes every whole frame at the start of `buf` to the actor and drops it from `buf`.
+/// `Err(Some(e))`: a framing error ends the connection; `Err(None)`: the actor is gone.
+async fn frames(
+    buf: &mut Vec<u8>,
+    sid: SessionId,
+    input: &mpsc::Sender<Input>,
+) -> Result<(), Option<frame::Error>> {
+    loop {
+        match frame::parse(buf, DEFAULT_MAX_BODY) {
+            Ok((f, len)) => {
+                buf.drain(..len);
+                input.send(Input::Frame(sid, f)).await.map_err(|_| None)?;
+            }
+            Err(frame::Error::Incomplete) => return Ok(()),
+            Err(e) => return Err(Some(e)),
+        }
+    }
+}
+
+/// The actor's state besides the plane: where each session's frames go, and the password
+/// pool.
+struct Shell {
+    outboxes: HashMap<SessionId, (mpsc::Sender<Frame>, SocketAddr)>,
+    verify_slots: Arc<Semaphore>,
+    verified_tx: mpsc::Sender<(u64, bool)>,
+    on_action: ActionSink,
+    stats: Arc<ControlStats>,
+}
+
 async fn actor(
     mut plane: ControlPlane,
     mut input: mpsc::Receiver<Input>,
     mut view: watch::Receiver<Arc<View>>,
-    mut ended: mpsc::UnboundedReceiver<(u64, String)>,
-    mut on_action: ActionSink,
+    mut ended: mpsc::Receiver<(u64, String)>,
+    on_action: ActionSink,
     stats: Arc<ControlStats>,
 ) {
-    let mut outboxes: HashMap<SessionId, (mpsc::Sender<Frame>, SocketAddr)> = HashMap::new();
+    // As many answers fit as checks may be in flight; the pool's senders never wait long.
+    let (verified_tx, mut verified_rx) = mpsc::channel(1024);
+    let mut shell = Shell {
+        outboxes: HashMap::new(),
+        verify_slots: Arc::new(Semaphore::new(VERIFY_THREADS)),
+        verified_tx,
+        on_action,
+        stats,
+    };
     loop {
         let now = wall_now();
         let sleep = plane
@@ -298,19 +284,7 @@ async fn actor(
         tokio::select! {
             i = input.recv() => {
                 let Some(i) = i else { return };
-                let now = wall_now();
-                match i {
-                    Input::Connected { peer, outbox, reply } => {
-                        let sid = plane.connect(now);
-                        outboxes.insert(sid, (outbox, peer));
-                        let _ = reply.send(sid);
-                    }
-                    Input::Frame(sid, f) => plane.handle_frame(now, sid, &f),
-                    Input::Closed(sid) => {
-                        plane.disconnect(now, sid);
-                        outboxes.remove(&sid);
-                    }
-                }
+                shell.input(&mut plane, i);
             }
             changed = view.changed() => {
                 if changed.is_ok() {
@@ -318,55 +292,86 @@ async fn actor(
                     plane.set_view(v);
                 }
             }
-            e = ended.recv() => {
-                if let Some((id, reason)) = e {
-                    plane.end_monitor(wall_now(), id, &reason);
-                }
-            }
+            Some((id, reason)) = ended.recv() => plane.end_monitor(wall_now(), id, &reason),
+            Some((ticket, ok)) = verified_rx.recv() => plane.handle_verified(wall_now(), ticket, ok),
             _ = tokio::time::sleep(sleep) => plane.handle_timeout(wall_now()),
         }
+        shell.carry_out(&mut plane);
+    }
+}
+
+impl Shell {
+    fn input(&mut self, plane: &mut ControlPlane, i: Input) {
+        let now = wall_now();
+        match i {
+            Input::Connected {
+                peer,
+                outbox,
+                reply,
+            } => {
+                let sid = plane.connect(now, peer);
+                self.outboxes.insert(sid, (outbox, peer));
+                let _ = reply.send(sid);
+            }
+            Input::Frame(sid, f) => plane.handle_frame(now, sid, &f),
+            Input::Closed(sid) => {
+                plane.disconnect(now, sid);
+                self.outboxes.remove(&sid);
+            }
+        }
+    }
+
+    /// Carries out everything the plane queued: frames, closes, password checks, actions.
+    fn carry_out(&mut self, plane: &mut ControlPlane) {
         while let Some((sid, f)) = plane.poll_transmit() {
-            if let Some((tx, _)) = outboxes.get(&sid) {
+            if let Some((tx, _)) = self.outboxes.get(&sid) {
                 if tx.try_send(f).is_err() {
                     // A client that does not read its replies is dropped, never waited for.
-                    outboxes.remove(&sid);
+                    self.outboxes.remove(&sid);
                     plane.disconnect(wall_now(), sid);
                 }
             }
         }
         while let Some(sid) = plane.poll_close() {
-            outboxes.remove(&sid); // dropping the sender closes the connection
+            self.outboxes.remove(&sid); // dropping the sender closes the connection
+        }
+        while let Some(v) = plane.poll_verification() {
+            self.verify(v);
         }
         while let Some(a) = plane.poll_action() {
             let peer = match &a {
                 Action::MonitorStarted { session, .. } | Action::Bind { session, .. } => {
-                    outboxes.get(session).map(|o| o.1)
+                    self.outboxes.get(session).map(|o| o.1)
                 }
+                Action::Audit { peer, .. } => *peer,
                 Action::MonitorStopped { .. } => None,
             };
-            on_action(&a, peer);
+            (self.on_action)(&a, peer);
         }
         for (i, (_, n)) in plane.session_counts().into_iter().enumerate() {
-            stats.sessions[i].store(n as u64, std::sync::atomic::Ordering::Relaxed);
+            self.stats.sessions[i].store(n as u64, Ordering::Relaxed);
         }
+        self.stats.copy(plane.counters());
+    }
+
+    /// Checks one password on the blocking pool, at most [`VERIFY_THREADS`] at a time; the
+    /// answer comes back to the actor.
+    fn verify(&self, v: Verification) {
+        let (slots, tx) = (self.verify_slots.clone(), self.verified_tx.clone());
+        tokio::spawn(async move {
+            let Ok(_slot) = slots.acquire_owned().await else {
+                return;
+            };
+            let ticket = v.ticket;
+            let ok = tokio::task::spawn_blocking(move || {
+                crate::security::password::verify(&v.password, &v.hash)
+            })
+            .await
+            .unwrap_or(false);
+            let _ = tx.send((ticket, ok)).await;
+        });
     }
 }
 
 /// The mode names used in metrics labels, in [`ControlStats::sessions`] order.
 pub const MODE_LABELS: [&str; 4] = ["none", "agent", "supervisor", "monitor"];
-
-#[cfg(test)]
-mod tests {
-    use super::mark_tos;
-
-    #[test]
-    fn mark_tos_sets_the_tos_byte_on_ipv4_and_the_traffic_class_on_ipv6() {
-        let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        mark_tos(&v4, 0xB8).unwrap();
-        assert_eq!(socket2::SockRef::from(&v4).tos_v4().unwrap(), 0xB8);
-        // The build and CI machines have ::1 on lo.
-        let v6 = std::net::TcpListener::bind("[::1]:0").unwrap();
-        mark_tos(&v6, 0xB8).unwrap();
-        assert_eq!(socket2::SockRef::from(&v6).tclass_v6().unwrap(), 0xB8);
-    }
-}

@@ -2,7 +2,10 @@
 //! grant (monitor id, single-use session key, agent, supervisor) waits for an endpoint to
 //! attach with its key; an attached grant remembers the connection and its queue.
 //!
-//! Rules: a key attaches once (a second try is refused as used, an unknown key as unknown);
+//! Rules: a key attaches once (a second try is refused as used, an unknown key as unknown),
+//! and only from a connection whose client certificate carries the name of the supervisor it
+//! was granted to (another supervisor's certificate with the key is refused, and the grant
+//! stays for its owner; on a plaintext `--insecure` link there is no certificate to check);
 //! monitor ids must fit the wire's u32; a grant not attached within the heartbeat timeout
 //! expires ([`Registry::expire_unattached`], driven by the service with the clock it reads).
 //! Revoking an attached monitor tells its connection, which sends `Stopped` and keeps serving
@@ -44,12 +47,23 @@ pub enum AttachError {
     /// The key was used by an earlier attach.
     #[error("session key already used")]
     KeyUsed,
+    /// The connection's certificate is not the supervisor's the monitor was granted to.
+    #[error("this session key was granted to another supervisor")]
+    WrongCertificate {
+        /// The monitor the key belongs to.
+        monitor: MonitorId,
+    },
 }
 
 /// A connection's id, unique for the registry's life.
 pub(crate) type ConnId = u64;
-/// Where a connection hears that one of its monitors was revoked: (monitor, reason).
-pub(crate) type Revocations = mpsc::UnboundedSender<(u32, String)>;
+/// Where a connection hears that one of its monitors was revoked: (monitor, reason). Bounded
+/// ([`REVOCATIONS_QUEUE`]); the appliance never waits on it: when it is full the connection is
+/// closed instead (its endpoint reconnects and starts again).
+pub(crate) type Revocations = mpsc::Sender<(u32, String)>;
+
+/// Revocations queued towards one connection.
+pub(crate) const REVOCATIONS_QUEUE: usize = 64;
 
 struct Attachment {
     conn: ConnId,
@@ -61,6 +75,8 @@ struct Grant {
     key: String,
     agent_id: String,
     supervisor_id: String,
+    /// The name the supervisor's client certificate must carry.
+    certificate: String,
     granted: Instant,
     attached: Option<Attachment>,
 }
@@ -90,14 +106,15 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Authorises `monitor`: an endpoint presenting `key` may attach to it (once). Call when
-    /// the control plane started the monitor; the clock for the attach deadline starts now.
+    /// Authorises `monitor`: an endpoint presenting `key` from a connection whose client
+    /// certificate carries `certificate` may attach to it (once). Call when the control plane
+    /// started the monitor; the clock for the attach deadline starts now.
     pub fn grant(
         &self,
         monitor: MonitorId,
         key: &str,
         agent_id: &str,
-        supervisor_id: &str,
+        (supervisor_id, certificate): (&str, &str),
     ) -> Result<(), Error> {
         if u32::try_from(monitor).is_err() {
             return Err(Error::MonitorIdRange(monitor));
@@ -119,6 +136,7 @@ impl Registry {
                 key: key.to_owned(),
                 agent_id: agent_id.to_owned(),
                 supervisor_id: supervisor_id.to_owned(),
+                certificate: certificate.to_owned(),
                 granted: Instant::now(),
                 attached: None,
             },
@@ -137,7 +155,16 @@ impl Registry {
         inner.keys.remove(&g.key);
         if let Some(a) = g.attached {
             // A connection that is going away has dropped its receiver; nothing to tell then.
-            let _ = a.revoked.send((monitor as u32, reason.to_owned()));
+            // One too far behind to take it is closed: it must not keep hearing the monitor.
+            if let Err(mpsc::error::TrySendError::Full(_)) =
+                a.revoked.try_send((monitor as u32, reason.to_owned()))
+            {
+                tracing::warn!(
+                    monitor,
+                    "monitor service: revocation queue full; closing the connection"
+                );
+                a.subscriber.close();
+            }
         }
         true
     }
@@ -161,12 +188,13 @@ impl Registry {
         inner.next_conn
     }
 
-    /// Attaches connection `conn` to the monitor granted for `key`; returns the monitor and
-    /// the agent's id.
+    /// Attaches connection `conn`, whose client certificate carries `certificate` (None: a
+    /// plaintext link), to the monitor granted for `key`; returns the monitor and the agent's
+    /// id.
     pub(crate) fn attach(
         &self,
         key: &str,
-        conn: ConnId,
+        (conn, certificate): (ConnId, Option<&[String]>),
         subscriber: &Arc<Subscriber>,
         revoked: &Revocations,
     ) -> Result<(u32, String), AttachError> {
@@ -176,6 +204,9 @@ impl Registry {
             .grants
             .get_mut(&monitor)
             .ok_or(AttachError::UnknownKey)?;
+        if certificate.is_some_and(|names| !names.contains(&g.certificate)) {
+            return Err(AttachError::WrongCertificate { monitor });
+        }
         if g.attached.is_some() {
             return Err(AttachError::KeyUsed);
         }
@@ -238,21 +269,33 @@ mod tests {
     fn grant_attach_once_release_and_expire() {
         let r = Registry::new();
         let sub = Arc::new(Subscriber::new(4, Arc::new(MonitorStats::default())));
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = mpsc::channel(REVOCATIONS_QUEUE);
         assert_eq!(
-            r.grant(1 << 32, "k", "a", "s"),
+            r.grant(1 << 32, "k", "a", ("s", "s")),
             Err(Error::MonitorIdRange(1 << 32))
         );
-        assert_eq!(r.grant(1, "", "a", "s"), Err(Error::EmptyKey(1)));
-        r.grant(1, "k1", "5001", "s1").unwrap();
-        assert_eq!(r.grant(1, "k9", "a", "s"), Err(Error::AlreadyGranted(1)));
-        assert_eq!(r.grant(2, "k1", "a", "s"), Err(Error::KeyInUse(2, 1)));
-        r.grant(2, "k2", "5002", "s1").unwrap();
+        assert_eq!(r.grant(1, "", "a", ("s", "s")), Err(Error::EmptyKey(1)));
+        r.grant(1, "k1", "5001", ("s1", "s1")).unwrap();
+        assert_eq!(
+            r.grant(1, "k9", "a", ("s", "s")),
+            Err(Error::AlreadyGranted(1))
+        );
+        assert_eq!(
+            r.grant(2, "k1", "a", ("s", "s")),
+            Err(Error::KeyInUse(2, 1))
+        );
+        r.grant(2, "k2", "5002", ("s1", "s1")).unwrap();
 
         let c = r.connection_id();
-        assert_eq!(r.attach("nope", c, &sub, &tx), Err(AttachError::UnknownKey));
-        assert_eq!(r.attach("k1", c, &sub, &tx), Ok((1, "5001".into())));
-        assert_eq!(r.attach("k1", c, &sub, &tx), Err(AttachError::KeyUsed));
+        assert_eq!(
+            r.attach("nope", (c, None), &sub, &tx),
+            Err(AttachError::UnknownKey)
+        );
+        assert_eq!(r.attach("k1", (c, None), &sub, &tx), Ok((1, "5001".into())));
+        assert_eq!(
+            r.attach("k1", (c, None), &sub, &tx),
+            Err(AttachError::KeyUsed)
+        );
         assert!(r.subscriber_stats(1).is_some());
         assert!(r.subscriber_stats(2).is_none());
 
@@ -263,11 +306,27 @@ mod tests {
         assert!(r.is_granted(1) && !r.is_granted(2));
         assert!(r.release(1, c));
         assert!(!r.is_granted(1));
-        assert_eq!(r.attach("k1", c, &sub, &tx), Err(AttachError::UnknownKey));
+        assert_eq!(
+            r.attach("k1", (c, None), &sub, &tx),
+            Err(AttachError::UnknownKey)
+        );
+
+        // A key attaches only from its supervisor's certificate; a refusal leaves the grant.
+        r.grant(4, "k4", "5004", ("s1", "s1")).unwrap();
+        let s2 = ["s2".to_owned()];
+        assert_eq!(
+            r.attach("k4", (c, Some(&s2[..])), &sub, &tx),
+            Err(AttachError::WrongCertificate { monitor: 4 })
+        );
+        let s1 = ["s1".to_owned()];
+        assert_eq!(
+            r.attach("k4", (c, Some(&s1[..])), &sub, &tx),
+            Ok((4, "5004".into()))
+        );
 
         // Revoking an attached monitor tells its connection.
-        r.grant(3, "k3", "5003", "s1").unwrap();
-        r.attach("k3", c, &sub, &tx).unwrap();
+        r.grant(3, "k3", "5003", ("s1", "s1")).unwrap();
+        r.attach("k3", (c, None), &sub, &tx).unwrap();
         assert!(r.revoke(3, "stopped by supervisor"));
         assert_eq!(rx.try_recv().unwrap(), (3, "stopped by supervisor".into()));
         assert!(!r.revoke(3, "again"));

@@ -1,9 +1,10 @@
-//! The monitor service's I/O shell (TCP 42228): a tokio accept loop, TLS 1.3 through
-//! tokio-rustls with client certificates required (plaintext only when the operator said
-//! `--insecure`, i.e. `tls` is `None`), and per endpoint connection one reader task (a thin
-//! loop around the sans-IO `Session`: bytes, revocations and time in) and one writer task
-//! (the connection's [`Subscriber`] queue drained into one buffer per write). The grant
-//! expiry task ends grants nobody attached to. No protocol decision is made here.
+//! The monitor service's I/O shell (TCP 42228): connections accepted through `net::listen`
+//! (connection and handshake caps, TLS 1.3 with client certificates required within a
+//! timeout, EF marking; plaintext only when the operator said `--insecure`, i.e. `tls` is
+//! `None`), and per endpoint connection one reader task (a thin loop around the sans-IO
+//! `Session`: bytes, revocations and time in) and one writer task (the connection's
+//! [`Subscriber`] queue drained into one buffer per write). The grant expiry task ends grants
+//! nobody attached to. No protocol decision is made here.
 //!
 //! Rules:
 //! - The writer is the only task that writes to the socket and the publisher never waits for
@@ -12,15 +13,15 @@
 //!   connection is lost, or nothing was heard from the endpoint for `heartbeat_timeout`; each
 //!   is reported with [`ControlHandle::end_monitor`]. A monitor revoked by the appliance gets
 //!   `Stopped` and the connection stays. A grant never attached within `heartbeat_timeout`
-//!   ends as "endpoint never attached".
+//!   ends as "endpoint never attached". A session key attaches only from a connection whose
+//!   certificate names the supervisor it was granted to; refused attaches are audited, and a
+//!   connection with three is closed.
 //! - A malformed frame gets an `Error` frame and the connection goes on; an oversized length
-//!   (the stream cannot be resynchronised) ends that connection, never the server. A semaphore
-//!   caps connections; `run` ends when its shutdown future resolves.
-//! - The listening socket gets the media TOS byte, so the SYN-ACK is marked too; accepted
-//!   sockets get TCP_NODELAY, the TOS byte (again) and a fixed kernel send buffer
-//!   ([`SEND_BUFFER`]): the kernel's autotuning would let a slow endpoint's socket hold
-//!   megabytes, i.e. ever older audio; capped, a slow endpoint loses its oldest frames in its
-//!   queue instead and stays near live.
+//!   (the stream cannot be resynchronised) ends that connection, never the server. `run` ends
+//!   when its shutdown future resolves.
+//! - Accepted sockets get a fixed kernel send buffer ([`SEND_BUFFER`]): the kernel's
+//!   autotuning would let a slow endpoint's socket hold megabytes, i.e. ever older audio;
+//!   capped, a slow endpoint loses its oldest frames in its queue instead and stays near live.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -29,13 +30,15 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use super::fanout::{FanoutCommand, Subscriber, SLOT_CAPACITY};
 use super::registry::Registry;
 use super::session::{Context, Ending, Session};
 use super::stats::MonitorStats;
-use crate::control::server::{accept_capped, mark_tos, set_tos, ControlHandle};
+use crate::control::server::ControlHandle;
+use crate::net::listen::{Accepted, Limits, Listener};
+use crate::security::audit::AuditSink;
 
 /// Most simultaneous endpoint connections.
 pub const MAX_CONNECTIONS: usize = 512;
@@ -52,8 +55,6 @@ pub const DEFAULT_TOS: u8 = 0xB8;
 pub const SEND_BUFFER: usize = 64 * 1024;
 /// Bytes the writer gathers before one write.
 const WRITE_BATCH: usize = 64 * 1024;
-/// Longest TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing connection's writer may take to send its last frames.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -78,6 +79,16 @@ pub struct MonitorServer {
     pub tos: u8,
     /// Counters.
     pub stats: Arc<MonitorStats>,
+    /// Where refused attaches are recorded.
+    pub audit: AuditSink,
+}
+
+/// The listener caps of the monitor service: [`MAX_CONNECTIONS`], handshakes as by default.
+pub fn limits() -> Limits {
+    Limits {
+        max_connections: MAX_CONNECTIONS,
+        ..Limits::default()
+    }
 }
 
 /// Serves the monitor service on `listener` until `shutdown` resolves.
@@ -92,11 +103,18 @@ pub async fn run(listener: TcpListener, server: MonitorServer, shutdown: impl Fu
         queue_frames,
         tos,
         stats,
+        audit,
     } = server;
-    // Linux sends the SYN-ACK with the listener's TOS: mark it, so no segment goes out unmarked.
-    if let Err(e) = mark_tos(&listener, tos) {
-        tracing::debug!(error = %e, "monitor service: cannot set the listener's TOS");
-    }
+    let plaintext = tls.is_none();
+    let listener = Listener::new(
+        listener,
+        tls,
+        tos,
+        limits(),
+        "monitor service",
+        stats.listen.clone(),
+    )
+    .with_send_buffer(SEND_BUFFER);
     let shared = Arc::new(Context {
         registry,
         control,
@@ -105,41 +123,19 @@ pub async fn run(listener: TcpListener, server: MonitorServer, shutdown: impl Fu
         heartbeat_timeout,
         queue_frames,
         stats,
+        audit,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let expiry = tokio::spawn(expire_grants(shared.clone()));
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    tokio::pin!(shutdown);
-    while let Some((permit, sock, peer)) =
-        accept_capped(&listener, &limit, &mut shutdown, "monitor service").await
-    {
-        MonitorStats::add_one(&shared.stats.accepted_total);
-        set_tos(&sock, tos);
-        if let Err(e) = socket2::SockRef::from(&sock).set_send_buffer_size(SEND_BUFFER) {
-            tracing::debug!(%peer, error = %e, "monitor service: cannot set the send buffer");
-        }
-        let shared = shared.clone();
-        let acceptor = acceptor.clone();
-        let stop = stop_rx.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            match acceptor {
-                Some(a) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, a.accept(sock)).await {
-                    Ok(Ok(tls)) => connection(tls, peer, shared, stop).await,
-                    Ok(Err(e)) => {
-                        MonitorStats::add_one(&shared.stats.tls_failures_total);
-                        tracing::info!(%peer, error = %e, "monitor service: TLS handshake refused");
-                    }
-                    Err(_) => {
-                        MonitorStats::add_one(&shared.stats.tls_failures_total);
-                        tracing::info!(%peer, "monitor service: TLS handshake timed out");
-                    }
-                },
-                None => connection(sock, peer, shared, stop).await,
+    listener
+        .run(shutdown, move |a: Accepted| {
+            let (shared, stop) = (shared.clone(), stop_rx.clone());
+            async move {
+                let certificate = (!plaintext).then_some(a.certificate);
+                connection(a.stream, a.peer, certificate, shared, stop).await
             }
-        });
-    }
+        })
+        .await;
     let _ = stop_tx.send(true);
     expiry.abort();
 }
@@ -179,7 +175,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, sub: Arc<Subscriber>) {
         if wr.write_all(&buf).await.is_err() || wr.flush().await.is_err() {
             return;
         }
-        sub.observe_write(&drained, crate::control::server::wall_now());
+        sub.observe_write(&drained, crate::clock::wall_now());
     }
     let _ = wr.shutdown().await;
 }
@@ -188,10 +184,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, sub: Arc<Subscriber>) {
 async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     stream: S,
     peer: SocketAddr,
+    certificate: Option<Vec<String>>,
     ctx: Arc<Context>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let (mut session, mut revoked) = Session::new(ctx, peer, Instant::now());
+    let (mut session, mut revoked) = Session::new(ctx, peer, certificate, Instant::now());
     let (mut rd, wr) = tokio::io::split(stream);
     let mut writer = tokio::spawn(write_loop(wr, session.subscriber().clone()));
     let mut buf: Vec<u8> = Vec::with_capacity(8192);

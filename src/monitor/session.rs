@@ -6,7 +6,8 @@
 //!
 //! Rules: a refused attach, a malformed frame of known length or an unexpected request gets an
 //! `Error` frame and the session goes on; only an oversized length (the stream cannot be
-//! resynchronised) ends it. Any bytes from the endpoint count as a sign of life; silence longer
+//! resynchronised) ends it, and [`MAX_FAILED_ATTACHES`] refused attaches (a client trying keys).
+//! Every refused attach is audited with the connection's certificate name. Any bytes from the endpoint count as a sign of life; silence longer
 //! than the heartbeat timeout ends the session. The `Attached` reply is queued before the
 //! publisher is told to route, so it precedes the monitor's first media frame. Every monitor
 //! still held when the session ends is released and reported with the ending's reason.
@@ -18,11 +19,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::fanout::{FanoutCommand, Subscriber};
+use super::registry::{AttachError, Revocations, REVOCATIONS_QUEUE};
 use super::registry::{ConnId, Registry};
 use super::stats::MonitorStats;
 use super::wire::{self, Control, Frame};
 use crate::control::server::ControlHandle;
 use crate::router::MonitorId;
+use crate::security::audit::{AuditEvent, AuditSink};
+
+/// Refused attaches after which a connection is closed.
+pub(crate) const MAX_FAILED_ATTACHES: u32 = 3;
 
 /// What every session of one service shares.
 pub(crate) struct Context {
@@ -33,6 +39,8 @@ pub(crate) struct Context {
     pub(crate) heartbeat_timeout: Duration,
     pub(crate) queue_frames: usize,
     pub(crate) stats: Arc<MonitorStats>,
+    /// Where refused attaches are recorded.
+    pub(crate) audit: AuditSink,
 }
 
 /// Why a session ended (the reason given to the control plane for its monitors).
@@ -46,6 +54,8 @@ pub(crate) enum Ending {
     ProtocolError,
     /// The service is shutting down.
     Shutdown,
+    /// Too many refused attaches.
+    FailedAttaches,
 }
 
 impl Ending {
@@ -56,6 +66,7 @@ impl Ending {
             Ending::HeartbeatLost => "endpoint heartbeat lost",
             Ending::ProtocolError => "endpoint protocol error",
             Ending::Shutdown => "monitor service stopped",
+            Ending::FailedAttaches => "endpoint closed after repeated refused attaches",
         }
     }
 }
@@ -65,8 +76,11 @@ pub(crate) struct Session {
     ctx: Arc<Context>,
     id: ConnId,
     peer: SocketAddr,
+    /// The names in the connection's client certificate (None: plaintext, `--insecure`).
+    certificate: Option<Vec<String>>,
     sub: Arc<Subscriber>,
-    revoked: mpsc::UnboundedSender<(u32, String)>,
+    revoked: Revocations,
+    failed_attaches: u32,
     held: Vec<u32>,
     last_heard: Instant,
     next_beat: Instant,
@@ -74,14 +88,16 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// A session for a connection from `peer` opened at `now`, and the receiver of its
-    /// revocations (feed them to [`Session::handle_revoked`]).
+    /// A session for a connection from `peer` (client certificate names `certificate`, None
+    /// on a plaintext link) opened at `now`, and the receiver of its revocations (feed them to
+    /// [`Session::handle_revoked`]).
     pub(crate) fn new(
         ctx: Arc<Context>,
         peer: SocketAddr,
+        certificate: Option<Vec<String>>,
         now: Instant,
-    ) -> (Session, mpsc::UnboundedReceiver<(u32, String)>) {
-        let (revoked, rx) = mpsc::unbounded_channel();
+    ) -> (Session, mpsc::Receiver<(u32, String)>) {
+        let (revoked, rx) = mpsc::channel(REVOCATIONS_QUEUE);
         MonitorStats::add_one(&ctx.stats.endpoints);
         let session = Session {
             id: ctx.registry.connection_id(),
@@ -89,7 +105,9 @@ impl Session {
             next_beat: now + ctx.heartbeat_interval,
             ctx,
             peer,
+            certificate,
             revoked,
+            failed_attaches: 0,
             held: Vec::new(),
             last_heard: now,
             seq: 0,
@@ -112,7 +130,7 @@ impl Session {
             match wire::decode(rest) {
                 Ok((frame, len)) => {
                     used += len;
-                    self.handle_frame(frame);
+                    self.handle_frame(frame)?;
                 }
                 Err(wire::Error::Incomplete) => return Ok(used),
                 Err(e @ wire::Error::TooLarge { .. }) => {
@@ -193,10 +211,10 @@ impl Session {
         true
     }
 
-    fn handle_frame(&mut self, frame: Frame<'_>) {
+    fn handle_frame(&mut self, frame: Frame<'_>) -> Result<(), Ending> {
         let unexpected = |what: &str| format!("{what} is not a request an endpoint sends");
         match frame {
-            Frame::Control(Control::Attach { key }) => self.attach(&key),
+            Frame::Control(Control::Attach { key }) => return self.attach(&key),
             Frame::Control(Control::Detach { monitor }) => self.detach(monitor),
             Frame::Control(Control::Heartbeat { seq }) => {
                 self.sub.send_control(&Control::HeartbeatReply { seq })
@@ -211,20 +229,44 @@ impl Session {
                 self.refuse(unexpected(other.name()))
             }
         }
+        Ok(())
     }
 
-    fn attach(&mut self, key: &str) {
-        let r = self
-            .ctx
-            .registry
-            .attach(key, self.id, &self.sub, &self.revoked);
+    /// A refused attach: told, counted, audited; too many end the session.
+    fn attach_refused(&mut self, e: &AttachError) -> Result<(), Ending> {
+        MonitorStats::add_one(&self.ctx.stats.attach_refused_total);
+        let certificate = self.certificate.as_ref().and_then(|c| c.first().cloned());
+        tracing::info!(peer = %self.peer, certificate, error = %e, "monitor service: attach refused");
+        let monitor = match e {
+            AttachError::WrongCertificate { monitor } => Some(*monitor),
+            _ => None,
+        };
+        (self.ctx.audit)(
+            &AuditEvent::AttachRefused {
+                certificate,
+                monitor,
+                reason: e.to_string(),
+            },
+            Some(self.peer),
+        );
+        self.refuse(e.to_string());
+        self.failed_attaches += 1;
+        if self.failed_attaches >= MAX_FAILED_ATTACHES {
+            return Err(Ending::FailedAttaches);
+        }
+        Ok(())
+    }
+
+    fn attach(&mut self, key: &str) -> Result<(), Ending> {
+        let r = self.ctx.registry.attach(
+            key,
+            (self.id, self.certificate.as_deref()),
+            &self.sub,
+            &self.revoked,
+        );
         let (monitor, agent) = match r {
             Ok(x) => x,
-            Err(e) => {
-                MonitorStats::add_one(&self.ctx.stats.attach_refused_total);
-                tracing::info!(peer = %self.peer, error = %e, "monitor service: attach refused");
-                return self.refuse(e.to_string());
-            }
+            Err(e) => return self.attach_refused(&e),
         };
         self.sub.send_control(&Control::Attached { monitor, agent });
         let attach = FanoutCommand::Attach {
@@ -242,10 +284,11 @@ impl Session {
                 monitor,
                 reason: reason.into(),
             });
-            return;
+            return Ok(());
         }
         self.held.push(monitor);
         MonitorStats::add_one(&self.ctx.stats.attached);
+        Ok(())
     }
 
     fn detach(&mut self, monitor: u32) {
@@ -278,8 +321,9 @@ mod tests {
 
     struct Rig {
         session: Session,
-        revoked: mpsc::UnboundedReceiver<(u32, String)>,
-        ended: mpsc::UnboundedReceiver<(u64, String)>,
+        revoked: mpsc::Receiver<(u32, String)>,
+        ended: mpsc::Receiver<(u64, String)>,
+        audited: Arc<std::sync::Mutex<Vec<AuditEvent>>>,
         fanout: crossbeam_channel::Receiver<FanoutCommand>,
         registry: Arc<Registry>,
         stats: Arc<MonitorStats>,
@@ -287,7 +331,14 @@ mod tests {
     }
 
     fn rig() -> Rig {
-        let (control, ended) = server::handle();
+        rig_with(None)
+    }
+
+    /// A session on a connection whose client certificate carries `certificate`.
+    fn rig_with(certificate: Option<&str>) -> Rig {
+        let (control, ended) = server::handle(&server::ControlStats::default());
+        let audited = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = audited.clone();
         let (tx, fanout) = commands();
         let registry = Arc::new(Registry::new());
         let stats = Arc::new(MonitorStats::default());
@@ -299,13 +350,16 @@ mod tests {
             heartbeat_timeout: Duration::from_secs(15),
             queue_frames: 8,
             stats: stats.clone(),
+            audit: Arc::new(move |e: &AuditEvent, _| seen.lock().unwrap().push(e.clone())),
         });
         let t0 = Instant::now();
-        let (session, revoked) = Session::new(ctx, "127.0.0.1:9".parse().unwrap(), t0);
+        let names = certificate.map(|c| vec![c.to_owned()]);
+        let (session, revoked) = Session::new(ctx, "127.0.0.1:9".parse().unwrap(), names, t0);
         Rig {
             session,
             revoked,
             ended,
+            audited,
             fanout,
             registry,
             stats,
@@ -351,8 +405,8 @@ mod tests {
     #[test]
     fn attach_refusals_detach_and_revoke() {
         let mut r = rig();
-        r.registry.grant(1, "k1", "5001", "s1").unwrap();
-        r.registry.grant(2, "k2", "5002", "s1").unwrap();
+        r.registry.grant(1, "k1", "5001", ("s1", "s1")).unwrap();
+        r.registry.grant(2, "k2", "5002", ("s1", "s1")).unwrap();
         let input = bytes(&[
             Control::Attach { key: "bad".into() },
             Control::Attach { key: "k1".into() },
@@ -430,6 +484,50 @@ mod tests {
     }
 
     #[test]
+    fn another_supervisors_key_is_refused_audited_and_three_refusals_end_the_session() {
+        let mut r = rig_with(Some("s2"));
+        r.registry.grant(1, "k1", "5001", ("s1", "s1")).unwrap();
+        r.registry.grant(2, "k2", "5002", ("s2", "s2")).unwrap();
+        let one = |key: &str| bytes(&[Control::Attach { key: key.into() }]);
+        // s2's connection with s1's key: refused, and the grant stays for s1.
+        assert!(r.session.handle_input(r.t0, &one("k1")).is_ok());
+        assert_eq!(
+            sent(&r.session),
+            [Control::Error {
+                reason: "this session key was granted to another supervisor".into()
+            }]
+        );
+        assert!(r.registry.is_granted(1));
+        assert_eq!(
+            r.audited.lock().unwrap()[0],
+            AuditEvent::AttachRefused {
+                certificate: Some("s2".into()),
+                monitor: Some(1),
+                reason: "this session key was granted to another supervisor".into()
+            }
+        );
+        // Its own key works.
+        assert!(r.session.handle_input(r.t0, &one("k2")).is_ok());
+        assert!(matches!(
+            sent(&r.session)[..],
+            [Control::Attached { monitor: 2, .. }]
+        ));
+        // Guessing keys: the third refusal ends the connection (and releases what it held).
+        assert!(r.session.handle_input(r.t0, &one("guess")).is_ok());
+        assert_eq!(
+            r.session.handle_input(r.t0, &one("guess2")),
+            Err(Ending::FailedAttaches)
+        );
+        assert_eq!(r.audited.lock().unwrap().len(), 3);
+        r.session.end(Ending::FailedAttaches);
+        assert!(!r.registry.is_granted(2));
+        assert_eq!(
+            r.ended.try_recv().unwrap(),
+            (2, "endpoint closed after repeated refused attaches".into())
+        );
+    }
+
+    #[test]
     fn bad_frames_are_answered_and_skipped_an_oversized_one_ends_the_session() {
         let mut r = rig();
         let mut input = vec![0, 0, 0, 1, 0x07]; // unknown kind
@@ -468,7 +566,7 @@ mod tests {
     #[test]
     fn heartbeats_and_silence_on_a_simulated_clock() {
         let mut r = rig();
-        r.registry.grant(1, "k1", "5001", "s1").unwrap();
+        r.registry.grant(1, "k1", "5001", ("s1", "s1")).unwrap();
         let input = bytes(&[Control::Attach { key: "k1".into() }]);
         r.session.handle_input(r.t0, &input).unwrap();
         sent(&r.session);

@@ -24,10 +24,9 @@ pub struct MonitorStats {
     pub control_dropped_total: AtomicU64,
     /// Packets and notices for a monitor no endpoint is attached to.
     pub unrouted_total: AtomicU64,
-    /// Connections accepted.
-    pub accepted_total: AtomicU64,
-    /// TLS handshakes that failed or timed out (a client without a certificate, a wrong CA).
-    pub tls_failures_total: AtomicU64,
+    /// The listener's counters: connections accepted, TLS handshakes that failed or timed out
+    /// (a client without a certificate, a wrong CA), handshakes refused by the caps.
+    pub listen: std::sync::Arc<crate::net::listen::ListenStats>,
     /// Attach requests refused (unknown or used key, service busy).
     pub attach_refused_total: AtomicU64,
     /// Frames from endpoints that did not decode or were not expected.

@@ -93,6 +93,16 @@ impl MonitorModeGate {
         Admission::Admitted
     }
 
+    /// Whether a login at `now` would be refused whatever its password: `Disabled` during a
+    /// lockout, `Full` with every slot taken; None otherwise. Changes nothing.
+    pub fn peek(&self, now: Timestamp) -> Option<Admission> {
+        match self.disabled_until {
+            Some(until) if now < until => Some(Admission::Disabled { until }),
+            _ if self.active >= self.config.max_connections => Some(Admission::Full),
+            _ => None,
+        }
+    }
+
     /// An admitted monitor-mode session ended.
     pub fn release(&mut self) {
         self.active = self.active.saturating_sub(1);

@@ -33,6 +33,14 @@ pub fn check_hash(hash: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// A hash of no one's password with the default parameters, made once: verifying a password
+/// against it costs what verifying a real one does, so an unknown id or an account without a
+/// password answers in the same time as a wrong password.
+pub fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash("silentmon: no such account").expect("argon2 hashes a constant"))
+}
+
 /// True when `password` matches `hash` (false for a malformed hash).
 pub fn verify(password: &str, hash: &str) -> bool {
     match PasswordHash::new(hash) {

@@ -102,6 +102,40 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
+/// The names a certificate (DER) carries: its DNS and IP subject alternative names, then its
+/// common name; empty when it does not parse. What a session key or a peer is bound to.
+pub fn certificate_names(der: &[u8]) -> Vec<String> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            match n {
+                GeneralName::DNSName(d) => names.push((*d).to_owned()),
+                GeneralName::IPAddress(b) => {
+                    let ip = match b.len() {
+                        4 => <[u8; 4]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                        _ => None,
+                    };
+                    names.extend(ip.map(|i| i.to_string()));
+                }
+                _ => {}
+            }
+        }
+    }
+    for cn in cert.subject().iter_common_name() {
+        if let Ok(s) = cn.as_str() {
+            if !names.iter().any(|n| n == s) {
+                names.push(s.to_owned());
+            }
+        }
+    }
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +149,17 @@ mod tests {
             cert: sign_request(&req.cert, ca, role, 365).unwrap(),
             key: req.key,
         }
+    }
+
+    #[test]
+    fn certificate_names_are_the_subject_alternative_names_and_common_name() {
+        let ca = create_ca("test CA", 30).unwrap();
+        for (name, role) in [("s1", Role::Client), ("10.0.0.7", Role::Server)] {
+            let pem = issue(&ca, name, role);
+            let der = certs("certificate", &pem.cert).unwrap().remove(0);
+            assert_eq!(certificate_names(der.as_ref()), vec![name.to_owned()]);
+        }
+        assert!(certificate_names(b"not a certificate").is_empty());
     }
 
     /// Moves bytes between the two ends until neither has anything to say; the first error wins.

@@ -1,10 +1,11 @@
 //! The call table, sans-IO: SIP dialogs by Call-ID, their parties, state and the media endpoints
 //! their SDP offer/answer negotiated (the caller's and the callee's), hold via re-INVITE, and
 //! events for whoever follows calls (bindings, monitors). Fed messages with their capture time.
-//! Memory is bounded: the oldest calls are evicted past `max_calls` (counted), and ended calls
-//! leave after `linger`.
+//! Memory is bounded: past `max_calls` the oldest *idle* call (the longest without a message,
+//! ended or not) is evicted (counted; a live one is reported ended), ended calls leave after
+//! `linger`, and each call keeps a bounded number of hops and media addresses.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
@@ -17,9 +18,15 @@ use crate::time::{Span, Timestamp};
 
 /// Most events queued before the oldest is dropped.
 const MAX_EVENTS: usize = 4096;
+/// Most media addresses one call maps (re-INVITEs moving the media add more).
+const MAX_MEDIA_ADDRS: usize = 16;
 /// Most hops of one initial INVITE remembered (a proxy chain forwarding it with the same
 /// Call-ID).
 const MAX_HOPS: usize = 8;
+
+/// Default most calls kept: far above a gateway's concurrent calls (a few thousand), low
+/// enough that a crafted capture cannot grow the table past some tens of MB.
+pub const DEFAULT_MAX_CALLS: usize = 16_384;
 
 /// Call table settings.
 #[derive(Clone, Debug)]
@@ -33,7 +40,7 @@ pub struct CallConfig {
 impl Default for CallConfig {
     fn default() -> Self {
         CallConfig {
-            max_calls: 1 << 20,
+            max_calls: DEFAULT_MAX_CALLS,
             linger: Span::from_secs(60),
         }
     }
@@ -152,6 +159,8 @@ pub struct Call {
     pub callee_id: SideIdentity,
     /// Each hop of the initial INVITE: where it went and its Request-URI.
     hops: Vec<(SocketAddr, String)>,
+    /// The media addresses the table maps to this call.
+    media_addrs: Vec<SocketAddr>,
     /// State.
     pub state: CallState,
     /// Time of the first INVITE.
@@ -299,12 +308,24 @@ pub struct SipStats {
 /// The call table.
 pub struct CallTable {
     config: CallConfig,
-    calls: VecDeque<Call>,
-    first_index: u32,
+    /// Calls by index (indices grow; iteration is in order of first INVITE).
+    calls: BTreeMap<u32, Call>,
+    next_index: u32,
+    /// (last activity, index): the oldest idle call first, for eviction.
+    idle: BTreeSet<(Timestamp, u32)>,
+    /// (end, index): ended calls by when they ended, for the linger expiry.
+    ended: BTreeSet<(Timestamp, u32)>,
     by_call_id: HashMap<String, u32>,
     media: FxHashMap<SocketAddr, (u32, PayloadMap)>,
     events: VecDeque<CallEvent>,
     stats: SipStats,
+}
+
+/// What one message did to its call, for the table's bookkeeping.
+struct Applied {
+    events: Vec<CallEvent>,
+    /// A media endpoint the message negotiated (not 0.0.0.0).
+    endpoint: Option<MediaEndpoint>,
 }
 
 impl CallTable {
@@ -312,8 +333,10 @@ impl CallTable {
     pub fn new(config: CallConfig) -> Self {
         CallTable {
             config,
-            calls: VecDeque::new(),
-            first_index: 0,
+            calls: BTreeMap::new(),
+            next_index: 0,
+            idle: BTreeSet::new(),
+            ended: BTreeSet::new(),
             by_call_id: HashMap::new(),
             media: FxHashMap::default(),
             events: VecDeque::new(),
@@ -328,18 +351,22 @@ impl CallTable {
 
     /// Calls in order of first INVITE.
     pub fn calls(&self) -> impl Iterator<Item = &Call> {
-        self.calls.iter()
+        self.calls.values()
+    }
+
+    /// Calls held now.
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// True when no call is held.
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
     }
 
     /// One call by index.
     pub fn call(&self, index: u32) -> Option<&Call> {
-        self.calls
-            .get(index.checked_sub(self.first_index)? as usize)
-    }
-
-    fn call_mut(&mut self, index: u32) -> Option<&mut Call> {
-        self.calls
-            .get_mut(index.checked_sub(self.first_index)? as usize)
+        self.calls.get(&index)
     }
 
     /// A call by Call-ID.
@@ -367,31 +394,50 @@ impl CallTable {
 
     /// When `handle_timeout` should next run.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.calls
-            .iter()
-            .filter_map(|c| c.ended)
-            .min()
-            .map(|t| t + self.config.linger)
+        self.ended.first().map(|(t, _)| *t + self.config.linger)
     }
 
     /// Forgets calls that ended more than `linger` before `now` (oldest first).
     pub fn handle_timeout(&mut self, now: Timestamp) {
-        while let Some(front) = self.calls.front() {
-            match front.ended {
-                Some(t) if now - t > self.config.linger => self.pop_front(),
-                _ => break,
+        while let Some(&(t, index)) = self.ended.first() {
+            if now - t <= self.config.linger {
+                break;
+            }
+            self.remove(index);
+        }
+    }
+
+    /// Forgets call `index` and everything that points at it.
+    fn remove(&mut self, index: u32) {
+        let Some(c) = self.calls.remove(&index) else {
+            return;
+        };
+        self.idle.remove(&(c.last_activity, index));
+        if let Some(t) = c.ended {
+            self.ended.remove(&(t, index));
+        }
+        // The Call-ID may belong to a newer call by now, a media address to a newer one.
+        if self.by_call_id.get(&c.call_id) == Some(&index) {
+            self.by_call_id.remove(&c.call_id);
+        }
+        for addr in &c.media_addrs {
+            if self.media.get(addr).is_some_and(|(i, _)| *i == index) {
+                self.media.remove(addr);
             }
         }
     }
 
-    fn pop_front(&mut self) {
-        if let Some(c) = self.calls.pop_front() {
-            self.first_index += 1;
-            // The Call-ID may belong to a newer call by now.
-            if self.by_call_id.get(&c.call_id) == Some(&c.index) {
-                self.by_call_id.remove(&c.call_id);
-            }
-            self.media.retain(|_, (i, _)| *i != c.index);
+    /// Makes room for one more call: the oldest idle one goes (counted); a call that had not
+    /// ended is reported ended, so whoever follows it lets go.
+    fn evict_oldest_idle(&mut self) {
+        let Some(&(_, index)) = self.idle.first() else {
+            return;
+        };
+        let live = self.calls.get(&index).is_some_and(|c| c.ended.is_none());
+        self.remove(index);
+        self.stats.evicted += 1;
+        if live {
+            self.emit(CallEvent::Ended(index));
         }
     }
 
@@ -423,39 +469,43 @@ impl CallTable {
         Ok(())
     }
 
-    fn apply(&mut self, now: Timestamp, src: SocketAddr, dst: SocketAddr, msg: &SipMessage<'_>) {
+    /// The call a message belongs to: an existing dialog, or a new call for an initial INVITE
+    /// (also one reusing the Call-ID of a call that is over: a looped replay, a UA reusing
+    /// Call-IDs). None (counted) for anything else.
+    fn dialog_of(
+        &mut self,
+        now: Timestamp,
+        (src, dst): (SocketAddr, SocketAddr),
+        msg: &SipMessage<'_>,
+    ) -> Option<u32> {
         let Some(call_id) = msg.call_id() else {
             self.stats.unmatched += 1;
-            return;
+            return None;
         };
-        let index = match (self.by_call_id.get(call_id), &msg.start) {
-            // An initial INVITE (no To tag) reusing the Call-ID of a call that is over starts a
-            // new call (a looped replay, or a UA that reuses Call-IDs).
-            (
-                Some(&i),
-                StartLine::Request {
-                    method: Method::Invite,
-                    uri,
-                    ..
-                },
-            ) if msg.to().is_some_and(|t| t.tag.is_none())
-                && self.call(i).is_some_and(|c| c.ended.is_some()) =>
-            {
-                self.new_call(now, src, dst, call_id, uri, msg)
+        let initial = match msg.start {
+            StartLine::Request {
+                method: Method::Invite,
+                uri,
+                ..
+            } if msg.to().is_some_and(|t| t.tag.is_none()) => Some(uri),
+            _ => None,
+        };
+        match (self.by_call_id.get(call_id).copied(), initial) {
+            (Some(i), Some(uri)) if self.call(i).is_some_and(|c| c.ended.is_some()) => {
+                Some(self.new_call(now, (src, dst), call_id, uri, msg))
             }
-            (Some(&i), _) => i,
-            (
-                None,
-                StartLine::Request {
-                    method: Method::Invite,
-                    uri,
-                    ..
-                },
-            ) => self.new_call(now, src, dst, call_id, uri, msg),
-            _ => {
+            (Some(i), _) => Some(i),
+            (None, Some(uri)) => Some(self.new_call(now, (src, dst), call_id, uri, msg)),
+            (None, None) => {
                 self.stats.unmatched += 1;
-                return;
+                None
             }
+        }
+    }
+
+    fn apply(&mut self, now: Timestamp, src: SocketAddr, dst: SocketAddr, msg: &SipMessage<'_>) {
+        let Some(index) = self.dialog_of(now, (src, dst), msg) else {
+            return;
         };
         let sdp = if msg.has_sdp() {
             match SessionDescription::parse(msg.body) {
@@ -472,111 +522,27 @@ impl CallTable {
             StartLine::Request { .. } => self.stats.requests += 1,
             StartLine::Response { .. } => self.stats.responses += 1,
         }
-        let Some(call) = self.call_mut(index) else {
+        let Some(call) = self.calls.get_mut(&index) else {
             return;
         };
-        call.last_activity = now;
-        let caller_tag = call.from.tag.clone();
-        // Who wrote this message: requests by their From, responses by their To.
-        let author_tag = match msg.start {
-            StartLine::Request { .. } => msg.from().and_then(|f| f.tag).unwrap_or(""),
-            StartLine::Response { .. } => msg.to().and_then(|t| t.tag).unwrap_or(""),
-        };
-        let by_caller = match msg.start {
-            StartLine::Request { .. } => author_tag == caller_tag,
-            // A response without a To tag (100 Trying) comes from the callee side.
-            StartLine::Response { .. } => !author_tag.is_empty() && author_tag == caller_tag,
-        };
-        let mut events: Vec<CallEvent> = Vec::new();
-        if let StartLine::Request {
-            method: Method::Invite,
-            uri,
-            ..
-        } = msg.start
-        {
-            if call.answered.is_none() && msg.to().is_some_and(|t| t.tag.is_none()) {
-                call.add_hop(dst, uri);
-            }
+        let (last, was_ended) = (call.last_activity, call.ended);
+        let applied = call.apply(now, (src, dst), msg, sdp.as_ref());
+        let ended = call.ended;
+        self.idle.remove(&(last, index));
+        self.idle.insert((now, index));
+        if let (None, Some(t)) = (was_ended, ended) {
+            self.ended.insert((t, index));
         }
-        match msg.start {
-            StartLine::Request { method, .. } => match method {
-                Method::Bye => {
-                    call.state = CallState::Ended;
-                    call.ended = Some(now);
-                    events.push(CallEvent::Ended(index));
-                }
-                Method::Cancel if call.answered.is_none() => {
-                    call.state = CallState::Cancelled;
-                    call.ended = Some(now);
-                    events.push(CallEvent::Ended(index));
-                }
-                _ => {}
-            },
-            StartLine::Response { code, .. } => {
-                let for_invite = matches!(msg.cseq(), Some((_, Method::Invite)));
-                if for_invite && call.answered.is_none() && call.ended.is_none() {
-                    match code {
-                        180..=199 if call.state == CallState::Calling => {
-                            call.state = CallState::Ringing;
-                            events.push(CallEvent::Ringing(index));
-                        }
-                        200..=299 => {
-                            call.state = CallState::Answered;
-                            call.answered = Some(now);
-                            // The callee's tag completes the dialog.
-                            if let Some(t) = msg.to().and_then(|t| t.tag) {
-                                call.to.tag = t.to_owned();
-                            }
-                            call.answered_by(src, msg);
-                            events.push(CallEvent::Answered(index));
-                        }
-                        300..=699 => {
-                            call.state = if code == 487 {
-                                CallState::Cancelled
-                            } else {
-                                CallState::Failed(code)
-                            };
-                            call.ended = Some(now);
-                            events.push(CallEvent::Ended(index));
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }
-        if call.reassert(by_caller, msg) {
-            events.push(CallEvent::PartyChanged(index));
-        }
-        let mut new_endpoint = None;
-        if let Some(audio) = sdp.as_ref().and_then(|s| s.audio()) {
-            if let Some(ip) = audio.connection {
-                let endpoint = MediaEndpoint {
-                    addr: SocketAddr::new(ip, audio.port),
-                    payloads: audio.payloads,
-                    direction: audio.direction,
-                    hold: audio.is_hold(),
-                };
-                let slot = if by_caller {
-                    &mut call.caller_media
-                } else {
-                    &mut call.callee_media
-                };
-                if *slot != Some(endpoint) {
-                    *slot = Some(endpoint);
-                    events.push(CallEvent::MediaChanged(index));
-                }
-                if !ip.is_unspecified() {
-                    new_endpoint = Some(endpoint);
-                }
-            }
-        }
-        if let Some(ep) = new_endpoint {
+        if let Some(ep) = applied.endpoint {
             // RTCP conventionally on the next port.
-            self.media.insert(ep.addr, (index, ep.payloads));
             let rtcp = SocketAddr::new(ep.addr.ip(), ep.addr.port().wrapping_add(1));
+            self.media.insert(ep.addr, (index, ep.payloads));
             self.media.entry(rtcp).or_insert((index, ep.payloads));
+            if let Some(call) = self.calls.get_mut(&index) {
+                call.remember_media(ep.addr, rtcp);
+            }
         }
-        for e in events {
+        for e in applied.events {
             self.emit(e);
         }
     }
@@ -584,18 +550,36 @@ impl CallTable {
     fn new_call(
         &mut self,
         now: Timestamp,
-        src: SocketAddr,
-        dst: SocketAddr,
+        (src, dst): (SocketAddr, SocketAddr),
         call_id: &str,
         uri: &str,
         msg: &SipMessage<'_>,
     ) -> u32 {
         if self.calls.len() >= self.config.max_calls {
-            self.pop_front();
-            self.stats.evicted += 1;
+            self.evict_oldest_idle();
         }
-        let index = self.first_index + self.calls.len() as u32;
-        let call = Call {
+        let index = self.next_index;
+        self.next_index = self.next_index.wrapping_add(1);
+        let call = Call::new(index, now, (src, dst), call_id, uri, msg);
+        self.calls.insert(index, call);
+        self.idle.insert((now, index));
+        self.by_call_id.insert(call_id.to_owned(), index);
+        self.emit(CallEvent::Started(index));
+        index
+    }
+}
+
+impl Call {
+    /// A call for the initial INVITE `msg` from `src` to `dst`.
+    fn new(
+        index: u32,
+        now: Timestamp,
+        (src, dst): (SocketAddr, SocketAddr),
+        call_id: &str,
+        uri: &str,
+        msg: &SipMessage<'_>,
+    ) -> Call {
+        Call {
             index,
             call_id: call_id.to_owned(),
             from: msg
@@ -620,6 +604,7 @@ impl CallTable {
                 ..SideIdentity::default()
             },
             hops: vec![(dst, uri.to_owned())],
+            media_addrs: Vec::new(),
             state: CallState::Calling,
             started: now,
             answered: None,
@@ -628,11 +613,143 @@ impl CallTable {
             callee_media: None,
             caller_signalling: src,
             last_activity: now,
+        }
+    }
+
+    /// Remembers the media addresses the table maps to this call (so they are forgotten
+    /// with it); at most [`MAX_MEDIA_ADDRS`].
+    fn remember_media(&mut self, rtp: SocketAddr, rtcp: SocketAddr) {
+        for a in [rtp, rtcp] {
+            if !self.media_addrs.contains(&a) && self.media_addrs.len() < MAX_MEDIA_ADDRS {
+                self.media_addrs.push(a);
+            }
+        }
+    }
+
+    /// Whether `msg` was written by the caller: requests by their From tag, responses by their
+    /// To tag (a response without one, like 100 Trying, comes from the callee side).
+    fn by_caller(&self, msg: &SipMessage<'_>) -> bool {
+        match msg.start {
+            StartLine::Request { .. } => {
+                msg.from().and_then(|f| f.tag).unwrap_or("") == self.from.tag
+            }
+            StartLine::Response { .. } => {
+                let tag = msg.to().and_then(|t| t.tag).unwrap_or("");
+                !tag.is_empty() && tag == self.from.tag
+            }
+        }
+    }
+
+    /// One message of this call at `now`: state, parties, media.
+    fn apply(
+        &mut self,
+        now: Timestamp,
+        (src, dst): (SocketAddr, SocketAddr),
+        msg: &SipMessage<'_>,
+        sdp: Option<&SessionDescription>,
+    ) -> Applied {
+        self.last_activity = now;
+        let by_caller = self.by_caller(msg);
+        let mut events = Vec::new();
+        match msg.start {
+            StartLine::Request { method, uri, .. } => {
+                if method == Method::Invite
+                    && self.answered.is_none()
+                    && msg.to().is_some_and(|t| t.tag.is_none())
+                {
+                    self.add_hop(dst, uri);
+                }
+                events.extend(self.on_request(now, method));
+            }
+            StartLine::Response { code, .. } => {
+                events.extend(self.on_response(now, code, src, msg))
+            }
+        }
+        if self.reassert(by_caller, msg) {
+            events.push(CallEvent::PartyChanged(self.index));
+        }
+        let endpoint = self.on_sdp(by_caller, sdp, &mut events);
+        Applied { events, endpoint }
+    }
+
+    fn end(&mut self, now: Timestamp, state: CallState) -> CallEvent {
+        self.state = state;
+        self.ended = Some(now);
+        CallEvent::Ended(self.index)
+    }
+
+    fn on_request(&mut self, now: Timestamp, method: Method) -> Option<CallEvent> {
+        match method {
+            Method::Bye => Some(self.end(now, CallState::Ended)),
+            Method::Cancel if self.answered.is_none() => Some(self.end(now, CallState::Cancelled)),
+            _ => None,
+        }
+    }
+
+    fn on_response(
+        &mut self,
+        now: Timestamp,
+        code: u16,
+        src: SocketAddr,
+        msg: &SipMessage<'_>,
+    ) -> Option<CallEvent> {
+        let for_invite = matches!(msg.cseq(), Some((_, Method::Invite)));
+        if !for_invite || self.answered.is_some() || self.ended.is_some() {
+            return None;
+        }
+        match code {
+            180..=199 if self.state == CallState::Calling => {
+                self.state = CallState::Ringing;
+                Some(CallEvent::Ringing(self.index))
+            }
+            200..=299 => {
+                self.state = CallState::Answered;
+                self.answered = Some(now);
+                // The callee's tag completes the dialog.
+                if let Some(t) = msg.to().and_then(|t| t.tag) {
+                    self.to.tag = t.to_owned();
+                }
+                self.answered_by(src, msg);
+                Some(CallEvent::Answered(self.index))
+            }
+            300..=699 => {
+                let state = if code == 487 {
+                    CallState::Cancelled
+                } else {
+                    CallState::Failed(code)
+                };
+                Some(self.end(now, state))
+            }
+            _ => None,
+        }
+    }
+
+    /// The audio endpoint an SDP body declares for its writer's side; returns it when it is
+    /// a real address (not 0.0.0.0), to be mapped to this call.
+    fn on_sdp(
+        &mut self,
+        by_caller: bool,
+        sdp: Option<&SessionDescription>,
+        events: &mut Vec<CallEvent>,
+    ) -> Option<MediaEndpoint> {
+        let audio = sdp?.audio()?;
+        let ip = audio.connection?;
+        let endpoint = MediaEndpoint {
+            addr: SocketAddr::new(ip, audio.port),
+            payloads: audio.payloads,
+            direction: audio.direction,
+            hold: audio.is_hold(),
         };
-        self.calls.push_back(call);
-        self.by_call_id.insert(call_id.to_owned(), index);
-        self.emit(CallEvent::Started(index));
-        index
+        let slot = if by_caller {
+            &mut self.caller_media
+        } else {
+            &mut self.callee_media
+        };
+        if *slot != Some(endpoint) {
+            *slot = Some(endpoint);
+            events.push(CallEvent::MediaChanged(self.index));
+        }
+        (!ip.is_unspecified()).then_some(endpoint)
     }
 }
 
@@ -837,6 +954,70 @@ mod tests {
         t.handle_timeout(at(2000));
         assert!(t.call(0).is_none());
         assert_eq!(t.by_call_id("c1").unwrap().index, 1);
+    }
+
+    #[test]
+    fn past_the_cap_the_oldest_idle_call_goes_and_a_flood_stays_bounded() {
+        let mut t = CallTable::new(CallConfig {
+            max_calls: 3,
+            ..CallConfig::default()
+        });
+        assert_eq!(CallConfig::default().max_calls, DEFAULT_MAX_CALLS);
+        let (gw, phone) = (a("10.0.0.1:5060"), a("10.0.0.2:5060"));
+        let invite = |cid: &str, port: u16| {
+            let offer = sdp("10.0.0.1", port, "sendrecv");
+            msg(
+                "INVITE sip:5001@pbx SIP/2.0",
+                cid,
+                "a",
+                "",
+                "1 INVITE",
+                &offer,
+            )
+        };
+        for (i, cid) in ["c0", "c1", "c2"].iter().enumerate() {
+            t.handle_message(at(i as i64), gw, phone, &invite(cid, 20000 + i as u16))
+                .unwrap();
+        }
+        // c0 is the oldest but talks again; c1 is the oldest idle one.
+        let ok = msg("SIP/2.0 200 OK", "c0", "a", "b", "1 INVITE", "");
+        t.handle_message(at(10), phone, gw, &ok).unwrap();
+        events(&mut t);
+        t.handle_message(at(11), gw, phone, &invite("c3", 20003))
+            .unwrap();
+        assert_eq!(t.len(), 3);
+        assert!(t.by_call_id("c1").is_none());
+        assert!(t.by_call_id("c0").is_some() && t.by_call_id("c2").is_some());
+        assert_eq!(
+            t.media_hint(a("10.0.0.1:20001")),
+            None,
+            "its media forgotten"
+        );
+        assert_eq!(t.stats().evicted, 1);
+        // A live call evicted is reported ended, so bindings let go.
+        assert_eq!(
+            events(&mut t),
+            vec![
+                CallEvent::Ended(1),
+                CallEvent::Started(3),
+                CallEvent::MediaChanged(3)
+            ]
+        );
+        // A flood of INVITEs never grows the table past the cap.
+        let mut t = CallTable::new(CallConfig {
+            max_calls: 100,
+            ..CallConfig::default()
+        });
+        for i in 0..1_000u32 {
+            let cid = format!("flood-{i}");
+            t.handle_message(at(i as i64), gw, phone, &invite(&cid, (i % 60_000) as u16))
+                .unwrap();
+            while t.poll_event().is_some() {}
+        }
+        assert_eq!(t.len(), 100);
+        assert_eq!(t.stats().evicted, 900);
+        assert!(t.media.len() <= 200, "{}", t.media.len());
+        assert_eq!(t.idle.len(), 100);
     }
 
     #[test]

@@ -256,7 +256,8 @@ pub fn start_replaying(
         format!(
             "[control]\nlisten = \"{control}\"\nmetrics_listen = \"{metrics}\"\n\
              [monitor]\nlisten = \"{monitor}\"\n\
-             [security]\ncerts_dir = \"{certs}\"\naudit_log = \"{audit}\"\n{people}",
+             [security]\ncerts_dir = \"{certs}\"\naudit_log = \"{audit}\"\n\
+             passwordless_logins = true\n{people}",
             certs = pki.dir.display(),
             audit = dir.join(audit).display(),
         ),

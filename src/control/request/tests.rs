@@ -9,7 +9,16 @@ fn frame(json: &str) -> Frame {
 
 #[test]
 fn bind_seconds_must_be_a_whole_number_in_range() {
-    for bad in ["-1", "\"60\"", "0.5", "1e300", "0", "9223372036854775808", "true", "60.0"] {
+    for bad in [
+        "-1",
+        "\"60\"",
+        "0.5",
+        "1e300",
+        "0",
+        "9223372036854775808",
+        "true",
+        "60.0",
+    ] {
         let f = frame(&format!(
             r#"{{"msg":"Bind","agent":"5001","endpoint":"10.0.0.1:4000","seconds":{bad}}}"#
         ));
@@ -45,15 +54,39 @@ fn bind_seconds_must_be_a_whole_number_in_range() {
 #[test]
 fn every_field_of_the_wrong_type_is_refused_by_name() {
     let cases = [
-        (r#"{"msg":"Bind","agent":5001,"endpoint":"10.0.0.1:1"}"#, "agent must be a string"),
-        (r#"{"msg":"Bind","agent":"5001","endpoint":"here"}"#, "endpoint must be an IP address and port"),
+        (
+            r#"{"msg":"Bind","agent":5001,"endpoint":"10.0.0.1:1"}"#,
+            "agent must be a string",
+        ),
+        (
+            r#"{"msg":"Bind","agent":"5001","endpoint":"here"}"#,
+            "endpoint must be an IP address and port",
+        ),
         (r#"{"msg":"Bind","agent":"5001"}"#, "endpoint is missing"),
-        (r#"{"msg":"Login","mode":"root"}"#, "mode must be agent, supervisor or monitor"),
-        (r#"{"msg":"Login","mode":"supervisor","id":["s1"]}"#, "id must be a string"),
-        (r#"{"msg":"Heartbeat","seq":-4}"#, "seq must be a whole number >= 0"),
-        (r#"{"msg":"SetAgentState","state":"Asleep"}"#, "state is not an agent state"),
-        (r#"{"msg":"StopSilentMonitor","monitor":"7"}"#, "monitor must be a monitor id"),
-        (r#"{"msg":"StopSilentMonitor"}"#, "agent or monitor must be given"),
+        (
+            r#"{"msg":"Login","mode":"root"}"#,
+            "mode must be agent, supervisor or monitor",
+        ),
+        (
+            r#"{"msg":"Login","mode":"supervisor","id":["s1"]}"#,
+            "id must be a string",
+        ),
+        (
+            r#"{"msg":"Heartbeat","seq":-4}"#,
+            "seq must be a whole number >= 0",
+        ),
+        (
+            r#"{"msg":"SetAgentState","state":"Asleep"}"#,
+            "state is not an agent state",
+        ),
+        (
+            r#"{"msg":"StopSilentMonitor","monitor":"7"}"#,
+            "monitor must be a monitor id",
+        ),
+        (
+            r#"{"msg":"StopSilentMonitor"}"#,
+            "agent or monitor must be given",
+        ),
         (r#"{"msg":"StartSilentMonitor"}"#, "agent is missing"),
     ];
     for (json, want) in cases {
@@ -61,8 +94,10 @@ fn every_field_of_the_wrong_type_is_refused_by_name() {
         assert_eq!(e.to_string(), want, "{json}");
     }
     let long = "x".repeat(MAX_ID_LEN + 1);
-    let e = Request::parse(&frame(&format!(r#"{{"msg":"StartSilentMonitor","agent":"{long}"}}"#)))
-        .unwrap_err();
+    let e = Request::parse(&frame(&format!(
+        r#"{{"msg":"StartSilentMonitor","agent":"{long}"}}"#
+    )))
+    .unwrap_err();
     assert_eq!(e.to_string(), "agent is too long");
 }
 

@@ -1,0 +1,387 @@
+//! The running appliance, assembled from its settings: the ports bound first (a taken port is
+//! reported before any capture starts), the audit trail opened, the capture inputs, the engine
+//! thread, the control plane (42028), the monitor service (42228) and the metrics endpoint,
+//! all started; [`Appliance::shutdown`] stops them in order. `silentmon server` and the demo
+//! run exactly this.
+//!
+//! Rules: wiring only (every decision lives in the modules wired); every queue between the
+//! pieces is bounded (see each module's full case): the engine's commands ([`COMMAND_QUEUE`]),
+//! monitor endings (`control::server::ENDED_QUEUE`), fanout commands, per-endpoint queues.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::actions::ActionHandler;
+use super::audit::{AuditLog, Auditor};
+use super::engine_loop::{Command, ControlLink, EngineMetrics, EngineThread, Input};
+use super::metrics;
+use crate::capture::live::{LiveCapture, LiveOptions};
+use crate::capture::pipeline::Pipeline;
+use crate::capture::replay::{Replay, ReplayOptions};
+use crate::clock::wall_now;
+use crate::config::Settings;
+use crate::control::plane::{ControlPlane, Directory, SessionLimits};
+use crate::control::server::{self as control_server, ControlHandle, ControlServer, ControlStats};
+use crate::engine::EngineConfig;
+use crate::monitor::fanout::{self, Publisher};
+use crate::monitor::registry::Registry;
+use crate::monitor::service::{self as monitor_service, MonitorServer, DEFAULT_QUEUE_FRAMES};
+use crate::monitor::stats::MonitorStats;
+use crate::net::listen::Limits;
+use crate::router::{Router, View};
+use crate::time::Span;
+
+/// Commands queued towards the engine thread (monitor starts and stops, binds).
+pub const COMMAND_QUEUE: usize = 4096;
+
+/// Why the appliance could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A port could not be bound.
+    #[error("cannot listen on {addr} ({what})")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Which service and key.
+        what: &'static str,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A TLS file could not be read.
+    #[error(
+        "TLS: cannot read {path} (make the PKI with `silentmon certs ca`, `certs request --server \
+         --name HOST`, `certs sign`, see certs/README.md; or run with --insecure in a lab): {source}"
+    )]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The TLS files did not make a configuration.
+    #[error("TLS files in {dir}: {source}")]
+    Tls {
+        /// Their directory.
+        dir: PathBuf,
+        /// Cause.
+        source: crate::security::tls::Error,
+    },
+    /// The audit trail cannot be written.
+    #[error("security.audit_log (the audit trail must be writable): {0}")]
+    Audit(#[from] super::audit::Error),
+    /// A capture file did not open.
+    #[error(transparent)]
+    Capture(#[from] crate::capture::Error),
+    /// A capture interface did not open.
+    #[error(transparent)]
+    Live(#[from] crate::capture::live::LiveError),
+}
+
+/// The appliance's TLS material: `ca.pem`, `server.pem`, `server.key` in the certs directory.
+pub struct Tls {
+    control: Arc<rustls::ServerConfig>,
+    monitor: Arc<rustls::ServerConfig>,
+}
+
+impl Tls {
+    /// Reads the TLS files in `dir`.
+    pub fn load(dir: &Path) -> Result<Tls, Error> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path).map_err(|source| Error::TlsFile { path, source })
+        };
+        let (ca, cert, key) = (read("ca.pem")?, read("server.pem")?, read("server.key")?);
+        let config = |clients| {
+            crate::security::tls::server_config(&ca, &cert, &key, clients).map_err(|source| {
+                Error::Tls {
+                    dir: dir.to_owned(),
+                    source,
+                }
+            })
+        };
+        Ok(Tls {
+            control: config(false)?,
+            // Supervisor endpoints must present a certificate of the same CA.
+            monitor: config(true)?,
+        })
+    }
+}
+
+/// The bound listeners, in the order their errors are reported.
+struct Ports {
+    control: tokio::net::TcpListener,
+    monitor: tokio::net::TcpListener,
+    metrics: tokio::net::TcpListener,
+}
+
+impl Ports {
+    async fn bind(s: &Settings) -> Result<Ports, Error> {
+        async fn one(
+            addr: SocketAddr,
+            what: &'static str,
+        ) -> Result<tokio::net::TcpListener, Error> {
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Listen { addr, what, source })
+        }
+        Ok(Ports {
+            control: one(s.control.listen, "control plane, control.listen").await?,
+            monitor: one(s.monitor.listen, "monitor service, monitor.listen").await?,
+            metrics: one(s.control.metrics_listen, "metrics, control.metrics_listen").await?,
+        })
+    }
+}
+
+/// Opens the capture inputs: each interface live (dropping, never blocking the kernel ring),
+/// and the replay (waiting for the engine: nothing of a file is lost).
+fn open_inputs(
+    settings: &Settings,
+    replay: Option<&(PathBuf, ReplayOptions)>,
+) -> Result<Vec<Input>, Error> {
+    let mut inputs = Vec::new();
+    let filter = settings.capture.filter.as_deref();
+    if let Some((path, options)) = replay {
+        let replay = Replay::open(path, filter, options.clone())?;
+        inputs.push(Input {
+            name: "replay".into(),
+            pipeline: Pipeline::spawn(replay, false),
+        });
+    }
+    for iface in &settings.capture.interfaces {
+        let live = LiveCapture::open(
+            iface,
+            &LiveOptions {
+                promiscuous: true,
+                snaplen: settings.capture.snaplen.min(i32::MAX as u32) as i32,
+                buffer_bytes: settings.capture.buffer_bytes.min(i32::MAX as u64) as i32,
+                timeout: settings.capture.timeout,
+                filter: settings.capture.filter.clone(),
+                nonblocking: true,
+            },
+        )?;
+        inputs.push(Input {
+            name: iface.clone(),
+            pipeline: Pipeline::spawn(live, true),
+        });
+    }
+    if inputs.is_empty() {
+        tracing::warn!(
+            "no capture input: set capture.interfaces (or --interface), or --replay FILE"
+        );
+    }
+    Ok(inputs)
+}
+
+fn span(d: std::time::Duration) -> Span {
+    Span::from_nanos(d.as_nanos().min(i64::MAX as u128) as i64)
+}
+
+/// The control plane's rules from the settings.
+fn control_plane(settings: &Settings) -> ControlPlane {
+    let heartbeat = settings.control.heartbeat_interval;
+    let monitor_service = (!settings.monitor.listen.ip().is_unspecified())
+        .then(|| settings.monitor.listen.to_string());
+    ControlPlane::new(Directory {
+        agents: settings.agents.clone(),
+        supervisors: settings.supervisors.clone(),
+        monitor_password_hash: settings.control.monitor_mode_password_hash.clone(),
+        passwordless: settings.passwordless_logins,
+        lockout: settings.control.lockout,
+        client_timeout: span(heartbeat * settings.control.heartbeat_retries.max(1)),
+        server_heartbeat: span(heartbeat),
+        monitor_service,
+        limits: SessionLimits {
+            login_timeout: span(settings.control.login_timeout),
+            max_unauthenticated_per_source: settings.control.max_unauthenticated_per_address,
+            max_unauthenticated: settings.control.max_unauthenticated,
+            ..SessionLimits::default()
+        },
+    })
+}
+
+/// What the engine thread reported when it stopped.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Summary {
+    /// Frames handled.
+    pub frames: u64,
+    /// RTP packets.
+    pub rtp_packets: u64,
+    /// Packets handed to monitors.
+    pub forwarded: u64,
+}
+
+/// A running appliance.
+pub struct Appliance {
+    /// The control plane's address.
+    pub control: SocketAddr,
+    /// The monitor service's address.
+    pub monitor: SocketAddr,
+    /// The metrics endpoint's address.
+    pub metrics: SocketAddr,
+    /// The capture inputs' names.
+    pub inputs: Vec<String>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    engine: EngineThread,
+    counters: Arc<EngineMetrics>,
+}
+
+/// The pieces the servers share.
+struct Shared {
+    registry: Arc<Registry>,
+    control_handle: ControlHandle,
+    control_stats: Arc<ControlStats>,
+    monitor_stats: Arc<MonitorStats>,
+    auditor: Auditor,
+}
+
+impl Appliance {
+    /// Binds the ports, opens the audit trail and the inputs, and starts everything.
+    pub async fn start(
+        settings: Settings,
+        tls: Option<Tls>,
+        replay: Option<(PathBuf, ReplayOptions)>,
+    ) -> Result<Appliance, Error> {
+        let ports = Ports::bind(&settings).await?;
+        let addrs = (
+            local(&ports.control),
+            local(&ports.monitor),
+            local(&ports.metrics),
+        );
+        let auditor = Auditor::new(AuditLog::open(&settings.audit_log)?, wall_now);
+        let control_stats = Arc::new(ControlStats::default());
+        let (control_handle, ended_rx) = control_server::handle(&control_stats);
+        let shared = Shared {
+            registry: Arc::new(Registry::new()),
+            control_handle,
+            control_stats,
+            monitor_stats: Arc::new(MonitorStats::default()),
+            auditor,
+        };
+        let (cmd_tx, cmd_rx) = crossbeam_channel::bounded::<Command>(COMMAND_QUEUE);
+        let (view_tx, view_rx) = watch::channel(Arc::new(View::default()));
+        let (fanout_tx, fanout_rx) = fanout::commands();
+        let counters = Arc::new(EngineMetrics::default());
+        let mut router = Router::new(
+            EngineConfig::default(),
+            settings.agents.iter().map(|a| a.agent.clone()).collect(),
+            Span::from_secs(2),
+        );
+        router.set_stop_on_non_acd_calls(settings.monitor.stop_sm_non_acd_call);
+        let end = shared.control_handle.clone();
+        let engine = EngineThread::spawn(
+            router,
+            open_inputs(&settings, replay.as_ref())?,
+            ControlLink {
+                commands: cmd_rx,
+                view: view_tx,
+                end_monitor: Box::new(move |monitor, reason: &str| {
+                    end.end_monitor(monitor, reason)
+                }),
+            },
+            Publisher::new(fanout_rx, shared.monitor_stats.clone()),
+            counters.clone(),
+            wall_now,
+        );
+        let (stop, stop_rx) = watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let handler = ActionHandler {
+            audit: shared.auditor.clone(),
+            registry: shared.registry.clone(),
+            engine: cmd_tx,
+            control: shared.control_handle.clone(),
+            certificates: certificates(&settings),
+            commands_lost: Arc::new(AtomicU64::new(0)),
+        };
+        let mut handler = handler;
+        let control = tokio::spawn(control_server::run(
+            ports.control,
+            ControlServer {
+                plane: control_plane(&settings),
+                tls: tls.as_ref().map(|t| t.control.clone()),
+                view: view_rx,
+                actions: Box::new(move |a, peer| handler.handle(a, peer)),
+                stats: shared.control_stats.clone(),
+                tos: 0x68,
+                limits: Limits::default(),
+            },
+            ended_rx,
+            stopped(),
+        ));
+        let monitor = tokio::spawn(monitor_service::run(
+            ports.monitor,
+            MonitorServer {
+                tls: tls.as_ref().map(|t| t.monitor.clone()),
+                registry: shared.registry.clone(),
+                control: shared.control_handle.clone(),
+                fanout: fanout_tx,
+                heartbeat_interval: settings.monitor.heartbeat_interval,
+                heartbeat_timeout: settings.monitor.heartbeat_timeout,
+                queue_frames: DEFAULT_QUEUE_FRAMES,
+                tos: settings.monitor.tos,
+                stats: shared.monitor_stats.clone(),
+                audit: shared.auditor.sink(),
+            },
+            stopped(),
+        ));
+        let metrics = tokio::spawn(metrics::serve(
+            ports.metrics,
+            metrics::Sources {
+                inputs: engine.inputs.clone(),
+                engine: counters.clone(),
+                control: shared.control_stats.clone(),
+                extra: vec![metrics::monitor_lines(shared.monitor_stats.clone())],
+            },
+            stopped(),
+        ));
+        Ok(Appliance {
+            control: addrs.0,
+            monitor: addrs.1,
+            metrics: addrs.2,
+            inputs: engine.inputs.iter().map(|(n, _)| n.clone()).collect(),
+            stop,
+            tasks: vec![control, monitor, metrics],
+            engine,
+            counters,
+        })
+    }
+
+    /// Stops the servers, then the engine thread and its captures; returns its counters.
+    pub async fn shutdown(self) -> Summary {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.engine.stop();
+        let c = &self.counters;
+        Summary {
+            frames: c.frames.load(Ordering::Relaxed),
+            rtp_packets: c.rtp_packets.load(Ordering::Relaxed),
+            forwarded: c.forwarded.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn local(l: &tokio::net::TcpListener) -> SocketAddr {
+    l.local_addr().expect("a bound listener has an address")
+}
+
+/// Supervisor id -> the name its client certificate carries.
+fn certificates(settings: &Settings) -> HashMap<String, String> {
+    settings
+        .supervisors
+        .iter()
+        .map(|s| (s.id.clone(), s.certificate.clone()))
+        .collect()
+}
