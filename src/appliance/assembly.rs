@@ -21,8 +21,9 @@ use super::actions::ActionHandler;
 use super::audit::{AuditLog, Auditor};
 use super::engine_loop::{Command, ControlLink, EngineMetrics, EngineThread, Input};
 use super::metrics;
-use crate::capture::live::{LiveCapture, LiveOptions};
+use crate::capture::live::LiveOptions;
 use crate::capture::pipeline::Pipeline;
+use crate::capture::reopen::ReopeningCapture;
 use crate::capture::replay::{Replay, ReplayOptions};
 use crate::clock::wall_now;
 use crate::config::Settings;
@@ -154,9 +155,9 @@ fn open_inputs(
         });
     }
     for iface in &settings.capture.interfaces {
-        let live = LiveCapture::open(
+        let live = ReopeningCapture::open(
             iface,
-            &LiveOptions {
+            LiveOptions {
                 promiscuous: true,
                 snaplen: settings.capture.snaplen.min(i32::MAX as u32) as i32,
                 buffer_bytes: settings.capture.buffer_bytes.min(i32::MAX as u64) as i32,

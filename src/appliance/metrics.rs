@@ -52,7 +52,7 @@ pub fn sample(out: &mut String, name: &str, kind: &str, help: &str, value: u64) 
 /// The exposition text.
 pub fn render(s: &Sources) -> String {
     let mut out = String::with_capacity(4096);
-    let per_input: [InputMetric; 5] = [
+    let per_input: [InputMetric; 6] = [
         (
             "silentmon_capture_received_total",
             "Frames the kernel saw on the interface (pcap_stats ps_recv; frames read for a replay).",
@@ -81,6 +81,11 @@ pub fn render(s: &Sources) -> String {
             "silentmon_pipeline_dropped_total",
             "Frames dropped between the capture thread and the engine (engine behind).",
             |p| p.dropped_frames.load(Ordering::Relaxed),
+        ),
+        (
+            "silentmon_capture_reopens_total",
+            "Times the capture was reopened after its interface failed (gone, reset).",
+            |p| p.reopens.load(Ordering::Relaxed),
         ),
     ];
     for (name, help, get) in per_input {

@@ -116,6 +116,8 @@ pub struct LiveStats {
     pub dropped: u64,
     /// Frames dropped by the interface or driver.
     pub if_dropped: u64,
+    /// Times the capture was reopened after its interface failed (see `capture::reopen`).
+    pub reopened: u64,
 }
 
 /// An open live capture.
@@ -206,6 +208,7 @@ impl LiveCapture {
             received: s.received as u64,
             dropped: s.dropped as u64,
             if_dropped: s.if_dropped as u64,
+            reopened: 0,
         })
     }
 

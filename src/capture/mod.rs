@@ -2,7 +2,10 @@
 //!
 //! A [`PacketSource`] yields captured frames as `(Timestamp, &[u8])` with the link type of the
 //! capture. [`file::PcapFile`] reads pcap and pcapng files through libpcap (the same library the
-//! live capture uses, so BPF filters behave identically). Nothing here interprets packets.
+//! live capture uses, so BPF filters behave identically); [`live::LiveCapture`] opens an
+//! interface, [`reopen::ReopeningCapture`] keeps one open through failures, [`replay::Replay`]
+//! plays a file at its pace, and [`pipeline::Pipeline`] runs any of them on a capture thread.
+//! Nothing here interprets packets.
 
 use std::path::PathBuf;
 
@@ -12,6 +15,7 @@ use crate::time::Timestamp;
 pub mod file;
 pub mod live;
 pub mod pipeline;
+pub mod reopen;
 pub mod replay;
 
 pub use file::PcapFile;

@@ -152,6 +152,8 @@ pub struct PipelineStats {
     pub kernel_dropped: AtomicU64,
     /// Frames the interface dropped (ps_ifdrop).
     pub if_dropped: AtomicU64,
+    /// Times a live capture was reopened after its interface failed.
+    pub reopens: AtomicU64,
 }
 
 /// The consumer's end.
@@ -276,6 +278,7 @@ fn copy_kernel_stats(source: &mut impl CaptureSource, stats: &PipelineStats) {
         stats.kernel_received.store(k.received, Ordering::Relaxed);
         stats.kernel_dropped.store(k.dropped, Ordering::Relaxed);
         stats.if_dropped.store(k.if_dropped, Ordering::Relaxed);
+        stats.reopens.store(k.reopened, Ordering::Relaxed);
     }
 }
 

@@ -84,9 +84,10 @@ pub(crate) fn run(args: ServerArgs) -> Result<ExitCode> {
         )
     });
     let stop = super::wait_for_stop(args.run_for);
+    let is_tls = tls.is_some();
     rt.block_on(async {
         let app = Appliance::start(settings, tls, replay).await?;
-        eprintln!("{}", started(&app, app_is_tls(&args)));
+        eprintln!("{}", started(&app, is_tls));
         stop.await;
         let s = app.shutdown().await;
         eprintln!(
@@ -96,10 +97,6 @@ pub(crate) fn run(args: ServerArgs) -> Result<ExitCode> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn app_is_tls(args: &ServerArgs) -> bool {
-    !args.insecure
 }
 
 /// The line printed once every port listens.
