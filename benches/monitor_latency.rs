@@ -40,13 +40,12 @@
 //! ("1 50 500"), SECONDS (10), WARMUP (3), LISTEN (10), LISTEN_SECONDS (30), LISTEN_RATE
 //! (48000), LISTEN_CHANNELS (2), LISTEN_BACKGROUND (unset: silence), TLS (1; 0: plaintext).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use silentmon::binding::Direction;
 use silentmon::control::client::Client;
@@ -56,7 +55,9 @@ use silentmon::endpoint::session::{MediaSession, SessionConfig};
 use silentmon::monitor::client::{Event, MonitorClient};
 use silentmon::time::Timestamp;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+#[path = "support/mod.rs"]
+mod support;
+use support::{env_or, free_port, metric, scrape, wall_ns, BoxError};
 
 /// One marker packet per this many 20 ms packets (one per second).
 const MARKER_EVERY: u32 = 50;
@@ -87,16 +88,6 @@ struct Options {
     /// TLS 1.3 on both links, with a client certificate on the monitor service, as deployed
     /// (TLS=1, the default); TLS=0 runs the server `--insecure`.
     tls: bool,
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T, BoxError> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| format!("{name}={v:?} is not a valid value").into()),
-        Err(_) => Ok(default),
-    }
 }
 
 impl Options {
@@ -240,10 +231,6 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> Result<u16, BoxError> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 impl Server {
     fn start(o: &Options, capture: &Path) -> Result<Server, BoxError> {
         let control = format!("127.0.0.1:{}", free_port()?);
@@ -266,7 +253,11 @@ impl Server {
             );
         }
         for s in 1..=o.supervisors {
-            cfg += &format!("[[supervisor]]\nid = \"s{s}\"\nteams = [\"bench\"]\n");
+            // Every supervisor presents the one bench certificate.
+            cfg += &format!(
+                "[[supervisor]]\nid = \"s{s}\"\nteams = [\"bench\"]\n\
+                 certificate = \"bench-supervisor-desk\"\n"
+            );
         }
         let path = o.dir.join("silentmon.toml");
         std::fs::write(&path, cfg)?;
@@ -313,33 +304,6 @@ impl Server {
         }
         Ok(server)
     }
-}
-
-/// The metrics page (a blocking HTTP/1.0 GET).
-fn scrape(addr: SocketAddr) -> Result<String, BoxError> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)?;
-    Ok(body)
-}
-
-/// The value of an unlabelled sample, 0 when absent.
-fn metric(page: &str, name: &str) -> f64 {
-    page.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once(' '))
-        .find(|(n, _)| *n == name)
-        .and_then(|(_, v)| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
-fn wall_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }
 
 async fn bench(o: &Options, server: &Server) -> Result<(), BoxError> {
@@ -429,13 +393,12 @@ async fn wait_for_bindings(server: &Server, calls: u32) -> Result<(), BoxError> 
     }
 }
 
-/// Sorted delays in milliseconds; the q-quantile (nearest rank).
+/// Sorted delays in milliseconds; the q-quantile (nearest rank), NaN when there are none.
 fn pct(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
-    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
+    support::pct(sorted, q)
 }
 
 /// Control sessions holding `count` monitors, and their session keys (monitor m: supervisor

@@ -4,7 +4,7 @@
 //!
 //! Rules:
 //! - [`Publisher::publish`] takes no lock and does not allocate: each subscriber owns a fixed set
-//!   of preallocated slots ([`SLOT_CAPACITY`] bytes each) cycling between two lock-free
+//!   of preallocated slots ([`SLOT_PREALLOC`] bytes each) cycling between two lock-free
 //!   `ArrayQueue`s, `free` and `full`. A packet is encoded into a free slot; when none is free,
 //!   the oldest queued frame is taken back and counted as dropped. A packet whose RTP is longer
 //!   than a slot grows that slot once (the slot keeps its capacity when recycled).
@@ -28,7 +28,11 @@ use super::wire::{Control, Media};
 use crate::router::{Forward, MonitorId, Notice};
 use crate::time::Timestamp;
 
-/// Bytes preallocated per media slot (an 18-byte header, its prefix and a large RTP packet).
+/// Bytes preallocated per media slot: an 18-byte header, its prefix and an RTP packet of up to
+/// 40 ms of G.711 (or a typical Opus packet). A longer packet grows its slot once; 1024 slots
+/// make 512 KiB per endpoint connection.
+pub const SLOT_PREALLOC: usize = 512;
+/// The largest media frame a writer gathers in one piece (a large RTP packet and its header).
 pub const SLOT_CAPACITY: usize = 2048;
 /// Control frames queued towards one endpoint before the oldest is dropped.
 pub const CONTROL_FRAMES: usize = 256;
@@ -104,7 +108,7 @@ impl Subscriber {
         let frames = frames.max(1);
         let free = ArrayQueue::new(frames);
         for _ in 0..frames {
-            let _ = free.push(Vec::with_capacity(SLOT_CAPACITY));
+            let _ = free.push(Vec::with_capacity(SLOT_PREALLOC));
         }
         Subscriber {
             free,
