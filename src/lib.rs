@@ -47,6 +47,7 @@ pub mod flow;
 pub mod media;
 pub mod monitor;
 pub mod net;
+pub mod offline;
 pub mod packet;
 pub mod report;
 pub mod router;

@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::binding::{Agent, Bindings, Direction, Source};
 use crate::codec::PayloadMap;
@@ -120,7 +120,7 @@ pub struct Router {
 }
 
 /// A call as the control plane lists it.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct CallView {
     /// Index of the bound agent (not serialised; for rights checks).
     #[serde(skip)]
@@ -146,7 +146,7 @@ pub struct CallView {
 }
 
 /// An RTP stream as the control plane lists it.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct FlowView {
     /// Index of the agent it belongs to.
     #[serde(skip)]
@@ -154,7 +154,7 @@ pub struct FlowView {
     /// The agent's id.
     pub agent_id: Option<String>,
     /// From agent / to agent.
-    pub direction: Option<&'static str>,
+    pub direction: Option<String>,
     /// Source address.
     pub src: String,
     /// Destination address.
@@ -176,7 +176,7 @@ pub struct FlowView {
 }
 
 /// A binding as the control plane lists it.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct BindingView {
     /// Index of the agent.
     #[serde(skip)]
@@ -186,7 +186,7 @@ pub struct BindingView {
     /// Media endpoint, or the phone IP for static bindings.
     pub endpoint: String,
     /// static, sip, explicit.
-    pub source: &'static str,
+    pub source: String,
     /// The SIP call of a sip binding.
     pub call_id: Option<String>,
     /// Seconds since the epoch (None for static bindings).
@@ -537,9 +537,12 @@ impl Router {
                 flows.push(FlowView {
                     agent: hit.map(|h| h.agent),
                     agent_id: hit.map(|h| agents[h.agent].id.clone()),
-                    direction: hit.map(|h| match h.direction {
-                        Direction::FromAgent => "from_agent",
-                        Direction::ToAgent => "to_agent",
+                    direction: hit.map(|h| {
+                        match h.direction {
+                            Direction::FromAgent => "from_agent",
+                            Direction::ToAgent => "to_agent",
+                        }
+                        .to_owned()
                     }),
                     src: s.key.src.to_string(),
                     dst: s.key.dst.to_string(),
@@ -580,7 +583,8 @@ impl Router {
                     Source::Static => "static",
                     Source::Sip(_) => "sip",
                     Source::Explicit => "explicit",
-                },
+                }
+                .to_owned(),
                 call_id: match b.source {
                     Source::Sip(i) => self.engine.calls().call(i).map(|c| c.call_id.clone()),
                     _ => None,
@@ -595,7 +599,7 @@ impl Router {
                     agent: i,
                     agent_id: a.id.clone(),
                     endpoint: ip.to_string(),
-                    source: "static",
+                    source: "static".to_owned(),
                     call_id: None,
                     since: None,
                     expires: None,
@@ -828,7 +832,8 @@ mod tests {
         assert!(v
             .flows
             .iter()
-            .any(|f| f.agent_id.as_deref() == Some("5001") && f.direction == Some("to_agent")));
+            .any(|f| f.agent_id.as_deref() == Some("5001")
+                && f.direction.as_deref() == Some("to_agent")));
         assert!(v.calls.iter().any(|c| c.call_id == "c2" && c.to == "5001"));
         // After the call ended and its binding lingered out, the call is still the agent's
         // in the view (a supervisor still sees it) while the call table keeps it.

@@ -1,7 +1,8 @@
 //! `silentmon ctl`: the operator's and the tests' client of the control plane (42028). Logs in
-//! (supervisor by default; `--mode monitor` or `--mode agent`), sends one request, prints the
-//! reply as a table or, with `--json`, as the JSON the server sent. `monitor` and `events` stay
-//! connected and print events until interrupted or `--for` passes.
+//! (supervisor by default; `--mode monitor` or `--mode agent`), sends one typed request
+//! (`control::request`), prints its typed reply (`control::reply`) as a table
+//! (`report::table`) or, with `--json`, as the JSON the server sent. `monitor` and `events`
+//! stay connected and print events until interrupted or `--for` passes.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,13 +10,18 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
+use serde::Serialize;
 use serde_json::Value;
 
 use super::duration::parse_duration;
 use crate::control::client::Client;
 use crate::control::frame::Frame;
+use crate::control::reply::Reply;
+use crate::control::request::{self, Bind, Login, Request, StopTarget, AGENT_STATES};
+use crate::endpoint::local::{ask, LocalReply, LocalRequest};
+use crate::report::table::Table;
 
 /// Arguments of `silentmon ctl`.
 #[derive(Debug, Args)]
@@ -125,328 +131,228 @@ pub(crate) fn run(args: CtlArgs) -> Result<ExitCode> {
     rt.block_on(run_async(args))
 }
 
+/// The TLS client configuration and server name `args` ask for (None: plaintext).
+fn tls(args: &CtlArgs) -> Result<Option<(Arc<rustls::ClientConfig>, String)>> {
+    if args.insecure {
+        return Ok(None);
+    }
+    let ca = std::fs::read_to_string(&args.ca).with_context(|| {
+        format!(
+            "cannot read the CA certificate {} (give --ca FILE, or --insecure for a lab \
+             appliance)",
+            args.ca.display()
+        )
+    })?;
+    let config = crate::security::tls::client_config(&ca, None)
+        .with_context(|| format!("CA certificate {}", args.ca.display()))?;
+    let name = args
+        .server_name
+        .clone()
+        .unwrap_or_else(|| super::host_of(&args.server));
+    Ok(Some((config, name)))
+}
+
 /// Connects and logs in as `args` say.
 async fn connect(args: &CtlArgs) -> Result<Client> {
-    let tls = if args.insecure {
-        None
-    } else {
-        let ca = std::fs::read_to_string(&args.ca).with_context(|| {
-            format!(
-                "cannot read the CA certificate {} (give --ca FILE, or --insecure for a lab \
-                 appliance)",
-                args.ca.display()
-            )
-        })?;
-        let config = crate::security::tls::client_config(&ca, None)
-            .with_context(|| format!("CA certificate {}", args.ca.display()))?;
-        let name = args
-            .server_name
-            .clone()
-            .unwrap_or_else(|| super::host_of(&args.server));
-        Some((config, name))
-    };
+    let tls = tls(args)?;
     let mut client = Client::connect(
         &args.server,
         tls.as_ref().map(|(c, n)| (Arc::clone(c), n.as_str())),
     )
     .await?;
-    let mode = match args.mode {
-        Mode::Supervisor => "supervisor",
-        Mode::Monitor => "monitor",
-        Mode::Agent => "agent",
-    };
-    let mut login = Frame::new("Login")
-        .with("mode", mode)
-        .with("id", args.user.clone());
-    if let Some(p) = super::read_password(args.password_file.as_deref())? {
-        login = login.with("password", p);
-    }
-    if let Some(i) = &args.instrument {
-        login = login.with("instrument", i.clone());
-    }
-    let reply = client.request(&login, "LoginReply", |_| {}).await?;
-    check(&reply)?;
+    let login = Request::Login(Login {
+        mode: match args.mode {
+            Mode::Supervisor => request::Mode::Supervisor,
+            Mode::Monitor => request::Mode::Monitor,
+            Mode::Agent => request::Mode::Agent,
+        },
+        id: args.user.clone(),
+        password: super::read_password(args.password_file.as_deref())?.unwrap_or_default(),
+        instrument: args.instrument.clone(),
+    });
+    granted(client.call(&login, |_| {}).await?)?;
     Ok(client)
 }
 
 /// A refusal becomes the error, with the server's reason.
-fn check(reply: &Frame) -> Result<()> {
-    if reply.str("result") == Some("ok") {
-        return Ok(());
+fn granted(reply: Reply) -> Result<Reply> {
+    match reply {
+        Reply::Refused { request, reason } => bail!("{request}Reply: {reason}"),
+        r => Ok(r),
     }
-    bail!(
-        "{}: {}",
-        reply.msg,
-        reply.str("reason").unwrap_or("refused without a reason")
-    )
+}
+
+/// The request a command sends to the control plane (`events` sends none).
+fn request_of(command: &CtlCommand) -> Result<Option<Request>> {
+    Ok(Some(match command {
+        CtlCommand::Agents => Request::ListAgents,
+        CtlCommand::Calls => Request::ListCalls,
+        CtlCommand::Flows => Request::ListFlows,
+        CtlCommand::Bindings => Request::ListBindings,
+        CtlCommand::Monitors => Request::ListMonitors,
+        CtlCommand::Bind {
+            agent,
+            endpoint,
+            r#for,
+        } => Request::Bind(Bind {
+            agent: agent.clone(),
+            endpoint: endpoint
+                .parse()
+                .map_err(|_| anyhow!("bind: {endpoint:?} is not IP:PORT"))?,
+            seconds: r#for.map(|d| d.as_secs().max(1)),
+        }),
+        CtlCommand::Stop { agent: Some(agent) } => {
+            Request::StopSilentMonitor(StopTarget::Agent(agent.clone()))
+        }
+        CtlCommand::Stop { agent: None } => bail!("stop: give the agent (or use --endpoint)"),
+        CtlCommand::State { state } => Request::SetAgentState {
+            state: AGENT_STATES
+                .into_iter()
+                .find(|s| s.eq_ignore_ascii_case(state))
+                .ok_or_else(|| anyhow!("state: {state:?} is not one of {AGENT_STATES:?}"))?,
+        },
+        CtlCommand::Monitor { agent, .. } => Request::StartSilentMonitor {
+            agent: agent.clone(),
+        },
+        CtlCommand::Events { .. } => return Ok(None),
+        CtlCommand::Status => bail!("status is a request to a supervisor endpoint: add --endpoint"),
+    }))
 }
 
 async fn run_async(args: CtlArgs) -> Result<ExitCode> {
     if let Some(endpoint) = &args.endpoint {
         return endpoint_command(endpoint, &args).await;
     }
+    let request = request_of(&args.command)?;
     let mut client = connect(&args).await?;
-    let json = args.json;
     let out = &mut std::io::stdout().lock();
-    match &args.command {
-        CtlCommand::Agents => {
-            list(
-                &mut client,
-                "ListAgents",
-                "AgentList",
-                "agents",
-                json,
-                out,
-                &["agent", "extension", "team", "state"],
-            )
-            .await?
-        }
-        CtlCommand::Calls => {
-            list(
-                &mut client,
-                "ListCalls",
-                "CallList",
-                "calls",
-                json,
-                out,
-                &[
-                    "agent_id", "call_id", "from", "to", "state", "hold", "media",
-                ],
-            )
-            .await?
-        }
-        CtlCommand::Flows => {
-            list(
-                &mut client,
-                "ListFlows",
-                "FlowList",
-                "flows",
-                json,
-                out,
-                &[
-                    "agent_id",
-                    "direction",
-                    "src",
-                    "dst",
-                    "ssrc",
-                    "payloads",
-                    "packets",
-                    "lost",
-                    "jitter_ms",
-                ],
-            )
-            .await?
-        }
-        CtlCommand::Bindings => {
-            list(
-                &mut client,
-                "ListBindings",
-                "BindingList",
-                "bindings",
-                json,
-                out,
-                &[
-                    "agent_id", "endpoint", "source", "call_id", "since", "expires",
-                ],
-            )
-            .await?
-        }
-        CtlCommand::Monitors => {
-            list(
-                &mut client,
-                "ListMonitors",
-                "MonitorList",
-                "monitors",
-                json,
-                out,
-                &["monitor", "supervisor", "agent", "started"],
-            )
-            .await?
-        }
-        CtlCommand::Bind {
-            agent,
-            endpoint,
-            r#for,
-        } => {
-            let mut f = Frame::new("Bind")
-                .with("agent", agent.clone())
-                .with("endpoint", endpoint.clone());
-            if let Some(d) = r#for {
-                f = f.with("seconds", d.as_secs().max(1));
-            }
-            let reply = client.request(&f, "BindReply", |_| {}).await?;
-            check(&reply)?;
-            print_reply(
-                out,
-                &reply,
-                json,
-                &format!("bound {endpoint} to agent {agent}"),
-            )?;
-        }
-        CtlCommand::Stop { agent } => {
-            let Some(agent) = agent else {
-                bail!("stop: give the agent (or use --endpoint)");
-            };
-            let f = Frame::new("StopSilentMonitor").with("agent", agent.clone());
-            let reply = client.request(&f, "StopSilentMonitorReply", |_| {}).await?;
-            check(&reply)?;
-            print_reply(
-                out,
-                &reply,
-                json,
-                &format!("stopped monitoring agent {agent}"),
-            )?;
-        }
-        CtlCommand::State { state } => {
-            let f = Frame::new("SetAgentState").with("state", state.clone());
-            let reply = client.request(&f, "SetAgentStateReply", |_| {}).await?;
-            check(&reply)?;
-            print_reply(out, &reply, json, &format!("state {state}"))?;
-        }
-        CtlCommand::Monitor { agent, r#for } => {
-            let f = Frame::new("StartSilentMonitor").with("agent", agent.clone());
-            let reply = client
-                .request(&f, "StartSilentMonitorReply", |_| {})
-                .await?;
-            check(&reply)?;
-            let text = format!(
-                "monitoring agent {agent}: monitor {} (audio: monitor service {}, key {})",
-                reply.u64("monitor").unwrap_or(0),
-                reply.str("monitor_service").unwrap_or("-"),
-                reply.str("key").unwrap_or("-"),
-            );
-            print_reply(out, &reply, json, &text)?;
-            tail(&mut client, *r#for, json, out).await?;
-        }
-        CtlCommand::Events { r#for } => tail(&mut client, *r#for, json, out).await?,
-        CtlCommand::Status => bail!("status is a request to a supervisor endpoint: add --endpoint"),
+    if let Some(request) = request {
+        let reply = granted(client.call(&request, |_| {}).await?)?;
+        print_reply(out, &request, &reply, args.json)?;
     }
-    Ok(ExitCode::SUCCESS)
+    match &args.command {
+        CtlCommand::Events { r#for } | CtlCommand::Monitor { r#for, .. } => {
+            tail(&mut client, *r#for, args.json, out).await
+        }
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Prints a granted reply: lists as tables (or their items as a JSON array), the others as a
+/// line (or the server's JSON object).
+fn print_reply(out: &mut impl Write, request: &Request, reply: &Reply, json: bool) -> Result<()> {
+    let table = match reply {
+        Reply::AgentList(v) => items(v, &["agent", "extension", "team", "state"]),
+        Reply::CallList(v) => items(
+            v,
+            &[
+                "agent_id", "call_id", "from", "to", "state", "hold", "media",
+            ],
+        ),
+        Reply::FlowList(v) => items(
+            v,
+            &[
+                "agent_id",
+                "direction",
+                "src",
+                "dst",
+                "ssrc",
+                "payloads",
+                "packets",
+                "lost",
+                "jitter_ms",
+            ],
+        ),
+        Reply::BindingList(v) => items(
+            v,
+            &[
+                "agent_id", "endpoint", "source", "call_id", "since", "expires",
+            ],
+        ),
+        Reply::MonitorList(v) => items(v, &["monitor", "supervisor", "agent", "started"]),
+        other => {
+            let line = describe(request, other);
+            return print_frame(out, &other.to_frame(), json, &line);
+        }
+    };
+    let (values, columns) = table;
+    if json {
+        writeln!(out, "{}", Value::Array(values))?;
+    } else {
+        write!(out, "{}", Table::json_rows(columns, &values).render())?;
+    }
+    Ok(())
+}
+
+/// A list's items as JSON values, with the columns its table shows.
+fn items<'c, T: Serialize>(v: &[T], columns: &'c [&'c str]) -> (Vec<Value>, &'c [&'c str]) {
+    let values = v
+        .iter()
+        .map(|i| serde_json::to_value(i).unwrap_or(Value::Null))
+        .collect();
+    (values, columns)
+}
+
+/// One line for a reply that is not a list.
+fn describe(request: &Request, reply: &Reply) -> String {
+    match (request, reply) {
+        (_, Reply::Bind { agent, endpoint }) => format!("bound {endpoint} to agent {agent}"),
+        (Request::StopSilentMonitor(StopTarget::Agent(a)), _) => {
+            format!("stopped monitoring agent {a}")
+        }
+        (Request::SetAgentState { state }, _) => format!("state {state}"),
+        (_, Reply::StartSilentMonitor(g)) => format!(
+            "monitoring agent {}: monitor {} (audio: monitor service {}, key {})",
+            g.agent,
+            g.monitor,
+            g.monitor_service.as_deref().unwrap_or("-"),
+            g.key
+        ),
+        (_, other) => format!("{other:?}"),
+    }
 }
 
 /// One request to a supervisor endpoint's local control (plaintext on loopback).
 async fn endpoint_command(addr: &str, args: &CtlArgs) -> Result<ExitCode> {
     let request = match &args.command {
-        CtlCommand::Monitor { agent, .. } => Frame::new("Monitor").with("agent", agent.clone()),
-        CtlCommand::Stop { .. } => Frame::new("Stop"),
-        CtlCommand::Status => Frame::new("Status"),
+        CtlCommand::Monitor { agent, .. } => LocalRequest::Monitor {
+            agent: agent.clone(),
+        },
+        CtlCommand::Stop { .. } => LocalRequest::Stop,
+        CtlCommand::Status => LocalRequest::Status,
         _ => bail!("a supervisor endpoint answers monitor, stop and status only"),
     };
-    let reply_name = format!("{}Reply", request.msg);
-    let mut client = Client::connect(addr, None).await.with_context(|| {
-        format!("no supervisor endpoint on {addr} (is `silentmon supervisor` running?)")
-    })?;
-    let reply = client.request(&request, &reply_name, |_| {}).await?;
-    check(&reply)?;
-    let out = &mut std::io::stdout().lock();
-    let text = match &args.command {
-        CtlCommand::Monitor { agent, .. } => format!(
-            "monitoring agent {agent} (monitor {}, via {})",
-            reply.u64("monitor").unwrap_or(0),
-            reply.str("server").unwrap_or("-")
+    let reply = ask(addr, &request)
+        .await
+        .map_err(|e| anyhow!("{e} (is `silentmon supervisor` running?)"))?;
+    let text = match &reply {
+        LocalReply::Refused { msg, reason } => bail!("{msg}: {reason}"),
+        LocalReply::Monitoring(m) => format!(
+            "monitoring agent {} (monitor {}, via {})",
+            m.agent,
+            m.monitor.map_or("-".into(), |m| m.to_string()),
+            m.server.as_deref().unwrap_or("-")
         ),
-        CtlCommand::Stop { .. } => "stopped".to_owned(),
-        _ => format!(
-            "agent {}: {}{}\n{}",
-            reply.str("agent").unwrap_or("-"),
-            if reply.fields.get("monitoring") == Some(&Value::Bool(true)) {
-                "monitoring"
-            } else {
-                "not monitoring"
-            },
-            reply
-                .str("call_id")
-                .map(|c| format!(", call {c}"))
-                .unwrap_or_default(),
-            reply.str("summary").unwrap_or("")
-        ),
+        LocalReply::Stopped => "stopped".to_owned(),
+        LocalReply::Status(s) => s.describe(),
     };
-    print_reply(out, &reply, args.json, &text)?;
+    print_frame(
+        &mut std::io::stdout().lock(),
+        &reply.to_frame(),
+        args.json,
+        &text,
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_reply(out: &mut impl Write, reply: &Frame, json: bool, text: &str) -> Result<()> {
+/// Prints `text`, or with `--json` the frame's JSON object.
+fn print_frame(out: &mut impl Write, frame: &Frame, json: bool, text: &str) -> Result<()> {
     if json {
-        writeln!(out, "{}", Value::Object(reply.fields.clone()))?;
+        writeln!(out, "{}", Value::Object(frame.fields.clone()))?;
     } else {
         writeln!(out, "{text}")?;
     }
     out.flush()?;
-    Ok(())
-}
-
-/// Sends a list request and prints the items.
-#[allow(clippy::too_many_arguments)]
-async fn list(
-    client: &mut Client,
-    request: &str,
-    reply: &str,
-    key: &str,
-    json: bool,
-    out: &mut impl Write,
-    columns: &[&str],
-) -> Result<()> {
-    let r = client.request(&Frame::new(request), reply, |_| {}).await?;
-    if r.str("result") == Some("refused") {
-        check(&r)?;
-    }
-    let items = r
-        .fields
-        .get(key)
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    if json {
-        writeln!(out, "{}", Value::Array(items))?;
-        return Ok(());
-    }
-    let cell = |v: Option<&Value>| match v {
-        None | Some(Value::Null) => "-".to_owned(),
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => match n.as_f64() {
-            Some(f) if n.is_f64() => format!("{f:.3}"),
-            _ => n.to_string(),
-        },
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-            .collect::<Vec<_>>()
-            .join(","),
-        Some(other) => other.to_string(),
-    };
-    let rows: Vec<Vec<String>> = items
-        .iter()
-        .map(|i| columns.iter().map(|c| cell(i.get(*c))).collect())
-        .collect();
-    let widths: Vec<usize> = columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            rows.iter()
-                .map(|r| r[i].len())
-                .chain([c.len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: &[String]| {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_owned()
-    };
-    let head: Vec<String> = columns.iter().map(|c| c.to_uppercase()).collect();
-    writeln!(out, "{}", line(&head))?;
-    for r in &rows {
-        writeln!(out, "{}", line(r))?;
-    }
-    if rows.is_empty() {
-        writeln!(out, "(none)")?;
-    }
     Ok(())
 }
 
@@ -456,7 +362,7 @@ async fn tail(
     limit: Option<Duration>,
     json: bool,
     out: &mut impl Write,
-) -> Result<()> {
+) -> Result<ExitCode> {
     let deadline = limit.map(|d| tokio::time::Instant::now() + d);
     loop {
         let sleep = async {
@@ -467,23 +373,19 @@ async fn tail(
         };
         let ev = tokio::select! {
             ev = client.next_event() => ev?,
-            _ = sleep => return Ok(()),
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = sleep => return Ok(ExitCode::SUCCESS),
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
         };
-        if json {
-            writeln!(out, "{}", Value::Object(ev.fields.clone()))?;
-        } else {
-            let fields: Vec<String> = ev
-                .fields
-                .iter()
-                .filter(|(k, _)| *k != "msg" && *k != "v")
-                .map(|(k, v)| match v {
-                    Value::String(s) => format!("{k}={s}"),
-                    other => format!("{k}={other}"),
-                })
-                .collect();
-            writeln!(out, "{} {}", ev.msg, fields.join(" "))?;
-        }
-        out.flush()?;
+        let fields: Vec<String> = ev
+            .fields
+            .iter()
+            .filter(|(k, _)| *k != "msg" && *k != "v")
+            .map(|(k, v)| match v {
+                Value::String(s) => format!("{k}={s}"),
+                other => format!("{k}={other}"),
+            })
+            .collect();
+        let line = format!("{} {}", ev.msg, fields.join(" "));
+        print_frame(out, &ev, json, &line)?;
     }
 }

@@ -18,16 +18,15 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use super::extract::{extract, Selection, WavLayout};
-use super::offline::{analyse, Input};
 use crate::appliance::assembly::{Appliance, Tls};
 use crate::capture::replay::ReplayOptions;
 use crate::capture::{PacketSource, PcapFile};
 use crate::config::supervisor::SupervisorSettings;
 use crate::config::Settings;
-use crate::control::client::Client;
-use crate::control::frame::Frame;
+use crate::endpoint::local::{ask, LocalReply, LocalRequest, Status};
 use crate::engine::EngineConfig;
+use crate::offline::extract::{extract, Selection, WavLayout};
+use crate::offline::{analyse, Input};
 use crate::report::Report;
 use crate::security::pki::{create_ca, create_request, sign_request, Role};
 
@@ -220,7 +219,8 @@ certificate = "demo-supervisor"
         let appliance = Appliance::start(settings, Some(tls), Some(replay)).await?;
         let (stop_endpoint, endpoint_stopped) = tokio::sync::oneshot::channel::<()>();
         // The endpoint runs in this task, beside the demo's own steps.
-        let endpoint = super::supervisor::run_endpoint(supervisor, async {
+        let password = Some(password);
+        let endpoint = crate::endpoint::shell::run(supervisor, password, async {
             let _ = endpoint_stopped.await;
         });
         let steps = async {
@@ -229,10 +229,7 @@ certificate = "demo-supervisor"
             let local = format!("127.0.0.1:{local}");
             let status = wait_monitoring(&local).await;
             let result = status.map(|status| {
-                let playing = status
-                    .get("device")
-                    .and_then(|d| d.as_str())
-                    .map(str::to_owned);
+                let playing = status.device;
                 println!(
                     "silentmon demo: the appliance replays {} as live SPAN traffic (TLS 1.3 \
                      control plane and monitor service on loopback); supervisor `demo` is \
@@ -269,7 +266,7 @@ certificate = "demo-supervisor"
         let report = report?;
         steps?;
         appliance.shutdown().await;
-        println!("supervisor: {}", super::supervisor::summary(&report));
+        println!("supervisor: {}", crate::endpoint::shell::summary(&report));
         let wavs = recordings(&args.out);
         if wavs.is_empty() {
             bail!("nothing was recorded (see the messages above)");
@@ -297,21 +294,14 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
 }
 
 /// Polls the endpoint's local control until it monitors; returns its status.
-async fn wait_monitoring(addr: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
+async fn wait_monitoring(addr: &str) -> Result<Status> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(mut c) = Client::connect(addr, None).await {
-            if let Ok(r) = c
-                .request(&Frame::new("Status"), "StatusReply", |_| {})
-                .await
-            {
-                let device_known = r.fields.get("device").is_some_and(|d| !d.is_null())
-                    || tokio::time::Instant::now() + Duration::from_secs(17) > deadline;
-                if r.fields.get("monitoring") == Some(&serde_json::Value::Bool(true))
-                    && device_known
-                {
-                    return Ok(r.fields);
-                }
+        if let Ok(LocalReply::Status(s)) = ask(addr, &LocalRequest::Status).await {
+            let device_known = s.device.is_some()
+                || tokio::time::Instant::now() + Duration::from_secs(17) > deadline;
+            if s.monitoring && device_known {
+                return Ok(*s);
             }
         }
         if tokio::time::Instant::now() > deadline {

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 
-use super::offline::{analyse, Input};
 use crate::engine::EngineConfig;
+use crate::offline::{analyse, Input};
 use crate::report::Report;
 
 /// Arguments of `flows`.

@@ -12,7 +12,6 @@ mod demo;
 mod duration;
 mod extract;
 mod flows;
-mod offline;
 mod passwd;
 mod server;
 mod supervisor;
@@ -105,13 +104,7 @@ pub(crate) fn read_password(file: Option<&std::path::Path>) -> anyhow::Result<Op
     Ok(std::env::var("SILENTMON_PASSWORD").ok())
 }
 
-/// `host:port` -> host (brackets of an IPv6 literal removed).
-pub(crate) fn host_of(addr: &str) -> String {
-    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned()
-}
+pub(crate) use crate::config::host_of;
 
 /// SIGINT, SIGTERM, or the end of `limit` (`--run-for`).
 pub(crate) async fn wait_for_stop(limit: Option<std::time::Duration>) {

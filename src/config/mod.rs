@@ -561,6 +561,15 @@ impl Settings {
     }
 }
 
+/// `host:port` -> host (brackets of an IPv6 literal removed): the name an appliance's
+/// certificate is checked against when no other is configured.
+pub fn host_of(addr: &str) -> String {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned()
+}
+
 /// `file` as a configuration at `config` means it: a relative path is relative to the
 /// configuration's directory (not to the working directory, which is / under systemd).
 fn beside(config: &Path, file: &Path) -> PathBuf {

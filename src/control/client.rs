@@ -1,12 +1,16 @@
 //! A control-plane client connection (for `silentmon ctl`, the supervisor endpoint and the
-//! tests): TLS 1.3 trusting the private CA (or plaintext with `--insecure`), frames in and out.
-//! A thin shell over the frame codec.
+//! tests): TLS 1.3 trusting the private CA (or plaintext with `--insecure`). Typed
+//! ([`Client::call`]: a [`Request`] out, its [`Reply`] back) or frames in and out (the protocol
+//! tests send what no type would build). A thin shell over the frame codec; server heartbeats
+//! are answered here.
 
 use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::frame::{self, Frame, DEFAULT_MAX_BODY};
+use super::reply::Reply;
+use super::request::{ParseError, Request};
 use crate::net::{dial, Stream, CONNECT_TIMEOUT};
 
 /// Client errors.
@@ -34,6 +38,14 @@ pub enum Error {
     /// The server closed the connection.
     #[error("{0}: the server closed the connection")]
     Closed(String),
+    /// The server's reply is not what the protocol says.
+    #[error("{addr}: bad reply from the server: {source}")]
+    Reply {
+        /// Server address.
+        addr: String,
+        /// Cause.
+        source: ParseError,
+    },
 }
 
 /// An open connection.
@@ -129,16 +141,42 @@ impl Client {
         &mut self,
         f: &Frame,
         reply: &str,
-        mut events: impl FnMut(Frame),
+        events: impl FnMut(Frame),
     ) -> Result<Frame, Error> {
         self.send(f).await?;
+        self.answer(|msg| msg == reply, events).await
+    }
+
+    /// The first frame `is_answer` accepts; the frames before it go to `events`.
+    async fn answer(
+        &mut self,
+        is_answer: impl Fn(&str) -> bool,
+        mut events: impl FnMut(Frame),
+    ) -> Result<Frame, Error> {
         loop {
             let r = self.next_event().await?;
-            if r.msg == reply {
+            if is_answer(&r.msg) {
                 return Ok(r);
             }
             events(r);
         }
+    }
+
+    /// Sends `request` and returns its typed reply (a refusal is `Ok(Reply::Refused)`), passing
+    /// the frames that come meanwhile (events) to `events`.
+    pub async fn call(
+        &mut self,
+        request: &Request,
+        events: impl FnMut(Frame),
+    ) -> Result<Reply, Error> {
+        self.send(&request.to_frame()).await?;
+        let f = self
+            .answer(|msg| request.is_answered_by(msg), events)
+            .await?;
+        Reply::parse(&f).map_err(|source| Error::Reply {
+            addr: self.addr.clone(),
+            source,
+        })
     }
 }
 

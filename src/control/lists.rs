@@ -3,82 +3,71 @@
 //! agents and what belongs to them (calls, flows and bindings from the engine's latest view),
 //! and its own monitors; agents list nothing.
 
-use serde_json::Value;
-
-use super::frame::Frame;
 use super::plane::{ControlPlane, Mode, SessionId};
+use super::reply::{AgentItem, MonitorItem, Reply};
 
 impl ControlPlane {
-    /// The items of a list a session may see: monitor mode all, a supervisor its teams' agents'.
-    fn visible<'a, T: serde::Serialize + 'a>(
+    /// The items a session may see: monitor mode all, a supervisor its teams' agents'.
+    fn visible<'a, T: Clone + 'a>(
         &self,
         mode: Mode,
         who: usize,
         items: impl Iterator<Item = (Option<usize>, &'a T)>,
-    ) -> Value {
-        Value::Array(
-            items
-                .filter(|(agent, _)| {
-                    mode == Mode::Monitor || agent.is_some_and(|a| self.may_see(who, a))
-                })
-                .filter_map(|(_, item)| serde_json::to_value(item).ok())
-                .collect(),
-        )
+    ) -> Vec<T> {
+        items
+            .filter(|(agent, _)| {
+                mode == Mode::Monitor || agent.is_some_and(|a| self.may_see(who, a))
+            })
+            .map(|(_, item)| item.clone())
+            .collect()
     }
 
     pub(super) fn list_agents(&mut self, sid: SessionId, m: Mode, who: usize) {
-        let agents: Vec<Value> = (0..self.dir.agents.len())
+        let agents = (0..self.dir.agents.len())
             .filter(|&a| m == Mode::Monitor || self.may_see(who, a))
             .map(|a| {
-                serde_json::json!({
-                    "uid": format!("agent.{}", self.dir.agents[a].agent.id),
-                    "agent": self.dir.agents[a].agent.id,
-                    "extension": self.dir.agents[a].agent.extension,
-                    "team": self.dir.agents[a].team,
-                    "state": self.agent_state[a],
-                })
+                let s = &self.dir.agents[a];
+                AgentItem {
+                    uid: format!("agent.{}", s.agent.id),
+                    agent: s.agent.id.clone(),
+                    extension: s.agent.extension.clone(),
+                    team: s.team.clone(),
+                    state: self.agent_state[a].to_owned(),
+                }
             })
             .collect();
-        self.send(
-            sid,
-            Frame::new("AgentList").with("agents", Value::Array(agents)),
-        );
+        self.reply(sid, &Reply::AgentList(agents));
     }
 
     pub(super) fn list_calls(&mut self, sid: SessionId, m: Mode, who: usize) {
         let items = self.visible(m, who, self.view.calls.iter().map(|c| (c.agent, c)));
-        self.send(sid, Frame::new("CallList").with("calls", items));
+        self.reply(sid, &Reply::CallList(items));
     }
 
     pub(super) fn list_flows(&mut self, sid: SessionId, m: Mode, who: usize) {
         let items = self.visible(m, who, self.view.flows.iter().map(|c| (c.agent, c)));
-        self.send(sid, Frame::new("FlowList").with("flows", items));
+        self.reply(sid, &Reply::FlowList(items));
     }
 
     pub(super) fn list_bindings(&mut self, sid: SessionId, m: Mode, who: usize) {
-        let items = self.visible(
-            m,
-            who,
-            self.view.bindings.iter().map(|b| (Some(b.agent), b)),
-        );
-        self.send(sid, Frame::new("BindingList").with("bindings", items));
+        let bindings = self.view.bindings.iter().map(|b| (Some(b.agent), b));
+        let items = self.visible(m, who, bindings);
+        self.reply(sid, &Reply::BindingList(items));
     }
 
     pub(super) fn list_monitors(&mut self, sid: SessionId, m: Mode, who: usize) {
-        let items: Vec<Value> = self
+        let items = self
             .monitors
             .iter()
             .filter(|(_, r)| m == Mode::Monitor || r.supervisor == who)
-            .map(|(id, r)| {
-                serde_json::json!({
-                    "uid": format!("monitor.{id}"),
-                    "monitor": id,
-                    "supervisor": self.dir.supervisors[r.supervisor].id,
-                    "agent": self.dir.agents[r.agent].agent.id,
-                    "started": r.started.as_secs_f64(),
-                })
+            .map(|(id, r)| MonitorItem {
+                uid: format!("monitor.{id}"),
+                monitor: *id,
+                supervisor: self.dir.supervisors[r.supervisor].id.clone(),
+                agent: self.dir.agents[r.agent].agent.id.clone(),
+                started: r.started.as_secs_f64(),
             })
             .collect();
-        self.send(sid, Frame::new("MonitorList").with("monitors", items));
+        self.reply(sid, &Reply::MonitorList(items));
     }
 }

@@ -15,8 +15,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::frame::Frame;
-use super::plane::{refused, ControlPlane, Mode, SessionId, Verification};
+use super::plane::{ControlPlane, Mode, SessionId, Verification};
+use super::reply::Reply;
 use super::request::Login;
 use crate::security::audit::AuditEvent;
 use crate::security::lockout::Admission;
@@ -100,7 +100,7 @@ impl ControlPlane {
         };
         let peer = s.peer;
         if s.login.is_some() {
-            return self.refuse(sid, "LoginReply", "a login is already in progress");
+            return self.refuse(sid, "Login", "a login is already in progress");
         }
         let mut pending = PendingLogin {
             session: sid,
@@ -117,7 +117,7 @@ impl ControlPlane {
             if t.first {
                 self.audit_login(&pending, &format!("throttled ({reason})"));
             }
-            return self.refuse(sid, "LoginReply", &reason);
+            return self.refuse(sid, "Login", &reason);
         }
         if l.mode == Mode::Monitor {
             if let Some(r) = self.monitor_mode_closed(now) {
@@ -133,7 +133,7 @@ impl ControlPlane {
                 let reason = "too many logins in progress: try again";
                 self.counters.logins_failed += 1;
                 self.audit_login(&pending, reason);
-                self.refuse(sid, "LoginReply", reason);
+                self.refuse(sid, "Login", reason);
             }
             _ => {
                 let ticket = self.next_ticket;
@@ -288,7 +288,11 @@ impl ControlPlane {
         }
         self.audit_login(&p, r.why);
         if self.sessions.contains_key(&p.session) {
-            self.send(p.session, refused("LoginReply", r.told));
+            let reply = Reply::Refused {
+                request: "Login".into(),
+                reason: r.told.into(),
+            };
+            self.reply(p.session, &reply);
         }
     }
 
@@ -333,14 +337,12 @@ impl ControlPlane {
             Mode::Monitor => format!("session.{sid}"),
         };
         let heartbeat_ms = (self.dir.server_heartbeat.as_nanos() / 1_000_000) as u64;
-        self.send(
-            sid,
-            Frame::new("LoginReply")
-                .with("result", "ok")
-                .with("session", sid)
-                .with("uid", uid)
-                .with("heartbeat_ms", heartbeat_ms),
-        );
+        let reply = Reply::Login {
+            session: sid,
+            uid,
+            heartbeat_ms,
+        };
+        self.reply(sid, &reply);
         if p.mode == Mode::Agent {
             self.agent_session[who] = Some(sid);
             self.set_agent_state(who, "Login");

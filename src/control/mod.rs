@@ -8,5 +8,6 @@ mod lists;
 pub mod login;
 pub mod monitoring;
 pub mod plane;
+pub mod reply;
 pub mod request;
 pub mod server;

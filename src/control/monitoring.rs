@@ -10,8 +10,8 @@
 
 use std::net::SocketAddr;
 
-use super::frame::Frame;
 use super::plane::{Action, ControlPlane, Mode, MonitorRec, SessionId};
+use super::reply::{Event, Grant, Reply, StopReason};
 use super::request::{Bind, StopTarget};
 use crate::security::audit::AuditEvent;
 use crate::time::Timestamp;
@@ -43,7 +43,7 @@ impl ControlPlane {
                 reason: reason.to_owned(),
             },
         );
-        self.refuse(sid, "StartSilentMonitorReply", reason);
+        self.refuse(sid, "StartSilentMonitor", reason);
     }
 
     pub(super) fn start_monitor(&mut self, now: Timestamp, sid: SessionId, sup: usize, name: &str) {
@@ -75,16 +75,13 @@ impl ControlPlane {
         );
         let key = (self.keys)();
         let agent_id = self.dir.agents[agent].agent.id.clone();
-        let mut reply = Frame::new("StartSilentMonitorReply")
-            .with("result", "ok")
-            .with("monitor", id)
-            .with("uid", format!("monitor.{id}"))
-            .with("agent", agent_id.clone())
-            .with("key", key.clone());
-        if let Some(ms) = &self.dir.monitor_service {
-            reply = reply.with("monitor_service", ms.clone());
-        }
-        self.send(sid, reply);
+        let grant = Grant {
+            monitor: id,
+            agent: agent_id.clone(),
+            key: key.clone(),
+            monitor_service: self.dir.monitor_service.clone(),
+        };
+        self.reply(sid, &Reply::StartSilentMonitor(grant));
         self.actions.push_back(Action::MonitorStarted {
             monitor: id,
             agent,
@@ -93,17 +90,14 @@ impl ControlPlane {
             session: sid,
             key,
         });
-        self.warn_agent(
-            agent,
-            Frame::new("SilentMonitorStartedEvent").with("monitor", id),
-        );
+        self.warn_agent(agent, Event::MonitoredStarted { monitor: id });
     }
 
     /// Tells agent `agent` (when WarnIfSilentMonitored is set and it is logged in).
-    fn warn_agent(&mut self, agent: usize, event: Frame) {
+    fn warn_agent(&mut self, agent: usize, event: Event) {
         if self.dir.agents[agent].warn_if_silent_monitored {
             if let Some(asid) = self.agent_session[agent] {
-                self.send(asid, event);
+                self.event(asid, &event);
             }
         }
     }
@@ -129,21 +123,16 @@ impl ControlPlane {
             .map(|(id, _)| *id)
             .collect();
         if ids.is_empty() {
-            return self.refuse(sid, "StopSilentMonitorReply", "no such monitor");
+            return self.refuse(sid, "StopSilentMonitor", "no such monitor");
         }
         let stopped = ids.len() as u64;
         for id in ids {
-            self.stop_monitor(now, id, "stopped by supervisor");
+            self.stop_monitor(now, id, StopReason::StoppedBySupervisor);
         }
-        self.send(
-            sid,
-            Frame::new("StopSilentMonitorReply")
-                .with("result", "ok")
-                .with("stopped", stopped),
-        );
+        self.reply(sid, &Reply::StopSilentMonitor { stopped });
     }
 
-    pub(super) fn stop_monitor(&mut self, _now: Timestamp, id: u64, reason: &str) {
+    pub(super) fn stop_monitor(&mut self, _now: Timestamp, id: u64, reason: StopReason) {
         let Some(m) = self.monitors.remove(&id) else {
             return;
         };
@@ -152,19 +141,15 @@ impl ControlPlane {
             monitor: id,
             agent_id: agent_id.clone(),
             supervisor_id: self.dir.supervisors[m.supervisor].id.clone(),
-            reason: reason.to_owned(),
+            reason: reason.to_string(),
         });
-        self.send(
-            m.session,
-            Frame::new("SilentMonitorStopped")
-                .with("monitor", id)
-                .with("agent", agent_id)
-                .with("reason", reason),
-        );
-        self.warn_agent(
-            m.agent,
-            Frame::new("SilentMonitorStoppedEvent").with("monitor", id),
-        );
+        let event = Event::SilentMonitorStopped {
+            monitor: id,
+            agent: agent_id,
+            reason,
+        };
+        self.event(m.session, &event);
+        self.warn_agent(m.agent, Event::MonitoredStopped { monitor: id });
     }
 
     /// Refuses a bind (audited).
@@ -179,7 +164,7 @@ impl ControlPlane {
                 reason: reason.to_owned(),
             },
         );
-        self.refuse(sid, "BindReply", reason);
+        self.refuse(sid, "Bind", reason);
     }
 
     pub(super) fn bind(&mut self, sid: SessionId, mode: Mode, who: usize, b: Bind) {
@@ -208,13 +193,11 @@ impl ControlPlane {
             by,
             session: sid,
         });
-        self.send(
-            sid,
-            Frame::new("BindReply")
-                .with("result", "ok")
-                .with("agent", agent_id)
-                .with("endpoint", b.endpoint.to_string()),
-        );
+        let reply = Reply::Bind {
+            agent: agent_id,
+            endpoint: b.endpoint,
+        };
+        self.reply(sid, &reply);
     }
 
     /// The agents `endpoint` belongs to in the latest view: bound to it, in a call whose media

@@ -21,6 +21,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::frame::Frame;
+use super::reply::StopReason;
+use super::reply::{Event, Reply};
 pub use super::request::Mode;
 use super::request::Request;
 use crate::config::{AgentSettings, Supervisor};
@@ -271,13 +273,6 @@ pub struct ControlPlane {
     pub(super) counters: PlaneCounters,
 }
 
-/// A refusal: the request's reply name with `result: refused` and the reason.
-pub(super) fn refused(msg: &str, reason: &str) -> Frame {
-    Frame::new(msg)
-        .with("result", "refused")
-        .with("reason", reason)
-}
-
 impl ControlPlane {
     /// A control plane for `dir`.
     pub fn new(dir: Directory) -> Self {
@@ -343,9 +338,10 @@ impl ControlPlane {
         &self.counters
     }
 
-    /// The monitor's endpoint went away or the monitor service ended it.
+    /// The monitor's endpoint went away or the monitor service ended it (`reason`: its wire
+    /// text, see [`StopReason`]).
     pub fn end_monitor(&mut self, now: Timestamp, monitor: u64, reason: &str) {
-        self.stop_monitor(now, monitor, reason);
+        self.stop_monitor(now, monitor, StopReason::from_wire(reason));
     }
 
     /// Number of sessions, by mode (None = not logged in).
@@ -414,7 +410,10 @@ impl ControlPlane {
 
     /// Tells the client why, forgets the session and asks the shell to close it.
     pub(super) fn close(&mut self, now: Timestamp, sid: SessionId, reason: &str) {
-        self.send(sid, Frame::new("ProtocolError").with("reason", reason));
+        let event = Event::ProtocolError {
+            reason: reason.to_owned(),
+        };
+        self.event(sid, &event);
         self.disconnect(now, sid);
         self.closing.push_back(sid);
     }
@@ -474,7 +473,7 @@ impl ControlPlane {
             }
         }
         for (id, seq) in due {
-            self.send(id, Frame::new("Heartbeat").with("seq", seq));
+            self.event(id, &Event::Heartbeat { seq });
         }
     }
 
@@ -497,7 +496,7 @@ impl ControlPlane {
                     .map(|(k, _)| *k)
                     .collect();
                 for id in ids {
-                    self.stop_monitor(now, id, "agent logged out");
+                    self.stop_monitor(now, id, StopReason::AgentLoggedOut);
                 }
             }
             _ => {}
@@ -509,18 +508,32 @@ impl ControlPlane {
             .map(|(k, _)| *k)
             .collect();
         for id in ids {
-            self.stop_monitor(now, id, "supervisor disconnected");
+            self.stop_monitor(now, id, StopReason::SupervisorDisconnected);
         }
     }
 
-    pub(super) fn send(&mut self, sid: SessionId, f: Frame) {
+    fn send(&mut self, sid: SessionId, f: Frame) {
         self.outbox.push_back((sid, f));
     }
 
-    /// Refuses a request of session `sid`: `<name>` with `result: refused` and `reason`.
-    pub(super) fn refuse(&mut self, sid: SessionId, reply: &str, reason: &str) {
+    /// Answers session `sid`.
+    pub(super) fn reply(&mut self, sid: SessionId, r: &Reply) {
+        self.send(sid, r.to_frame());
+    }
+
+    /// Tells session `sid`.
+    pub(super) fn event(&mut self, sid: SessionId, e: &Event) {
+        self.send(sid, e.to_frame());
+    }
+
+    /// Refuses session `sid`'s `request` (its message name) with `reason`.
+    pub(super) fn refuse(&mut self, sid: SessionId, request: &str, reason: &str) {
         self.counters.requests_refused += 1;
-        self.send(sid, refused(reply, reason));
+        let r = Reply::Refused {
+            request: request.to_owned(),
+            reason: reason.to_owned(),
+        };
+        self.reply(sid, &r);
     }
 
     /// An audit-only action about session `sid` (its address, if it is still known).
@@ -548,9 +561,10 @@ impl ControlPlane {
 
     pub(super) fn set_agent_state(&mut self, agent: usize, state: &'static str) {
         self.agent_state[agent] = state;
-        let ev = Frame::new("AgentStateEvent")
-            .with("agent", self.dir.agents[agent].agent.id.clone())
-            .with("state", state);
+        let ev = Event::AgentState {
+            agent: self.dir.agents[agent].agent.id.clone(),
+            state: state.to_owned(),
+        };
         let watchers: Vec<SessionId> = self
             .sessions
             .iter()
@@ -562,7 +576,7 @@ impl ControlPlane {
             .map(|(id, _)| *id)
             .collect();
         for w in watchers {
-            self.send(w, ev.clone());
+            self.event(w, &ev);
         }
     }
 
@@ -575,20 +589,18 @@ impl ControlPlane {
         let mode = session.mode;
         let request = match Request::parse(f) {
             Ok(r) => r,
-            Err(e) => return self.refuse(sid, &e.reply_name(), &e.to_string()),
+            Err(e) => return self.refuse(sid, &e.request(), &e.to_string()),
         };
-        let reply = request.reply_name();
+        let name = request.name();
         match (request, mode) {
-            (Request::Heartbeat { seq }, _) => {
-                self.send(sid, Frame::new("HeartbeatReply").with("seq", seq))
-            }
+            (Request::Heartbeat { seq }, _) => self.reply(sid, &Reply::HeartbeatReply { seq }),
             (Request::HeartbeatReply { .. }, _) => {}
             (Request::Login(l), None) => self.login(now, sid, l),
-            (Request::Login(_), Some(_)) => self.refuse(sid, &reply, "already logged in"),
-            (_, None) => self.refuse(sid, &reply, "log in first"),
+            (Request::Login(_), Some(_)) => self.refuse(sid, name, "already logged in"),
+            (_, None) => self.refuse(sid, name, "log in first"),
             (Request::SetAgentState { state }, Some((Mode::Agent, a))) => {
                 self.set_agent_state(a, state);
-                self.send(sid, Frame::new(&reply).with("result", "ok"));
+                self.reply(sid, &Reply::SetAgentState);
             }
             (Request::ListAgents, Some((m, who))) if m != Mode::Agent => {
                 self.list_agents(sid, m, who)
@@ -612,7 +624,7 @@ impl ControlPlane {
             (Request::StopSilentMonitor(target), Some((Mode::Supervisor, sup))) => {
                 self.stop_request(now, sid, sup, &target)
             }
-            (_, Some(_)) => self.refuse(sid, &reply, "not allowed in this mode"),
+            (_, Some(_)) => self.refuse(sid, name, "not allowed in this mode"),
         }
     }
 }

@@ -169,9 +169,14 @@ pub enum ParseError {
 impl ParseError {
     /// The name of the reply that refuses the request (`<name>Reply`).
     pub fn reply_name(&self) -> String {
+        format!("{}Reply", self.request())
+    }
+
+    /// The refused message's name (cut, for an unknown one).
+    pub fn request(&self) -> String {
         match self {
-            ParseError::Unknown { name } => format!("{name}Reply"),
-            ParseError::Field { msg, .. } => format!("{msg}Reply"),
+            ParseError::Unknown { name } => name.clone(),
+            ParseError::Field { msg, .. } => (*msg).to_owned(),
         }
     }
 }
@@ -338,9 +343,27 @@ impl Request {
         }
     }
 
-    /// The name of the reply (`<name>Reply`; a heartbeat's is `HeartbeatReply`).
+    /// The name of the answer when the request is granted: the list a `List…` request returns
+    /// (`ListAgents` → `AgentList`), `<name>Reply` for the others.
     pub fn reply_name(&self) -> String {
+        match self {
+            Request::ListAgents => "AgentList".into(),
+            Request::ListCalls => "CallList".into(),
+            Request::ListFlows => "FlowList".into(),
+            Request::ListBindings => "BindingList".into(),
+            Request::ListMonitors => "MonitorList".into(),
+            _ => self.refusal_name(),
+        }
+    }
+
+    /// The name of the answer when the request is refused: `<name>Reply`, for every request.
+    pub fn refusal_name(&self) -> String {
         format!("{}Reply", self.name())
+    }
+
+    /// True when a frame named `msg` answers this request (granted or refused).
+    pub fn is_answered_by(&self, msg: &str) -> bool {
+        msg == self.reply_name() || msg == self.refusal_name()
     }
 
     /// The frame a client sends.
@@ -382,7 +405,7 @@ impl Request {
 
 /// `name` as it may be echoed: at most [`MAX_ECHOED_NAME`] ASCII letters, digits and `_`;
 /// anything else is `Unknown`.
-fn echoable(name: &str) -> String {
+pub fn echoable(name: &str) -> String {
     let ok = !name.is_empty()
         && name.len() <= MAX_ECHOED_NAME
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');

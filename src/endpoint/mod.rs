@@ -1,4 +1,8 @@
-//! The supervisor endpoint: its media session (`session`, the core of the media loop: one
+//! The supervisor endpoint: its decisions (`controller`: the cluster list's failover order,
+//! which monitor to (re)start and when, control-plane and monitor-service events as media
+//! notices, typed errors; sans-IO), the shell that carries them out (`shell`: the control-plane
+//! and monitor-service links, the local control port `local`, the media thread), its media
+//! session (`session`, the core of the media loop: one
 //! listening pipeline per monitored agent, output stage, recording, cushion and counters;
 //! no clock, no device), the media loop shell around it (`media_loop`: the event channel and
 //! the channel that returns spent RTP buffers (nothing allocated per packet), the clock, the
@@ -8,10 +12,13 @@
 //! `media::output` and `session`; the shells only move samples to a device or a file.
 
 mod alsa_log;
+pub mod controller;
+pub mod local;
 pub mod media_loop;
 pub mod playout;
 pub mod recorder;
 pub mod session;
+pub mod shell;
 
 pub use media_loop::{
     handle_event, run_media, EndpointEvent, MediaClock, MediaLoopConfig, MediaReport,

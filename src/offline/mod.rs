@@ -1,10 +1,16 @@
-//! The offline driver shared by `flows`, `extract` and `demo`: a capture file through the engine,
-//! with a progress bar on a terminal for large files.
+//! Offline analysis of capture files, shared by `flows`, `extract` and `demo`: a file through
+//! the engine ([`analyse`], with a progress bar on a terminal for large files) and the audio of
+//! chosen streams or calls decoded to WAV ([`extract`]).
+//!
+//! Rules: a read error part-way keeps what was read before it ([`Analysis::stopped`]); every
+//! failure is a typed [`Error`] naming the file or the selection; progress is updated every
+//! [`PROGRESS_EVERY`] frames, never per packet.
+
+pub mod extract;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::capture::{self, PacketSource, PcapFile};
@@ -12,29 +18,52 @@ use crate::engine::{Engine, EngineConfig};
 use crate::time::Timestamp;
 
 /// Files smaller than this get no progress bar.
-const PROGRESS_MIN_BYTES: u64 = 32 << 20;
+pub const PROGRESS_MIN_BYTES: u64 = 32 << 20;
 /// Frames between progress updates (never per packet).
-const PROGRESS_EVERY: u64 = 1 << 14;
+pub const PROGRESS_EVERY: u64 = 1 << 14;
+
+/// Why an offline analysis or extraction failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The BPF filter file could not be read.
+    #[error("cannot read filter file {path}: {source}")]
+    FilterFile {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The capture could not be opened or read.
+    #[error(transparent)]
+    Capture(#[from] capture::Error),
+    /// What to extract was not understood or not found, or cannot be written as asked.
+    #[error(transparent)]
+    Extract(#[from] extract::Error),
+}
 
 /// Where the packets come from, validated.
 #[derive(Clone, Debug)]
-pub(crate) struct Input {
-    pub(crate) path: PathBuf,
-    pub(crate) filter: Option<String>,
+pub struct Input {
+    /// The capture file.
+    pub path: PathBuf,
+    /// The BPF filter applied while reading.
+    pub filter: Option<String>,
 }
 
 impl Input {
     /// From `-r FILE`, `-f BPF` and `--filter-file F` (the two filters are exclusive in clap).
-    pub(crate) fn new(
+    pub fn new(
         path: &Path,
         filter: Option<&str>,
         filter_file: Option<&Path>,
-    ) -> Result<Self> {
+    ) -> Result<Self, Error> {
         let filter = match (filter, filter_file) {
             (Some(f), _) => Some(f.to_owned()),
             (None, Some(file)) => {
-                let text = std::fs::read_to_string(file)
-                    .with_context(|| format!("cannot read filter file {}", file.display()))?;
+                let text = std::fs::read_to_string(file).map_err(|source| Error::FilterFile {
+                    path: file.to_owned(),
+                    source,
+                })?;
                 Some(capture::read_filter_file(&text))
             }
             (None, None) => None,
@@ -46,23 +75,24 @@ impl Input {
     }
 
     /// Opens the capture.
-    pub(crate) fn open(&self) -> Result<PcapFile> {
+    pub fn open(&self) -> Result<PcapFile, Error> {
         Ok(PcapFile::open(&self.path, self.filter.as_deref())?)
     }
 }
 
 /// A finished pass over a file.
-pub(crate) struct Analysis {
-    pub(crate) engine: Engine,
+pub struct Analysis {
+    /// The engine that saw every frame read.
+    pub engine: Engine,
     /// Capture time of the first frame (report times are relative to it, like tshark's).
-    pub(crate) first_ts: Option<Timestamp>,
+    pub first_ts: Option<Timestamp>,
     /// Reading stopped early (a corrupt or cut record): the packets before it were analysed.
-    pub(crate) stopped: Option<capture::Error>,
+    pub stopped: Option<capture::Error>,
 }
 
 impl Analysis {
     /// The analysis, or the read error when the file could not be read to its end.
-    pub(crate) fn complete(self) -> Result<Analysis> {
+    pub fn complete(self) -> Result<Analysis, Error> {
         match self.stopped {
             Some(e) => Err(e.into()),
             None => Ok(self),
@@ -72,7 +102,7 @@ impl Analysis {
 
 /// Runs the whole file through a new engine; a read error part-way ends the pass and is kept
 /// in [`Analysis::stopped`] with what was read before it.
-pub(crate) fn analyse(input: &Input, config: EngineConfig) -> Result<Analysis> {
+pub fn analyse(input: &Input, config: EngineConfig) -> Result<Analysis, Error> {
     let mut source = input.open()?;
     let link = source.link_type();
     let mut engine = Engine::new(config);
@@ -110,7 +140,7 @@ pub(crate) fn analyse(input: &Input, config: EngineConfig) -> Result<Analysis> {
 }
 
 /// A byte-based progress bar when stderr is a terminal and the file is large.
-pub(crate) fn progress_bar(path: &Path) -> Option<ProgressBar> {
+fn progress_bar(path: &Path) -> Option<ProgressBar> {
     let len = std::fs::metadata(path).ok()?.len();
     if len < PROGRESS_MIN_BYTES || !std::io::stderr().is_terminal() {
         return None;

@@ -1,9 +1,12 @@
 //! NIC qualification for 802.1Q-tagged SPAN traffic (the CTI OS guide's appendix A, in one
 //! command). The pure part lives here: the signature sample frames carry ([`signature`]), the
 //! sample frames themselves ([`sample`]) and the verdict over observed frames ([`verdict`]).
-//! Sending and listening are thin shells in `cli::vlantest` over `capture`.
+//! The report a run prints ([`report`]) is built from frames by a pure judge; sending and
+//! listening are thin shells over `capture` ([`shell`]); `cli::vlantest` only parses arguments.
 
+pub mod report;
 pub mod sample;
+pub mod shell;
 pub mod signature;
 pub mod verdict;
 

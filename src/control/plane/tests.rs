@@ -431,17 +431,17 @@ fn a_bind_of_another_teams_endpoint_is_refused_and_audited() {
         agent: 1,
         agent_id: "5002".into(),
         endpoint: "10.0.9.9".into(),
-        source: "static",
+        source: "static".into(),
         call_id: None,
         since: None,
         expires: None,
     };
     let red_sip = BindingView {
         endpoint: "10.0.3.3:30002".into(),
-        source: "sip",
+        source: "sip".into(),
         ..red_static.clone()
     };
-    red_static.source = "static";
+    red_static.source = "static".into();
     p.set_view(Arc::new(View {
         calls: vec![red_call],
         bindings: vec![red_static, red_sip],

@@ -164,3 +164,23 @@ fn a_login_never_shows_its_password() {
     };
     assert!(!format!("{l:?}").contains("hunter2"));
 }
+
+#[test]
+fn a_list_is_answered_by_its_list_or_by_its_refusal() {
+    let list = Request::ListAgents;
+    assert_eq!(list.reply_name(), "AgentList");
+    assert_eq!(list.refusal_name(), "ListAgentsReply");
+    assert!(list.is_answered_by("AgentList") && list.is_answered_by("ListAgentsReply"));
+    assert!(!list.is_answered_by("CallList"));
+    let bind = Request::StartSilentMonitor { agent: "1".into() };
+    assert_eq!(bind.reply_name(), "StartSilentMonitorReply");
+    assert_eq!(bind.refusal_name(), bind.reply_name());
+    // What the server sends for each is what the client waits for.
+    let refused = crate::control::reply::Reply::Refused {
+        request: list.name().into(),
+        reason: "not logged in".into(),
+    };
+    assert!(list.is_answered_by(&refused.to_frame().msg));
+    let granted = crate::control::reply::Reply::AgentList(vec![]);
+    assert!(list.is_answered_by(&granted.to_frame().msg));
+}
