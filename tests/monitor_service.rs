@@ -70,7 +70,7 @@ struct Harness {
     certs: Certs,
     registry: Arc<Registry>,
     stats: Arc<MonitorStats>,
-    ended: tokio::sync::mpsc::Receiver<(u64, String)>,
+    ended: tokio::sync::mpsc::Receiver<(u64, silentmon::control::reply::StopReason)>,
     audited: Arc<std::sync::Mutex<Vec<AuditEvent>>>,
     publisher: Publisher,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -171,11 +171,15 @@ impl Harness {
         }
     }
 
+    /// The next monitor ending reported to the control plane, which the harness then carries
+    /// out as the appliance does (the control plane's action revokes the grant).
     async fn next_ended(&mut self) -> (u64, String) {
-        tokio::time::timeout(PATIENCE, self.ended.recv())
+        let (id, reason) = tokio::time::timeout(PATIENCE, self.ended.recv())
             .await
             .expect("a monitor ended")
-            .expect("the control handle lives")
+            .expect("the control handle lives");
+        self.registry.revoke(id, reason.as_str());
+        (id, reason.to_string())
     }
 }
 

@@ -3,9 +3,11 @@
 //! revocation, then the engine thread's command.
 //!
 //! Rules: never blocks (the engine's command queue is bounded and written with `try_send`).
-//! When that queue is full the engine thread is stalled: a started monitor is revoked again
-//! and ended at the control plane ("appliance busy", which the supervisor sees), a bind is
-//! counted as lost and logged. Session keys are never logged or audited.
+//! When that queue is full the engine thread is stalled: a started monitor is ended at the
+//! control plane ("appliance busy", which the supervisor sees; its ending comes back here as
+//! a `MonitorStopped` like any other), a lost removal or bind is counted and logged. The
+//! registry and the router only follow the control plane's actions: neither ends a monitor on
+//! its own. Session keys are never logged or audited.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,6 +19,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use super::audit::Auditor;
 use super::engine_loop::Command;
 use crate::control::plane::Action;
+use crate::control::reply::StopReason;
 use crate::control::server::ControlHandle;
 use crate::monitor::registry::Registry;
 
@@ -69,8 +72,8 @@ impl ActionHandler {
                 supervisor_id,
                 reason,
             } => {
-                tracing::info!(monitor, agent = %agent_id, supervisor = %supervisor_id, reason, "monitor stopped");
-                self.registry.revoke(*monitor, reason);
+                tracing::info!(monitor, agent = %agent_id, supervisor = %supervisor_id, %reason, "monitor stopped");
+                self.registry.revoke(*monitor, reason.as_str());
                 Command::RemoveMonitor { monitor: *monitor }
             }
             Action::Bind {
@@ -96,8 +99,7 @@ impl ActionHandler {
         self.commands_lost.fetch_add(1, Ordering::Relaxed);
         tracing::error!(?c, "engine thread not taking commands");
         if let Command::AddMonitor { monitor, .. } = c {
-            self.registry.revoke(monitor, "appliance busy");
-            self.control.end_monitor(monitor, "appliance busy");
+            self.control.end_monitor(monitor, StopReason::ApplianceBusy);
         }
     }
 }
@@ -112,7 +114,7 @@ mod tests {
     struct Rig {
         h: ActionHandler,
         commands: crossbeam_channel::Receiver<Command>,
-        ended: tokio::sync::mpsc::Receiver<(u64, String)>,
+        ended: tokio::sync::mpsc::Receiver<(u64, StopReason)>,
         dir: tempfile::TempDir,
     }
 
@@ -171,7 +173,7 @@ mod tests {
                 monitor: 7,
                 agent_id: "5001".into(),
                 supervisor_id: "s1".into(),
-                reason: "stopped by supervisor".into(),
+                reason: StopReason::StoppedBySupervisor,
             },
             None,
         );
@@ -188,13 +190,23 @@ mod tests {
     }
 
     #[test]
-    fn a_full_engine_queue_revokes_the_new_monitor_and_ends_it_at_the_control_plane() {
+    fn a_full_engine_queue_ends_the_new_monitor_at_the_control_plane_which_revokes_it() {
         let mut r = rig(1);
         r.h.handle(&started(1), None);
         r.h.handle(&started(2), None);
         assert_eq!(r.h.commands_lost.load(Ordering::Relaxed), 1);
-        assert!(r.h.registry.is_granted(1) && !r.h.registry.is_granted(2));
         assert_eq!(r.commands.len(), 1);
-        assert_eq!(r.ended.try_recv().unwrap(), (2, "appliance busy".into()));
+        assert_eq!(r.ended.try_recv().unwrap(), (2, StopReason::ApplianceBusy));
+        // The control plane's ending comes back as the action every ending is.
+        r.h.handle(
+            &Action::MonitorStopped {
+                monitor: 2,
+                agent_id: "5001".into(),
+                supervisor_id: "s1".into(),
+                reason: StopReason::ApplianceBusy,
+            },
+            None,
+        );
+        assert!(r.h.registry.is_granted(1) && !r.h.registry.is_granted(2));
     }
 }

@@ -275,16 +275,13 @@ impl Appliance {
             Span::from_secs(2),
         );
         router.set_stop_on_non_acd_calls(settings.monitor.stop_sm_non_acd_call);
-        let end = shared.control_handle.clone();
         let engine = EngineThread::spawn(
             router,
             open_inputs(&settings, replay.as_ref())?,
             ControlLink {
                 commands: cmd_rx,
                 view: view_tx,
-                end_monitor: Box::new(move |monitor, reason: &str| {
-                    end.end_monitor(monitor, reason)
-                }),
+                control: shared.control_handle.clone(),
             },
             Publisher::new(fanout_rx, shared.monitor_stats.clone()),
             counters.clone(),

@@ -18,6 +18,8 @@ use crossbeam_channel::{Receiver, Select};
 use tokio::sync::watch;
 
 use crate::capture::pipeline::{Pipeline, PipelineStats};
+use crate::control::reply::StopReason;
+use crate::control::server::ControlHandle;
 use crate::router::{Forward, MonitorId, Notice, Router, View};
 use crate::time::{Span, Timestamp};
 
@@ -50,6 +52,25 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Carries the command out on `router` at `now` (the engine thread does this for each
+    /// command it takes; the lifecycle tests do it without a thread).
+    pub fn apply(self, router: &mut Router, now: Timestamp) {
+        match self {
+            Command::AddMonitor { monitor, agent } => router.add_monitor(monitor, agent),
+            Command::RemoveMonitor { monitor } => router.remove_monitor(monitor),
+            Command::Bind {
+                agent,
+                endpoint,
+                seconds,
+            } => {
+                let expires = seconds.map(|s| now + Span::from_secs(s as i64));
+                router.bind(now, agent, endpoint, expires);
+            }
+        }
+    }
+}
+
 /// Where monitored packets go (the monitor service's publisher; a recorder in tests).
 pub trait MonitorOutput: Send {
     /// One packet for one monitor (per packet: no lock, no allocation).
@@ -77,17 +98,15 @@ impl MonitorOutput for crate::monitor::fanout::Publisher {
     }
 }
 
-/// Tells the control plane that a monitor must end, and why (StopSMNonACDCall).
-pub type EndMonitor = Box<dyn Fn(MonitorId, &str) + Send>;
-
 /// The engine thread's links to the control plane.
 pub struct ControlLink {
     /// Commands in.
     pub commands: Receiver<Command>,
     /// Snapshots out.
     pub view: watch::Sender<Arc<View>>,
-    /// Monitors to end out.
-    pub end_monitor: EndMonitor,
+    /// Monitors to end out (StopSMNonACDCall): the control plane decides, the router waits
+    /// for its `RemoveMonitor`.
+    pub control: ControlHandle,
 }
 
 /// One capture input.
@@ -154,7 +173,7 @@ impl EngineThread {
         let ControlLink {
             commands,
             view,
-            end_monitor,
+            control,
         } = control;
         let stop = Arc::new(AtomicBool::new(false));
         let stats = inputs
@@ -171,7 +190,7 @@ impl EngineThread {
             clock,
             stop: stop.clone(),
             attached: Vec::new(),
-            end_monitor,
+            control,
         };
         let thread = std::thread::Builder::new()
             .name("engine".into())
@@ -212,7 +231,7 @@ struct Loop<O> {
     clock: fn() -> Timestamp,
     stop: Arc<AtomicBool>,
     attached: Vec<MonitorId>,
-    end_monitor: EndMonitor,
+    control: ControlHandle,
 }
 
 impl<O: MonitorOutput> Loop<O> {
@@ -296,19 +315,7 @@ impl<O: MonitorOutput> Loop<O> {
     }
 
     fn apply(&mut self, c: Command) {
-        match c {
-            Command::AddMonitor { monitor, agent } => self.router.add_monitor(monitor, agent),
-            Command::RemoveMonitor { monitor } => self.router.remove_monitor(monitor),
-            Command::Bind {
-                agent,
-                endpoint,
-                seconds,
-            } => {
-                let now = (self.clock)();
-                let expires = seconds.map(|s| now + Span::from_secs(s as i64));
-                self.router.bind(now, agent, endpoint, expires);
-            }
-        }
+        c.apply(&mut self.router, (self.clock)());
         self.notices();
     }
 
@@ -322,7 +329,7 @@ impl<O: MonitorOutput> Loop<O> {
                     call_id,
                     "non-ACD call: the monitor ends (StopSMNonACDCall)"
                 );
-                (self.end_monitor)(*monitor, "non-ACD call (StopSMNonACDCall)");
+                self.control.end_monitor(*monitor, StopReason::NonAcdCall);
             }
             self.output.notice(&n);
         }
@@ -422,7 +429,7 @@ mod tests {
             phone_ips: vec![],
         };
         let router = Router::new(EngineConfig::default(), vec![agent], Span::from_secs(2));
-        let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
+        let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(8);
         // The monitor exists before the first packet.
         cmd_tx
             .send(Command::AddMonitor {
@@ -442,7 +449,7 @@ mod tests {
             ControlLink {
                 commands: cmd_rx,
                 view: view_tx,
-                end_monitor: Box::new(|_, _| {}),
+                control: crate::control::server::handle(&Default::default()).0,
             },
             Recording(seen.clone()),
             metrics.clone(),

@@ -10,5 +10,7 @@
 pub mod actions;
 pub mod assembly;
 pub mod audit;
+#[cfg(test)]
+mod endings;
 pub mod engine_loop;
 pub mod metrics;

@@ -132,6 +132,11 @@ impl ControlPlane {
         self.reply(sid, &Reply::StopSilentMonitor { stopped });
     }
 
+    /// The one way a monitor ends, whatever ended it: removed here, then an
+    /// [`Action::MonitorStopped`] for the audit trail, the monitor service's registry and the
+    /// router (which hold state derived from this table), `SilentMonitorStopped` to the
+    /// supervisor and `MonitoredStopped` to a warned agent. Unknown ids are ignored (an ending
+    /// can be reported twice: by the endpoint's link and by the supervisor's stop).
     pub(super) fn stop_monitor(&mut self, _now: Timestamp, id: u64, reason: StopReason) {
         let Some(m) = self.monitors.remove(&id) else {
             return;
@@ -141,7 +146,7 @@ impl ControlPlane {
             monitor: id,
             agent_id: agent_id.clone(),
             supervisor_id: self.dir.supervisors[m.supervisor].id.clone(),
-            reason: reason.to_string(),
+            reason: reason.clone(),
         });
         let event = Event::SilentMonitorStopped {
             monitor: id,

@@ -115,7 +115,7 @@ pub enum Action {
         /// The supervisor's id.
         supervisor_id: String,
         /// Why.
-        reason: String,
+        reason: StopReason,
     },
     /// An explicit binding of a media endpoint to an agent.
     Bind {
@@ -164,7 +164,7 @@ impl Action {
                 monitor: *monitor,
                 supervisor: supervisor_id.clone(),
                 agent: agent_id.clone(),
-                reason: reason.clone(),
+                reason: reason.to_string(),
             },
             Action::Bind {
                 agent_id,
@@ -338,10 +338,20 @@ impl ControlPlane {
         &self.counters
     }
 
-    /// The monitor's endpoint went away or the monitor service ended it (`reason`: its wire
-    /// text, see [`StopReason`]).
-    pub fn end_monitor(&mut self, now: Timestamp, monitor: u64, reason: &str) {
-        self.stop_monitor(now, monitor, StopReason::from_wire(reason));
+    /// Ends `monitor` for a reason found outside the control plane (its endpoint went away,
+    /// the monitor service or the engine could not route it, a non-ACD call): the same one
+    /// way as every other ending (`stop_monitor`). Unknown ids are ignored.
+    pub fn end_monitor(&mut self, now: Timestamp, monitor: u64, reason: StopReason) {
+        self.stop_monitor(now, monitor, reason);
+    }
+
+    /// The appliance is stopping: every monitor ends ([`StopReason::ServiceStopped`]), so
+    /// the audit trail, the monitor service and the router hear it like any other ending.
+    pub fn shutdown(&mut self, now: Timestamp) {
+        let ids: Vec<u64> = self.monitors.keys().copied().collect();
+        for id in ids {
+            self.stop_monitor(now, id, StopReason::ServiceStopped);
+        }
     }
 
     /// Number of sessions, by mode (None = not logged in).
@@ -630,4 +640,4 @@ impl ControlPlane {
 }
 
 #[cfg(test)]
-pub(super) mod tests;
+pub(crate) mod tests;

@@ -138,13 +138,16 @@ pub enum StopReason {
     NonAcdCall,
     /// The appliance could not route the monitor (its engine was stalled).
     ApplianceBusy,
+    /// The monitor service could not route the monitor to its endpoint (its publisher was
+    /// stalled).
+    ServiceBusy,
     /// The monitor service stopped.
     ServiceStopped,
     /// Anything else (a newer server's reason).
     Other(String),
 }
 
-const STOP_REASONS: [(StopReason, &str); 12] = [
+const STOP_REASONS: [(StopReason, &str); 13] = [
     (StopReason::StoppedBySupervisor, "stopped by supervisor"),
     (StopReason::AgentLoggedOut, "agent logged out"),
     (
@@ -162,6 +165,7 @@ const STOP_REASONS: [(StopReason, &str); 12] = [
     ),
     (StopReason::NonAcdCall, "non-ACD call (StopSMNonACDCall)"),
     (StopReason::ApplianceBusy, "appliance busy"),
+    (StopReason::ServiceBusy, "monitor service busy"),
     (StopReason::ServiceStopped, "monitor service stopped"),
 ];
 

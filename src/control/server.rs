@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::frame::{self, Frame, DEFAULT_MAX_BODY};
 use super::plane::{Action, ControlPlane, PlaneCounters, SessionId, Verification};
+use super::reply::StopReason;
 use crate::clock::wall_now;
 use crate::net::listen::{Accepted, Limits, ListenStats, Listener};
 use crate::router::View;
@@ -54,19 +55,20 @@ enum Input {
 /// Handle for other shells (the monitor service, the engine thread) to reach the control plane.
 #[derive(Clone)]
 pub struct ControlHandle {
-    ended: mpsc::Sender<(u64, String)>,
+    ended: mpsc::Sender<(u64, StopReason)>,
     lost: Arc<AtomicU64>,
 }
 
 impl ControlHandle {
     /// Tells the control plane that monitor `id` ended outside it (its endpoint went away, a
     /// non-ACD call). Never blocks: with the queue full the ending is counted and logged.
-    pub fn end_monitor(&self, id: u64, reason: &str) {
-        if self.ended.try_send((id, reason.to_owned())).is_err() {
+    pub fn end_monitor(&self, id: u64, reason: StopReason) {
+        if let Err(e) = self.ended.try_send((id, reason)) {
             self.lost.fetch_add(1, Ordering::Relaxed);
+            let (_, reason) = e.into_inner();
             tracing::error!(
                 monitor = id,
-                reason,
+                %reason,
                 "control plane not taking monitor endings"
             );
         }
@@ -130,7 +132,7 @@ pub struct ControlServer {
 
 /// Creates the handle other shells use and the receiver `run` consumes; endings lost to a
 /// full queue are counted in `stats`.
-pub fn handle(stats: &ControlStats) -> (ControlHandle, mpsc::Receiver<(u64, String)>) {
+pub fn handle(stats: &ControlStats) -> (ControlHandle, mpsc::Receiver<(u64, StopReason)>) {
     let (tx, rx) = mpsc::channel(ENDED_QUEUE);
     (
         ControlHandle {
@@ -145,7 +147,7 @@ pub fn handle(stats: &ControlStats) -> (ControlHandle, mpsc::Receiver<(u64, Stri
 pub async fn run(
     listener: tokio::net::TcpListener,
     server: ControlServer,
-    ended: mpsc::Receiver<(u64, String)>,
+    ended: mpsc::Receiver<(u64, StopReason)>,
     shutdown: impl Future<Output = ()>,
 ) {
     let ControlServer {
@@ -158,7 +160,14 @@ pub async fn run(
         limits,
     } = server;
     let (input_tx, input_rx) = mpsc::channel::<Input>(4096);
-    let actor = tokio::spawn(actor(plane, input_rx, view, ended, actions, stats.clone()));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    let links = Links {
+        input: input_rx,
+        view,
+        ended,
+        stop: stop_rx,
+    };
+    let mut actor = tokio::spawn(actor(plane, links, actions, stats.clone()));
     let listener = Listener::new(
         listener,
         tls,
@@ -172,7 +181,26 @@ pub async fn run(
             connection(a, input_tx.clone(), stats.clone())
         })
         .await;
-    actor.abort();
+    // The actor ends every monitor (audited, revoked, unrouted), then returns.
+    let _ = stop_tx.send(());
+    if tokio::time::timeout(SHUTDOWN_WAIT, &mut actor)
+        .await
+        .is_err()
+    {
+        tracing::warn!("control plane: the actor did not finish in time");
+        actor.abort();
+    }
+}
+
+/// Longest the shutdown waits for the actor to end the monitors.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+
+/// What the actor listens to besides the password pool.
+struct Links {
+    input: mpsc::Receiver<Input>,
+    view: watch::Receiver<Arc<View>>,
+    ended: mpsc::Receiver<(u64, StopReason)>,
+    stop: tokio::sync::oneshot::Receiver<()>,
 }
 
 async fn connection(a: Accepted, input: mpsc::Sender<Input>, stats: Arc<ControlStats>) {
@@ -259,12 +287,16 @@ struct Shell {
 
 async fn actor(
     mut plane: ControlPlane,
-    mut input: mpsc::Receiver<Input>,
-    mut view: watch::Receiver<Arc<View>>,
-    mut ended: mpsc::Receiver<(u64, String)>,
+    links: Links,
     on_action: ActionSink,
     stats: Arc<ControlStats>,
 ) {
+    let Links {
+        mut input,
+        mut view,
+        mut ended,
+        mut stop,
+    } = links;
     // As many answers fit as checks may be in flight; the pool's senders never wait long.
     let (verified_tx, mut verified_rx) = mpsc::channel(1024);
     let mut shell = Shell {
@@ -292,7 +324,12 @@ async fn actor(
                     plane.set_view(v);
                 }
             }
-            Some((id, reason)) = ended.recv() => plane.end_monitor(wall_now(), id, &reason),
+            Some((id, reason)) = ended.recv() => plane.end_monitor(wall_now(), id, reason),
+            _ = &mut stop => {
+                plane.shutdown(wall_now());
+                shell.carry_out(&mut plane);
+                return;
+            }
             Some((ticket, ok)) = verified_rx.recv() => plane.handle_verified(wall_now(), ticket, ok),
             _ = tokio::time::sleep(sleep) => plane.handle_timeout(wall_now()),
         }

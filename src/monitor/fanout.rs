@@ -351,6 +351,11 @@ impl Publisher {
     pub fn routed(&self) -> usize {
         self.routes.len()
     }
+
+    /// True while monitor `id` is routed to an endpoint.
+    pub fn is_routed(&self, id: MonitorId) -> bool {
+        self.routes.contains_key(&id)
+    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,6 @@ pub mod client;
 pub mod fanout;
 pub mod registry;
 pub mod service;
-mod session;
+pub(crate) mod session;
 pub mod stats;
 pub mod wire;

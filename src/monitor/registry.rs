@@ -7,10 +7,13 @@
 //! was granted to (another supervisor's certificate with the key is refused, and the grant
 //! stays for its owner; on a plaintext `--insecure` link there is no certificate to check);
 //! monitor ids must fit the wire's u32; a grant not attached within the heartbeat timeout
-//! expires ([`Registry::expire_unattached`], driven by the service with the clock it reads).
-//! Revoking an attached monitor tells its connection, which sends `Stopped` and keeps serving
-//! its other monitors. A short `std::sync::Mutex` guards the table: attaches and revokes are
-//! rare and never on the packet path.
+//! expires ([`Registry::expire_unattached`], driven by the service with the clock it reads):
+//! it is reported once and takes no attach from then on. The registry follows the control
+//! plane: a grant goes only when the control plane revokes it ([`Registry::revoke`]), whoever
+//! reported the ending (its connection, the expiry, a supervisor). Revoking an attached
+//! monitor tells its connection, which sends `Stopped` and keeps serving its other monitors.
+//! A short `std::sync::Mutex` guards the table: attaches and revokes are rare and never on
+//! the packet path.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -66,7 +69,6 @@ pub(crate) type Revocations = mpsc::Sender<(u32, String)>;
 pub(crate) const REVOCATIONS_QUEUE: usize = 64;
 
 struct Attachment {
-    conn: ConnId,
     subscriber: Arc<Subscriber>,
     revoked: Revocations,
 }
@@ -79,6 +81,8 @@ struct Grant {
     certificate: String,
     granted: Instant,
     attached: Option<Attachment>,
+    /// Reported as never attached: no attach is taken any more.
+    expired: bool,
 }
 
 #[derive(Default)]
@@ -139,6 +143,7 @@ impl Registry {
                 certificate: certificate.to_owned(),
                 granted: Instant::now(),
                 attached: None,
+                expired: false,
             },
         );
         Ok(())
@@ -203,6 +208,7 @@ impl Registry {
         let g = inner
             .grants
             .get_mut(&monitor)
+            .filter(|g| !g.expired)
             .ok_or(AttachError::UnknownKey)?;
         if certificate.is_some_and(|names| !names.contains(&g.certificate)) {
             return Err(AttachError::WrongCertificate { monitor });
@@ -211,7 +217,6 @@ impl Registry {
             return Err(AttachError::KeyUsed);
         }
         g.attached = Some(Attachment {
-            conn,
             subscriber: subscriber.clone(),
             revoked: revoked.clone(),
         });
@@ -219,41 +224,22 @@ impl Registry {
             monitor,
             agent = %g.agent_id,
             supervisor = %g.supervisor_id,
+            connection = conn,
             "monitor service: endpoint attached"
         );
         Ok((monitor as u32, g.agent_id.clone()))
     }
 
-    /// Ends `monitor` if connection `conn` holds it (the endpoint detached or went away);
-    /// true when it did, so the caller tells the control plane.
-    pub(crate) fn release(&self, monitor: MonitorId, conn: ConnId) -> bool {
-        let mut inner = self.lock();
-        let held = inner
-            .grants
-            .get(&monitor)
-            .and_then(|g| g.attached.as_ref())
-            .is_some_and(|a| a.conn == conn);
-        if held {
-            if let Some(g) = inner.grants.remove(&monitor) {
-                inner.keys.remove(&g.key);
-            }
-        }
-        held
-    }
-
-    /// Removes the grants nobody attached to within `timeout` of being granted, as of `now`;
-    /// returns their monitor ids.
+    /// Marks the grants nobody attached to within `timeout` of being granted, as of `now`,
+    /// as expired and returns them (each once), for the control plane to end; they take no
+    /// attach from now on and go when it revokes them.
     pub(crate) fn expire_unattached(&self, now: Instant, timeout: Duration) -> Vec<MonitorId> {
         let mut inner = self.lock();
-        let expired: Vec<MonitorId> = inner
-            .grants
-            .iter()
-            .filter(|(_, g)| g.attached.is_none() && now.duration_since(g.granted) > timeout)
-            .map(|(m, _)| *m)
-            .collect();
-        for m in &expired {
-            if let Some(g) = inner.grants.remove(m) {
-                inner.keys.remove(&g.key);
+        let mut expired = Vec::new();
+        for (m, g) in inner.grants.iter_mut() {
+            if g.attached.is_none() && !g.expired && now.duration_since(g.granted) > timeout {
+                g.expired = true;
+                expired.push(*m);
             }
         }
         expired
@@ -299,12 +285,21 @@ mod tests {
         assert!(r.subscriber_stats(1).is_some());
         assert!(r.subscriber_stats(2).is_none());
 
-        // Only the holding connection releases; an attached grant never expires.
-        assert!(!r.release(1, c + 1));
+        // An attached grant never expires; an expired one is reported once, takes no attach,
+        // and stays until the control plane revokes it.
         let later = Instant::now() + Duration::from_secs(60);
         assert_eq!(r.expire_unattached(later, Duration::from_secs(15)), vec![2]);
-        assert!(r.is_granted(1) && !r.is_granted(2));
-        assert!(r.release(1, c));
+        assert!(r
+            .expire_unattached(later, Duration::from_secs(15))
+            .is_empty());
+        assert!(r.is_granted(1) && r.is_granted(2));
+        assert_eq!(
+            r.attach("k2", (c, None), &sub, &tx),
+            Err(AttachError::UnknownKey)
+        );
+        assert!(r.revoke(2, "endpoint never attached") && !r.is_granted(2));
+        assert!(r.revoke(1, "stopped by supervisor"));
+        assert_eq!(rx.try_recv().unwrap(), (1, "stopped by supervisor".into()));
         assert!(!r.is_granted(1));
         assert_eq!(
             r.attach("k1", (c, None), &sub, &tx),

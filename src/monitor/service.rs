@@ -36,6 +36,7 @@ use super::fanout::{FanoutCommand, Subscriber, SLOT_CAPACITY};
 use super::registry::Registry;
 use super::session::{Context, Ending, Session};
 use super::stats::MonitorStats;
+use crate::control::reply::StopReason;
 use crate::control::server::ControlHandle;
 use crate::net::listen::{Accepted, Limits, Listener};
 use crate::security::audit::AuditSink;
@@ -153,7 +154,9 @@ async fn expire_grants(shared: Arc<Context>) {
             .expire_unattached(Instant::now(), shared.heartbeat_timeout)
         {
             tracing::info!(monitor = m, "monitor service: endpoint never attached");
-            shared.control.end_monitor(m, "endpoint never attached");
+            shared
+                .control
+                .end_monitor(m, StopReason::EndpointNeverAttached);
         }
     }
 }

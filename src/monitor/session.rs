@@ -10,7 +10,9 @@
 //! Every refused attach is audited with the connection's certificate name. Any bytes from the endpoint count as a sign of life; silence longer
 //! than the heartbeat timeout ends the session. The `Attached` reply is queued before the
 //! publisher is told to route, so it precedes the monitor's first media frame. Every monitor
-//! still held when the session ends is released and reported with the ending's reason.
+//! still held when the session ends is unrouted from this connection and reported to the
+//! control plane with the ending's reason; the grant itself goes when the control plane's
+//! ending comes back as a revocation (the session never ends a monitor on its own).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use super::registry::{AttachError, Revocations, REVOCATIONS_QUEUE};
 use super::registry::{ConnId, Registry};
 use super::stats::MonitorStats;
 use super::wire::{self, Control, Frame};
+use crate::control::reply::StopReason;
 use crate::control::server::ControlHandle;
 use crate::router::MonitorId;
 use crate::security::audit::{AuditEvent, AuditSink};
@@ -60,13 +63,13 @@ pub(crate) enum Ending {
 
 impl Ending {
     /// The reason told to the control plane.
-    pub(crate) fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> StopReason {
         match self {
-            Ending::Disconnected => "endpoint disconnected",
-            Ending::HeartbeatLost => "endpoint heartbeat lost",
-            Ending::ProtocolError => "endpoint protocol error",
-            Ending::Shutdown => "monitor service stopped",
-            Ending::FailedAttaches => "endpoint closed after repeated refused attaches",
+            Ending::Disconnected => StopReason::EndpointDisconnected,
+            Ending::HeartbeatLost => StopReason::EndpointHeartbeatLost,
+            Ending::ProtocolError => StopReason::EndpointProtocolError,
+            Ending::Shutdown => StopReason::ServiceStopped,
+            Ending::FailedAttaches => StopReason::EndpointRefusedAttaches,
         }
     }
 }
@@ -176,17 +179,15 @@ impl Session {
         }
     }
 
-    /// Ends the session: every monitor still held is released and reported with `ending`'s
+    /// Ends the session: every monitor still held is unrouted and reported with `ending`'s
     /// reason; the writer is told to finish.
     pub(crate) fn end(&mut self, ending: Ending) {
         for monitor in self.held.clone() {
             self.forget(monitor);
-            if self.ctx.registry.release(MonitorId::from(monitor), self.id) {
-                tracing::info!(monitor, peer = %self.peer, reason = ending.reason(), "monitor service: monitor ended");
-                self.ctx
-                    .control
-                    .end_monitor(MonitorId::from(monitor), ending.reason());
-            }
+            tracing::info!(monitor, peer = %self.peer, reason = %ending.reason(), "monitor service: monitor ended");
+            self.ctx
+                .control
+                .end_monitor(MonitorId::from(monitor), ending.reason());
         }
         self.sub.close();
     }
@@ -275,15 +276,14 @@ impl Session {
         };
         if self.ctx.fanout.try_send(attach).is_err() {
             MonitorStats::add_one(&self.ctx.stats.attach_refused_total);
-            let reason = "monitor service busy";
-            self.ctx.registry.release(MonitorId::from(monitor), self.id);
+            let reason = StopReason::ServiceBusy;
+            self.sub.send_control(&Control::Stopped {
+                monitor,
+                reason: reason.to_string(),
+            });
             self.ctx
                 .control
                 .end_monitor(MonitorId::from(monitor), reason);
-            self.sub.send_control(&Control::Stopped {
-                monitor,
-                reason: reason.into(),
-            });
             return Ok(());
         }
         self.held.push(monitor);
@@ -295,11 +295,9 @@ impl Session {
         if !self.forget(monitor) {
             return self.refuse(format!("not attached to monitor {monitor}"));
         }
-        if self.ctx.registry.release(MonitorId::from(monitor), self.id) {
-            self.ctx
-                .control
-                .end_monitor(MonitorId::from(monitor), "endpoint detached");
-        }
+        self.ctx
+            .control
+            .end_monitor(MonitorId::from(monitor), StopReason::EndpointDetached);
         self.sub.send_control(&Control::Stopped {
             monitor,
             reason: "detached by the endpoint".into(),
@@ -322,7 +320,7 @@ mod tests {
     struct Rig {
         session: Session,
         revoked: mpsc::Receiver<(u32, String)>,
-        ended: mpsc::Receiver<(u64, String)>,
+        ended: mpsc::Receiver<(u64, StopReason)>,
         audited: Arc<std::sync::Mutex<Vec<AuditEvent>>>,
         fanout: crossbeam_channel::Receiver<FanoutCommand>,
         registry: Arc<Registry>,
@@ -477,7 +475,10 @@ mod tests {
             ]
         );
         assert_eq!(routed(&r), [(false, 1), (false, 2)]);
-        assert_eq!(r.ended.try_recv().unwrap(), (2, "endpoint detached".into()));
+        assert_eq!(
+            r.ended.try_recv().unwrap(),
+            (2, StopReason::EndpointDetached)
+        );
         assert!(r.ended.try_recv().is_err());
         assert_eq!(MonitorStats::get(&r.stats.attached), 0);
         assert_eq!(MonitorStats::get(&r.stats.attach_refused_total), 2);
@@ -512,7 +513,8 @@ mod tests {
             sent(&r.session)[..],
             [Control::Attached { monitor: 2, .. }]
         ));
-        // Guessing keys: the third refusal ends the connection (and releases what it held).
+        // Guessing keys: the third refusal ends the connection (and reports what it held, which
+        // goes when the control plane revokes it).
         assert!(r.session.handle_input(r.t0, &one("guess")).is_ok());
         assert_eq!(
             r.session.handle_input(r.t0, &one("guess2")),
@@ -520,11 +522,14 @@ mod tests {
         );
         assert_eq!(r.audited.lock().unwrap().len(), 3);
         r.session.end(Ending::FailedAttaches);
-        assert!(!r.registry.is_granted(2));
         assert_eq!(
             r.ended.try_recv().unwrap(),
-            (2, "endpoint closed after repeated refused attaches".into())
+            (2, StopReason::EndpointRefusedAttaches)
         );
+        assert!(r
+            .registry
+            .revoke(2, StopReason::EndpointRefusedAttaches.as_str()));
+        assert!(!r.registry.is_granted(2));
     }
 
     #[test]
@@ -584,8 +589,11 @@ mod tests {
         r.session.end(Ending::HeartbeatLost);
         assert_eq!(
             r.ended.try_recv().unwrap(),
-            (1, "endpoint heartbeat lost".into())
+            (1, StopReason::EndpointHeartbeatLost)
         );
+        assert!(r
+            .registry
+            .revoke(1, StopReason::EndpointHeartbeatLost.as_str()));
         assert!(!r.registry.is_granted(1));
         assert!(r.session.subscriber().is_closed());
     }

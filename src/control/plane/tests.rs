@@ -359,10 +359,10 @@ fn monitor_actions_bindings_lists_by_team_and_server_heartbeats() {
         })
     );
     // The endpoint vanished: the monitor ends, the supervisor is told.
-    p.end_monitor(at(2), 1, "endpoint disconnected");
+    p.end_monitor(at(2), 1, StopReason::EndpointDisconnected);
     assert!(matches!(
         p.poll_action(),
-        Some(Action::MonitorStopped { monitor: 1, ref reason, .. }) if reason == "endpoint disconnected"
+        Some(Action::MonitorStopped { monitor: 1, ref reason, .. }) if reason.as_str() == "endpoint disconnected"
     ));
     // Lists answer from the engine's view, filtered by team.
     p.set_view(Arc::new(View {

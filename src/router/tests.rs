@@ -1,0 +1,385 @@
+use super::*;
+
+/// Ethernet / IPv4 / UDP frame from `src` to `dst` carrying `payload`.
+pub(crate) fn udp(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let (SocketAddr::V4(s), SocketAddr::V4(d)) = (src, dst) else {
+        panic!("v4 only")
+    };
+    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+    let total = 28 + payload.len();
+    f.extend_from_slice(&[0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0]);
+    f.extend_from_slice(&[64, 17, 0, 0]);
+    f.extend_from_slice(&s.ip().octets());
+    f.extend_from_slice(&d.ip().octets());
+    f.extend_from_slice(&s.port().to_be_bytes());
+    f.extend_from_slice(&d.port().to_be_bytes());
+    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+pub(crate) fn rtp(seq: u16, ssrc: u32, fill: u8) -> Vec<u8> {
+    let mut v = vec![0x80, 0];
+    v.extend_from_slice(&seq.to_be_bytes());
+    v.extend_from_slice(&(160 * seq as u32).to_be_bytes());
+    v.extend_from_slice(&ssrc.to_be_bytes());
+    v.extend_from_slice(&[fill; 160]);
+    v
+}
+
+fn sip(start: &str, cid: &str, cseq: &str, to_tag: &str, sdp: Option<(&str, u16)>) -> Vec<u8> {
+    let body = sdp
+        .map(|(ip, port)| format!("v=0\r\nc=IN IP4 {ip}\r\nm=audio {port} RTP/AVP 0\r\n"))
+        .unwrap_or_default();
+    let ct = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
+    format!(
+        "{start}\r\nFrom: <sip:+4930111@gw>;tag=f\r\nTo: <sip:5001@pbx>{to_tag}\r\nCall-ID: {cid}\r\nCSeq: {cseq}\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn a(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn ms(v: i64) -> Timestamp {
+    Timestamp::from_nanos(v * 1_000_000)
+}
+
+/// A router fed hand-made frames, recording what it forwards (also used by
+/// `appliance::endings`).
+pub(crate) struct Lab {
+    pub(crate) r: Router,
+    pub(crate) got: Vec<(MonitorId, Direction, u8)>,
+}
+
+impl Lab {
+    pub(crate) fn new() -> Lab {
+        let agents = vec![
+            Agent {
+                id: "5001".into(),
+                extension: "5001".into(),
+                mobile_number: None,
+                phone_ips: vec![],
+            },
+            Agent {
+                id: "5002".into(),
+                extension: "5002".into(),
+                mobile_number: None,
+                phone_ips: vec!["10.0.9.9".parse().unwrap()],
+            },
+        ];
+        Lab {
+            r: Router::new(EngineConfig::default(), agents, Span::from_secs(2)),
+            got: Vec::new(),
+        }
+    }
+
+    pub(crate) fn frame(&mut self, t: i64, f: Vec<u8>) {
+        let got = &mut self.got;
+        self.r
+            .handle_frame(ms(t), LinkType::Ethernet, &f, &mut |fw: Forward<'_>| {
+                got.push((fw.monitor, fw.direction, fw.rtp[12]))
+            });
+    }
+
+    /// A call from the gateway to 5001 with the agent's media at `agent_port`.
+    pub(crate) fn call(&mut self, t: i64, cid: &str, agent_port: u16) {
+        let (gw, ph) = (a("10.0.0.1:5060"), a("10.0.0.2:5060"));
+        self.frame(
+            t,
+            udp(
+                gw,
+                ph,
+                &sip(
+                    "INVITE sip:5001@pbx SIP/2.0",
+                    cid,
+                    "1 INVITE",
+                    "",
+                    Some(("10.0.0.1", 20000)),
+                ),
+            ),
+        );
+        self.frame(
+            t,
+            udp(
+                ph,
+                gw,
+                &sip(
+                    "SIP/2.0 200 OK",
+                    cid,
+                    "1 INVITE",
+                    ";tag=t",
+                    Some(("10.0.0.2", agent_port)),
+                ),
+            ),
+        );
+    }
+
+    pub(crate) fn bye(&mut self, t: i64, cid: &str) {
+        self.frame(
+            t,
+            udp(
+                a("10.0.0.1:5060"),
+                a("10.0.0.2:5060"),
+                &sip("BYE sip:5001@pbx SIP/2.0", cid, "2 BYE", ";tag=t", None),
+            ),
+        );
+    }
+
+    pub(crate) fn media(&mut self, t: i64, agent_port: u16, seq: u16, fill: u8) {
+        let agent = SocketAddr::new("10.0.0.2".parse().unwrap(), agent_port);
+        self.frame(t, udp(agent, a("10.0.0.1:20000"), &rtp(seq, 7, fill)));
+        self.frame(t, udp(a("10.0.0.1:20000"), agent, &rtp(seq, 8, fill + 1)));
+    }
+
+    pub(crate) fn notices(&mut self) -> Vec<Notice> {
+        std::iter::from_fn(|| self.r.poll_notice()).collect()
+    }
+
+    /// The pending notices as `call X` / `ended X` / `non-acd X`.
+    fn kinds(&mut self) -> Vec<String> {
+        self.notices()
+            .iter()
+            .map(|n| match n {
+                Notice::Call { call_id, .. } => format!("call {call_id}"),
+                Notice::CallEnded { call_id, .. } => format!("ended {call_id}"),
+                Notice::NonAcdCall { call_id, .. } => format!("non-acd {call_id}"),
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn forwards_both_directions_of_the_monitored_agent_only() {
+    let mut lab = Lab::new();
+    lab.call(0, "c1", 30000);
+    lab.media(10, 30000, 1, 10);
+    assert!(lab.got.is_empty(), "nobody monitors yet");
+    lab.r.add_monitor(1, 0);
+    lab.media(30, 30000, 2, 20);
+    assert_eq!(
+        lab.got,
+        vec![(1, Direction::FromAgent, 20), (1, Direction::ToAgent, 21)]
+    );
+    match &lab.notices()[..] {
+        [Notice::Call {
+            monitor: 1,
+            call_id,
+            started,
+            ..
+        }] => {
+            assert_eq!(call_id, "c1");
+            assert_eq!(*started, ms(0));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another agent's static phone traffic is not forwarded to monitor 1.
+    lab.got.clear();
+    lab.frame(
+        40,
+        udp(a("10.0.9.9:4000"), a("10.0.0.1:4002"), &rtp(1, 9, 0)),
+    );
+    lab.frame(
+        60,
+        udp(a("10.0.9.9:4000"), a("10.0.0.1:4002"), &rtp(2, 9, 0)),
+    );
+    assert!(lab.got.is_empty());
+    lab.r.remove_monitor(1);
+    lab.media(80, 30000, 3, 30);
+    assert!(lab.got.is_empty());
+    assert_eq!(lab.r.monitor_count(), 0);
+}
+
+#[test]
+fn follows_the_agent_to_the_next_call_and_reports_call_changes() {
+    let mut lab = Lab::new();
+    lab.r.add_monitor(7, 0);
+    lab.call(0, "c1", 30000);
+    lab.media(20, 30000, 1, 10);
+    lab.bye(100, "c1");
+    lab.r.handle_timeout(ms(3000));
+    lab.call(4000, "c2", 30010);
+    lab.media(4020, 30010, 1, 40);
+    let kinds = lab.kinds();
+    assert_eq!(kinds, vec!["call c1", "ended c1", "call c2"]);
+    assert_eq!(lab.got.len(), 4);
+    assert_eq!(lab.got[2], (7, Direction::FromAgent, 40));
+    // The view shows the agent's binding and both streams of the new call.
+    let v = lab.r.view();
+    assert!(v
+        .bindings
+        .iter()
+        .any(|b| b.agent_id == "5001" && b.call_id.as_deref() == Some("c2")));
+    assert!(v.flows.iter().any(
+        |f| f.agent_id.as_deref() == Some("5001") && f.direction.as_deref() == Some("to_agent")
+    ));
+    assert!(v.calls.iter().any(|c| c.call_id == "c2" && c.to == "5001"));
+    // After the call ended and its binding lingered out, the call is still the agent's
+    // in the view (a supervisor still sees it) while the call table keeps it.
+    lab.bye(5000, "c2");
+    lab.r.handle_timeout(ms(9000));
+    let v = lab.r.view();
+    assert!(!v
+        .bindings
+        .iter()
+        .any(|b| b.call_id.as_deref() == Some("c2")));
+    let c2 = v.calls.iter().find(|c| c.call_id == "c2").unwrap();
+    assert_eq!((c2.agent, c2.agent_id.as_deref()), (Some(0), Some("5001")));
+}
+
+#[test]
+fn a_late_packet_after_the_bye_does_not_announce_the_ended_call_again() {
+    let mut lab = Lab::new();
+    lab.r.add_monitor(7, 0);
+    lab.call(0, "c1", 30000);
+    lab.media(20, 30000, 1, 2);
+    lab.bye(100, "c1");
+    // The gateway's last packet after the BYE (the binding lingers): forwarded, no notice.
+    lab.media(101, 30000, 2, 2);
+    let kinds = lab.kinds();
+    assert_eq!(kinds, ["call c1", "ended c1"]);
+    assert_eq!(lab.got.len(), 4);
+}
+
+#[test]
+fn an_endpoint_that_attaches_late_hears_the_current_call_again() {
+    let mut lab = Lab::new();
+    lab.r.add_monitor(7, 0);
+    lab.call(0, "c1", 30000);
+    lab.media(20, 30000, 1, 2);
+    lab.media(40, 30000, 2, 2);
+    lab.r.reannounce(7);
+    lab.media(60, 30000, 3, 2);
+    let calls: Vec<String> = lab
+        .notices()
+        .iter()
+        .filter_map(|n| match n {
+            Notice::Call { call_id, .. } => Some(call_id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(calls, ["c1", "c1"]);
+}
+
+/// An INVITE 5001 places itself (From the agent), answered by the gateway.
+pub(crate) fn outbound(lab: &mut Lab, t: i64, cid: &str, agent_port: u16) {
+    let (gw, ph) = (a("10.0.0.1:5060"), a("10.0.0.2:5060"));
+    let swap = |m: Vec<u8>| {
+        String::from_utf8(m)
+            .unwrap()
+            .replace(
+                "From: <sip:+4930111@gw>;tag=f",
+                "From: <sip:5001@pbx>;tag=f",
+            )
+            .replace("To: <sip:5001@pbx>", "To: <sip:+4930111@gw>")
+            .replace("INVITE sip:5001@pbx", "INVITE sip:+4930111@gw")
+            .into_bytes()
+    };
+    let invite = swap(sip(
+        "INVITE sip:5001@pbx SIP/2.0",
+        cid,
+        "1 INVITE",
+        "",
+        Some(("10.0.0.2", agent_port)),
+    ));
+    let ok = swap(sip(
+        "SIP/2.0 200 OK",
+        cid,
+        "1 INVITE",
+        ";tag=t",
+        Some(("10.0.0.1", 20000)),
+    ));
+    lab.frame(t, udp(ph, gw, &invite));
+    lab.frame(t, udp(gw, ph, &ok));
+}
+
+#[test]
+fn stop_sm_non_acd_call_ends_the_monitor_on_a_call_the_agent_places() {
+    // Off (the default): the agent's own call is monitored like any other.
+    let mut lab = Lab::new();
+    lab.r.add_monitor(1, 0);
+    outbound(&mut lab, 0, "out1", 30000);
+    lab.media(20, 30000, 1, 10);
+    assert_eq!(lab.got.len(), 2);
+    assert!(matches!(&lab.notices()[..], [Notice::Call { .. }]));
+    // On: the first packet of such a call ends the monitor instead; nothing is forwarded.
+    let mut lab = Lab::new();
+    lab.r.set_stop_on_non_acd_calls(true);
+    lab.r.add_monitor(1, 0);
+    lab.call(0, "acd1", 30000);
+    lab.media(20, 30000, 1, 10);
+    assert_eq!(lab.got.len(), 2, "a delivered call is heard");
+    outbound(&mut lab, 100, "out1", 30010);
+    lab.media(120, 30010, 1, 20);
+    assert_eq!(lab.got.len(), 2, "the agent's own call is not");
+    let n = lab.notices();
+    assert!(
+        matches!(&n[..], [Notice::Call { .. }, Notice::NonAcdCall { monitor: 1, call_id }] if call_id == "out1"),
+        "{n:?}"
+    );
+    assert_eq!(lab.r.monitor_count(), 0);
+    // The router does not end it: it waits, silent, for the control plane's removal.
+    assert!(lab.r.has_monitor(1));
+    lab.media(140, 30010, 2, 30);
+    lab.bye(160, "out1");
+    assert_eq!(lab.got.len(), 2);
+    assert!(lab.notices().is_empty(), "nothing more is announced");
+    lab.r.remove_monitor(1);
+    assert!(!lab.r.has_monitor(1));
+}
+
+#[test]
+fn an_agent_to_agent_call_reaches_both_agents_monitors_and_an_explicit_bind_nothing() {
+    let mut lab = Lab::new();
+    // 5001 (10.0.0.2:30000) calls 5002 (static phone 10.0.9.9): each monitor hears its own
+    // agent as `FromAgent`.
+    lab.r.add_monitor(1, 0);
+    lab.r.add_monitor(2, 1);
+    lab.call(0, "c1", 30000);
+    let (a1, a2) = (a("10.0.0.2:30000"), a("10.0.9.9:4000"));
+    lab.frame(20, udp(a1, a2, &rtp(1, 7, 3)));
+    lab.frame(20, udp(a2, a1, &rtp(1, 8, 4)));
+    lab.got.sort_by_key(|g| (g.0, g.2));
+    assert_eq!(
+        lab.got,
+        vec![
+            (1, Direction::FromAgent, 3),
+            (1, Direction::ToAgent, 4),
+            (2, Direction::ToAgent, 3),
+            (2, Direction::FromAgent, 4),
+        ]
+    );
+    // Agent 5002 explicitly bound to the far end of 5001's call from the gateway: 5002's
+    // monitor gets nothing of it, 5001's everything.
+    lab.got.clear();
+    lab.r.bind(ms(30), 1, a("10.0.0.1:20000"), None);
+    lab.media(40, 30000, 2, 10);
+    assert_eq!(
+        lab.got,
+        vec![(1, Direction::FromAgent, 10), (1, Direction::ToAgent, 11)]
+    );
+}
+
+#[test]
+fn explicit_bind_and_two_monitors_of_one_agent() {
+    let mut lab = Lab::new();
+    lab.r.add_monitor(1, 0);
+    lab.r.add_monitor(2, 0);
+    lab.r.bind(ms(0), 0, a("10.5.5.5:7000"), Some(ms(10_000)));
+    for seq in 1..4 {
+        lab.frame(
+            seq as i64 * 20,
+            udp(a("10.5.5.5:7000"), a("10.6.6.6:8000"), &rtp(seq, 3, 5)),
+        );
+    }
+    // Heuristic RTP: the stream is confirmed after a few packets; then each monitor gets it.
+    assert!(lab.got.iter().any(|g| g.0 == 1) && lab.got.iter().any(|g| g.0 == 2));
+    assert_eq!(lab.r.poll_timeout(), Some(ms(10_000)));
+}
