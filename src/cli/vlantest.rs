@@ -199,7 +199,7 @@ fn self_test(a: SelfArgs) -> Result<ExitCode> {
         vlan: a.send.vlan,
         count: a.send.count,
     };
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
     let rx = a.rx.clone();
     let json = a.json;
     let timeout = a.timeout;

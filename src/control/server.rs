@@ -412,3 +412,71 @@ impl Shell {
 
 /// The mode names used in metrics labels, in [`ControlStats::sessions`] order.
 pub const MODE_LABELS: [&str; 4] = ["none", "agent", "supervisor", "monitor"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::plane::tests::{at, plane};
+
+    #[test]
+    fn a_full_endings_queue_counts_the_ending_as_lost_and_never_waits() {
+        let stats = ControlStats::default();
+        let (handle, mut rx) = handle(&stats);
+        for id in 0..ENDED_QUEUE as u64 {
+            handle.end_monitor(id, StopReason::EndpointDisconnected);
+        }
+        assert_eq!(stats.endings_lost.load(Ordering::Relaxed), 0);
+        handle.end_monitor(99_999, StopReason::EndpointDisconnected);
+        assert_eq!(stats.endings_lost.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            (0, StopReason::EndpointDisconnected)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_does_not_read_its_replies_is_dropped_not_waited_for() {
+        let (verified_tx, _verified_rx) = mpsc::channel(1);
+        let mut shell = Shell {
+            outboxes: HashMap::new(),
+            verify_slots: Arc::new(Semaphore::new(1)),
+            verified_tx,
+            on_action: Box::new(|_, _| {}),
+            stats: Arc::new(ControlStats::default()),
+        };
+        let mut plane = plane();
+        let connect = |shell: &mut Shell, plane: &mut ControlPlane, outbox| {
+            let (reply, mut sid) = tokio::sync::oneshot::channel();
+            let peer = "10.0.0.5:40000".parse().unwrap();
+            shell.input(
+                plane,
+                Input::Connected {
+                    peer,
+                    outbox,
+                    reply,
+                },
+            );
+            sid.try_recv().unwrap()
+        };
+        // A reader with room for two frames that never reads, and one that reads.
+        let (stuck_tx, _stuck_rx) = mpsc::channel(2);
+        let (ok_tx, mut ok_rx) = mpsc::channel(OUTBOX_FRAMES);
+        let stuck = connect(&mut shell, &mut plane, stuck_tx);
+        let fine = connect(&mut shell, &mut plane, ok_tx);
+        for seq in 0..3u64 {
+            for sid in [stuck, fine] {
+                let beat = Frame::new("Heartbeat").with("seq", seq);
+                plane.handle_frame(at(0), sid, &beat);
+            }
+            shell.carry_out(&mut plane);
+        }
+        assert!(
+            !shell.outboxes.contains_key(&stuck),
+            "dropped at its third reply"
+        );
+        assert!(shell.outboxes.contains_key(&fine));
+        assert_eq!(plane.session_counts()[0].1, 1, "its session is gone too");
+        let answered = std::iter::from_fn(|| ok_rx.try_recv().ok()).count();
+        assert_eq!(answered, 3, "the other client got every reply");
+    }
+}

@@ -439,6 +439,28 @@ mod tests {
     }
 
     #[test]
+    fn a_full_control_queue_drops_its_oldest_frame_and_counts_it() {
+        let stats = Arc::new(MonitorStats::default());
+        let sub = Subscriber::new(4, stats.clone());
+        for seq in 0..=CONTROL_FRAMES as u64 {
+            sub.send_control(&Control::Heartbeat { seq });
+        }
+        assert_eq!(sub.stats().control_dropped, 1);
+        assert_eq!(MonitorStats::get(&stats.control_dropped_total), 1);
+        let mut out = Vec::new();
+        sub.drain_into(&mut out, usize::MAX);
+        let seqs: Vec<u64> = frames(&out)
+            .iter()
+            .map(|f| match f {
+                Frame::Control(Control::Heartbeat { seq }) => *seq,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(seqs.len(), CONTROL_FRAMES);
+        assert_eq!(seqs[0], 1, "the oldest went");
+    }
+
+    #[test]
     fn notices_go_first_and_flush_wakes_once() {
         let stats = Arc::new(MonitorStats::default());
         let (tx, rx) = commands();

@@ -252,7 +252,7 @@ mod tests {
     use crate::monitor::stats::MonitorStats;
 
     #[test]
-    fn grant_attach_once_release_and_expire() {
+    fn grant_attach_once_revoke_and_expire() {
         let r = Registry::new();
         let sub = Arc::new(Subscriber::new(4, Arc::new(MonitorStats::default())));
         let (tx, mut rx) = mpsc::channel(REVOCATIONS_QUEUE);
@@ -318,6 +318,16 @@ mod tests {
             r.attach("k4", (c, Some(&s1[..])), &sub, &tx),
             Ok((4, "5004".into()))
         );
+
+        // A connection whose revocations queue is full is closed rather than waited for.
+        let (tx1, _rx1) = mpsc::channel(1);
+        let sub1 = Arc::new(Subscriber::new(4, Arc::new(MonitorStats::default())));
+        r.grant(5, "k5", "5005", ("s1", "s1")).unwrap();
+        r.grant(6, "k6", "5006", ("s1", "s1")).unwrap();
+        r.attach("k5", (c, None), &sub1, &tx1).unwrap();
+        r.attach("k6", (c, None), &sub1, &tx1).unwrap();
+        assert!(r.revoke(5, "stopped by supervisor") && !sub1.is_closed());
+        assert!(r.revoke(6, "stopped by supervisor") && sub1.is_closed());
 
         // Revoking an attached monitor tells its connection.
         r.grant(3, "k3", "5003", ("s1", "s1")).unwrap();

@@ -323,6 +323,7 @@ mod tests {
         ended: mpsc::Receiver<(u64, StopReason)>,
         audited: Arc<std::sync::Mutex<Vec<AuditEvent>>>,
         fanout: crossbeam_channel::Receiver<FanoutCommand>,
+        fanout_tx: crossbeam_channel::Sender<FanoutCommand>,
         registry: Arc<Registry>,
         stats: Arc<MonitorStats>,
         t0: Instant,
@@ -343,7 +344,7 @@ mod tests {
         let ctx = Arc::new(Context {
             registry: registry.clone(),
             control,
-            fanout: tx,
+            fanout: tx.clone(),
             heartbeat_interval: Duration::from_secs(5),
             heartbeat_timeout: Duration::from_secs(15),
             queue_frames: 8,
@@ -359,6 +360,7 @@ mod tests {
             ended,
             audited,
             fanout,
+            fanout_tx: tx,
             registry,
             stats,
             t0,
@@ -530,6 +532,34 @@ mod tests {
             .registry
             .revoke(2, StopReason::EndpointRefusedAttaches.as_str()));
         assert!(!r.registry.is_granted(2));
+    }
+
+    #[test]
+    fn a_publisher_not_taking_commands_ends_the_attach_as_service_busy() {
+        let mut r = rig();
+        r.registry.grant(1, "k1", "5001", ("s1", "s1")).unwrap();
+        while r
+            .fanout_tx
+            .try_send(FanoutCommand::Detach { monitor: 0 })
+            .is_ok()
+        {}
+        let input = bytes(&[Control::Attach { key: "k1".into() }]);
+        assert!(r.session.handle_input(r.t0, &input).is_ok());
+        assert_eq!(
+            sent(&r.session),
+            [
+                Control::Attached {
+                    monitor: 1,
+                    agent: "5001".into()
+                },
+                Control::Stopped {
+                    monitor: 1,
+                    reason: "monitor service busy".into()
+                }
+            ]
+        );
+        assert_eq!(r.ended.try_recv().unwrap(), (1, StopReason::ServiceBusy));
+        assert_eq!(MonitorStats::get(&r.stats.attached), 0);
     }
 
     #[test]

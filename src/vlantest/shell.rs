@@ -62,7 +62,7 @@ pub fn listen(
     exp: Expectation,
     timeout: Duration,
     json: bool,
-    ready: Option<std::sync::mpsc::Sender<()>>,
+    ready: Option<std::sync::mpsc::SyncSender<()>>,
 ) -> Result<RunReport, Error> {
     let options = LiveOptions {
         snaplen: 512,
