@@ -52,6 +52,21 @@ pub fn sample(out: &mut String, name: &str, kind: &str, help: &str, value: u64) 
 /// The exposition text.
 pub fn render(s: &Sources) -> String {
     let mut out = String::with_capacity(4096);
+    capture_lines(&mut out, &s.inputs);
+    engine_lines(&mut out, &s.engine);
+    control_lines(&mut out, &s.control);
+    for f in &s.extra {
+        f(&mut out);
+    }
+    out
+}
+
+fn load(a: &std::sync::atomic::AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+/// Per capture input: the kernel's, the capture thread's and the pipeline's counters.
+fn capture_lines(out: &mut String, inputs: &[(String, Arc<PipelineStats>)]) {
     let per_input: [InputMetric; 6] = [
         (
             "silentmon_capture_received_total",
@@ -89,13 +104,15 @@ pub fn render(s: &Sources) -> String {
         ),
     ];
     for (name, help, get) in per_input {
-        header(&mut out, name, "counter", help);
-        for (iface, p) in &s.inputs {
+        header(out, name, "counter", help);
+        for (iface, p) in inputs {
             let _ = writeln!(out, "{name}{{interface=\"{}\"}} {}", escape(iface), get(p));
         }
     }
-    let e = &s.engine;
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+}
+
+/// The engine thread's counters and table sizes.
+fn engine_lines(out: &mut String, e: &EngineMetrics) {
     for (name, kind, help, v) in [
         (
             "silentmon_engine_frames_total",
@@ -188,11 +205,14 @@ pub fn render(s: &Sources) -> String {
             load(&e.inputs),
         ),
     ] {
-        sample(&mut out, name, kind, help, v);
+        sample(out, name, kind, help, v);
     }
-    let c = &s.control;
+}
+
+/// The control plane's sessions, connections, refusals.
+fn control_lines(out: &mut String, c: &ControlStats) {
     header(
-        &mut out,
+        out,
         "silentmon_control_sessions",
         "gauge",
         "Control-plane sessions by mode.",
@@ -261,12 +281,8 @@ pub fn render(s: &Sources) -> String {
             load(&c.endings_lost),
         ),
     ] {
-        sample(&mut out, name, "counter", help, v);
+        sample(out, name, "counter", help, v);
     }
-    for f in &s.extra {
-        f(&mut out);
-    }
-    out
 }
 
 /// The monitor service's counters as exposition lines.

@@ -370,133 +370,14 @@ impl Settings {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
+        let v = Validate { path };
+        v.merge_directory(&mut raw, read)?;
+        let filter = v.capture_filter(&raw.capture, read)?;
+        v.limits(&raw)?;
+        v.password_hashes(&raw)?;
+        let agents = v.agents(&raw.agents)?;
+        let addr = |key: &str, text: &str| v.addr(key, text);
         let beside = |file: &Path| beside(path, file);
-        // Agents and supervisors may live in a file of their own (kept by another team).
-        if let Some(dir_file) = raw.directory.take() {
-            let file = beside(&dir_file);
-            let text = read(&file).map_err(|e| Error::Invalid {
-                path: path.to_owned(),
-                key: "directory".into(),
-                problem: format!("cannot read {}: {e}", file.display()),
-            })?;
-            let d: RawDirectory = toml::from_str(&text).map_err(|e| Error::Parse {
-                path: file.clone(),
-                message: e.to_string().trim_end().to_owned(),
-            })?;
-            raw.agents.extend(d.agents);
-            raw.supervisors.extend(d.supervisors);
-        }
-        let invalid = |key: &str, problem: String| Error::Invalid {
-            path: path.to_owned(),
-            key: key.to_owned(),
-            problem,
-        };
-        let addr = |key: &str, v: &str| {
-            v.parse::<SocketAddr>()
-                .map_err(|_| invalid(key, format!("{v:?} is not an address:port")))
-        };
-        let filter = match (&raw.capture.filter, &raw.capture.filter_file) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "capture.filter_file",
-                    "set capture.filter or capture.filter_file, not both".into(),
-                ))
-            }
-            (Some(f), None) => Some(f.clone()),
-            (None, Some(file)) => {
-                let file = beside(file);
-                let text = read(&file).map_err(|e| {
-                    invalid(
-                        "capture.filter_file",
-                        format!("cannot read {}: {e}", file.display()),
-                    )
-                })?;
-                Some(crate::capture::read_filter_file(&text))
-            }
-            (None, None) => None,
-        };
-        if !(1..=4096).contains(&raw.capture.buffer_mib) {
-            return Err(invalid(
-                "capture.buffer_mib",
-                format!("{} is not within 1..=4096", raw.capture.buffer_mib),
-            ));
-        }
-        if !(64..=262_144).contains(&raw.capture.snaplen) {
-            return Err(invalid(
-                "capture.snaplen",
-                format!("{} is not within 64..=262144", raw.capture.snaplen),
-            ));
-        }
-        if !(100..=60_000).contains(&raw.control.login_timeout_ms) {
-            return Err(invalid(
-                "control.login_timeout_ms",
-                format!("{} is not within 100..=60000", raw.control.login_timeout_ms),
-            ));
-        }
-        if raw.control.max_unauthenticated_per_address == 0
-            || raw.control.max_unauthenticated < raw.control.max_unauthenticated_per_address
-        {
-            return Err(invalid(
-                "control.max_unauthenticated",
-                "must be at least control.max_unauthenticated_per_address, which must be at \
-                 least 1"
-                    .into(),
-            ));
-        }
-        if raw.control.monitor_mode_disable_threshold == 0 {
-            return Err(invalid(
-                "control.monitor_mode_disable_threshold",
-                "must be at least 1".into(),
-            ));
-        }
-        for (key, hash) in std::iter::once((
-            "control.monitor_mode_password_hash",
-            &raw.control.monitor_mode_password_hash,
-        ))
-        .chain(
-            raw.agents
-                .iter()
-                .map(|a| ("agent.password_hash", &a.password_hash)),
-        )
-        .chain(
-            raw.supervisors
-                .iter()
-                .map(|s| ("supervisor.password_hash", &s.password_hash)),
-        ) {
-            if let Some(h) = hash {
-                crate::security::password::check_hash(h)
-                    .map_err(|e| invalid(key, e.to_string()))?;
-            }
-        }
-        let mut agents = Vec::new();
-        for (i, a) in raw.agents.iter().enumerate() {
-            if agents.iter().any(|x: &AgentSettings| x.agent.id == a.id) {
-                return Err(invalid(
-                    &format!("agent[{i}].id"),
-                    format!("{:?} is defined twice", a.id),
-                ));
-            }
-            let mut phone_ips = Vec::new();
-            for ip in &a.phone_ips {
-                phone_ips.push(ip.parse::<IpAddr>().map_err(|_| {
-                    invalid(
-                        &format!("agent[{i}].phone_ips"),
-                        format!("{ip:?} is not an IP address"),
-                    )
-                })?);
-            }
-            agents.push(AgentSettings {
-                agent: Agent {
-                    id: a.id.clone(),
-                    extension: a.extension.clone(),
-                    mobile_number: a.mobile_number.clone(),
-                    phone_ips,
-                },
-                team: a.team.clone(),
-                password_hash: a.password_hash.clone(),
-                warn_if_silent_monitored: a.warn_if_silent_monitored,
-            });
-        }
         let peers = raw
             .cluster
             .peers
@@ -558,6 +439,178 @@ impl Settings {
                 })
                 .collect(),
         })
+    }
+}
+
+/// The checks of one configuration file; every error names the file and the key.
+struct Validate<'p> {
+    path: &'p Path,
+}
+
+impl Validate<'_> {
+    fn invalid(&self, key: &str, problem: String) -> Error {
+        Error::Invalid {
+            path: self.path.to_owned(),
+            key: key.to_owned(),
+            problem,
+        }
+    }
+
+    fn addr(&self, key: &str, text: &str) -> Result<SocketAddr, Error> {
+        text.parse::<SocketAddr>()
+            .map_err(|_| self.invalid(key, format!("{text:?} is not an address:port")))
+    }
+
+    /// Agents and supervisors may live in a file of their own (kept by another team).
+    fn merge_directory(
+        &self,
+        raw: &mut RawConfig,
+        read: &mut dyn FnMut(&Path) -> std::io::Result<String>,
+    ) -> Result<(), Error> {
+        let Some(dir_file) = raw.directory.take() else {
+            return Ok(());
+        };
+        let file = beside(self.path, &dir_file);
+        let text = read(&file).map_err(|e| {
+            self.invalid("directory", format!("cannot read {}: {e}", file.display()))
+        })?;
+        let d: RawDirectory = toml::from_str(&text).map_err(|e| Error::Parse {
+            path: file.clone(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        raw.agents.extend(d.agents);
+        raw.supervisors.extend(d.supervisors);
+        Ok(())
+    }
+
+    /// The capture filter: given inline or in a file beside the configuration.
+    fn capture_filter(
+        &self,
+        c: &RawCapture,
+        read: &mut dyn FnMut(&Path) -> std::io::Result<String>,
+    ) -> Result<Option<String>, Error> {
+        match (&c.filter, &c.filter_file) {
+            (Some(_), Some(_)) => Err(self.invalid(
+                "capture.filter_file",
+                "set capture.filter or capture.filter_file, not both".into(),
+            )),
+            (Some(f), None) => Ok(Some(f.clone())),
+            (None, Some(file)) => {
+                let file = beside(self.path, file);
+                let text = read(&file).map_err(|e| {
+                    self.invalid(
+                        "capture.filter_file",
+                        format!("cannot read {}: {e}", file.display()),
+                    )
+                })?;
+                Ok(Some(crate::capture::read_filter_file(&text)))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Numbers that must lie within their ranges.
+    fn limits(&self, raw: &RawConfig) -> Result<(), Error> {
+        let within = |key: &str, v: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(self.invalid(key, format!("{v} is not within {lo}..={hi}")))
+            }
+        };
+        within(
+            "capture.buffer_mib",
+            u64::from(raw.capture.buffer_mib),
+            1,
+            4096,
+        )?;
+        within(
+            "capture.snaplen",
+            u64::from(raw.capture.snaplen),
+            64,
+            262_144,
+        )?;
+        within(
+            "control.login_timeout_ms",
+            raw.control.login_timeout_ms,
+            100,
+            60_000,
+        )?;
+        let c = &raw.control;
+        if c.max_unauthenticated_per_address == 0
+            || c.max_unauthenticated < c.max_unauthenticated_per_address
+        {
+            return Err(self.invalid(
+                "control.max_unauthenticated",
+                "must be at least control.max_unauthenticated_per_address, which must be at \
+                 least 1"
+                    .into(),
+            ));
+        }
+        if c.monitor_mode_disable_threshold == 0 {
+            return Err(self.invalid(
+                "control.monitor_mode_disable_threshold",
+                "must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every password hash is one we can check.
+    fn password_hashes(&self, raw: &RawConfig) -> Result<(), Error> {
+        let monitor = (
+            "control.monitor_mode_password_hash",
+            &raw.control.monitor_mode_password_hash,
+        );
+        let agents = raw
+            .agents
+            .iter()
+            .map(|a| ("agent.password_hash", &a.password_hash));
+        let supervisors = raw
+            .supervisors
+            .iter()
+            .map(|s| ("supervisor.password_hash", &s.password_hash));
+        for (key, hash) in std::iter::once(monitor).chain(agents).chain(supervisors) {
+            if let Some(h) = hash {
+                crate::security::password::check_hash(h)
+                    .map_err(|e| self.invalid(key, e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The agents: ids unique, phone addresses IP addresses.
+    fn agents(&self, raw: &[RawAgent]) -> Result<Vec<AgentSettings>, Error> {
+        let mut agents: Vec<AgentSettings> = Vec::new();
+        for (i, a) in raw.iter().enumerate() {
+            if agents.iter().any(|x| x.agent.id == a.id) {
+                return Err(self.invalid(
+                    &format!("agent[{i}].id"),
+                    format!("{:?} is defined twice", a.id),
+                ));
+            }
+            let mut phone_ips = Vec::new();
+            for ip in &a.phone_ips {
+                phone_ips.push(ip.parse::<IpAddr>().map_err(|_| {
+                    self.invalid(
+                        &format!("agent[{i}].phone_ips"),
+                        format!("{ip:?} is not an IP address"),
+                    )
+                })?);
+            }
+            agents.push(AgentSettings {
+                agent: Agent {
+                    id: a.id.clone(),
+                    extension: a.extension.clone(),
+                    mobile_number: a.mobile_number.clone(),
+                    phone_ips,
+                },
+                team: a.team.clone(),
+                password_hash: a.password_hash.clone(),
+                warn_if_silent_monitored: a.warn_if_silent_monitored,
+            });
+        }
+        Ok(agents)
     }
 }
 

@@ -1,13 +1,20 @@
 //! Lax decapsulation: from the link layer to UDP/TCP through VLAN tags and tunnels, keeping every
 //! layer that parsed and a [`Stop`] saying where and why it could not go further. Counts every
 //! outcome in [`DecapStats`]. Never panics; allocates only to store IPv4 fragments.
+//!
+//! Shape: one frame is a walk (`Walk`) of steps, one per layer (link, Ethernet, tag,
+//! ethertype, IPv4/IPv6 and fragments, UDP with its VXLAN/GTP-U tunnels, TCP, GRE with ERSPAN),
+//! each recording what it parsed and returning the next layer or the end; offsets and magic
+//! numbers are named constants here or in the header views of `packet/`.
 
 use std::net::IpAddr;
 
 use etherparse::{Ipv4Slice, Ipv6Slice, TcpSlice, UdpSlice};
 
 use super::erspan::ErspanHeader;
-use super::ethernet::{ethertype, EthernetFrame, VlanHeader};
+use super::ethernet::{
+    ethertype, EthernetFrame, VlanHeader, HEADER_LEN as ETHERNET_HEADER_LEN, VLAN_TAG_LEN,
+};
 use super::fragment::{FragmentKey, FragmentStats, Offer, Reassembler};
 use super::gre::GreHeader;
 use super::gtp::{GtpuHeader, GTPU_PORT, G_PDU};
@@ -189,47 +196,108 @@ impl Decapsulator {
             fragments,
             stats,
         } = self;
-        let mut fragments = Some(fragments);
         stats.frames += 1;
-        let mut d = Decapsulated {
-            vlans: VlanStack::new(),
-            outer_vlans: VlanStack::new(),
-            tunnels: Tunnels::none(),
-            ethertype: 0,
-            ip: None,
-            transport: Transport::None,
-            stop: None,
+        stats.link[link_index(link)] += 1;
+        let mut walk = Walk {
+            frame,
+            now,
+            max_depth: config.max_tunnel_depth,
+            depth: 0,
+            fragments: Some(fragments),
+            stats,
+            d: Decapsulated {
+                vlans: VlanStack::new(),
+                outer_vlans: VlanStack::new(),
+                tunnels: Tunnels::none(),
+                ethertype: 0,
+                ip: None,
+                transport: Transport::None,
+                stop: None,
+            },
         };
-        let offset_of = |buf: &[u8]| {
-            let off = (buf.as_ptr() as usize).wrapping_sub(frame.as_ptr() as usize);
-            if off <= frame.len() {
-                off
-            } else {
-                0
+        let mut next = walk.link(link);
+        while let Ok(n) = next {
+            next = walk.step(n);
+        }
+        finish(walk.d, walk.stats)
+    }
+}
+
+/// Index of a link type in [`DecapStats::link`] (and [`LINK_NAMES`]).
+fn link_index(link: LinkType) -> usize {
+    match link {
+        LinkType::Ethernet => 0,
+        LinkType::LinuxSll => 1,
+        LinkType::LinuxSll2 => 2,
+        LinkType::RawIp | LinkType::Ipv4 | LinkType::Ipv6 => 3,
+        LinkType::Null | LinkType::Loop => 4,
+        LinkType::Unknown(_) => 5,
+    }
+}
+
+/// Bytes of the address-family word that starts a BSD loopback (NULL / LOOP) frame.
+const LOOPBACK_HEADER_LEN: usize = 4;
+/// `AF_INET` in a loopback header (the same on every system).
+const AF_INET: u32 = 2;
+/// `AF_INET6` in a loopback header: Linux, OpenBSD and NetBSD, FreeBSD and DragonFly, Darwin.
+const AF_INET6: [u32; 4] = [10, 24, 28, 30];
+
+/// The walk ended: the transport was reached, or a layer stopped it (recorded in `d.stop`).
+struct Done;
+
+/// One step's outcome: the next layer to decode, or the end.
+type Step<'a> = Result<Next<'a>, Done>;
+
+/// One frame's decapsulation in progress: each layer is a step that records what it parsed
+/// in `d` and says what comes next.
+struct Walk<'a> {
+    frame: &'a [u8],
+    now: Timestamp,
+    max_depth: u8,
+    /// Tunnel levels entered.
+    depth: u8,
+    /// The reassembler, until a fragment used it (once per frame).
+    fragments: Option<&'a mut Reassembler>,
+    stats: &'a mut DecapStats,
+    d: Decapsulated<'a>,
+}
+
+impl<'a> Walk<'a> {
+    /// Records that `layer` stopped at `at` for `reason`.
+    fn stop(&mut self, layer: Layer, at: &[u8], reason: StopReason) -> Done {
+        self.stats.stops[layer.index()][reason.index()] += 1;
+        let off = (at.as_ptr() as usize).wrapping_sub(self.frame.as_ptr() as usize);
+        let offset = if off <= self.frame.len() { off } else { 0 };
+        self.d.stop = Some(Stop {
+            layer,
+            offset,
+            reason,
+        });
+        Done
+    }
+
+    /// The next layer's step.
+    fn step(&mut self, next: Next<'a>) -> Step<'a> {
+        match next {
+            Next::Ethernet(buf) => self.ethernet(buf),
+            Next::EtherType(t, buf) if ethertype::is_vlan(t) => self.vlan(t, buf),
+            Next::EtherType(t, buf) => self.ethertype(t, buf),
+            Next::Ip(buf) => self.ip(buf),
+            Next::Transport(IPPROTO_UDP, buf) => self.udp(buf),
+            Next::Transport(IPPROTO_TCP, buf) => self.tcp(buf),
+            Next::Transport(IPPROTO_GRE, buf) => self.gre(buf),
+            Next::Transport(_, _) => {
+                self.d.transport = Transport::Other;
+                Err(Done)
             }
-        };
-        let mut depth: u8 = 0;
-        let link_index = match link {
-            LinkType::Ethernet => 0,
-            LinkType::LinuxSll => 1,
-            LinkType::LinuxSll2 => 2,
-            LinkType::RawIp | LinkType::Ipv4 | LinkType::Ipv6 => 3,
-            LinkType::Null | LinkType::Loop => 4,
-            LinkType::Unknown(_) => 5,
-        };
-        stats.link[link_index] += 1;
+        }
+    }
 
-        let mut stop = |d: &mut Decapsulated<'a>, layer: Layer, at: &[u8], reason: StopReason| {
-            stats.stops[layer.index()][reason.index()] += 1;
-            d.stop = Some(Stop {
-                layer,
-                offset: offset_of(at),
-                reason,
-            });
-        };
-
-        let mut next = match link {
-            LinkType::Ethernet => Next::Ethernet(frame),
+    /// The link header.
+    fn link(&mut self, link: LinkType) -> Step<'a> {
+        let frame = self.frame;
+        match link {
+            LinkType::Ethernet => Ok(Next::Ethernet(frame)),
             LinkType::LinuxSll | LinkType::LinuxSll2 => {
                 let h = if link == LinkType::LinuxSll {
                     CookedHeader::new_checked_v1(frame)
@@ -237,312 +305,283 @@ impl Decapsulator {
                     CookedHeader::new_checked_v2(frame)
                 };
                 match h {
-                    Ok(h) => Next::EtherType(h.protocol(), h.payload()),
-                    Err(_) => {
-                        stop(&mut d, Layer::Link, frame, StopReason::Truncated);
-                        return finish(d, stats);
-                    }
+                    Ok(h) => Ok(Next::EtherType(h.protocol(), h.payload())),
+                    Err(_) => Err(self.stop(Layer::Link, frame, StopReason::Truncated)),
                 }
             }
-            LinkType::RawIp => Next::Ip(frame),
-            LinkType::Ipv4 => Next::EtherType(ethertype::IPV4, frame),
-            LinkType::Ipv6 => Next::EtherType(ethertype::IPV6, frame),
-            LinkType::Null | LinkType::Loop => {
-                let Some(af) = frame.get(..4) else {
-                    stop(&mut d, Layer::Link, frame, StopReason::Truncated);
-                    return finish(d, stats);
-                };
-                let af = if link == LinkType::Null {
-                    u32::from_le_bytes([af[0], af[1], af[2], af[3]])
-                } else {
-                    u32::from_be_bytes([af[0], af[1], af[2], af[3]])
-                };
-                match af {
-                    2 => Next::EtherType(ethertype::IPV4, &frame[4..]),
-                    10 | 24 | 28 | 30 => Next::EtherType(ethertype::IPV6, &frame[4..]),
-                    _ => {
-                        stop(&mut d, Layer::Link, frame, StopReason::Malformed);
-                        return finish(d, stats);
-                    }
-                }
-            }
+            LinkType::RawIp => Ok(Next::Ip(frame)),
+            LinkType::Ipv4 => Ok(Next::EtherType(ethertype::IPV4, frame)),
+            LinkType::Ipv6 => Ok(Next::EtherType(ethertype::IPV6, frame)),
+            LinkType::Null | LinkType::Loop => self.loopback(link == LinkType::Null),
             LinkType::Unknown(_) => {
-                stop(&mut d, Layer::Link, frame, StopReason::UnsupportedLinkType);
-                return finish(d, stats);
+                Err(self.stop(Layer::Link, frame, StopReason::UnsupportedLinkType))
+            }
+        }
+    }
+
+    /// A BSD loopback header: the address family in host order (NULL, little-endian here) or
+    /// network order (LOOP).
+    fn loopback(&mut self, host_order: bool) -> Step<'a> {
+        let frame = self.frame;
+        let Some(af) = frame.get(..LOOPBACK_HEADER_LEN) else {
+            return Err(self.stop(Layer::Link, frame, StopReason::Truncated));
+        };
+        let af = [af[0], af[1], af[2], af[3]];
+        let af = if host_order {
+            u32::from_le_bytes(af)
+        } else {
+            u32::from_be_bytes(af)
+        };
+        let payload = &frame[LOOPBACK_HEADER_LEN..];
+        match af {
+            AF_INET => Ok(Next::EtherType(ethertype::IPV4, payload)),
+            af if AF_INET6.contains(&af) => Ok(Next::EtherType(ethertype::IPV6, payload)),
+            _ => Err(self.stop(Layer::Link, frame, StopReason::Malformed)),
+        }
+    }
+
+    fn ethernet(&mut self, buf: &'a [u8]) -> Step<'a> {
+        match EthernetFrame::new_checked(buf) {
+            // Ethernet's payload borrows `buf`, so re-slice from it.
+            Ok(eth) => Ok(Next::EtherType(
+                eth.ethertype(),
+                &buf[ETHERNET_HEADER_LEN..],
+            )),
+            Err(_) => Err(self.stop(Layer::Link, buf, StopReason::Truncated)),
+        }
+    }
+
+    /// An 802.1Q / 802.1ad tag (with TPID `tpid`).
+    fn vlan(&mut self, tpid: u16, buf: &'a [u8]) -> Step<'a> {
+        let Ok(tag) = VlanHeader::new_checked(buf) else {
+            return Err(self.stop(Layer::Vlan, buf, StopReason::Truncated));
+        };
+        if !self.d.vlans.push(tag.tag(tpid)) {
+            return Err(self.stop(Layer::Vlan, buf, StopReason::TooManyVlans));
+        }
+        Ok(Next::EtherType(tag.inner_ethertype(), &buf[VLAN_TAG_LEN..]))
+    }
+
+    /// The payload an ethertype announces: IP, or the end.
+    fn ethertype(&mut self, t: u16, buf: &'a [u8]) -> Step<'a> {
+        self.d.ethertype = t;
+        match t {
+            ethertype::IPV4 | ethertype::IPV6 => Ok(Next::Ip(buf)),
+            other => Err(self.stop(Layer::Link, buf, StopReason::UnsupportedEtherType(other))),
+        }
+    }
+
+    /// An IP packet, by the version in its first nibble.
+    fn ip(&mut self, buf: &'a [u8]) -> Step<'a> {
+        match buf.first().map(|b| b >> 4) {
+            Some(4) => self.ipv4(buf),
+            Some(6) => self.ipv6(buf),
+            Some(_) => Err(self.stop(Layer::Ipv4, buf, StopReason::Malformed)),
+            None => Err(self.stop(Layer::Ipv4, buf, StopReason::Truncated)),
+        }
+    }
+
+    fn ipv4(&mut self, buf: &'a [u8]) -> Step<'a> {
+        let ip = match Ipv4Slice::from_slice(buf) {
+            Ok(ip) => ip,
+            Err(e) => {
+                let truncated = matches!(e, etherparse::err::ipv4::SliceError::Len(_));
+                return Err(self.stop(Layer::Ipv4, buf, truncated_or_malformed(truncated)));
             }
         };
-
-        loop {
-            next = match next {
-                Next::Ethernet(buf) => match EthernetFrame::new_checked(buf) {
-                    Ok(eth) => {
-                        let t = eth.ethertype();
-                        // Ethernet's payload borrows `buf`, so re-slice from it.
-                        Next::EtherType(t, &buf[super::ethernet::HEADER_LEN..])
-                    }
-                    Err(_) => {
-                        stop(&mut d, Layer::Link, buf, StopReason::Truncated);
-                        break;
-                    }
-                },
-                Next::EtherType(t, buf) if ethertype::is_vlan(t) => {
-                    match VlanHeader::new_checked(buf) {
-                        Ok(tag) => {
-                            if !d.vlans.push(tag.tag(t)) {
-                                stop(&mut d, Layer::Vlan, buf, StopReason::TooManyVlans);
-                                break;
-                            }
-                            Next::EtherType(
-                                tag.inner_ethertype(),
-                                &buf[super::ethernet::VLAN_TAG_LEN..],
-                            )
-                        }
-                        Err(_) => {
-                            stop(&mut d, Layer::Vlan, buf, StopReason::Truncated);
-                            break;
-                        }
-                    }
-                }
-                Next::EtherType(t, buf) => {
-                    d.ethertype = t;
-                    match t {
-                        ethertype::IPV4 | ethertype::IPV6 => Next::Ip(buf),
-                        other => {
-                            stop(
-                                &mut d,
-                                Layer::Link,
-                                buf,
-                                StopReason::UnsupportedEtherType(other),
-                            );
-                            break;
-                        }
-                    }
-                }
-                Next::Ip(buf) => match buf.first().map(|b| b >> 4) {
-                    Some(4) => match Ipv4Slice::from_slice(buf) {
-                        Ok(ip) => {
-                            let h = ip.header();
-                            let proto = h.protocol().0;
-                            d.ip = Some(IpEndpoints {
-                                src: IpAddr::V4(h.source_addr()),
-                                dst: IpAddr::V4(h.destination_addr()),
-                                protocol: proto,
-                            });
-                            let p = ip.payload();
-                            if !p.fragmented {
-                                Next::Transport(proto, p.payload)
-                            } else {
-                                let key = FragmentKey {
-                                    src: h.source_addr(),
-                                    dst: h.destination_addr(),
-                                    protocol: proto,
-                                    id: h.identification(),
-                                };
-                                let offset = h.fragments_offset().byte_offset() as usize;
-                                let Some(r) = fragments.take() else {
-                                    // Already reassembled once in this frame (a fragmented
-                                    // tunnel inside a fragmented tunnel): not supported.
-                                    stop(&mut d, Layer::Ipv4, buf, StopReason::FragmentDropped);
-                                    break;
-                                };
-                                stats.fragments.timed_out = r.stats().timed_out;
-                                match r.offer(now, key, offset, h.more_fragments(), p.payload) {
-                                    Offer::Complete(whole) => {
-                                        stats.fragments.fragments += 1;
-                                        stats.fragments.reassembled += 1;
-                                        Next::Transport(proto, whole)
-                                    }
-                                    Offer::Pending => {
-                                        stats.fragments.fragments += 1;
-                                        stop(&mut d, Layer::Ipv4, buf, StopReason::FragmentPending);
-                                        break;
-                                    }
-                                    Offer::Dropped => {
-                                        stats.fragments.dropped += 1;
-                                        stop(&mut d, Layer::Ipv4, buf, StopReason::FragmentDropped);
-                                        break;
-                                    }
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            let truncated = matches!(e, etherparse::err::ipv4::SliceError::Len(_));
-                            stop(&mut d, Layer::Ipv4, buf, truncated_or_malformed(truncated));
-                            break;
-                        }
-                    },
-                    Some(6) => match Ipv6Slice::from_slice(buf) {
-                        Ok(ip) => {
-                            let h = ip.header();
-                            let p = ip.payload();
-                            let proto = p.ip_number.0;
-                            d.ip = Some(IpEndpoints {
-                                src: IpAddr::V6(h.source_addr()),
-                                dst: IpAddr::V6(h.destination_addr()),
-                                protocol: proto,
-                            });
-                            if p.fragmented {
-                                stop(&mut d, Layer::Ipv6, buf, StopReason::Ipv6Fragment);
-                                break;
-                            }
-                            Next::Transport(proto, p.payload)
-                        }
-                        Err(e) => {
-                            let truncated = matches!(e, etherparse::err::ipv6::SliceError::Len(_));
-                            stop(&mut d, Layer::Ipv6, buf, truncated_or_malformed(truncated));
-                            break;
-                        }
-                    },
-                    Some(_) => {
-                        stop(&mut d, Layer::Ipv4, buf, StopReason::Malformed);
-                        break;
-                    }
-                    None => {
-                        stop(&mut d, Layer::Ipv4, buf, StopReason::Truncated);
-                        break;
-                    }
-                },
-                Next::Transport(IPPROTO_UDP, buf) => match UdpSlice::from_slice(buf) {
-                    Ok(udp) => {
-                        let (sp, dp) = (udp.source_port(), udp.destination_port());
-                        let payload = udp.payload();
-                        let can_nest = depth < config.max_tunnel_depth;
-                        if can_nest && (dp == VXLAN_PORT) {
-                            if let Ok(vx) = VxlanHeader::new_checked(payload) {
-                                depth += 1;
-                                enter_tunnel(&mut d, Tunnels::VXLAN);
-                                stats.vxlan += 1;
-                                next = Next::Ethernet(vx.payload());
-                                continue;
-                            }
-                        }
-                        if can_nest && (dp == GTPU_PORT || sp == GTPU_PORT) {
-                            if let Ok(g) = GtpuHeader::new_checked(payload) {
-                                if g.message_type() == G_PDU
-                                    && matches!(g.payload().first().map(|b| b >> 4), Some(4 | 6))
-                                {
-                                    depth += 1;
-                                    d.tunnels.insert(Tunnels::GTP);
-                                    stats.gtp += 1;
-                                    next = Next::Ip(g.payload());
-                                    continue;
-                                }
-                            }
-                        }
-                        d.transport = Transport::Udp {
-                            src_port: sp,
-                            dst_port: dp,
-                            payload,
-                        };
-                        break;
-                    }
-                    Err(_) => {
-                        stop(&mut d, Layer::Udp, buf, StopReason::Truncated);
-                        break;
-                    }
-                },
-                Next::Transport(IPPROTO_TCP, buf) => match TcpSlice::from_slice(buf) {
-                    Ok(tcp) => {
-                        d.transport = Transport::Tcp {
-                            src_port: tcp.source_port(),
-                            dst_port: tcp.destination_port(),
-                            payload: tcp.payload(),
-                        };
-                        break;
-                    }
-                    Err(e) => {
-                        let truncated = matches!(e, etherparse::err::tcp::HeaderSliceError::Len(_));
-                        stop(&mut d, Layer::Tcp, buf, truncated_or_malformed(truncated));
-                        break;
-                    }
-                },
-                Next::Transport(IPPROTO_GRE, buf) if depth < config.max_tunnel_depth => {
-                    let gre = match GreHeader::new_checked(buf) {
-                        Ok(g) => g,
-                        Err(e) => {
-                            let reason = match e {
-                                super::Error::Truncated => StopReason::Truncated,
-                                super::Error::Malformed => StopReason::Malformed,
-                            };
-                            stop(&mut d, Layer::Gre, buf, reason);
-                            break;
-                        }
-                    };
-                    if gre.version() != 0 {
-                        stop(
-                            &mut d,
-                            Layer::Gre,
-                            buf,
-                            StopReason::UnsupportedGre(gre.protocol()),
-                        );
-                        break;
-                    }
-                    depth += 1;
-                    match gre.protocol() {
-                        ethertype::TEB => {
-                            enter_tunnel(&mut d, Tunnels::GRE_TEB);
-                            stats.gre_teb += 1;
-                            Next::Ethernet(gre.payload())
-                        }
-                        ethertype::ERSPAN2 => {
-                            enter_tunnel(&mut d, Tunnels::ERSPAN2);
-                            stats.erspan2 += 1;
-                            if gre.has_sequence() {
-                                match ErspanHeader::new_checked_type2(gre.payload()) {
-                                    Ok(h) => Next::Ethernet(h.payload()),
-                                    Err(_) => {
-                                        stop(
-                                            &mut d,
-                                            Layer::Erspan,
-                                            gre.payload(),
-                                            StopReason::Truncated,
-                                        );
-                                        break;
-                                    }
-                                }
-                            } else {
-                                // ERSPAN type I: no ERSPAN header.
-                                Next::Ethernet(gre.payload())
-                            }
-                        }
-                        ethertype::ERSPAN3 => {
-                            enter_tunnel(&mut d, Tunnels::ERSPAN3);
-                            stats.erspan3 += 1;
-                            match ErspanHeader::new_checked_type3(gre.payload()) {
-                                Ok(h) => Next::Ethernet(h.payload()),
-                                Err(_) => {
-                                    stop(
-                                        &mut d,
-                                        Layer::Erspan,
-                                        gre.payload(),
-                                        StopReason::Truncated,
-                                    );
-                                    break;
-                                }
-                            }
-                        }
-                        ethertype::IPV4 | ethertype::IPV6 => {
-                            d.tunnels.insert(Tunnels::GRE_IP);
-                            stats.gre_ip += 1;
-                            Next::Ip(gre.payload())
-                        }
-                        other => {
-                            stop(&mut d, Layer::Gre, buf, StopReason::UnsupportedGre(other));
-                            break;
-                        }
-                    }
-                }
-                Next::Transport(IPPROTO_GRE, buf) => {
-                    stop(&mut d, Layer::Gre, buf, StopReason::TooDeep);
-                    break;
-                }
-                Next::Transport(_, _) => {
-                    d.transport = Transport::Other;
-                    break;
-                }
-            };
+        let h = ip.header();
+        let proto = h.protocol().0;
+        self.d.ip = Some(IpEndpoints {
+            src: IpAddr::V4(h.source_addr()),
+            dst: IpAddr::V4(h.destination_addr()),
+            protocol: proto,
+        });
+        let p = ip.payload();
+        if !p.fragmented {
+            return Ok(Next::Transport(proto, p.payload));
         }
-        finish(d, stats)
+        let key = FragmentKey {
+            src: h.source_addr(),
+            dst: h.destination_addr(),
+            protocol: proto,
+            id: h.identification(),
+        };
+        let offset = h.fragments_offset().byte_offset() as usize;
+        self.fragment(buf, key, (offset, h.more_fragments()), p.payload)
+    }
+
+    /// An IPv4 fragment, offered to the reassembler; the whole datagram when complete.
+    fn fragment(
+        &mut self,
+        buf: &'a [u8],
+        key: FragmentKey,
+        (offset, more): (usize, bool),
+        payload: &'a [u8],
+    ) -> Step<'a> {
+        let Some(r) = self.fragments.take() else {
+            // Already reassembled once in this frame (a fragmented tunnel inside a fragmented
+            // tunnel): not supported.
+            return Err(self.stop(Layer::Ipv4, buf, StopReason::FragmentDropped));
+        };
+        self.stats.fragments.timed_out = r.stats().timed_out;
+        let protocol = key.protocol;
+        match r.offer(self.now, key, offset, more, payload) {
+            Offer::Complete(whole) => {
+                self.stats.fragments.fragments += 1;
+                self.stats.fragments.reassembled += 1;
+                Ok(Next::Transport(protocol, whole))
+            }
+            Offer::Pending => {
+                self.stats.fragments.fragments += 1;
+                Err(self.stop(Layer::Ipv4, buf, StopReason::FragmentPending))
+            }
+            Offer::Dropped => {
+                self.stats.fragments.dropped += 1;
+                Err(self.stop(Layer::Ipv4, buf, StopReason::FragmentDropped))
+            }
+        }
+    }
+
+    fn ipv6(&mut self, buf: &'a [u8]) -> Step<'a> {
+        let ip = match Ipv6Slice::from_slice(buf) {
+            Ok(ip) => ip,
+            Err(e) => {
+                let truncated = matches!(e, etherparse::err::ipv6::SliceError::Len(_));
+                return Err(self.stop(Layer::Ipv6, buf, truncated_or_malformed(truncated)));
+            }
+        };
+        let h = ip.header();
+        let p = ip.payload();
+        let proto = p.ip_number.0;
+        self.d.ip = Some(IpEndpoints {
+            src: IpAddr::V6(h.source_addr()),
+            dst: IpAddr::V6(h.destination_addr()),
+            protocol: proto,
+        });
+        if p.fragmented {
+            return Err(self.stop(Layer::Ipv6, buf, StopReason::Ipv6Fragment));
+        }
+        Ok(Next::Transport(proto, p.payload))
+    }
+
+    /// UDP: the transport, unless it carries a tunnel (VXLAN, GTP-U) we may still enter.
+    fn udp(&mut self, buf: &'a [u8]) -> Step<'a> {
+        let Ok(udp) = UdpSlice::from_slice(buf) else {
+            return Err(self.stop(Layer::Udp, buf, StopReason::Truncated));
+        };
+        let (sp, dp) = (udp.source_port(), udp.destination_port());
+        let payload = udp.payload();
+        if self.depth < self.max_depth {
+            if let Some(inner) = self.udp_tunnel(sp, dp, payload) {
+                self.depth += 1;
+                return Ok(inner);
+            }
+        }
+        self.d.transport = Transport::Udp {
+            src_port: sp,
+            dst_port: dp,
+            payload,
+        };
+        Err(Done)
+    }
+
+    /// The inner packet of a VXLAN or GTP-U (G-PDU carrying IP) datagram, if this is one.
+    fn udp_tunnel(&mut self, sp: u16, dp: u16, payload: &'a [u8]) -> Option<Next<'a>> {
+        if dp == VXLAN_PORT {
+            if let Ok(vx) = VxlanHeader::new_checked(payload) {
+                enter_tunnel(&mut self.d, Tunnels::VXLAN);
+                self.stats.vxlan += 1;
+                return Some(Next::Ethernet(vx.payload()));
+            }
+        }
+        if dp == GTPU_PORT || sp == GTPU_PORT {
+            let g = GtpuHeader::new_checked(payload).ok()?;
+            let carries_ip = matches!(g.payload().first().map(|b| b >> 4), Some(4 | 6));
+            if g.message_type() == G_PDU && carries_ip {
+                self.d.tunnels.insert(Tunnels::GTP);
+                self.stats.gtp += 1;
+                return Some(Next::Ip(g.payload()));
+            }
+        }
+        None
+    }
+
+    fn tcp(&mut self, buf: &'a [u8]) -> Step<'a> {
+        match TcpSlice::from_slice(buf) {
+            Ok(tcp) => {
+                self.d.transport = Transport::Tcp {
+                    src_port: tcp.source_port(),
+                    dst_port: tcp.destination_port(),
+                    payload: tcp.payload(),
+                };
+                Err(Done)
+            }
+            Err(e) => {
+                let truncated = matches!(e, etherparse::err::tcp::HeaderSliceError::Len(_));
+                Err(self.stop(Layer::Tcp, buf, truncated_or_malformed(truncated)))
+            }
+        }
+    }
+
+    /// GRE version 0: transparent Ethernet bridging, ERSPAN I/II/III, or IP.
+    fn gre(&mut self, buf: &'a [u8]) -> Step<'a> {
+        if self.depth >= self.max_depth {
+            return Err(self.stop(Layer::Gre, buf, StopReason::TooDeep));
+        }
+        let gre = match GreHeader::new_checked(buf) {
+            Ok(g) => g,
+            Err(e) => {
+                let reason = match e {
+                    super::Error::Truncated => StopReason::Truncated,
+                    super::Error::Malformed => StopReason::Malformed,
+                };
+                return Err(self.stop(Layer::Gre, buf, reason));
+            }
+        };
+        if gre.version() != 0 {
+            return Err(self.stop(Layer::Gre, buf, StopReason::UnsupportedGre(gre.protocol())));
+        }
+        self.depth += 1;
+        let payload = gre.payload();
+        match gre.protocol() {
+            ethertype::TEB => {
+                enter_tunnel(&mut self.d, Tunnels::GRE_TEB);
+                self.stats.gre_teb += 1;
+                Ok(Next::Ethernet(payload))
+            }
+            ethertype::ERSPAN2 => {
+                enter_tunnel(&mut self.d, Tunnels::ERSPAN2);
+                self.stats.erspan2 += 1;
+                if !gre.has_sequence() {
+                    // ERSPAN type I: no ERSPAN header.
+                    return Ok(Next::Ethernet(payload));
+                }
+                self.erspan(ErspanHeader::new_checked_type2(payload), payload)
+            }
+            ethertype::ERSPAN3 => {
+                enter_tunnel(&mut self.d, Tunnels::ERSPAN3);
+                self.stats.erspan3 += 1;
+                self.erspan(ErspanHeader::new_checked_type3(payload), payload)
+            }
+            ethertype::IPV4 | ethertype::IPV6 => {
+                self.d.tunnels.insert(Tunnels::GRE_IP);
+                self.stats.gre_ip += 1;
+                Ok(Next::Ip(payload))
+            }
+            other => Err(self.stop(Layer::Gre, buf, StopReason::UnsupportedGre(other))),
+        }
+    }
+
+    /// An ERSPAN II/III header, parsed from `buf`: its mirrored Ethernet frame.
+    fn erspan(
+        &mut self,
+        header: Result<ErspanHeader<'a>, super::Error>,
+        buf: &'a [u8],
+    ) -> Step<'a> {
+        match header {
+            Ok(h) => Ok(Next::Ethernet(h.payload())),
+            Err(_) => Err(self.stop(Layer::Erspan, buf, StopReason::Truncated)),
+        }
     }
 }
 
