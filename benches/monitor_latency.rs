@@ -50,9 +50,9 @@ use std::time::{Duration, Instant};
 use silentmon::binding::Direction;
 use silentmon::control::client::Client;
 use silentmon::control::frame::Frame;
+use silentmon::endpoint::media::{MediaSession, SessionConfig};
 use silentmon::endpoint::media_loop::MediaClock;
-use silentmon::endpoint::session::{MediaSession, SessionConfig};
-use silentmon::monitor::client::{Event, MonitorClient};
+use silentmon::monitor::service_client::{Event, MonitorClient};
 use silentmon::time::Timestamp;
 
 #[path = "support/mod.rs"]

@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use silentmon::control::client::Client;
 use silentmon::control::frame::Frame;
-use silentmon::monitor::client::{Event, MonitorClient};
+use silentmon::monitor::service_client::{Event, MonitorClient};
 use support::{env_or, free_port, metric, pct, scrape, BoxError};
 use tokio::io::AsyncWriteExt;
 

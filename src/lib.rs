@@ -6,26 +6,27 @@
 //!
 //! | module    | holds |
 //! |-----------|-------|
-//! | `cli`     | clap definitions, typed settings, one `run` per subcommand (the only `anyhow` user) |
+//! | `cli`     | clap definitions and wiring, one `run` per subcommand; no protocol or policy decision (the only `anyhow` user) |
 //! | `config`  | the appliance's and the supervisor endpoint's TOML files, validated; errors name file and key |
-//! | `report`  | stream tables and JSON for `flows` |
-//! | `capture` | the only code that touches libpcap: `PacketSource` over files (and live NICs) |
-//! | `vlantest`| NIC qualification: sample-frame signature, sample frames, PASS/FAIL tally (pure) |
-//! | `appliance` | the appliance assembled and run: engine thread, servers, what an action does, metrics endpoint, audit trail |
-//! | `control` | control plane: frame codec, typed requests, session logic with logins, monitors and lists (sans-IO), the TLS server and client shells |
-//! | `monitor` | monitor service (TCP 42228): media/control frame codec, lock-free per-endpoint fanout from the engine thread, TLS shell and endpoint client |
-//! | `router`  | the live path: engine + bindings + monitors, forwarding a monitored agent's RTP |
+//! | `offline` | a capture file through the engine (`flows`, `extract`, `demo`), and `extract`'s choice of streams, second pass and WAV |
+//! | `report`  | the `flows` table and JSON, the text table `ctl` prints lists with |
+//! | `capture` | the only code that touches libpcap: files, live NICs (reopened when they fail), paced replays, the capture thread |
+//! | `vlantest`| NIC qualification: signature, sample frames, PASS/FAIL tally and report (pure); listen/send shells |
+//! | `appliance` | the appliance assembled and run: engine thread, servers, what a control-plane action does, metrics endpoint, audit trail |
+//! | `control` | control plane (42028): frame codec, typed requests and replies, session logic deciding logins, rights and every monitor's life (sans-IO), the TLS server and client shells |
+//! | `monitor` | monitor service (42228): media/control frame codec, lock-free per-endpoint fanout from the engine thread, grants, one endpoint connection's logic (sans-IO), TLS shell and the endpoint's client |
+//! | `router`  | the live path: engine + bindings + monitors (mirrored from the control plane), forwarding a monitored agent's RTP |
 //! | `security`| monitor-mode lockout, login throttle, audit events, argon2 passwords, the private CA, rustls TLS 1.3 configs |
 //! | `binding` | agent -> media endpoint bindings (static, SIP-sniffed, explicit) that follow the agent |
 //! | `engine`  | the packet path: decapsulate -> classify -> SIP call table + RTP flow table |
-//! | `endpoint`| supervisor endpoint media: session core (per-agent pipeline, mix, recording), media loop, cpal playout, WAV recorder |
+//! | `endpoint`| supervisor endpoint: its decisions (`controller`, sans-IO), their shell and local port, the media core (per-agent pipeline, mix, recording), media loop, cpal playout, WAV recorder |
 //! | `media`   | G.711/Opus decoding and the RTP-timestamp timeline that `extract` renders |
 //! | `media::listen` | per-monitor live pipeline: jitter buffer, decode, concealment, CN, DTMF silence, aligned PCM |
 //! | `media::output` | rendered PCM -> device frames: mono/stereo, volume, rubato resampling, channel adapter |
 //! | `sip`     | SIP message and SDP views, dialogs by Call-ID, media endpoints |
 //! | `flow`    | RTP/RTCP streams keyed by 5-tuple + SSRC, RFC 3550 statistics |
 //! | `codec`   | payload types, codec names, clock rates |
-//! | `packet`  | zero-copy header views and lax decapsulation |
+//! | `packet`  | zero-copy header views and lax decapsulation (one step per layer) |
 //! | `time`    | capture timestamps (no clock reads) |
 //! | `net`     | dialing the appliance's services and accepting on them: TCP + TLS 1.3 within a timeout, caps, TOS |
 //! | `clock`   | the wall clock, for shells only |

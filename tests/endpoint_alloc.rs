@@ -14,7 +14,7 @@ use silentmon::binding::Direction;
 use silentmon::codec::PayloadMap;
 use silentmon::endpoint::{handle_event, EndpointEvent, MediaSession, SessionConfig};
 use silentmon::media::g711::encode_ulaw;
-use silentmon::monitor::client::{Decoder, Event, Received};
+use silentmon::monitor::service_client::{Decoder, Event, Received};
 use silentmon::monitor::wire::Media;
 use silentmon::time::{Span, Timestamp};
 

@@ -284,7 +284,7 @@ async fn a_slow_endpoint_loses_frames_while_another_loses_none() {
     slow.flush().await.unwrap();
 
     // The fast endpoint reads everything and checks every stream's sequence numbers.
-    let mut fast = silentmon::monitor::client::MonitorClient::connect(
+    let mut fast = silentmon::monitor::service_client::MonitorClient::connect(
         &p.monitor,
         Some((client_tls(&p, "s1"), "localhost")),
     )
@@ -300,7 +300,7 @@ async fn a_slow_endpoint_loses_frames_while_another_loses_none() {
             .await
             .expect("the fast endpoint keeps receiving")
             .unwrap();
-        if let silentmon::monitor::client::Event::Media { stream, rtp, .. } = ev {
+        if let silentmon::monitor::service_client::Event::Media { stream, rtp, .. } = ev {
             received += 1;
             let seq = u16::from_be_bytes([rtp[2], rtp[3]]);
             if let Some(prev) = last_seq.insert(stream, seq) {

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use silentmon::control::frame::Frame;
-use silentmon::monitor::client::MonitorClient;
+use silentmon::monitor::service_client::MonitorClient;
 use tokio::time::Instant as TokioInstant;
 
 use super::support::BoxError;
@@ -148,7 +148,9 @@ async fn slow_endpoint(app: &App, site: &Site, end: TokioInstant) {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 let ev = tokio::time::timeout(Duration::from_secs(30), m.next_event()).await;
                 match ev {
-                    Ok(Ok(silentmon::monitor::client::Event::Media { rtp, .. })) => m.recycle(rtp),
+                    Ok(Ok(silentmon::monitor::service_client::Event::Media { rtp, .. })) => {
+                        m.recycle(rtp)
+                    }
                     Ok(Ok(_)) => {}
                     _ => break,
                 }

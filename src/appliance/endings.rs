@@ -25,9 +25,9 @@ use crate::control::plane::tests::{at, drain, login, plane};
 use crate::control::plane::{ControlPlane, SessionId};
 use crate::control::reply::StopReason;
 use crate::control::server::{self, ControlStats};
+use crate::monitor::endpoint_conn::{Context, Ending, EndpointConn};
 use crate::monitor::fanout::{self, Publisher};
 use crate::monitor::registry::Registry;
-use crate::monitor::session::{Context, Ending, Session};
 use crate::monitor::stats::MonitorStats;
 use crate::monitor::wire::{self, Control};
 use crate::packet::LinkType;
@@ -46,7 +46,7 @@ struct Site {
     ended: mpsc::Receiver<(u64, StopReason)>,
     lab: Lab,
     publisher: Publisher,
-    endpoint: Option<(Session, mpsc::Receiver<(u32, String)>)>,
+    endpoint: Option<(EndpointConn, mpsc::Receiver<(u32, String)>)>,
     /// Everything the endpoint was sent.
     heard: Vec<Control>,
     supervisor: SessionId,
@@ -89,7 +89,7 @@ impl Site {
             audit: Arc::new(|_, _| {}),
         });
         let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let endpoint = Session::new(ctx, peer, Some(vec!["s1".into()]), Instant::now());
+        let endpoint = EndpointConn::new(ctx, peer, Some(vec!["s1".into()]), Instant::now());
         let mut site = Site {
             plane,
             handler,
@@ -213,7 +213,7 @@ impl Site {
 }
 
 /// The control frames an endpoint session queued for its endpoint (media skipped).
-fn queued(s: &Session) -> Vec<Control> {
+fn queued(s: &EndpointConn) -> Vec<Control> {
     let mut out = Vec::new();
     s.subscriber().drain_into(&mut out, usize::MAX);
     let mut rest = &out[..];

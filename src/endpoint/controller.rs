@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::codec::PayloadMap;
 use crate::control::reply::StopReason;
-use crate::monitor::client::Event as ServiceEvent;
+use crate::monitor::service_client::Event as ServiceEvent;
 use crate::time::{Span, Timestamp};
 
 /// How long after a failed start the next one is tried.

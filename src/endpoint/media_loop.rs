@@ -12,7 +12,7 @@
 //! [`EndpointEvent::Media`]'s RTP buffer, once [`MediaSession::on_media`] has read it, goes
 //! back to the network task over a second bounded channel (`spent`, with `try_send`; a buffer
 //! that does not fit is freed), which refills the monitor client's spare buffers
-//! ([`MonitorClient::recycle`](crate::monitor::client::MonitorClient::recycle)).
+//! ([`MonitorClient::recycle`](crate::monitor::service_client::MonitorClient::recycle)).
 //!
 //! Rules of the shell (no media decisions here, those live in the session):
 //! - Never blocks on the device and never crashes on it: frames go to the playout ring with a
@@ -31,8 +31,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use super::media::{MediaSession, SessionConfig, SessionStats};
 use super::playout::{Playout, PlayoutStats};
-use super::session::{MediaSession, SessionConfig, SessionStats};
 use crate::binding::Direction;
 use crate::codec::PayloadMap;
 use crate::time::{Span, Timestamp};

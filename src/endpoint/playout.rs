@@ -14,7 +14,7 @@
 //! alsa-lib prints its own errors to stderr (a dozen lines per failed open on a machine
 //! without a sound card, so once a second while the endpoint retries); before the first
 //! device call they are routed into the log at debug level instead
-//! ([`super::alsa_log`]).
+//! (`alsa_log`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -28,7 +28,7 @@ use crate::control::frame::Frame;
 use crate::control::reply::{Event, Grant, Reply};
 use crate::control::request::{Login, Mode, Request, StopTarget};
 use crate::media::listen::Layout;
-use crate::monitor::client::{Event as ServiceEvent, MonitorClient};
+use crate::monitor::service_client::{Event as ServiceEvent, MonitorClient};
 
 /// Events queued towards the media loop (about 10 s of a two-way G.711 call).
 pub const MEDIA_QUEUE: usize = 1024;

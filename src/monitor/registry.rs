@@ -7,7 +7,7 @@
 //! was granted to (another supervisor's certificate with the key is refused, and the grant
 //! stays for its owner; on a plaintext `--insecure` link there is no certificate to check);
 //! monitor ids must fit the wire's u32; a grant not attached within the heartbeat timeout
-//! expires ([`Registry::expire_unattached`], driven by the service with the clock it reads):
+//! expires (`Registry::expire_unattached`, driven by the service with the clock it reads):
 //! it is reported once and takes no attach from then on. The registry follows the control
 //! plane: a grant goes only when the control plane revokes it ([`Registry::revoke`]), whoever
 //! reported the ending (its connection, the expiry, a supervisor). Revoking an attached

@@ -2,7 +2,7 @@
 //! (connection and handshake caps, TLS 1.3 with client certificates required within a
 //! timeout, EF marking; plaintext only when the operator said `--insecure`, i.e. `tls` is
 //! `None`), and per endpoint connection one reader task (a thin loop around the sans-IO
-//! `Session`: bytes, revocations and time in) and one writer task (the connection's
+//! `EndpointConn`: bytes, revocations and time in) and one writer task (the connection's
 //! [`Subscriber`] queue drained into one buffer per write). The grant expiry task ends grants
 //! nobody attached to. No protocol decision is made here.
 //!
@@ -32,9 +32,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::endpoint_conn::{Context, Ending, EndpointConn};
 use super::fanout::{FanoutCommand, Subscriber, SLOT_CAPACITY};
 use super::registry::Registry;
-use super::session::{Context, Ending, Session};
 use super::stats::MonitorStats;
 use crate::control::reply::StopReason;
 use crate::control::server::ControlHandle;
@@ -183,7 +183,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, sub: Arc<Subscriber>) {
     let _ = wr.shutdown().await;
 }
 
-/// The connection task: a thin loop feeding the `Session` bytes, revocations and time.
+/// The connection task: a thin loop feeding the `EndpointConn` bytes, revocations and time.
 async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     stream: S,
     peer: SocketAddr,
@@ -191,7 +191,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     ctx: Arc<Context>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let (mut session, mut revoked) = Session::new(ctx, peer, certificate, Instant::now());
+    let (mut session, mut revoked) = EndpointConn::new(ctx, peer, certificate, Instant::now());
     let (mut rd, wr) = tokio::io::split(stream);
     let mut writer = tokio::spawn(write_loop(wr, session.subscriber().clone()));
     let mut buf: Vec<u8> = Vec::with_capacity(8192);

@@ -1,4 +1,4 @@
-//! The appliance's and the endpoint's TCP links, both halves: [`dial`] (the control-plane and
+//! The appliance's and the endpoint's TCP links, both halves: [`dial`](mod@dial) (the control-plane and
 //! monitor clients connect through it: TCP, then TLS 1.3, each within a timeout) and
 //! [`listen`] (the servers accept through it: connection and handshake caps, TLS within a
 //! timeout, TOS marking, the client certificate's names). Thin shells: no protocol here.

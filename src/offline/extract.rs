@@ -1,8 +1,8 @@
 //! The audio of chosen RTP streams, a SIP call or every call of a number, decoded to one WAV:
 //! the analysis (first pass) says which streams and which side of the call each is on
 //! ([`choose`]); a second pass over the file hands their packets to one media timeline per side
-//! ([`collect`]); the sides are mixed to mono or put left (agent) and right (other side)
-//! ([`assemble`]). Writing the WAV is the only I/O besides reading the file.
+//! (`collect`); the sides are mixed to mono or put left (agent) and right (other side)
+//! (`assemble`). Writing the WAV is the only I/O besides reading the file.
 //!
 //! Rules: the agent's side is the called party of a call chosen by Call-ID, and the side that
 //! carries the number of a call chosen by number; a stream chosen alone has no other side, so

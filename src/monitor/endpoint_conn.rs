@@ -1,6 +1,6 @@
 //! One endpoint connection's logic, without sockets or clock reads: bytes in
-//! ([`Session::handle_input`]), revocations in ([`Session::handle_revoked`]), time in
-//! ([`Session::handle_timeout`] at [`Session::poll_timeout`]); out go control frames into the
+//! ([`EndpointConn::handle_input`]), revocations in ([`EndpointConn::handle_revoked`]), time in
+//! ([`EndpointConn::handle_timeout`] at [`EndpointConn::poll_timeout`]); out go control frames into the
 //! connection's [`Subscriber`] queue, attach/detach commands to the publisher and ended
 //! monitors to the control plane. The service's connection task is a thin loop around it.
 //!
@@ -75,7 +75,7 @@ impl Ending {
 }
 
 /// One endpoint connection.
-pub(crate) struct Session {
+pub(crate) struct EndpointConn {
     ctx: Arc<Context>,
     id: ConnId,
     peer: SocketAddr,
@@ -90,19 +90,19 @@ pub(crate) struct Session {
     seq: u64,
 }
 
-impl Session {
+impl EndpointConn {
     /// A session for a connection from `peer` (client certificate names `certificate`, None
     /// on a plaintext link) opened at `now`, and the receiver of its revocations (feed them to
-    /// [`Session::handle_revoked`]).
+    /// [`EndpointConn::handle_revoked`]).
     pub(crate) fn new(
         ctx: Arc<Context>,
         peer: SocketAddr,
         certificate: Option<Vec<String>>,
         now: Instant,
-    ) -> (Session, mpsc::Receiver<(u32, String)>) {
+    ) -> (EndpointConn, mpsc::Receiver<(u32, String)>) {
         let (revoked, rx) = mpsc::channel(REVOCATIONS_QUEUE);
         MonitorStats::add_one(&ctx.stats.endpoints);
-        let session = Session {
+        let session = EndpointConn {
             id: ctx.registry.connection_id(),
             sub: Arc::new(Subscriber::new(ctx.queue_frames, ctx.stats.clone())),
             next_beat: now + ctx.heartbeat_interval,
@@ -153,7 +153,7 @@ impl Session {
         }
     }
 
-    /// When [`Session::handle_timeout`] is due next.
+    /// When [`EndpointConn::handle_timeout`] is due next.
     pub(crate) fn poll_timeout(&self) -> Instant {
         self.next_beat
     }
@@ -305,7 +305,7 @@ impl Session {
     }
 }
 
-impl Drop for Session {
+impl Drop for EndpointConn {
     fn drop(&mut self) {
         MonitorStats::sub_one(&self.ctx.stats.endpoints);
     }
@@ -318,7 +318,7 @@ mod tests {
     use crate::monitor::fanout::commands;
 
     struct Rig {
-        session: Session,
+        session: EndpointConn,
         revoked: mpsc::Receiver<(u32, String)>,
         ended: mpsc::Receiver<(u64, StopReason)>,
         audited: Arc<std::sync::Mutex<Vec<AuditEvent>>>,
@@ -353,7 +353,7 @@ mod tests {
         });
         let t0 = Instant::now();
         let names = certificate.map(|c| vec![c.to_owned()]);
-        let (session, revoked) = Session::new(ctx, "127.0.0.1:9".parse().unwrap(), names, t0);
+        let (session, revoked) = EndpointConn::new(ctx, "127.0.0.1:9".parse().unwrap(), names, t0);
         Rig {
             session,
             revoked,
@@ -376,7 +376,7 @@ mod tests {
     }
 
     /// The control frames the session queued for the endpoint.
-    fn sent(s: &Session) -> Vec<Control> {
+    fn sent(s: &EndpointConn) -> Vec<Control> {
         let mut out = Vec::new();
         s.subscriber().drain_into(&mut out, usize::MAX);
         let mut rest = &out[..];

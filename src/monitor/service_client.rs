@@ -2,7 +2,7 @@
 //! TLS 1.3 connection (client certificate from the given config; plaintext only with
 //! `--insecure`), attach with session keys, then events.
 //!
-//! Rules: a thin shell over [`wire`](super::wire). A background task sends a `Heartbeat` every
+//! Rules: a thin shell over [`wire`]. A background task sends a `Heartbeat` every
 //! interval (so an endpoint busy elsewhere stays alive); the service's heartbeats are answered
 //! while [`MonitorClient::attach`] or [`MonitorClient::next_event`] read. Events that arrive
 //! while `attach` waits for its reply are kept, in order, for `next_event`. Media of a monitor
