@@ -56,7 +56,7 @@ pub(crate) fn run(args: ServerArgs) -> Result<ExitCode> {
     } else {
         Some(Tls::load(&settings.certs_dir)?)
     };
-    for w in warnings(&settings) {
+    for w in settings.warnings() {
         // Said on every start and by --check-config, so an admin learns it.
         tracing::warn!("{w}");
         if args.check_config {
@@ -114,53 +114,6 @@ fn started(app: &Appliance, tls: bool) -> String {
         app.metrics,
         app.inputs.join(", "),
     )
-}
-
-/// What an admin should know about a configuration that is valid.
-pub(crate) fn warnings(s: &Settings) -> Vec<String> {
-    let mut w = Vec::new();
-    if !s.cluster.peers.is_empty() {
-        w.push(format!(
-            "cluster.peers lists {} peers, but this version has no peer link (42029): the \
-             peers are not contacted, and each appliance forwards only the agents it sees on \
-             its own SPAN (supervisor endpoints still fail over between the appliances of \
-             their list)",
-            s.cluster.peers.len()
-        ));
-    }
-    if !s.control.metrics_listen.ip().is_loopback() {
-        w.push(format!(
-            "control.metrics_listen = {} exposes the metrics (agents' call counts, monitors) \
-             without authentication beyond this host: prefer a loopback address and a reverse \
-             proxy, or firewall the port",
-            s.control.metrics_listen
-        ));
-    }
-    let cannot: Vec<String> = s
-        .agents
-        .iter()
-        .filter(|a| a.password_hash.is_none())
-        .map(|a| format!("agent {}", a.agent.id))
-        .chain(
-            s.supervisors
-                .iter()
-                .filter(|x| x.password_hash.is_none())
-                .map(|x| format!("supervisor {}", x.id)),
-        )
-        .collect();
-    if !cannot.is_empty() && s.passwordless_logins {
-        w.push(format!(
-            "security.passwordless_logins = true: {} log in with any password (labs only)",
-            cannot.join(", ")
-        ));
-    } else if !cannot.is_empty() {
-        w.push(format!(
-            "these accounts have no password_hash and cannot log in: {} (make one with \
-             `silentmon passwd`)",
-            cannot.join(", ")
-        ));
-    }
-    w
 }
 
 /// `--check-config`'s summary line.

@@ -442,6 +442,68 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// What an admin should know about a configuration that is valid (`--check-config` and
+    /// the server's start print them).
+    pub fn warnings(&self) -> Vec<String> {
+        let s = self;
+        let mut w = Vec::new();
+        if !s.cluster.peers.is_empty() {
+            w.push(format!(
+                "cluster.peers lists {} peers, but this version has no peer link (42029): the \
+                 peers are not contacted, and each appliance forwards only the agents it sees on \
+                 its own SPAN (supervisor endpoints still fail over between the appliances of \
+                 their list)",
+                s.cluster.peers.len()
+            ));
+        }
+        if !s.control.metrics_listen.ip().is_loopback() {
+            w.push(format!(
+                "control.metrics_listen = {} exposes the metrics (agents' call counts, monitors) \
+                 without authentication beyond this host: prefer a loopback address and a reverse \
+                 proxy, or firewall the port",
+                s.control.metrics_listen
+            ));
+        }
+        let cannot: Vec<String> = s
+            .agents
+            .iter()
+            .filter(|a| a.password_hash.is_none())
+            .map(|a| format!("agent {}", a.agent.id))
+            .chain(
+                s.supervisors
+                    .iter()
+                    .filter(|x| x.password_hash.is_none())
+                    .map(|x| format!("supervisor {}", x.id)),
+            )
+            .collect();
+        if !cannot.is_empty() && s.passwordless_logins {
+            w.push(format!(
+                "security.passwordless_logins = true: {} log in with any password (labs only)",
+                name_some(&cannot)
+            ));
+        } else if !cannot.is_empty() {
+            w.push(format!(
+                "{} accounts have no password_hash and cannot log in: {} (make one with \
+                 `silentmon passwd`)",
+                cannot.len(),
+                name_some(&cannot)
+            ));
+        }
+        w
+    }
+}
+
+/// At most five of `names`, then how many more (a site has thousands of agents).
+fn name_some(names: &[String]) -> String {
+    const NAMED: usize = 5;
+    let shown = names[..names.len().min(NAMED)].join(", ");
+    match names.len().saturating_sub(NAMED) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
+}
+
 /// The checks of one configuration file; every error names the file and the key.
 struct Validate<'p> {
     path: &'p Path,
@@ -803,5 +865,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("/nonexistent/silentmon.toml"), "{e}");
+    }
+
+    #[test]
+    fn a_warning_names_five_accounts_and_counts_the_rest() {
+        let mut text = String::new();
+        for i in 0..12 {
+            text.push_str(&format!("[[agent]]\nid = \"{i}\"\nextension = \"{i}\"\n"));
+        }
+        let s = Settings::parse(&text, Path::new("silentmon.toml")).unwrap();
+        let w = s.warnings();
+        let line = w.iter().find(|l| l.contains("cannot log in")).unwrap();
+        assert!(
+            line.starts_with(
+                "12 accounts have no password_hash and cannot log in: agent 0, \
+                              agent 1, agent 2, agent 3, agent 4 and 7 more"
+            ),
+            "{line}"
+        );
     }
 }

@@ -8,6 +8,7 @@ pub mod frame;
 mod lists;
 pub mod login;
 pub mod monitoring;
+pub mod password_pool;
 pub mod plane;
 pub mod reply;
 pub mod request;

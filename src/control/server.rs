@@ -10,9 +10,9 @@
 //! connection task waits, which slows only that client); each session's outbox is bounded
 //! ([`OUTBOX_FRAMES`]; a client that does not read its replies is dropped, never waited for);
 //! the ended-monitor channel from other shells is bounded ([`ENDED_QUEUE`]; full: the ending
-//! is counted as lost and logged, the sender never blocks); password checks run at most
-//! [`VERIFY_THREADS`] at a time and at most `max_verifying` are in flight (the core refuses
-//! more). A bad frame ends its connection (with a `ProtocolError` frame saying why), never
+//! is counted as lost and logged, the sender never blocks); password checks run on
+//! [`PasswordPool`]'s fixed threads (one argon2 block each) and at most `max_verifying` are in
+//! flight (the core refuses more). A bad frame ends its connection (with a `ProtocolError` frame saying why), never
 //! the server. `run` ends when its shutdown future resolves.
 //!
 //! [`net::listen`]: crate::net::listen
@@ -25,9 +25,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 
 use super::frame::{self, Frame, DEFAULT_MAX_BODY};
+use super::password_pool::{self, PasswordPool};
 use super::plane::{Action, ControlPlane, PlaneCounters, SessionId, Verification};
 use super::reply::StopReason;
 use crate::clock::wall_now;
@@ -38,9 +39,6 @@ use crate::router::View;
 pub const OUTBOX_FRAMES: usize = 1024;
 /// Monitor endings other shells may queue for the actor.
 pub const ENDED_QUEUE: usize = 4096;
-/// Password checks run at once.
-pub const VERIFY_THREADS: usize = 2;
-
 /// What connection tasks tell the actor.
 enum Input {
     Connected {
@@ -279,8 +277,7 @@ async fn frames(
 /// pool.
 struct Shell {
     outboxes: HashMap<SessionId, (mpsc::Sender<Frame>, SocketAddr)>,
-    verify_slots: Arc<Semaphore>,
-    verified_tx: mpsc::Sender<(u64, bool)>,
+    passwords: PasswordPool,
     on_action: ActionSink,
     stats: Arc<ControlStats>,
 }
@@ -298,11 +295,10 @@ async fn actor(
         mut stop,
     } = links;
     // As many answers fit as checks may be in flight; the pool's senders never wait long.
-    let (verified_tx, mut verified_rx) = mpsc::channel(1024);
+    let (verified_tx, mut verified_rx) = mpsc::channel(password_pool::JOBS);
     let mut shell = Shell {
         outboxes: HashMap::new(),
-        verify_slots: Arc::new(Semaphore::new(VERIFY_THREADS)),
-        verified_tx,
+        passwords: PasswordPool::start(verified_tx),
         on_action,
         stats,
     };
@@ -391,22 +387,9 @@ impl Shell {
         self.stats.copy(plane.counters());
     }
 
-    /// Checks one password on the blocking pool, at most [`VERIFY_THREADS`] at a time; the
-    /// answer comes back to the actor.
+    /// Checks one password on the pool's threads; the answer comes back to the actor.
     fn verify(&self, v: Verification) {
-        let (slots, tx) = (self.verify_slots.clone(), self.verified_tx.clone());
-        tokio::spawn(async move {
-            let Ok(_slot) = slots.acquire_owned().await else {
-                return;
-            };
-            let ticket = v.ticket;
-            let ok = tokio::task::spawn_blocking(move || {
-                crate::security::password::verify(&v.password, &v.hash)
-            })
-            .await
-            .unwrap_or(false);
-            let _ = tx.send((ticket, ok)).await;
-        });
+        self.passwords.check(v);
     }
 }
 
@@ -439,8 +422,7 @@ mod tests {
         let (verified_tx, _verified_rx) = mpsc::channel(1);
         let mut shell = Shell {
             outboxes: HashMap::new(),
-            verify_slots: Arc::new(Semaphore::new(1)),
-            verified_tx,
+            passwords: PasswordPool::start(verified_tx),
             on_action: Box::new(|_, _| {}),
             stats: Arc::new(ControlStats::default()),
         };
