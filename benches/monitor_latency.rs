@@ -728,7 +728,7 @@ async fn listen(o: &Options, server: &Server) -> Result<Listen, BoxError> {
                     Event::Stopped { reason, .. } => {
                         return Err(format!("monitor stopped: {reason}"))
                     }
-                    Event::Error { .. } => continue,
+                    Event::Error { .. } | Event::Interrupted { .. } => continue,
                 };
                 if tx.try_send(input).is_err() {
                     return Err("listen thread fell behind (channel full)".to_string());

@@ -50,6 +50,7 @@ pub mod monitor;
 pub mod net;
 pub mod offline;
 pub mod packet;
+pub mod peer;
 pub mod report;
 pub mod router;
 pub mod security;

@@ -58,6 +58,8 @@ pub enum Notice {
         payloads: PayloadMap,
         /// When the call started (first INVITE seen).
         started: Timestamp,
+        /// The appliance whose SPAN carries the call (in a cluster; None on a lone appliance).
+        appliance: Option<String>,
     },
     /// A call the monitor was hearing ended.
     CallEnded {
@@ -73,6 +75,14 @@ pub enum Notice {
         monitor: MonitorId,
         /// SIP Call-ID.
         call_id: String,
+    },
+    /// The appliance that carried the monitor's audio became unreachable; the monitor goes on
+    /// and its audio comes back with the agent's next call seen anywhere.
+    Interrupted {
+        /// The monitor.
+        monitor: MonitorId,
+        /// Why.
+        reason: String,
     },
 }
 
@@ -100,6 +110,11 @@ struct ActiveMonitor {
     /// Conversations announced to the monitor and not ended yet (the current one and those
     /// set aside, e.g. held for a consult), newest last; at most [`OPEN_PER_MONITOR`].
     open: Vec<u32>,
+    /// The call on a cluster peer whose audio the monitor hears (peer index, Call-ID).
+    remote: Option<(u16, String)>,
+    /// Serves a cluster peer's subscription: the asking appliance applies its own policies
+    /// (StopSMNonACDCall), not this one.
+    relay: bool,
 }
 
 /// Most conversations a monitor remembers as announced and not ended (the oldest is forgotten,
@@ -121,6 +136,8 @@ pub struct Router {
     call_agents: rustc_hash::FxHashMap<u32, (String, Vec<usize>)>,
     /// StopSMNonACDCall: end monitors whose agent places a call itself.
     stop_on_non_acd: bool,
+    /// This appliance's name in a cluster (named in call notices).
+    name: Option<String>,
     stats: RouterStats,
 }
 
@@ -148,6 +165,9 @@ pub struct CallView {
     pub started: f64,
     /// Media endpoints (caller, callee).
     pub media: Vec<String>,
+    /// The appliance whose SPAN carries the call, in a cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appliance: Option<String>,
 }
 
 /// An RTP stream as the control plane lists it.
@@ -236,8 +256,14 @@ impl Router {
             call_changes: Vec::new(),
             call_agents: Default::default(),
             stop_on_non_acd: false,
+            name: None,
             stats: RouterStats::default(),
         }
+    }
+
+    /// This appliance's name in a cluster: call notices name it.
+    pub fn set_name(&mut self, name: Option<String>) {
+        self.name = name;
     }
 
     /// One captured frame. Every RTP packet of a monitored agent goes to `sink`, once per
@@ -280,7 +306,10 @@ impl Router {
                             }
                             // Built below, where the call table can be read.
                             call_changes.push((m.id, call));
-                            if *stop_on_non_acd && bindings.placed_by_agent(hit.agent, call) {
+                            if *stop_on_non_acd
+                                && !m.relay
+                                && bindings.placed_by_agent(hit.agent, call)
+                            {
                                 // StopSMNonACDCall: not one packet of the agent's own call.
                                 m.ending = true;
                                 continue;
@@ -320,14 +349,12 @@ impl Router {
     fn resolve_notices(&mut self) {
         for (monitor, idx) in self.call_changes.drain(..) {
             if let Some(c) = self.engine.calls().call(idx) {
-                let agent = self
-                    .monitors
-                    .iter()
-                    .find(|m| m.id == monitor)
-                    .map(|m| m.agent);
-                if self.stop_on_non_acd
-                    && agent.is_some_and(|a| self.bindings.placed_by_agent(a, idx))
-                {
+                let Some(m) = self.monitors.iter_mut().find(|m| m.id == monitor) else {
+                    continue;
+                };
+                // A local call now: no longer hearing a peer's.
+                m.remote = None;
+                if m.ending {
                     // Nothing of it was forwarded (the monitor is `ending`); the control plane
                     // ends the monitor and removes it from here.
                     self.notices.push_back(Notice::NonAcdCall {
@@ -345,6 +372,7 @@ impl Router {
                     call_id: c.call_id.clone(),
                     payloads,
                     started: c.started,
+                    appliance: self.name.clone(),
                 });
             }
         }
@@ -386,6 +414,16 @@ impl Router {
 
     /// Starts forwarding agent `agent`'s packets to monitor `id`.
     pub fn add_monitor(&mut self, id: MonitorId, agent: usize) {
+        self.add(id, agent, false);
+    }
+
+    /// Starts forwarding agent `agent`'s packets to monitor `id`, which serves a cluster
+    /// peer's subscription (the asking appliance applies its own policies).
+    pub fn add_relay(&mut self, id: MonitorId, agent: usize) {
+        self.add(id, agent, true);
+    }
+
+    fn add(&mut self, id: MonitorId, agent: usize, relay: bool) {
         if agent >= self.monitored.len() || self.monitors.iter().any(|m| m.id == id) {
             return;
         }
@@ -397,6 +435,8 @@ impl Router {
             ending: false,
             ended: None,
             open: Vec::new(),
+            remote: None,
+            relay,
         });
     }
 
@@ -495,6 +535,7 @@ impl Router {
                         .flatten()
                         .map(|m| m.addr.to_string())
                         .collect(),
+                    appliance: None,
                 })
             };
             if rows.is_empty() {
@@ -620,6 +661,8 @@ impl Router {
         bindings
     }
 }
+
+pub mod remote;
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -86,6 +86,7 @@ async fn serve(dir: Directory) -> Server {
             plane: ControlPlane::new(dir),
             tls: Some(tls),
             view: view_rx,
+            cluster: None,
             actions: Box::new(move |a: &Action, _| seen.lock().unwrap().push(a.clone())),
             stats: stats.clone(),
             tos: 0x68,

@@ -254,6 +254,7 @@ async fn attached_endpoint_gets_frames_intact_and_in_order() {
         call_id: "call-a@pbx".into(),
         payloads,
         started,
+        appliance: None,
     });
     h.publisher.flush();
     assert_eq!(
@@ -262,7 +263,8 @@ async fn attached_endpoint_gets_frames_intact_and_in_order() {
             monitor: 1,
             call_id: "call-a@pbx".into(),
             payloads,
-            started
+            started,
+            appliance: None
         }
     );
     for seq in 0..500 {

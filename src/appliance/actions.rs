@@ -22,6 +22,7 @@ use crate::control::plane::Action;
 use crate::control::reply::StopReason;
 use crate::control::server::ControlHandle;
 use crate::monitor::registry::Registry;
+use crate::peer::DemandBoard;
 
 /// Carries out control-plane actions.
 pub struct ActionHandler {
@@ -37,6 +38,8 @@ pub struct ActionHandler {
     pub certificates: HashMap<String, String>,
     /// Engine commands lost to a full queue.
     pub commands_lost: Arc<AtomicU64>,
+    /// In a cluster: the agents local supervisors monitor, which the peer links ask for.
+    pub demand: Option<DemandBoard>,
 }
 
 impl ActionHandler {
@@ -61,6 +64,9 @@ impl ActionHandler {
                 if let Err(e) = self.registry.grant(*monitor, key, agent_id, who) {
                     tracing::error!(monitor, error = %e, "monitor not granted to the monitor service");
                 }
+                if let Some(d) = self.demand.as_mut() {
+                    d.add(agent_id, supervisor_id);
+                }
                 Command::AddMonitor {
                     monitor: *monitor,
                     agent: *agent,
@@ -74,6 +80,9 @@ impl ActionHandler {
             } => {
                 tracing::info!(monitor, agent = %agent_id, supervisor = %supervisor_id, %reason, "monitor stopped");
                 self.registry.revoke(*monitor, reason.as_str());
+                if let Some(d) = self.demand.as_mut() {
+                    d.remove(agent_id, supervisor_id);
+                }
                 Command::RemoveMonitor { monitor: *monitor }
             }
             Action::Bind {
@@ -130,6 +139,7 @@ mod tests {
             control,
             certificates: [("s1".to_owned(), "s1.example".to_owned())].into(),
             commands_lost: Arc::new(AtomicU64::new(0)),
+            demand: None,
         };
         Rig {
             h,

@@ -35,6 +35,10 @@ use crate::monitor::registry::Registry;
 use crate::monitor::service::{self as monitor_service, MonitorServer, DEFAULT_QUEUE_FRAMES};
 use crate::monitor::stats::MonitorStats;
 use crate::net::listen::Limits;
+use crate::peer::client::{self as peer_client, PeerClient};
+use crate::peer::link::Demand;
+use crate::peer::server::{self as peer_server, PeerServer};
+use crate::peer::{self, Cluster, ClusterView, DemandBoard, EnginePeers, PeerChannels};
 use crate::router::{Router, View};
 use crate::time::Span;
 
@@ -73,6 +77,12 @@ pub enum Error {
         /// Cause.
         source: crate::security::tls::Error,
     },
+    /// The certificate cannot serve a cluster.
+    #[error(
+        "cluster: {0} (sign the appliance's certificate with `silentmon certs sign --peer`, \
+         see docs/DEPLOY.md)"
+    )]
+    Cluster(String),
     /// The audit trail cannot be written.
     #[error("security.audit_log (the audit trail must be writable): {0}")]
     Audit(#[from] super::audit::Error),
@@ -88,6 +98,11 @@ pub enum Error {
 pub struct Tls {
     control: Arc<rustls::ServerConfig>,
     monitor: Arc<rustls::ServerConfig>,
+    /// The peer link's server (client certificates required) and client (this appliance's
+    /// certificate as its identity).
+    peer: (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>),
+    /// `server.pem` carries the TLS client usage (a cluster needs it) and these names.
+    cert: (bool, Vec<String>),
 }
 
 impl Tls {
@@ -106,10 +121,22 @@ impl Tls {
                 }
             })
         };
+        let tls_error = |source| Error::Tls {
+            dir: dir.to_owned(),
+            source,
+        };
+        let der = crate::security::tls::first_certificate_der(&cert).map_err(tls_error)?;
+        let peer_client =
+            crate::security::tls::client_config(&ca, Some((&cert, &key))).map_err(tls_error)?;
         Ok(Tls {
             control: config(false)?,
             // Supervisor endpoints must present a certificate of the same CA.
             monitor: config(true)?,
+            peer: (config(true)?, peer_client),
+            cert: (
+                crate::security::tls::is_client_certificate(&der),
+                crate::security::tls::certificate_names(&der),
+            ),
         })
     }
 }
@@ -119,6 +146,8 @@ struct Ports {
     control: tokio::net::TcpListener,
     monitor: tokio::net::TcpListener,
     metrics: tokio::net::TcpListener,
+    /// The peer link's, when peers are listed.
+    peer: Option<tokio::net::TcpListener>,
 }
 
 impl Ports {
@@ -135,6 +164,10 @@ impl Ports {
             control: one(s.control.listen, "control plane, control.listen").await?,
             monitor: one(s.monitor.listen, "monitor service, monitor.listen").await?,
             metrics: one(s.control.metrics_listen, "metrics, control.metrics_listen").await?,
+            peer: match s.cluster.peers.is_empty() {
+                true => None,
+                false => Some(one(s.cluster.listen, "peer link, cluster.listen").await?),
+            },
         })
     }
 }
@@ -181,6 +214,19 @@ fn open_inputs(
 
 fn span(d: std::time::Duration) -> Span {
     Span::from_nanos(d.as_nanos().min(i64::MAX as u128) as i64)
+}
+
+/// The router: the configured agents, StopSMNonACDCall, the cluster name.
+fn router(settings: &Settings) -> Router {
+    let mut router = Router::new(
+        EngineConfig::default(),
+        settings.agents.iter().map(|a| a.agent.clone()).collect(),
+        Span::from_secs(2),
+    );
+    router.set_stop_on_non_acd_calls(settings.monitor.stop_sm_non_acd_call);
+    let name = &settings.cluster.name;
+    router.set_name((!name.is_empty()).then(|| name.clone()));
+    router
 }
 
 /// The control plane's rules from the settings.
@@ -242,6 +288,136 @@ struct Shared {
     auditor: Auditor,
 }
 
+/// A cluster's pieces the peer tasks and the control plane share, when peers are listed.
+struct ClusterParts {
+    cluster: Arc<Cluster>,
+    view: watch::Receiver<Arc<ClusterView>>,
+    demand: watch::Receiver<Arc<Demand>>,
+    channels: PeerChannels,
+}
+
+/// The cluster's shared pieces, the engine thread's ends and the action handler's demand.
+type ClusterStart = (ClusterParts, EnginePeers, DemandBoard);
+
+impl ClusterParts {
+    /// The cluster of `settings`, checking that the certificate can serve it.
+    fn new(settings: &Settings, tls: Option<&Tls>) -> Result<Option<ClusterStart>, Error> {
+        let c = &settings.cluster;
+        if c.peers.is_empty() {
+            return Ok(None);
+        }
+        if let Some(t) = tls {
+            let (client_usage, names) = &t.cert;
+            if !client_usage {
+                return Err(Error::Cluster(
+                    "server.pem lacks the TLS client usage the peer link needs".into(),
+                ));
+            }
+            if !names.contains(&c.name) {
+                return Err(Error::Cluster(format!(
+                    "cluster.name {:?} is not a name in server.pem ({names:?})",
+                    c.name
+                )));
+            }
+        }
+        let peers: Vec<(String, String)> = c
+            .peers
+            .iter()
+            .map(|p| (p.name.clone(), p.address.clone()))
+            .collect();
+        let (cluster, view) = Cluster::new(&c.name, &peers, wall_now());
+        let (channels, engine) = peer::channels(peers.iter().map(|p| p.0.clone()).collect());
+        let (board, demand) = DemandBoard::new();
+        let parts = ClusterParts {
+            cluster,
+            view,
+            demand,
+            channels,
+        };
+        Ok(Some((parts, engine, board)))
+    }
+}
+
+/// What the peer tasks need from the rest of the appliance.
+struct PeerWiring<'a> {
+    settings: &'a Settings,
+    tls: Option<&'a Tls>,
+    listener: tokio::net::TcpListener,
+    engine: crossbeam_channel::Sender<Command>,
+    fanout: crossbeam_channel::Sender<fanout::FanoutCommand>,
+    view: watch::Receiver<Arc<View>>,
+    shared: &'a Shared,
+}
+
+/// Starts the peer server, one link per peer and the cluster view's ticker.
+fn start_peers<F>(
+    parts: &ClusterParts,
+    w: PeerWiring<'_>,
+    stopped: impl Fn() -> F,
+) -> Vec<JoinHandle<()>>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let s = w.settings;
+    let agents: Arc<HashMap<String, usize>> = Arc::new(
+        s.agents
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.agent.id.clone(), i))
+            .collect(),
+    );
+    let mut tasks = vec![tokio::spawn(peer_server::run(
+        w.listener,
+        PeerServer {
+            tls: w.tls.map(|t| t.peer.0.clone()),
+            cluster: parts.cluster.clone(),
+            agents: agents.clone(),
+            engine: w.engine,
+            fanout: w.fanout,
+            view: w.view,
+            audit: w.shared.auditor.sink(),
+            timeout: s.cluster.heartbeat_interval * s.cluster.heartbeat_misses.max(1) + SLACK,
+            tos: s.monitor.tos,
+            stats: w.shared.monitor_stats.clone(),
+            listen: Arc::default(),
+        },
+        stopped(),
+    ))];
+    for (i, p) in s.cluster.peers.iter().enumerate() {
+        let client = PeerClient {
+            index: i as u16,
+            name: p.name.clone(),
+            address: p.address.clone(),
+            me: s.cluster.name.clone(),
+            tls: w.tls.map(|t| t.peer.1.clone()),
+            cluster: parts.cluster.clone(),
+            agents: agents.clone(),
+            channels: parts.channels.clone(),
+            demand: parts.demand.clone(),
+            interval: s.cluster.heartbeat_interval,
+            misses: s.cluster.heartbeat_misses,
+        };
+        tasks.push(tokio::spawn(peer_client::run(client, stopped())));
+    }
+    let cluster = parts.cluster.clone();
+    let stop = stopped();
+    tasks.push(tokio::spawn(async move {
+        tokio::pin!(stop);
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tick.tick() => cluster.publish(),
+            }
+        }
+    }));
+    tasks
+}
+
+/// A serving link is closed after its asking side's heartbeats stop for this long beyond
+/// `interval x misses` (its own heartbeats may be in flight).
+const SLACK: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl Appliance {
     /// Binds the ports, opens the audit trail and the inputs, and starts everything.
     pub async fn start(
@@ -249,12 +425,16 @@ impl Appliance {
         tls: Option<Tls>,
         replay: Option<(PathBuf, ReplayOptions)>,
     ) -> Result<Appliance, Error> {
-        let ports = Ports::bind(&settings).await?;
+        let mut ports = Ports::bind(&settings).await?;
         let addrs = (
             local(&ports.control),
             local(&ports.monitor),
             local(&ports.metrics),
         );
+        let (cluster, engine_peers, demand) = match ClusterParts::new(&settings, tls.as_ref())? {
+            Some((c, e, d)) => (Some(c), Some(e), Some(d)),
+            None => (None, None, None),
+        };
         let auditor = Auditor::new(AuditLog::open(&settings.audit_log)?, wall_now);
         let control_stats = Arc::new(ControlStats::default());
         let (control_handle, ended_rx) = control_server::handle(&control_stats);
@@ -269,19 +449,14 @@ impl Appliance {
         let (view_tx, view_rx) = watch::channel(Arc::new(View::default()));
         let (fanout_tx, fanout_rx) = fanout::commands();
         let counters = Arc::new(EngineMetrics::default());
-        let mut router = Router::new(
-            EngineConfig::default(),
-            settings.agents.iter().map(|a| a.agent.clone()).collect(),
-            Span::from_secs(2),
-        );
-        router.set_stop_on_non_acd_calls(settings.monitor.stop_sm_non_acd_call);
         let engine = EngineThread::spawn(
-            router,
+            router(&settings),
             open_inputs(&settings, replay.as_ref())?,
             ControlLink {
                 commands: cmd_rx,
                 view: view_tx,
                 control: shared.control_handle.clone(),
+                peers: engine_peers,
             },
             Publisher::new(fanout_rx, shared.monitor_stats.clone()),
             counters.clone(),
@@ -294,21 +469,35 @@ impl Appliance {
                 let _ = rx.wait_for(|s| *s).await;
             }
         };
-        let handler = ActionHandler {
+        let mut tasks = Vec::new();
+        if let (Some(parts), Some(listener)) = (cluster.as_ref(), ports.peer.take()) {
+            let wiring = PeerWiring {
+                settings: &settings,
+                tls: tls.as_ref(),
+                listener,
+                engine: cmd_tx.clone(),
+                fanout: fanout_tx.clone(),
+                view: view_rx.clone(),
+                shared: &shared,
+            };
+            tasks.extend(start_peers(parts, wiring, &stopped));
+        }
+        let mut handler = ActionHandler {
             audit: shared.auditor.clone(),
             registry: shared.registry.clone(),
             engine: cmd_tx,
             control: shared.control_handle.clone(),
             certificates: certificates(&settings),
             commands_lost: Arc::new(AtomicU64::new(0)),
+            demand,
         };
-        let mut handler = handler;
-        let control = tokio::spawn(control_server::run(
+        tasks.push(tokio::spawn(control_server::run(
             ports.control,
             ControlServer {
                 plane: control_plane(&settings),
                 tls: tls.as_ref().map(|t| t.control.clone()),
                 view: view_rx,
+                cluster: cluster.as_ref().map(|c| c.view.clone()),
                 actions: Box::new(move |a, peer| handler.handle(a, peer)),
                 stats: shared.control_stats.clone(),
                 tos: 0x68,
@@ -316,8 +505,8 @@ impl Appliance {
             },
             ended_rx,
             stopped(),
-        ));
-        let monitor = tokio::spawn(monitor_service::run(
+        )));
+        tasks.push(tokio::spawn(monitor_service::run(
             ports.monitor,
             MonitorServer {
                 tls: tls.as_ref().map(|t| t.monitor.clone()),
@@ -332,24 +521,28 @@ impl Appliance {
                 audit: shared.auditor.sink(),
             },
             stopped(),
-        ));
-        let metrics = tokio::spawn(metrics::serve(
+        )));
+        let mut extra = vec![metrics::monitor_lines(shared.monitor_stats.clone())];
+        if let Some(c) = cluster.as_ref() {
+            extra.push(metrics::peer_lines(c.view.clone()));
+        }
+        tasks.push(tokio::spawn(metrics::serve(
             ports.metrics,
             metrics::Sources {
                 inputs: engine.inputs.clone(),
                 engine: counters.clone(),
                 control: shared.control_stats.clone(),
-                extra: vec![metrics::monitor_lines(shared.monitor_stats.clone())],
+                extra,
             },
             stopped(),
-        ));
+        )));
         Ok(Appliance {
             control: addrs.0,
             monitor: addrs.1,
             metrics: addrs.2,
             inputs: engine.inputs.iter().map(|(n, _)| n.clone()).collect(),
             stop,
-            tasks: vec![control, monitor, metrics],
+            tasks,
             engine,
             counters,
         })

@@ -179,6 +179,11 @@ fn fields(event: &AuditEvent) -> serde_json::Value {
             monitor,
             reason,
         } => json!({"certificate": certificate, "monitor": monitor, "reason": reason}),
+        AuditEvent::PeerSubscribed {
+            peer,
+            agent,
+            supervisors,
+        } => json!({"appliance": peer, "agent": agent, "supervisors": supervisors}),
         AuditEvent::PeerRefused {
             certificate,
             reason,

@@ -69,6 +69,7 @@ impl Site {
             control,
             certificates: [("s1".to_owned(), "s1".to_owned())].into(),
             commands_lost: Arc::new(AtomicU64::new(0)),
+            demand: None,
         };
         let (fanout_tx, fanout_rx) = fanout::commands();
         let mstats = Arc::new(MonitorStats::default());

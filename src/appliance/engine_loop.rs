@@ -20,6 +20,8 @@ use tokio::sync::watch;
 use crate::capture::pipeline::{Pipeline, PipelineStats};
 use crate::control::reply::StopReason;
 use crate::control::server::ControlHandle;
+use crate::peer::{EnginePeers, FromPeer};
+use crate::router::remote::{RemoteCall, RemotePacket};
 use crate::router::{Forward, MonitorId, Notice, Router, View};
 use crate::time::{Span, Timestamp};
 
@@ -32,6 +34,14 @@ pub enum Command {
     /// Forward agent `agent`'s packets to monitor `monitor`.
     AddMonitor {
         /// Monitor id.
+        monitor: MonitorId,
+        /// Agent index.
+        agent: usize,
+    },
+    /// Forward agent `agent`'s packets to `monitor`, which serves a cluster peer's
+    /// subscription.
+    AddRelay {
+        /// Monitor id (from the peer server's range).
         monitor: MonitorId,
         /// Agent index.
         agent: usize,
@@ -58,6 +68,7 @@ impl Command {
     pub fn apply(self, router: &mut Router, now: Timestamp) {
         match self {
             Command::AddMonitor { monitor, agent } => router.add_monitor(monitor, agent),
+            Command::AddRelay { monitor, agent } => router.add_relay(monitor, agent),
             Command::RemoveMonitor { monitor } => router.remove_monitor(monitor),
             Command::Bind {
                 agent,
@@ -98,7 +109,7 @@ impl MonitorOutput for crate::monitor::fanout::Publisher {
     }
 }
 
-/// The engine thread's links to the control plane.
+/// The engine thread's links to the control plane and the cluster's peer links.
 pub struct ControlLink {
     /// Commands in.
     pub commands: Receiver<Command>,
@@ -107,6 +118,8 @@ pub struct ControlLink {
     /// Monitors to end out (StopSMNonACDCall): the control plane decides, the router waits
     /// for its `RemoveMonitor`.
     pub control: ControlHandle,
+    /// Peers' media and notices in, their buffers back (None: no cluster).
+    pub peers: Option<EnginePeers>,
 }
 
 /// One capture input.
@@ -174,6 +187,7 @@ impl EngineThread {
             commands,
             view,
             control,
+            peers,
         } = control;
         let stop = Arc::new(AtomicBool::new(false));
         let stats = inputs
@@ -191,6 +205,7 @@ impl EngineThread {
             stop: stop.clone(),
             attached: Vec::new(),
             control,
+            peers,
         };
         let thread = std::thread::Builder::new()
             .name("engine".into())
@@ -232,6 +247,7 @@ struct Loop<O> {
     stop: Arc<AtomicBool>,
     attached: Vec<MonitorId>,
     control: ControlHandle,
+    peers: Option<EnginePeers>,
 }
 
 impl<O: MonitorOutput> Loop<O> {
@@ -261,10 +277,18 @@ impl<O: MonitorOutput> Loop<O> {
                 sel.recv(&input.pipeline.batches);
             }
             let command_index = commands_open.then(|| sel.recv(&self.commands));
+            let peers_index = self.peers.as_ref().map(|p| sel.recv(&p.from_peers));
             let Ok(op) = sel.select_timeout(wait) else {
                 continue;
             };
             let index = op.index();
+            if Some(index) == peers_index {
+                let first = self.peers.as_ref().map(|p| op.recv(&p.from_peers));
+                if let Some(Ok(f)) = first {
+                    self.handle_peers(f);
+                }
+                continue;
+            }
             if Some(index) == command_index {
                 match op.recv(&self.commands) {
                     Ok(c) => self.apply(c),
@@ -311,6 +335,74 @@ impl<O: MonitorOutput> Loop<O> {
         self.output.take_attached(&mut self.attached);
         for id in self.attached.drain(..) {
             self.router.reannounce(id);
+        }
+    }
+
+    /// Frames from peers: `first` and whatever else is queued (up to a batch), forwarded to
+    /// the local monitors; buffers go back to the links.
+    fn handle_peers(&mut self, first: FromPeer) {
+        let Some(peers) = self.peers.take() else {
+            return;
+        };
+        let mut next = Some(first);
+        let mut n = 0;
+        while let Some(f) = next.take() {
+            self.handle_peer(&peers, f);
+            n += 1;
+            if n < crate::capture::pipeline::BATCH_FRAMES {
+                next = peers.from_peers.try_recv().ok();
+            }
+        }
+        self.peers = Some(peers);
+        self.notices();
+        self.flush_output();
+    }
+
+    fn handle_peer(&mut self, peers: &EnginePeers, f: FromPeer) {
+        let name = |p: u16| peers.names.get(usize::from(p)).map_or("", String::as_str);
+        match f {
+            FromPeer::Media {
+                peer,
+                agent,
+                direction,
+                stream,
+                capture_ts,
+                rtp,
+            } => {
+                let packet = RemotePacket {
+                    peer,
+                    agent,
+                    direction,
+                    stream,
+                    capture_ts,
+                    rtp: &rtp,
+                };
+                let output = &mut self.output;
+                self.router
+                    .remote_media(&packet, &mut |fw: Forward<'_>| output.forward(&fw));
+                // Full: the buffer is freed instead of reused.
+                let _ = peers.spent.try_send(rtp);
+            }
+            FromPeer::Call {
+                peer,
+                agent,
+                call_id,
+                payloads,
+                started,
+            } => self.router.remote_call(&RemoteCall {
+                peer,
+                appliance: name(peer),
+                agent,
+                call_id: &call_id,
+                payloads,
+                started,
+            }),
+            FromPeer::CallEnded {
+                peer,
+                agent,
+                call_id,
+            } => self.router.remote_call_ended(peer, agent, &call_id),
+            FromPeer::Down { peer } => self.router.peer_down(peer, name(peer)),
         }
     }
 
@@ -450,6 +542,7 @@ mod tests {
                 commands: cmd_rx,
                 view: view_tx,
                 control: crate::control::server::handle(&Default::default()).0,
+                peers: None,
             },
             Recording(seen.clone()),
             metrics.clone(),

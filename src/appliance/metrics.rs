@@ -18,6 +18,7 @@ use super::engine_loop::EngineMetrics;
 use crate::capture::pipeline::PipelineStats;
 use crate::control::server::ControlStats;
 use crate::monitor::stats::MonitorStats;
+use crate::peer::{ClusterView, PeerStatus};
 
 /// Writes further exposition lines (another service's counters).
 pub type ExtraLines = Arc<dyn Fn(&mut String) + Send + Sync>;
@@ -283,6 +284,76 @@ fn control_lines(out: &mut String, c: &ControlStats) {
     ] {
         sample(out, name, "counter", help, v);
     }
+}
+
+/// The cluster's peers as exposition lines, one sample per peer and metric.
+pub fn peer_lines(view: tokio::sync::watch::Receiver<Arc<ClusterView>>) -> ExtraLines {
+    type Get = fn(&PeerStatus) -> f64;
+    const METRICS: [(&str, &str, &str, Get); 9] = [
+        (
+            "silentmon_peer_up",
+            "gauge",
+            "1 while the link to the peer is up.",
+            |p| f64::from(u8::from(p.up)),
+        ),
+        (
+            "silentmon_peer_since_seconds",
+            "gauge",
+            "When the link to the peer last went up or down (seconds since the epoch).",
+            |p| p.since,
+        ),
+        (
+            "silentmon_peer_rtt_seconds",
+            "gauge",
+            "Round trip of the last heartbeat to the peer.",
+            |p| p.rtt_ms.unwrap_or(0.0) / 1e3,
+        ),
+        (
+            "silentmon_peer_agents",
+            "gauge",
+            "Agents the peer's SPAN shows on calls.",
+            |p| p.agents as f64,
+        ),
+        (
+            "silentmon_peer_subscriptions_asked",
+            "gauge",
+            "Agents this appliance asks the peer for.",
+            |p| p.asked as f64,
+        ),
+        (
+            "silentmon_peer_subscriptions_served",
+            "gauge",
+            "Agents the peer asks this appliance for.",
+            |p| p.served as f64,
+        ),
+        (
+            "silentmon_peer_received_bytes_total",
+            "counter",
+            "Bytes received from the peer.",
+            |p| p.bytes_in as f64,
+        ),
+        (
+            "silentmon_peer_sent_bytes_total",
+            "counter",
+            "Bytes sent to the peer.",
+            |p| p.bytes_out as f64,
+        ),
+        (
+            "silentmon_peer_media_dropped_total",
+            "counter",
+            "Media frames from the peer dropped because the engine thread was behind.",
+            |p| p.dropped as f64,
+        ),
+    ];
+    Arc::new(move |out: &mut String| {
+        let v = view.borrow().clone();
+        for (name, kind, help, get) in METRICS {
+            header(out, name, kind, help);
+            for p in &v.peers {
+                let _ = writeln!(out, "{name}{{peer=\"{}\"}} {}", escape(&p.name), get(p));
+            }
+        }
+    })
 }
 
 /// The monitor service's counters as exposition lines.

@@ -47,6 +47,7 @@ enum Step {
         out: PathBuf,
     },
     /// Step 3: the CA signs a request (writes the certificate PEM).
+    #[command(group(clap::ArgGroup::new("role").required(true).args(["server", "client", "peer"])))]
     Sign {
         /// The request (.csr) to sign.
         #[arg(long)]
@@ -54,12 +55,16 @@ enum Step {
         /// Directory holding ca.pem and ca.key.
         #[arg(long, default_value = "certs")]
         ca_dir: PathBuf,
-        /// A server certificate (appliance).
-        #[arg(long, conflicts_with = "client", required_unless_present = "client")]
+        /// A server certificate (a lone appliance).
+        #[arg(long)]
         server: bool,
-        /// A client certificate (supervisor endpoint, CLI, peer).
+        /// A client certificate (supervisor endpoint, CLI).
         #[arg(long)]
         client: bool,
+        /// An appliance of a cluster: server and client usage in one certificate (its
+        /// services, and the peer link it dials on 42029).
+        #[arg(long)]
+        peer: bool,
         /// Validity in days.
         #[arg(long, default_value_t = 825)]
         days: i64,
@@ -149,7 +154,8 @@ pub(crate) fn run(args: CertsArgs) -> Result<ExitCode> {
             request,
             ca_dir,
             server,
-            client: _,
+            client,
+            peer,
             days,
             output,
             password,
@@ -165,7 +171,12 @@ pub(crate) fn run(args: CertsArgs) -> Result<ExitCode> {
                     )
                 })?;
             let ca = Pem { cert: ca_cert, key };
-            let role = if server { Role::Server } else { Role::Client };
+            let role = match (server, client, peer) {
+                (true, _, _) => Role::Server,
+                (_, true, _) => Role::Client,
+                (_, _, true) => Role::Peer,
+                _ => bail!("say --server, --client or --peer"),
+            };
             let cert = sign_request(&read(&request)?, &ca, role, days)
                 .with_context(|| format!("signing {}", request.display()))?;
             write(&output, &cert, false)?;

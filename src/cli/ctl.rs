@@ -84,6 +84,9 @@ enum CtlCommand {
     Bindings,
     /// Active silent monitors.
     Monitors,
+    /// The cluster's peers: up or down and since when, round trip, agents each sees,
+    /// subscriptions and bytes each way.
+    Cluster,
     /// Bind a media endpoint (IP:PORT) to an agent.
     Bind {
         /// Agent id.
@@ -190,6 +193,7 @@ fn request_of(command: &CtlCommand) -> Result<Option<Request>> {
         CtlCommand::Flows => Request::ListFlows,
         CtlCommand::Bindings => Request::ListBindings,
         CtlCommand::Monitors => Request::ListMonitors,
+        CtlCommand::Cluster => Request::ListPeers,
         CtlCommand::Bind {
             agent,
             endpoint,
@@ -242,11 +246,18 @@ async fn run_async(args: CtlArgs) -> Result<ExitCode> {
 /// line (or the server's JSON object).
 fn print_reply(out: &mut impl Write, request: &Request, reply: &Reply, json: bool) -> Result<()> {
     let table = match reply {
-        Reply::AgentList(v) => items(v, &["agent", "extension", "team", "state"]),
+        Reply::AgentList(v) => items(v, &["agent", "extension", "team", "state", "appliance"]),
         Reply::CallList(v) => items(
             v,
             &[
-                "agent_id", "call_id", "from", "to", "state", "hold", "media",
+                "agent_id",
+                "call_id",
+                "from",
+                "to",
+                "state",
+                "hold",
+                "media",
+                "appliance",
             ],
         ),
         Reply::FlowList(v) => items(
@@ -269,7 +280,25 @@ fn print_reply(out: &mut impl Write, request: &Request, reply: &Reply, json: boo
                 "agent_id", "endpoint", "source", "call_id", "since", "expires",
             ],
         ),
-        Reply::MonitorList(v) => items(v, &["monitor", "supervisor", "agent", "started"]),
+        Reply::MonitorList(v) => items(
+            v,
+            &["monitor", "supervisor", "agent", "started", "appliance"],
+        ),
+        Reply::PeerList(v) => items(
+            v,
+            &[
+                "name",
+                "address",
+                "up",
+                "since",
+                "rtt_ms",
+                "agents",
+                "asked",
+                "served",
+                "bytes_in",
+                "bytes_out",
+            ],
+        ),
         other => {
             let line = describe(request, other);
             return print_frame(out, &other.to_frame(), json, &line);

@@ -159,8 +159,10 @@ impl Default for RawMonitor {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawCluster {
+    name: Option<String>,
     listen: String,
     peers: Vec<String>,
+    peer: Vec<RawPeer>,
     heartbeat_interval_s: u64,
     heartbeat_misses: u32,
 }
@@ -168,12 +170,21 @@ struct RawCluster {
 impl Default for RawCluster {
     fn default() -> Self {
         RawCluster {
+            name: None,
             listen: "0.0.0.0:42029".into(),
             peers: Vec::new(),
-            heartbeat_interval_s: 5,
+            peer: Vec::new(),
+            heartbeat_interval_s: 1,
             heartbeat_misses: 3,
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    name: Option<String>,
+    address: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -280,14 +291,25 @@ pub struct MonitorSettings {
 /// Cluster settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClusterSettings {
+    /// This appliance's name in the cluster (a name its certificate carries).
+    pub name: String,
     /// Peer-link listen address (42029).
     pub listen: SocketAddr,
-    /// Peers.
-    pub peers: Vec<SocketAddr>,
+    /// The other appliances.
+    pub peers: Vec<PeerSettings>,
     /// Heartbeat interval.
     pub heartbeat_interval: Duration,
     /// Misses before a peer is dead.
     pub heartbeat_misses: u32,
+}
+
+/// Another appliance of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerSettings {
+    /// The name its certificate carries (default: the host part of its address).
+    pub name: String,
+    /// Where to dial it, `host:port`.
+    pub address: String,
 }
 
 /// A supervisor.
@@ -378,12 +400,7 @@ impl Settings {
         let agents = v.agents(&raw.agents)?;
         let addr = |key: &str, text: &str| v.addr(key, text);
         let beside = |file: &Path| beside(path, file);
-        let peers = raw
-            .cluster
-            .peers
-            .iter()
-            .map(|p| addr("cluster.peers", p))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (name, peers) = v.cluster(&raw.cluster)?;
         Ok(Settings {
             capture: CaptureSettings {
                 interfaces: raw.capture.interfaces,
@@ -418,6 +435,7 @@ impl Settings {
                 stop_sm_non_acd_call: raw.monitor.stop_sm_non_acd_call,
             },
             cluster: ClusterSettings {
+                name,
                 listen: addr("cluster.listen", &raw.cluster.listen)?,
                 peers,
                 heartbeat_interval: Duration::from_secs(raw.cluster.heartbeat_interval_s),
@@ -448,15 +466,6 @@ impl Settings {
     pub fn warnings(&self) -> Vec<String> {
         let s = self;
         let mut w = Vec::new();
-        if !s.cluster.peers.is_empty() {
-            w.push(format!(
-                "cluster.peers lists {} peers, but this version has no peer link (42029): the \
-                 peers are not contacted, and each appliance forwards only the agents it sees on \
-                 its own SPAN (supervisor endpoints still fail over between the appliances of \
-                 their list)",
-                s.cluster.peers.len()
-            ));
-        }
         if !s.control.metrics_listen.ip().is_loopback() {
             w.push(format!(
                 "control.metrics_listen = {} exposes the metrics (agents' call counts, monitors) \
@@ -521,6 +530,49 @@ impl Validate<'_> {
     fn addr(&self, key: &str, text: &str) -> Result<SocketAddr, Error> {
         text.parse::<SocketAddr>()
             .map_err(|_| self.invalid(key, format!("{text:?} is not an address:port")))
+    }
+
+    /// This appliance's name and its peers: `peers = ["host:port"]` (named by the host) and
+    /// `[[cluster.peer]]` tables; names unique and not this appliance's.
+    fn cluster(&self, c: &RawCluster) -> Result<(String, Vec<PeerSettings>), Error> {
+        let mut peers = Vec::new();
+        let shorthand = c.peers.iter().map(|a| (None, a));
+        let tables = c.peer.iter().map(|p| (p.name.clone(), &p.address));
+        for (name, address) in shorthand.chain(tables) {
+            let port_ok = address
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !port_ok {
+                let problem = format!("{address:?} is not host:port");
+                return Err(self.invalid("cluster.peers", problem));
+            }
+            let name = name.unwrap_or_else(|| host_of(address));
+            if peers.iter().any(|p: &PeerSettings| p.name == name) {
+                return Err(self.invalid("cluster.peer.name", format!("{name:?} is listed twice")));
+            }
+            peers.push(PeerSettings {
+                name,
+                address: address.clone(),
+            });
+        }
+        if peers.len() > usize::from(crate::router::remote::MAX_PEERS) {
+            return Err(self.invalid("cluster.peers", "at most 127 peers".into()));
+        }
+        let name = match (&c.name, peers.is_empty()) {
+            (Some(n), _) if peers.iter().any(|p| p.name == *n) => {
+                return Err(self.invalid("cluster.name", format!("{n:?} is also listed as a peer")))
+            }
+            (Some(n), _) => n.clone(),
+            (None, true) => String::new(),
+            (None, false) => {
+                return Err(self.invalid(
+                    "cluster.name",
+                    "name this appliance (a name its certificate carries) when peers are listed"
+                        .into(),
+                ))
+            }
+        };
+        Ok((name, peers))
     }
 
     /// Agents and supervisors may live in a file of their own (kept by another team).
@@ -770,6 +822,7 @@ mod tests {
             interfaces = ["eth1"]
             filter = "udp or (vlan and udp)"
             [cluster]
+            name = "a"
             peers = ["10.0.0.2:42029"]
             [[agent]]
             id = "a1"

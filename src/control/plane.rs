@@ -26,6 +26,7 @@ use super::reply::{Event, Reply};
 pub use super::request::Mode;
 use super::request::Request;
 use crate::config::{AgentSettings, Supervisor};
+use crate::peer::ClusterView;
 use crate::router::View;
 use crate::security::audit::AuditEvent;
 use crate::security::lockout::{LockoutConfig, MonitorModeGate};
@@ -269,6 +270,7 @@ pub struct ControlPlane {
     closing: VecDeque<SessionId>,
     pub(super) actions: VecDeque<Action>,
     pub(super) view: Arc<View>,
+    pub(super) cluster: Arc<ClusterView>,
     pub(super) keys: KeySource,
     pub(super) counters: PlaneCounters,
 }
@@ -295,6 +297,7 @@ impl ControlPlane {
             closing: VecDeque::new(),
             actions: VecDeque::new(),
             view: Arc::new(View::default()),
+            cluster: Arc::new(ClusterView::default()),
             keys: Box::new(random_key),
             counters: PlaneCounters::default(),
         }
@@ -310,6 +313,11 @@ impl ControlPlane {
     /// `ListFlows` and `ListBindings` answer from it, and binds are checked against it.
     pub fn set_view(&mut self, view: Arc<View>) {
         self.view = view;
+    }
+
+    /// What the cluster's peers see (the lists show their calls beside this appliance's).
+    pub fn set_cluster(&mut self, cluster: Arc<ClusterView>) {
+        self.cluster = cluster;
     }
 
     /// The next action for the shell. Call after every input.
@@ -624,6 +632,7 @@ impl ControlPlane {
             (Request::ListBindings, Some((m, who))) if m != Mode::Agent => {
                 self.list_bindings(sid, m, who)
             }
+            (Request::ListPeers, Some((m, _))) if m != Mode::Agent => self.list_peers(sid),
             (Request::ListMonitors, Some((m, who))) if m != Mode::Agent => {
                 self.list_monitors(sid, m, who)
             }

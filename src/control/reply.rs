@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::frame::Frame;
 use super::request::ParseError;
+use crate::peer::PeerStatus;
 use crate::router::{BindingView, CallView, FlowView};
 
 /// An agent as `ListAgents` shows it.
@@ -31,6 +32,9 @@ pub struct AgentItem {
     pub team: Option<String>,
     /// CTI state.
     pub state: String,
+    /// The appliance whose SPAN shows the agent on a call now, in a cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appliance: Option<String>,
 }
 
 /// A monitor as `ListMonitors` shows it.
@@ -46,6 +50,9 @@ pub struct MonitorItem {
     pub agent: String,
     /// Seconds since the epoch.
     pub started: f64,
+    /// The appliance whose SPAN shows the agent on a call now, in a cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appliance: Option<String>,
 }
 
 /// A granted monitor.
@@ -92,6 +99,8 @@ pub enum Reply {
     BindingList(Vec<BindingView>),
     /// Monitors.
     MonitorList(Vec<MonitorItem>),
+    /// The cluster's peers.
+    PeerList(Vec<PeerStatus>),
     /// Bound.
     Bind {
         /// The agent's id.
@@ -323,6 +332,7 @@ impl Reply {
             Reply::FlowList(v) => Frame::new("FlowList").with("flows", json(v)),
             Reply::BindingList(v) => Frame::new("BindingList").with("bindings", json(v)),
             Reply::MonitorList(v) => Frame::new("MonitorList").with("monitors", json(v)),
+            Reply::PeerList(v) => Frame::new("PeerList").with("peers", json(v)),
             Reply::Bind { agent, endpoint } => ok(
                 "BindReply",
                 [
@@ -383,6 +393,7 @@ impl Reply {
             "FlowList" => Reply::FlowList(r.list("flows")?),
             "BindingList" => Reply::BindingList(r.list("bindings")?),
             "MonitorList" => Reply::MonitorList(r.list("monitors")?),
+            "PeerList" => Reply::PeerList(r.list("peers")?),
             "BindReply" => Reply::Bind {
                 agent: r.str("agent")?,
                 endpoint: r
@@ -412,6 +423,7 @@ impl Reply {
             "FlowList",
             "BindingList",
             "MonitorList",
+            "PeerList",
             "BindReply",
             "StartSilentMonitorReply",
             "StopSilentMonitorReply",

@@ -119,6 +119,8 @@ pub enum Request {
     ListBindings,
     /// The monitors.
     ListMonitors,
+    /// The cluster's peers.
+    ListPeers,
     /// An explicit binding.
     Bind(Bind),
     /// Start monitoring an agent.
@@ -260,6 +262,7 @@ impl Request {
             "ListFlows" => Request::ListFlows,
             "ListBindings" => Request::ListBindings,
             "ListMonitors" => Request::ListMonitors,
+            "ListPeers" => Request::ListPeers,
             "Bind" => Request::Bind(Bind {
                 agent: f.str("agent", MAX_ID_LEN)?.to_owned(),
                 endpoint: f
@@ -299,6 +302,7 @@ impl Request {
             "ListFlows",
             "ListBindings",
             "ListMonitors",
+            "ListPeers",
             "Bind",
             "StartSilentMonitor",
             "StopSilentMonitor",
@@ -337,6 +341,7 @@ impl Request {
             Request::ListFlows => "ListFlows",
             Request::ListBindings => "ListBindings",
             Request::ListMonitors => "ListMonitors",
+            Request::ListPeers => "ListPeers",
             Request::Bind(_) => "Bind",
             Request::StartSilentMonitor { .. } => "StartSilentMonitor",
             Request::StopSilentMonitor(_) => "StopSilentMonitor",
@@ -352,6 +357,7 @@ impl Request {
             Request::ListFlows => "FlowList".into(),
             Request::ListBindings => "BindingList".into(),
             Request::ListMonitors => "MonitorList".into(),
+            Request::ListPeers => "PeerList".into(),
             _ => self.refusal_name(),
         }
     }
@@ -398,7 +404,8 @@ impl Request {
             | Request::ListCalls
             | Request::ListFlows
             | Request::ListBindings
-            | Request::ListMonitors => f,
+            | Request::ListMonitors
+            | Request::ListPeers => f,
         }
     }
 }

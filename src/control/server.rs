@@ -33,6 +33,7 @@ use super::plane::{Action, ControlPlane, PlaneCounters, SessionId, Verification}
 use super::reply::StopReason;
 use crate::clock::wall_now;
 use crate::net::listen::{Accepted, Limits, ListenStats, Listener};
+use crate::peer::ClusterView;
 use crate::router::View;
 
 /// Frames queued towards one slow client before it is dropped.
@@ -118,6 +119,8 @@ pub struct ControlServer {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Snapshots from the engine thread.
     pub view: watch::Receiver<Arc<View>>,
+    /// What the cluster's peers see (None: no cluster).
+    pub cluster: Option<watch::Receiver<Arc<ClusterView>>>,
     /// Where actions go (the engine thread and the audit log).
     pub actions: ActionSink,
     /// Counters.
@@ -152,6 +155,7 @@ pub async fn run(
         plane,
         tls,
         view,
+        cluster,
         actions,
         stats,
         tos,
@@ -160,6 +164,7 @@ pub async fn run(
     let (input_tx, input_rx) = mpsc::channel::<Input>(4096);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let links = Links {
+        cluster,
         input: input_rx,
         view,
         ended,
@@ -199,6 +204,21 @@ struct Links {
     view: watch::Receiver<Arc<View>>,
     ended: mpsc::Receiver<(u64, StopReason)>,
     stop: tokio::sync::oneshot::Receiver<()>,
+    cluster: Option<watch::Receiver<Arc<ClusterView>>>,
+}
+
+/// The next cluster view, or never (no cluster, or its sender is gone).
+async fn cluster_changed(
+    rx: &mut Option<watch::Receiver<Arc<ClusterView>>>,
+) -> Option<Arc<ClusterView>> {
+    let Some(r) = rx.as_mut() else {
+        return std::future::pending().await;
+    };
+    if r.changed().await.is_err() {
+        *rx = None;
+        return None;
+    }
+    Some(r.borrow_and_update().clone())
 }
 
 async fn connection(a: Accepted, input: mpsc::Sender<Input>, stats: Arc<ControlStats>) {
@@ -293,7 +313,11 @@ async fn actor(
         mut view,
         mut ended,
         mut stop,
+        mut cluster,
     } = links;
+    if let Some(c) = cluster.as_mut() {
+        plane.set_cluster(c.borrow_and_update().clone());
+    }
     // As many answers fit as checks may be in flight; the pool's senders never wait long.
     let (verified_tx, mut verified_rx) = mpsc::channel(password_pool::JOBS);
     let mut shell = Shell {
@@ -318,6 +342,11 @@ async fn actor(
                 if changed.is_ok() {
                     let v = view.borrow_and_update().clone();
                     plane.set_view(v);
+                }
+            }
+            c = cluster_changed(&mut cluster) => {
+                if let Some(c) = c {
+                    plane.set_cluster(c);
                 }
             }
             Some((id, reason)) = ended.recv() => plane.end_monitor(wall_now(), id, reason),

@@ -143,6 +143,10 @@ pub struct Controller {
     wanted: Option<String>,
     running: Option<Running>,
     call: Option<String>,
+    /// The appliance whose SPAN carries the call (in a cluster).
+    appliance: Option<String>,
+    /// Why the audio stopped coming, until the next call.
+    interrupted: Option<String>,
     retry_at: Option<Timestamp>,
 }
 
@@ -164,6 +168,8 @@ impl Controller {
             wanted: None,
             running: None,
             call: None,
+            appliance: None,
+            interrupted: None,
             retry_at: None,
         }
     }
@@ -260,6 +266,17 @@ impl Controller {
         self.call.as_deref()
     }
 
+    /// The appliance whose SPAN carries the call, in a cluster.
+    pub fn appliance(&self) -> Option<&str> {
+        self.appliance.as_deref()
+    }
+
+    /// Why the running monitor's audio stopped coming (an appliance of the cluster became
+    /// unreachable), until its next call.
+    pub fn interrupted(&self) -> Option<&str> {
+        self.interrupted.as_deref()
+    }
+
     /// What to do about a monitor of `agent` the supervisor asked for.
     pub fn plan_start(&self, agent: &str) -> StartPlan {
         match &self.running {
@@ -337,8 +354,11 @@ impl Controller {
                 call_id,
                 payloads,
                 started,
+                appliance,
             } if *monitor == run.monitor && self.call.as_deref() != Some(call_id.as_str()) => {
                 self.call = Some(call_id.clone());
+                self.appliance = appliance.clone();
+                self.interrupted = None;
                 Route::Notices(vec![MediaNotice::Call {
                     agent: run.agent,
                     call_id: call_id.clone(),
@@ -354,6 +374,17 @@ impl Controller {
                 Route::Notices(vec![MediaNotice::CallEnded {
                     call_id: call_id.clone(),
                 }])
+            }
+            ServiceEvent::Interrupted { monitor, reason } if *monitor == run.monitor => {
+                // The call's appliance is gone: its call ends here (its WAV is finished); the
+                // monitor stays and hears the agent's next call wherever it is seen.
+                self.interrupted = Some(reason.clone());
+                self.appliance = None;
+                let ended = self
+                    .call
+                    .take()
+                    .map(|call_id| MediaNotice::CallEnded { call_id });
+                Route::Notices(ended.into_iter().collect())
             }
             ServiceEvent::Stopped { monitor, .. } if *monitor == run.monitor => {
                 // The service ended it (the appliance revoked it): it starts again.

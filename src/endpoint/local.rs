@@ -110,6 +110,13 @@ pub struct Status {
     pub monitoring: bool,
     /// The SIP call heard, when the appliance said.
     pub call_id: Option<String>,
+    /// The appliance whose SPAN carries the call (in a cluster).
+    #[serde(default)]
+    pub appliance: Option<String>,
+    /// Why the audio stopped coming (an appliance of the cluster is unreachable), until the
+    /// next call.
+    #[serde(default)]
+    pub interrupted: Option<String>,
     /// RTP packets received.
     pub packets: u64,
     /// Audio packets decoded.
@@ -134,16 +141,21 @@ impl Status {
     /// The status for people: who is heard, then the media line.
     pub fn describe(&self) -> String {
         format!(
-            "agent {}: {}{}\n{}",
+            "agent {}: {}{}{}\n{}",
             self.agent.as_deref().unwrap_or("-"),
             if self.monitoring {
                 "monitoring"
             } else {
                 "not monitoring"
             },
-            self.call_id
+            match (&self.call_id, &self.appliance) {
+                (Some(c), Some(a)) => format!(", call {c} on {a}"),
+                (Some(c), None) => format!(", call {c}"),
+                _ => String::new(),
+            },
+            self.interrupted
                 .as_deref()
-                .map(|c| format!(", call {c}"))
+                .map(|r| format!(" (interrupted: {r})"))
                 .unwrap_or_default(),
             self.summary
         )

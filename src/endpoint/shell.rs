@@ -603,6 +603,17 @@ impl Shell {
                 if let ServiceEvent::Stopped { reason, .. } = &ev {
                     tracing::info!(reason, "monitor service stopped the monitor");
                 }
+                if let ServiceEvent::Interrupted { reason, .. } = &ev {
+                    tracing::warn!(reason, "the monitor's audio is interrupted");
+                }
+                if let ServiceEvent::Call {
+                    call_id,
+                    appliance: Some(a),
+                    ..
+                } = &ev
+                {
+                    tracing::info!(call_id, appliance = a, "call");
+                }
                 self.notify(n);
             }
         }
@@ -670,6 +681,8 @@ impl Shell {
             monitor: running.map(|r| r.monitor),
             monitoring: running.is_some(),
             call_id: c.call().map(str::to_owned),
+            appliance: c.appliance().map(str::to_owned),
+            interrupted: c.interrupted().map(str::to_owned),
             packets: s.packets,
             decoded: s.decoded,
             late: s.late,

@@ -272,6 +272,7 @@ impl EndpointConn {
         self.sub.send_control(&Control::Attached { monitor, agent });
         let attach = FanoutCommand::Attach {
             monitor: MonitorId::from(monitor),
+            wire: monitor,
             subscriber: self.sub.clone(),
         };
         if self.ctx.fanout.try_send(attach).is_err() {

@@ -52,11 +52,15 @@ pub struct Drained {
 
 /// What the service tells the publisher.
 pub enum FanoutCommand {
-    /// Route `monitor`'s packets and notices to `subscriber` (replaces an earlier route).
+    /// Route `monitor`'s packets and notices to `subscriber` (replaces an earlier route),
+    /// their frames tagged `wire` (the monitor id for an endpoint, the subscription id for a
+    /// peer link).
     Attach {
         /// The monitor.
         monitor: MonitorId,
-        /// The endpoint connection's queue.
+        /// The id its frames carry.
+        wire: u32,
+        /// The connection's queue.
         subscriber: Arc<Subscriber>,
     },
     /// Stop routing `monitor`.
@@ -181,6 +185,18 @@ impl Subscriber {
         self.notify.notify_one();
     }
 
+    /// Queues an encoded control frame (a peer link's own) and wakes the writer; false when
+    /// the queue was full and its oldest frame was dropped for it.
+    pub fn send_encoded(&self, frame: Vec<u8>) -> bool {
+        let kept = self.control.force_push(frame).is_none();
+        if !kept {
+            self.control_dropped.fetch_add(1, Ordering::Relaxed);
+            MonitorStats::add_one(&self.stats.control_dropped_total);
+        }
+        self.notify.notify_one();
+        kept
+    }
+
     /// Moves queued frames into `out`: all control frames first, then media frames until `out`
     /// holds at least `max_bytes` or the queue is empty. Says what it moved.
     pub fn drain_into(&self, out: &mut Vec<u8>, max_bytes: usize) -> Drained {
@@ -248,7 +264,8 @@ impl Subscriber {
 /// The engine thread's end of the fanout.
 pub struct Publisher {
     commands: crossbeam_channel::Receiver<FanoutCommand>,
-    routes: FxHashMap<MonitorId, Arc<Subscriber>>,
+    /// Monitor -> its connection's queue and the id its frames carry.
+    routes: FxHashMap<MonitorId, (Arc<Subscriber>, u32)>,
     attached: Vec<MonitorId>,
     stats: Arc<MonitorStats>,
 }
@@ -270,13 +287,12 @@ impl Publisher {
     /// Queues one packet for the monitor's endpoint. Never waits, never locks, never allocates
     /// (see the module rules); the endpoint is woken by the next [`Publisher::flush`].
     pub fn publish(&mut self, f: &Forward<'_>) {
-        let (Some(sub), Ok(monitor)) = (self.routes.get(&f.monitor), u32::try_from(f.monitor))
-        else {
+        let Some(&(ref sub, wire)) = self.routes.get(&f.monitor) else {
             MonitorStats::add_one(&self.stats.unrouted_total);
             return;
         };
         sub.push_media(&Media {
-            monitor,
+            monitor: wire,
             stream: f.stream.0,
             direction: f.direction,
             capture_ts: f.capture_ts,
@@ -287,11 +303,13 @@ impl Publisher {
     /// Queues a call notice for the monitor's endpoint (rare; allocates).
     pub fn notice(&mut self, n: &Notice) {
         let monitor = match n {
-            Notice::Call { monitor, .. } | Notice::CallEnded { monitor, .. } => *monitor,
+            Notice::Call { monitor, .. }
+            | Notice::CallEnded { monitor, .. }
+            | Notice::Interrupted { monitor, .. } => *monitor,
             // The control plane ends that monitor; its endpoint then gets `Stopped`.
             Notice::NonAcdCall { .. } => return,
         };
-        let (Some(sub), Ok(id)) = (self.routes.get(&monitor), u32::try_from(monitor)) else {
+        let Some(&(ref sub, id)) = self.routes.get(&monitor) else {
             MonitorStats::add_one(&self.stats.unrouted_total);
             return;
         };
@@ -300,16 +318,22 @@ impl Publisher {
                 call_id,
                 payloads,
                 started,
+                appliance,
                 ..
             } => Control::Call {
                 monitor: id,
                 call_id: call_id.clone(),
                 payloads: *payloads,
                 started: *started,
+                appliance: appliance.clone(),
             },
             Notice::CallEnded { call_id, .. } => Control::CallEnded {
                 monitor: id,
                 call_id: call_id.clone(),
+            },
+            Notice::Interrupted { reason, .. } => Control::Interrupted {
+                monitor: id,
+                reason: reason.clone(),
             },
             Notice::NonAcdCall { .. } => return,
         };
@@ -320,7 +344,7 @@ impl Publisher {
     /// Wakes each subscriber that got frames since the last call (once each), then applies
     /// the pending attach/detach commands. Call once per captured batch.
     pub fn flush(&mut self) {
-        for sub in self.routes.values() {
+        for (sub, _) in self.routes.values() {
             if sub.pending.swap(false, Ordering::AcqRel) {
                 sub.notify.notify_one();
             }
@@ -329,9 +353,10 @@ impl Publisher {
             match cmd {
                 FanoutCommand::Attach {
                     monitor,
+                    wire,
                     subscriber,
                 } => {
-                    self.routes.insert(monitor, subscriber);
+                    self.routes.insert(monitor, (subscriber, wire));
                     self.attached.push(monitor);
                 }
                 FanoutCommand::Detach { monitor } => {
@@ -396,6 +421,7 @@ mod tests {
         p.publish(&forward(1, &[9])); // not routed yet
         tx.send(FanoutCommand::Attach {
             monitor: 1,
+            wire: 1,
             subscriber: sub.clone(),
         })
         .unwrap();
@@ -469,6 +495,7 @@ mod tests {
         for monitor in [5, 6] {
             tx.send(FanoutCommand::Attach {
                 monitor,
+                wire: monitor as u32,
                 subscriber: sub.clone(),
             })
             .unwrap();
@@ -505,6 +532,7 @@ mod tests {
         let sub = Arc::new(Subscriber::new(1, stats.clone()));
         tx.send(FanoutCommand::Attach {
             monitor: 1,
+            wire: 1,
             subscriber: sub.clone(),
         })
         .unwrap();

@@ -114,6 +114,8 @@ pub enum Event {
         payloads: PayloadMap,
         /// When the call started.
         started: Timestamp,
+        /// The appliance whose SPAN carries the call, in a cluster.
+        appliance: Option<String>,
     },
     /// A call the monitor was hearing ended.
     CallEnded {
@@ -121,6 +123,14 @@ pub enum Event {
         monitor: MonitorId,
         /// SIP Call-ID.
         call_id: String,
+    },
+    /// The monitor's audio stopped coming: the appliance that carried it is unreachable. The
+    /// monitor goes on; its audio comes back with a later `Call`.
+    Interrupted {
+        /// The monitor.
+        monitor: MonitorId,
+        /// Why.
+        reason: String,
     },
     /// The monitor ended; no more of its media follows.
     Stopped {
@@ -465,11 +475,17 @@ impl MonitorClient {
                 call_id,
                 payloads,
                 started,
+                appliance,
             } => Event::Call {
                 monitor: monitor.into(),
                 call_id,
                 payloads,
                 started,
+                appliance,
+            },
+            Control::Interrupted { monitor, reason } => Event::Interrupted {
+                monitor: monitor.into(),
+                reason,
             },
             Control::CallEnded { monitor, call_id } => Event::CallEnded {
                 monitor: monitor.into(),

@@ -252,6 +252,9 @@ pub enum Control {
         payloads: PayloadMap,
         /// When the call started.
         started: Timestamp,
+        /// The appliance whose SPAN carries the call, in a cluster (None: the one the endpoint
+        /// is attached to).
+        appliance: Option<String>,
     },
     /// Service -> endpoint: a call the monitor was hearing ended.
     CallEnded {
@@ -259,6 +262,14 @@ pub enum Control {
         monitor: u32,
         /// SIP Call-ID.
         call_id: String,
+    },
+    /// Service -> endpoint: the monitor's audio stopped coming because the appliance that
+    /// carried it is unreachable; it comes back by itself (a later `Call`).
+    Interrupted {
+        /// The monitor.
+        monitor: u32,
+        /// Why.
+        reason: String,
     },
     /// Either way: are you there? Answered by [`Control::HeartbeatReply`] with the same `seq`.
     Heartbeat {
@@ -300,6 +311,12 @@ enum Raw {
         call_id: String,
         payloads: BTreeMap<String, String>,
         started: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        appliance: Option<String>,
+    },
+    Interrupted {
+        monitor: u32,
+        reason: String,
     },
     CallEnded {
         monitor: u32,
@@ -391,6 +408,7 @@ impl Control {
             Control::Stopped { .. } => "Stopped",
             Control::Call { .. } => "Call",
             Control::CallEnded { .. } => "CallEnded",
+            Control::Interrupted { .. } => "Interrupted",
             Control::Heartbeat { .. } => "Heartbeat",
             Control::HeartbeatReply { .. } => "HeartbeatReply",
             Control::Error { .. } => "Error",
@@ -408,13 +426,16 @@ impl Control {
                 call_id,
                 payloads,
                 started,
+                appliance,
             } => Raw::Call {
                 monitor,
                 call_id,
                 payloads: payloads_to_json(&payloads),
                 started: started.as_nanos(),
+                appliance,
             },
             Control::CallEnded { monitor, call_id } => Raw::CallEnded { monitor, call_id },
+            Control::Interrupted { monitor, reason } => Raw::Interrupted { monitor, reason },
             Control::Heartbeat { seq } => Raw::Heartbeat { seq },
             Control::HeartbeatReply { seq } => Raw::HeartbeatReply { seq },
             Control::Error { reason } => Raw::Error { reason },
@@ -432,12 +453,15 @@ impl Control {
                 call_id,
                 payloads,
                 started,
+                appliance,
             } => Control::Call {
                 monitor,
                 call_id,
                 payloads: payloads_from_json(&payloads)?,
                 started: Timestamp::from_nanos(started),
+                appliance,
             },
+            Raw::Interrupted { monitor, reason } => Control::Interrupted { monitor, reason },
             Raw::CallEnded { monitor, call_id } => Control::CallEnded { monitor, call_id },
             Raw::Heartbeat { seq } => Control::Heartbeat { seq },
             Raw::HeartbeatReply { seq } => Control::HeartbeatReply { seq },
@@ -669,6 +693,11 @@ mod tests {
                 call_id: "a84b4c76e66710@pc33".into(),
                 payloads,
                 started: Timestamp::from_nanos(-5),
+                appliance: Some("c".into()),
+            },
+            Control::Interrupted {
+                monitor: 9,
+                reason: "appliance c is unreachable".into(),
             },
             Control::CallEnded {
                 monitor: 9,

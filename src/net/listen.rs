@@ -102,6 +102,9 @@ pub struct Accepted {
     pub peer: SocketAddr,
     /// The names in the client's certificate (empty without one).
     pub certificate: Vec<String>,
+    /// The client's certificate is an appliance's (it carries the TLS server usage): only
+    /// such a certificate may open a cluster peer link.
+    pub appliance: bool,
 }
 
 /// One TCP service's listener.
@@ -248,22 +251,26 @@ async fn handshake(
             stream: Box::new(sock),
             peer,
             certificate: Vec::new(),
+            appliance: false,
         });
     };
     let stream = tokio::time::timeout(timeout, acceptor.accept(sock))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"))??;
-    let certificate = stream
+    let leaf = stream
         .get_ref()
         .1
         .peer_certificates()
-        .and_then(|c| c.first())
+        .and_then(|c| c.first());
+    let certificate = leaf
         .map(|c| crate::security::tls::certificate_names(c.as_ref()))
         .unwrap_or_default();
+    let appliance = leaf.is_some_and(|c| crate::security::tls::is_server_certificate(c.as_ref()));
     Ok(Accepted {
         stream: Box::new(stream),
         peer,
         certificate,
+        appliance,
     })
 }
 

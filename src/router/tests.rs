@@ -151,6 +151,7 @@ impl Lab {
                 Notice::Call { call_id, .. } => format!("call {call_id}"),
                 Notice::CallEnded { call_id, .. } => format!("ended {call_id}"),
                 Notice::NonAcdCall { call_id, .. } => format!("non-acd {call_id}"),
+                Notice::Interrupted { reason, .. } => format!("interrupted {reason}"),
             })
             .collect()
     }
@@ -382,4 +383,73 @@ fn explicit_bind_and_two_monitors_of_one_agent() {
     // Heuristic RTP: the stream is confirmed after a few packets; then each monitor gets it.
     assert!(lab.got.iter().any(|g| g.0 == 1) && lab.got.iter().any(|g| g.0 == 2));
     assert_eq!(lab.r.poll_timeout(), Some(ms(10_000)));
+}
+
+#[test]
+fn a_peers_audio_reaches_the_agents_monitors_and_a_lost_peer_interrupts_them() {
+    use crate::router::remote::{remote_stream, RemoteCall, RemotePacket};
+    let mut lab = Lab::new();
+    lab.r.add_monitor(1, 0);
+    lab.r.add_monitor(2, 0);
+    lab.r.add_relay(9, 0); // serves another peer: not fed by peers
+    lab.r.add_monitor(3, 1);
+    let call = RemoteCall {
+        peer: 2,
+        appliance: "c",
+        agent: 0,
+        call_id: "rc1",
+        payloads: PayloadMap::default(),
+        started: ms(5),
+    };
+    lab.r.remote_call(&call);
+    lab.r.remote_call(&call); // the same call again: announced once
+    let n = lab.notices();
+    assert_eq!(n.len(), 2, "{n:?}");
+    assert!(n.iter().all(|n| matches!(n,
+        Notice::Call { monitor: 1 | 2, call_id, appliance: Some(a), .. } if call_id == "rc1" && a == "c")));
+    let rtp = rtp(1, 7, 5);
+    let packet = RemotePacket {
+        peer: 2,
+        agent: 0,
+        direction: Direction::ToAgent,
+        stream: 12,
+        capture_ts: ms(6),
+        rtp: &rtp,
+    };
+    let mut got = Vec::new();
+    lab.r.remote_media(&packet, &mut |f: Forward<'_>| {
+        got.push((f.monitor, f.stream, f.direction, f.rtp[12]))
+    });
+    let s = remote_stream(2, 12);
+    assert_eq!(
+        got,
+        [(1, s, Direction::ToAgent, 5), (2, s, Direction::ToAgent, 5)]
+    );
+    assert!(s.0 >= 0x8000_0000, "never a local flow-table id");
+    assert_ne!(remote_stream(2, 12), remote_stream(3, 12));
+    // The peer goes: its listeners are told, the monitors stay.
+    lab.r.peer_down(2, "c");
+    let n = lab.notices();
+    assert!(n.iter().all(|n| matches!(n,
+        Notice::Interrupted { monitor: 1 | 2, reason } if reason.contains("appliance c"))));
+    assert_eq!(n.len(), 2);
+    assert_eq!(lab.r.monitors_of(0), [1, 2, 9]);
+    // The agent's next call is local: announced to both, named with this appliance.
+    lab.r.set_name(Some("a".into()));
+    lab.call(100, "local1", 30000);
+    lab.media(110, 30000, 1, 10);
+    let n = lab.notices();
+    assert!(
+        n.iter()
+            .filter(|n| matches!(n,
+            Notice::Call { monitor: 1 | 2, appliance: Some(a), .. } if a == "a"))
+            .count()
+            == 2,
+        "{n:?}"
+    );
+    lab.r.remote_call_ended(2, 0, "rc1");
+    assert!(
+        lab.notices().is_empty(),
+        "that call is not the one heard any more"
+    );
 }

@@ -93,6 +93,16 @@ pub enum AuditEvent {
         /// Why: unknown or used key, another supervisor's key, too many failures.
         reason: String,
     },
+    /// A cluster peer asked for an agent's audio on behalf of these supervisors (recorded by
+    /// the serving appliance; the asking one recorded the monitors).
+    PeerSubscribed {
+        /// The peer's name.
+        peer: String,
+        /// The agent's id.
+        agent: String,
+        /// The supervisors it asked for.
+        supervisors: Vec<String>,
+    },
     /// A connection claiming to be a cluster peer was refused.
     PeerRefused {
         /// The name in its certificate, if any.
@@ -115,6 +125,7 @@ impl AuditEvent {
             AuditEvent::MonitorRefused { .. } => "monitor_refused",
             AuditEvent::BindRefused { .. } => "bind_refused",
             AuditEvent::AttachRefused { .. } => "attach_refused",
+            AuditEvent::PeerSubscribed { .. } => "peer_subscribed",
             AuditEvent::PeerRefused { .. } => "peer_refused",
         }
     }
@@ -126,6 +137,7 @@ impl AuditEvent {
             AuditEvent::MonitorStarted { .. }
                 | AuditEvent::MonitorStopped { .. }
                 | AuditEvent::Bind { .. }
+                | AuditEvent::PeerSubscribed { .. }
         )
     }
 }

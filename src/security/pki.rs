@@ -100,8 +100,11 @@ fn err(what: &'static str) -> impl FnOnce(rcgen::Error) -> Error {
 pub enum Role {
     /// An appliance (TLS server on 42028/42228, and peer-link server/client).
     Server,
-    /// A supervisor endpoint, a CLI or a peer connecting out.
+    /// A supervisor endpoint or a CLI.
     Client,
+    /// An appliance in a cluster: the server usage for its services and the client usage to
+    /// dial its peers (42029), in one certificate.
+    Peer,
 }
 
 /// A PEM certificate and its PEM private key.
@@ -190,10 +193,14 @@ pub fn sign_request(csr_pem: &str, ca: &Pem, role: Role, days: i64) -> Result<St
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
     ];
-    csr.params.extended_key_usages = vec![match role {
-        Role::Server => ExtendedKeyUsagePurpose::ServerAuth,
-        Role::Client => ExtendedKeyUsagePurpose::ClientAuth,
-    }];
+    csr.params.extended_key_usages = match role {
+        Role::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+        Role::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        Role::Peer => vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+    };
     let cert = csr.signed_by(&issuer).map_err(err("signing the request"))?;
     Ok(cert.pem())
 }

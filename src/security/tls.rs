@@ -136,6 +136,31 @@ pub fn certificate_names(der: &[u8]) -> Vec<String> {
     names
 }
 
+/// True when a certificate (DER) carries the TLS server usage (extended key usage
+/// serverAuth): an appliance's, not a supervisor's client certificate.
+pub fn is_server_certificate(der: &[u8]) -> bool {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return false;
+    };
+    matches!(cert.extended_key_usage(), Ok(Some(eku)) if eku.value.server_auth)
+}
+
+/// True when a certificate (DER) carries the TLS client usage (clientAuth): an appliance
+/// needs it to dial its cluster peers.
+pub fn is_client_certificate(der: &[u8]) -> bool {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return false;
+    };
+    matches!(cert.extended_key_usage(), Ok(Some(eku)) if eku.value.client_auth)
+}
+
+/// The first certificate of a PEM text as DER.
+pub fn first_certificate_der(pem: &str) -> Result<Vec<u8>, Error> {
+    Ok(certs("certificate", pem)?.remove(0).as_ref().to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,6 +38,18 @@ impl Pki {
         sign(&self.dir, name, "--client")
     }
 
+    /// A cluster appliance's certificate (server and client usage) and key for `name`, in a
+    /// directory of its own holding `ca.pem`, `server.pem` and `server.key`.
+    pub fn appliance(&self, name: &str) -> PathBuf {
+        let (pem, key) = sign(&self.dir, name, "--peer");
+        let dir = self.dir.join(format!("appliance-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(self.ca(), dir.join("ca.pem")).unwrap();
+        std::fs::copy(pem, dir.join("server.pem")).unwrap();
+        std::fs::copy(key, dir.join("server.key")).unwrap();
+        dir
+    }
+
     pub fn ca(&self) -> PathBuf {
         self.dir.join("ca.pem")
     }

@@ -16,6 +16,21 @@ pub struct Endpoint {
     pub child: Option<Child>,
     pub local: String,
     pub log: PathBuf,
+    /// The network namespace it runs in (None: this one).
+    pub netns: Option<String>,
+}
+
+/// `silentmon`, in network namespace `netns` when given.
+fn silentmon_in(netns: Option<&str>) -> Command {
+    match netns {
+        None => silentmon(),
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns])
+                .arg(env!("CARGO_BIN_EXE_silentmon"));
+            c
+        }
+    }
 }
 
 impl Endpoint {
@@ -23,14 +38,27 @@ impl Endpoint {
     /// recording into `dir`/rec-USER (stereo), logging to `dir`/USER.log, with `extra` flags;
     /// returns once its local control answers.
     pub fn start(pki: &Pki, dir: &Path, servers: &[&str], user: &str, extra: &[&str]) -> Endpoint {
+        Endpoint::start_in((None, "localhost"), pki, dir, servers, user, extra)
+    }
+
+    /// [`Endpoint::start`] inside network namespace `netns` (its local control there too),
+    /// checking the appliances' certificates for `server_name`.
+    pub fn start_in(
+        (netns, server_name): (Option<&str>, &str),
+        pki: &Pki,
+        dir: &Path,
+        servers: &[&str],
+        user: &str,
+        extra: &[&str],
+    ) -> Endpoint {
         let (cert, key) = pki.client(user);
         let local = format!("127.0.0.1:{}", free_port());
         let record = dir.join(format!("rec-{user}"));
         let log = dir.join(format!("{user}.log"));
-        let child = silentmon()
+        let child = silentmon_in(netns)
             .arg("supervisor")
             .args(servers.iter().flat_map(|s| ["--server", s]))
-            .args(["--server-name", "localhost", "--user", user])
+            .args(["--server-name", server_name, "--user", user])
             .arg("--ca")
             .arg(pki.ca())
             .arg("--cert")
@@ -49,6 +77,7 @@ impl Endpoint {
             child: Some(child),
             local,
             log,
+            netns: netns.map(str::to_owned),
         };
         eventually(
             Duration::from_secs(20),
@@ -59,7 +88,7 @@ impl Endpoint {
     }
 
     pub fn ctl(&self, args: &[&str]) -> std::process::Output {
-        silentmon()
+        silentmon_in(self.netns.as_deref())
             .args(["ctl", "--endpoint", &self.local, "--json"])
             .args(args)
             .output()

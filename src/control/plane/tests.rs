@@ -327,6 +327,7 @@ fn call(agent: Option<usize>, cid: &str, media: &[&str]) -> CallView {
         hold: false,
         started: 0.0,
         media: media.iter().map(|m| m.to_string()).collect(),
+        appliance: None,
     }
 }
 

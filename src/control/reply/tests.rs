@@ -26,6 +26,7 @@ fn every_reply_and_event_round_trips_through_its_frame() {
             extension: "5001".into(),
             team: Some("blue".into()),
             state: "Login".into(),
+            appliance: None,
         }]),
         Reply::CallList(vec![]),
         Reply::FlowList(vec![]),
@@ -36,6 +37,7 @@ fn every_reply_and_event_round_trips_through_its_frame() {
             supervisor: "s1".into(),
             agent: "5001".into(),
             started: 1.5,
+            appliance: Some("b".into()),
         }]),
         Reply::Bind {
             agent: "5001".into(),

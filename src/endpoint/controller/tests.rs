@@ -26,6 +26,7 @@ fn call(monitor: u64, id: &str) -> ServiceEvent {
         call_id: id.into(),
         payloads: PayloadMap::default(),
         started: at(0),
+        appliance: None,
     }
 }
 
