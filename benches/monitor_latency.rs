@@ -34,6 +34,12 @@
 //!    silence between the markers it drops a silent frame, with a background (say
 //!    LISTEN_BACKGROUND=-30) it splices a sound frame, and either way settles at 20 ms.
 //!
+//! With HOP=1 the capture is replayed by a second appliance ("serving", the one whose SPAN
+//! would see the calls) and the endpoints attach to the first ("asking"), which gets the audio
+//! over the cluster's peer link (TCP 42029, mutual TLS): the delay then includes one peer
+//! hop, and the table adds the link's bytes per second per monitored agent (the asking side's
+//! `silentmon_peer_received_bytes_total`) beside the calls' RTP bitrate.
+//!
 //! Environment: SILENTMON, CAPGEN (binaries; default target/release/...), BENCH_DIR (default
 //! /tmp/silentmon-bench-monitor), CALLS (100), RTP_PHASE (random), CALL_SECS (120: longer than a
 //! whole run, so the loop restart never falls into a window), SUPERVISORS (5), COUNTS
@@ -88,6 +94,8 @@ struct Options {
     /// TLS 1.3 on both links, with a client certificate on the monitor service, as deployed
     /// (TLS=1, the default); TLS=0 runs the server `--insecure`.
     tls: bool,
+    /// HOP=1: the endpoints' appliance gets the audio from a second one over the peer link.
+    hop: bool,
 }
 
 impl Options {
@@ -124,6 +132,7 @@ impl Options {
                 Err(_) => None,
             },
             tls: env_or::<u8>("TLS", 1)? != 0,
+            hop: env_or::<u8>("HOP", 0)? != 0,
         };
         let most = o.calls * o.supervisors;
         if let Some(c) = o.counts.iter().find(|&&c| c > most) {
@@ -186,7 +195,8 @@ fn run() -> Result<(), BoxError> {
     result
 }
 
-/// The server under test; killed when dropped.
+/// The server under test (and, with HOP=1, the one serving it the audio); killed when
+/// dropped.
 struct Server {
     child: Child,
     control: String,
@@ -194,29 +204,50 @@ struct Server {
     metrics: SocketAddr,
     /// The endpoints' TLS configuration (CA and client certificate); None: plaintext.
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// The appliance that replays the capture, with HOP=1, and its metrics.
+    serving: Option<(Child, SocketAddr)>,
 }
+
+/// The name in the endpoints' appliance's certificate (its cluster name with HOP=1).
+const ASKING: &str = "localhost";
+/// The replaying appliance's name with HOP=1.
+const SERVING: &str = "appliance-s";
 
 impl Server {
     /// What `Client::connect` and `MonitorClient::connect` take to reach this server.
     fn tls(&self) -> Option<(Arc<rustls::ClientConfig>, &'static str)> {
-        self.tls.clone().map(|c| (c, "localhost"))
+        self.tls.clone().map(|c| (c, ASKING))
+    }
+
+    /// The metrics of the appliance that replays the capture.
+    fn replaying_metrics(&self) -> SocketAddr {
+        self.serving.as_ref().map_or(self.metrics, |s| s.1)
     }
 }
 
 /// A private CA, the server's certificate for `localhost` in `certs_dir` (as the server loads
-/// them) and the endpoints' configuration with a client certificate of the same CA.
-fn make_pki(certs_dir: &Path) -> Result<Arc<rustls::ClientConfig>, BoxError> {
+/// them) and the endpoints' configuration with a client certificate of the same CA. With
+/// HOP=1 the serving appliance gets its own certificate in `certs_dir`/serving, and both carry
+/// the peer link's client usage.
+fn make_pki(certs_dir: &Path, hop: bool) -> Result<Arc<rustls::ClientConfig>, BoxError> {
     use silentmon::security::pki::{create_ca, create_request, sign_request, Role};
     let ca = create_ca("silentmon bench CA", 2)?;
-    let server = create_request("localhost")?;
+    let role = if hop { Role::Peer } else { Role::Server };
+    let mut names = vec![(ASKING, certs_dir.to_owned())];
+    if hop {
+        names.push((SERVING, certs_dir.join("serving")));
+    }
+    for (name, dir) in names {
+        let server = create_request(name)?;
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("ca.pem"), &ca.cert)?;
+        std::fs::write(
+            dir.join("server.pem"),
+            sign_request(&server.cert, &ca, role, 2)?,
+        )?;
+        std::fs::write(dir.join("server.key"), &server.key)?;
+    }
     let endpoint = create_request("bench-supervisor-desk")?;
-    std::fs::create_dir_all(certs_dir)?;
-    std::fs::write(certs_dir.join("ca.pem"), &ca.cert)?;
-    std::fs::write(
-        certs_dir.join("server.pem"),
-        sign_request(&server.cert, &ca, Role::Server, 2)?,
-    )?;
-    std::fs::write(certs_dir.join("server.key"), &server.key)?;
     let endpoint_cert = sign_request(&endpoint.cert, &ca, Role::Client, 2)?;
     Ok(silentmon::security::tls::client_config(
         &ca.cert,
@@ -228,81 +259,155 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some((c, _)) = self.serving.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
+}
+
+/// An appliance's addresses.
+struct Ports {
+    control: String,
+    monitor: String,
+    metrics: SocketAddr,
+    cluster: String,
+}
+
+impl Ports {
+    fn free() -> Result<Ports, BoxError> {
+        Ok(Ports {
+            control: format!("127.0.0.1:{}", free_port()?),
+            monitor: format!("127.0.0.1:{}", free_port()?),
+            metrics: format!("127.0.0.1:{}", free_port()?).parse()?,
+            cluster: format!("127.0.0.1:{}", free_port()?),
+        })
+    }
+}
+
+/// One appliance's configuration (`tag`): its ports, its `[cluster]` section, the bench's
+/// agents and supervisors; written to BENCH_DIR/silentmon-TAG.toml.
+fn config(
+    o: &Options,
+    tag: &str,
+    ports: &Ports,
+    cluster: &str,
+    certs: &Path,
+) -> Result<PathBuf, BoxError> {
+    let mut cfg = format!(
+        "[control]\nlisten = \"{}\"\nmetrics_listen = \"{}\"\n\
+         [monitor]\nlisten = \"{}\"\n{cluster}\n\
+         [security]\ninsecure = {insecure}\ncerts_dir = \"{certs}\"\naudit_log = \"{audit}\"\n\
+         passwordless_logins = true\n",
+        ports.control,
+        ports.metrics,
+        ports.monitor,
+        insecure = !o.tls,
+        certs = certs.display(),
+        audit = o.dir.join(format!("audit-{tag}.jsonl")).display(),
+    );
+    for i in 0..o.calls {
+        cfg += &format!(
+            "[[agent]]\nid = \"{id}\"\nextension = \"{id}\"\nteam = \"bench\"\n",
+            id = 5001 + i
+        );
+    }
+    for s in 1..=o.supervisors {
+        // Every supervisor presents the one bench certificate.
+        cfg += &format!(
+            "[[supervisor]]\nid = \"s{s}\"\nteams = [\"bench\"]\n\
+             certificate = \"bench-supervisor-desk\"\n"
+        );
+    }
+    let path = o.dir.join(format!("silentmon-{tag}.toml"));
+    std::fs::write(&path, cfg)?;
+    Ok(path)
+}
+
+/// `silentmon server --config CONFIG [--insecure] [--replay CAPTURE --loop]`, logging to
+/// BENCH_DIR/server-TAG.log, once its metrics answer.
+fn spawn(
+    o: &Options,
+    tag: &str,
+    config: &Path,
+    replay: Option<&Path>,
+    metrics: SocketAddr,
+) -> Result<Child, BoxError> {
+    let log_path = o.dir.join(format!("server-{tag}.log"));
+    let log = std::fs::File::create(&log_path)?;
+    let mut cmd = Command::new(&o.silentmon);
+    cmd.arg("server").arg("--config").arg(config);
+    if !o.tls {
+        cmd.arg("--insecure");
+    }
+    if let Some(capture) = replay {
+        cmd.arg("--replay").arg(capture).arg("--loop");
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("{}: {e}", o.silentmon.display()))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while scrape(metrics).is_err() {
+        if let Some(st) = child.try_wait()? {
+            let log = log_path.display();
+            return Err(format!("silentmon server exited ({st}); see {log}").into());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err("silentmon server serves no metrics after 30 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(child)
 }
 
 impl Server {
     fn start(o: &Options, capture: &Path) -> Result<Server, BoxError> {
-        let control = format!("127.0.0.1:{}", free_port()?);
-        let monitor = format!("127.0.0.1:{}", free_port()?);
-        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-        let cluster = format!("127.0.0.1:{}", free_port()?);
-        let mut cfg = format!(
-            "[control]\nlisten = \"{control}\"\nmetrics_listen = \"{metrics}\"\n\
-             [monitor]\nlisten = \"{monitor}\"\n[cluster]\nlisten = \"{cluster}\"\n\
-             [security]\ninsecure = {insecure}\ncerts_dir = \"{certs}\"\naudit_log = \"{audit}\"\n\
-             passwordless_logins = true\n",
-            insecure = !o.tls,
-            certs = o.dir.join("certs").display(),
-            audit = o.dir.join("audit.jsonl").display(),
-        );
-        for i in 0..o.calls {
-            cfg += &format!(
-                "[[agent]]\nid = \"{id}\"\nextension = \"{id}\"\nteam = \"bench\"\n",
-                id = 5001 + i
-            );
-        }
-        for s in 1..=o.supervisors {
-            // Every supervisor presents the one bench certificate.
-            cfg += &format!(
-                "[[supervisor]]\nid = \"s{s}\"\nteams = [\"bench\"]\n\
-                 certificate = \"bench-supervisor-desk\"\n"
-            );
-        }
-        let path = o.dir.join("silentmon.toml");
-        std::fs::write(&path, cfg)?;
+        let certs = o.dir.join("certs");
         let tls = if o.tls {
-            Some(make_pki(&o.dir.join("certs"))?)
+            Some(make_pki(&certs, o.hop)?)
         } else {
             None
         };
-        let log = std::fs::File::create(o.dir.join("server.log"))?;
-        let mut cmd = Command::new(&o.silentmon);
-        cmd.arg("server").arg("--config").arg(&path);
-        if !o.tls {
-            cmd.arg("--insecure");
+        let asking = Ports::free()?;
+        if !o.hop {
+            let cluster = format!("[cluster]\nlisten = \"{}\"", asking.cluster);
+            let cfg = config(o, "a", &asking, &cluster, &certs)?;
+            let child = spawn(o, "a", &cfg, Some(capture), asking.metrics)?;
+            return Ok(Server {
+                child,
+                control: asking.control,
+                monitor: asking.monitor,
+                metrics: asking.metrics,
+                tls,
+                serving: None,
+            });
         }
-        let child = cmd
-            .arg("--replay")
-            .arg(capture)
-            .arg("--loop")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("{}: {e}", o.silentmon.display()))?;
-        let mut server = Server {
-            child,
-            control,
-            monitor,
-            metrics,
-            tls,
+        let serving = Ports::free()?;
+        let link = |me: &str, ports: &Ports, peer: &str, theirs: &Ports| {
+            format!(
+                "[cluster]\nname = \"{me}\"\nlisten = \"{}\"\n[[cluster.peer]]\nname = \"{peer}\"\n\
+                 address = \"{}\"",
+                ports.cluster, theirs.cluster
+            )
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while scrape(server.metrics).is_err() {
-            if let Some(st) = server.child.try_wait()? {
-                return Err(format!(
-                    "silentmon server exited ({st}); see {}",
-                    o.dir.join("server.log").display()
-                )
-                .into());
-            }
-            if Instant::now() > deadline {
-                return Err("silentmon server serves no metrics after 30 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(server)
+        let s_link = link(SERVING, &serving, ASKING, &asking);
+        let a_link = link(ASKING, &asking, SERVING, &serving);
+        let s_cfg = config(o, "s", &serving, &s_link, &certs.join("serving"))?;
+        let a_cfg = config(o, "a", &asking, &a_link, &certs)?;
+        let s_child = spawn(o, "s", &s_cfg, Some(capture), serving.metrics)?;
+        let child = spawn(o, "a", &a_cfg, None, asking.metrics)?;
+        Ok(Server {
+            child,
+            control: asking.control,
+            monitor: asking.monitor,
+            metrics: asking.metrics,
+            tls,
+            serving: Some((s_child, serving.metrics)),
+        })
     }
 }
 
@@ -319,6 +424,13 @@ async fn bench(o: &Options, server: &Server) -> Result<(), BoxError> {
         if o.tls { "TLS 1.3" } else { "plaintext (--insecure)" },
         server.child.id()
     );
+    if o.hop {
+        println!(
+            "one peer hop: the capture is replayed by {SERVING}, the endpoints attach to {ASKING}; \
+             RTP of one call: {} B/s (both directions)",
+            2 * 50 * (12 + 160)
+        );
+    }
     println!(
         "{:>8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>12} {:>12} {:>14} {:>14}",
         "monitors",
@@ -330,8 +442,11 @@ async fn bench(o: &Options, server: &Server) -> Result<(), BoxError> {
         "srv fwd",
         "srv dropped",
         "srv write p50",
-        "srv write p99"
+        "srv write p99",
     );
+    if o.hop {
+        println!("(link: bytes per second and monitored agent over the peer link)");
+    }
     for &count in &o.counts {
         let r = forwarding(o, server, count).await?;
         println!(
@@ -347,6 +462,9 @@ async fn bench(o: &Options, server: &Server) -> Result<(), BoxError> {
             r.write_p50,
             r.write_p99
         );
+        if let Some(b) = r.link_per_agent {
+            println!("{:>8} link {b:.0} B/s per monitored agent", "");
+        }
     }
     if o.listen > 0 {
         let l = listen(o, server).await?;
@@ -378,8 +496,15 @@ async fn bench(o: &Options, server: &Server) -> Result<(), BoxError> {
 async fn wait_for_bindings(server: &Server, calls: u32) -> Result<(), BoxError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let page = scrape(server.metrics)?;
-        if metric(&page, "silentmon_bindings") >= calls as f64 {
+        let page = scrape(server.replaying_metrics())?;
+        let linked = server.serving.is_none() || {
+            let asking = scrape(server.metrics)?;
+            metric(
+                &asking,
+                &format!("silentmon_peer_agents{{peer=\"{SERVING}\"}}"),
+            ) >= calls as f64
+        };
+        if metric(&page, "silentmon_bindings") >= calls as f64 && linked {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -483,7 +608,13 @@ struct Forwarding {
     dropped: f64,
     write_p50: String,
     write_p99: String,
+    /// With HOP=1: bytes the asking side received over the peer link per second and per
+    /// monitored agent, over the measuring window.
+    link_per_agent: Option<f64>,
 }
+
+/// The asking side's bytes received from the serving appliance.
+const LINK_BYTES: &str = "silentmon_peer_received_bytes_total{peer=\"appliance-s\"}";
 
 async fn forwarding(o: &Options, server: &Server, count: u32) -> Result<Forwarding, BoxError> {
     let (sessions, keys) = start_monitors(o, server, count).await?;
@@ -551,12 +682,15 @@ async fn forwarding(o: &Options, server: &Server, count: u32) -> Result<Forwardi
     tokio::time::sleep(Duration::from_secs(1)).await;
     delays.sort_by(f64::total_cmp);
     let d = |name| metric(&after, name) - metric(&before, name);
+    // A supervisor monitors each agent once; monitor m hears agent m % CALLS.
+    let agents = f64::from(count.min(o.calls));
     Ok(Forwarding {
         delays,
         forwarded: d("silentmon_monitor_frames_forwarded_total"),
         dropped: d("silentmon_monitor_frames_dropped_total"),
         write_p50: histogram_quantile(&before, &after, WRITE_DELAY, 0.50),
         write_p99: histogram_quantile(&before, &after, WRITE_DELAY, 0.99),
+        link_per_agent: o.hop.then(|| d(LINK_BYTES) / o.seconds as f64 / agents),
     })
 }
 

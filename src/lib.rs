@@ -15,6 +15,7 @@
 //! | `appliance` | the appliance assembled and run: engine thread, servers, what a control-plane action does, metrics endpoint, audit trail |
 //! | `control` | control plane (42028): frame codec, typed requests and replies, session logic deciding logins, rights and every monitor's life (sans-IO), the TLS server and client shells |
 //! | `monitor` | monitor service (42228): media/control frame codec, lock-free per-endpoint fanout from the engine thread, grants, one endpoint connection's logic (sans-IO), TLS shell and the endpoint's client |
+//! | `peer`    | the cluster's peer link (42029): asking and serving sides (sans-IO cores), their TLS shells, what the cluster knows |
 //! | `router`  | the live path: engine + bindings + monitors (mirrored from the control plane), forwarding a monitored agent's RTP |
 //! | `security`| monitor-mode lockout, login throttle, audit events, argon2 passwords, the private CA, rustls TLS 1.3 configs |
 //! | `binding` | agent -> media endpoint bindings (static, SIP-sniffed, explicit) that follow the agent |

@@ -937,4 +937,47 @@ mod tests {
             "{line}"
         );
     }
+
+    #[test]
+    fn the_cluster_names_this_appliance_and_its_peers() {
+        let s = parse(
+            r#"
+            [cluster]
+            name = "appliance-a"
+            peers = ["10.0.0.2:42029"]
+            [[cluster.peer]]
+            name = "appliance-c"
+            address = "c.example:42029"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.cluster.name, "appliance-a");
+        let peers: Vec<(&str, &str)> = s
+            .cluster
+            .peers
+            .iter()
+            .map(|p| (p.name.as_str(), p.address.as_str()))
+            .collect();
+        assert_eq!(
+            peers,
+            [
+                ("10.0.0.2", "10.0.0.2:42029"),
+                ("appliance-c", "c.example:42029")
+            ]
+        );
+        assert_eq!(s.cluster.heartbeat_interval, Duration::from_secs(1));
+        assert_eq!(s.cluster.heartbeat_misses, 3);
+        for (text, key) in [
+            ("[cluster]\npeers = [\"10.0.0.2:42029\"]", "cluster.name"),
+            ("[cluster]\nname = \"a\"\npeers = [\"10.0.0.2\"]", "cluster.peers"),
+            (
+                "[cluster]\nname = \"a\"\npeers = [\"b:1\"]\n[[cluster.peer]]\nname = \"b\"\naddress = \"b2:1\"",
+                "cluster.peer.name",
+            ),
+            ("[cluster]\nname = \"b\"\npeers = [\"b:1\"]", "cluster.name"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
 }

@@ -61,6 +61,8 @@ struct Shell {
     stream: Option<Box<dyn Stream>>,
     /// Notices the engine's full queue did not take yet.
     pending: VecDeque<FromPeer>,
+    /// The round trip last shown in the cluster's view.
+    shown_rtt: Option<Span>,
 }
 
 /// Runs the link to one peer until `shutdown` resolves.
@@ -74,6 +76,7 @@ pub async fn run(c: PeerClient, shutdown: impl std::future::Future<Output = ()>)
         counters,
         stream: None,
         pending: VecDeque::new(),
+        shown_rtt: None,
     };
     tokio::pin!(shutdown);
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
@@ -115,6 +118,7 @@ pub async fn run(c: PeerClient, shutdown: impl std::future::Future<Output = ()>)
             _ = tokio::time::sleep(wake) => link.handle_timeout(wall_now()),
         }
         sh.flush_pending();
+        sh.show_rtt(&link);
     }
 }
 
@@ -294,6 +298,17 @@ impl Shell {
             s.asked = asked;
             s.rtt_ms = rtt.map(|r| r.as_secs_f64() * 1e3);
         });
+    }
+
+    /// A new heartbeat round trip goes to the cluster's view.
+    fn show_rtt(&mut self, link: &Link) {
+        let rtt = link.rtt();
+        if rtt != self.shown_rtt && link.up_since().is_some() {
+            self.shown_rtt = rtt;
+            self.c.cluster.update(self.c.index, |s, _| {
+                s.rtt_ms = rtt.map(|r| r.as_secs_f64() * 1e3);
+            });
+        }
     }
 
     /// Hands the engine the notices it can take now, in order.
