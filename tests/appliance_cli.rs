@@ -539,12 +539,25 @@ fn bad_configuration_names_the_file_and_the_key() {
             .arg(&good),
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
-    // Peers are accepted, with a warning that this version does not contact them; the
-    // audit trail's relative path is shown resolved beside the file.
+    // Peers need this appliance's name (the key is named); the summary shows the cluster and
+    // the audit trail's relative path resolved beside the file.
     let peers = dir.path().join("peers.toml");
     std::fs::write(
         &peers,
         "[cluster]\npeers = [\"192.0.2.12:42029\"]\n[security]\naudit_log = \"audit.jsonl\"\n",
+    )
+    .unwrap();
+    let out = silentmon()
+        .args(["server", "--check-config", "--insecure", "--config"])
+        .arg(&peers)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cluster.name"));
+    std::fs::write(
+        &peers,
+        "[cluster]\nname = \"192.0.2.11\"\npeers = [\"192.0.2.12:42029\"]\n\
+         [security]\naudit_log = \"audit.jsonl\"\n",
     )
     .unwrap();
     let out = run_ok(
@@ -561,10 +574,11 @@ fn bad_configuration_names_the_file_and_the_key() {
             )),
         "{text}"
     );
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("cluster.peers") && err.contains("no peer link"),
-        "{err}"
+        text.contains(
+            "cluster 192.0.2.11 on 0.0.0.0:42029 with peers 192.0.2.12 (192.0.2.12:42029)"
+        ),
+        "{text}"
     );
     // Accounts without a password cannot log in, and --check-config says which; metrics on a
     // non-loopback address are warned about.

@@ -141,6 +141,25 @@ impl Tls {
     }
 }
 
+impl Tls {
+    /// Can this certificate serve a cluster in which this appliance is named `name`: it must
+    /// carry the client usage (the peer link it dials) and that name.
+    pub fn check_cluster(&self, name: &str) -> Result<(), Error> {
+        let (client_usage, names) = &self.cert;
+        if !client_usage {
+            return Err(Error::Cluster(
+                "server.pem lacks the TLS client usage the peer link needs".into(),
+            ));
+        }
+        if !names.iter().any(|n| n == name) {
+            return Err(Error::Cluster(format!(
+                "cluster.name {name:?} is not a name in server.pem ({names:?})"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// The bound listeners, in the order their errors are reported.
 struct Ports {
     control: tokio::net::TcpListener,
@@ -307,18 +326,7 @@ impl ClusterParts {
             return Ok(None);
         }
         if let Some(t) = tls {
-            let (client_usage, names) = &t.cert;
-            if !client_usage {
-                return Err(Error::Cluster(
-                    "server.pem lacks the TLS client usage the peer link needs".into(),
-                ));
-            }
-            if !names.contains(&c.name) {
-                return Err(Error::Cluster(format!(
-                    "cluster.name {:?} is not a name in server.pem ({names:?})",
-                    c.name
-                )));
-            }
+            t.check_cluster(&c.name)?;
         }
         let peers: Vec<(String, String)> = c
             .peers

@@ -56,6 +56,9 @@ pub(crate) fn run(args: ServerArgs) -> Result<ExitCode> {
     } else {
         Some(Tls::load(&settings.certs_dir)?)
     };
+    if let (Some(t), false) = (&tls, settings.cluster.peers.is_empty()) {
+        t.check_cluster(&settings.cluster.name)?;
+    }
     for w in settings.warnings() {
         // Said on every start and by --check-config, so an admin learns it.
         tracing::warn!("{w}");
@@ -120,7 +123,7 @@ fn started(app: &Appliance, tls: bool) -> String {
 fn summary(path: &Path, s: &Settings, tls: bool) -> String {
     format!(
         "{}: OK: {} agents, {} supervisors, control plane {} ({}), monitor service {}, \
-         metrics http://{}/metrics, capture on {}, TLS files in {}, audit trail {}",
+         metrics http://{}/metrics, capture on {}, TLS files in {}, audit trail {}{}",
         path.display(),
         s.agents.len(),
         s.supervisors.len(),
@@ -139,6 +142,26 @@ fn summary(path: &Path, s: &Settings, tls: bool) -> String {
             "(not used: plaintext)".to_owned()
         },
         s.audit_log.display(),
+        cluster_summary(s),
+    )
+}
+
+/// `, cluster NAME on ADDR with peers N1 (ADDR1), ...` when peers are listed.
+fn cluster_summary(s: &Settings) -> String {
+    let c = &s.cluster;
+    if c.peers.is_empty() {
+        return String::new();
+    }
+    let peers: Vec<String> = c
+        .peers
+        .iter()
+        .map(|p| format!("{} ({})", p.name, p.address))
+        .collect();
+    format!(
+        ", cluster {} on {} with peers {}",
+        c.name,
+        c.listen,
+        peers.join(", ")
     )
 }
 
