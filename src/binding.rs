@@ -1,6 +1,6 @@
 //! Agent -> media bindings, sans-IO: which RTP flows belong to which agent, each binding with its
 //! source and expiry. Sources: static configuration (the agent's phone IPs), SIP sniffed on the
-//! SPAN, and explicit binds.
+//! SPAN, the CTI Server's RTP events ([`Source::Cti`], in `binding::cti`), and explicit binds.
 //!
 //! Who a SIP dialog belongs to is decided per side ([`crate::sip::SideIdentity`]):
 //! - the **callee side is who answered**: the answering phone's IP where configured, else the
@@ -68,6 +68,8 @@ pub enum Source {
     Sip(u32),
     /// An explicit bind request.
     Explicit,
+    /// The CTI Server's RTP_STARTED for this call (its ConnectionCallID).
+    Cti(u32),
 }
 
 /// A side of a SIP dialog.
@@ -106,6 +108,8 @@ impl Binding {
     /// The rank of this binding's claim on its endpoint against another agent's.
     fn rank(&self) -> u8 {
         match (self.source, self.direct) {
+            // The ACD's own word on who is on the phone (docs/CTI.md: CTI wins over SIP).
+            (Source::Cti(_), _) => 4,
             (Source::Sip(_), true) => 3,
             (Source::Sip(_), false) | (Source::Static, _) => 2,
             (Source::Explicit, _) => 1,
@@ -151,6 +155,11 @@ pub struct Bindings {
     linger: Span,
     /// Conversations whose last dialog left: (agent, key), for [`Bindings::poll_ended`].
     ended: VecDeque<(usize, u32)>,
+    /// Phone addresses the CTI Server named, bound on every port (`CtiEndpoint::Address`):
+    /// agent, call, expiry.
+    cti_ips: FxHashMap<IpAddr, (usize, u32, Option<Timestamp>)>,
+    /// Times a SIP claim and a CTI binding named different agents for one endpoint.
+    disagreements: u64,
 }
 
 fn digits(s: &str) -> &str {
@@ -186,6 +195,8 @@ impl Bindings {
             by_endpoint: FxHashMap::default(),
             linger,
             ended: VecDeque::new(),
+            cti_ips: FxHashMap::default(),
+            disagreements: 0,
         }
     }
 
@@ -351,6 +362,13 @@ impl Bindings {
 
     /// Adds dialog side `ds` to the agent's conversation on the endpoint, or starts one.
     fn join(&mut self, now: Timestamp, ds: (u32, Side), claim: Claim) {
+        if self.bindings.iter().any(|b| {
+            b.endpoint == claim.endpoint
+                && matches!(b.source, Source::Cti(_))
+                && b.agent != claim.agent
+        }) {
+            self.disagreements += 1;
+        }
         if let Some(b) = self.bindings.iter_mut().find(|b| {
             b.agent == claim.agent
                 && b.endpoint == claim.endpoint
@@ -416,6 +434,8 @@ impl Bindings {
     pub fn handle_timeout(&mut self, now: Timestamp) {
         let before = self.bindings.len();
         self.bindings.retain(|b| b.expires.is_none_or(|t| now < t));
+        self.cti_ips
+            .retain(|_, (_, _, e)| e.is_none_or(|t| now < t));
         if self.bindings.len() != before {
             self.reindex();
         }
@@ -423,7 +443,12 @@ impl Bindings {
 
     /// When `handle_timeout` should next run.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.bindings.iter().filter_map(|b| b.expires).min()
+        let ips = self.cti_ips.values().filter_map(|v| v.2);
+        self.bindings
+            .iter()
+            .filter_map(|b| b.expires)
+            .chain(ips)
+            .min()
     }
 
     /// Each endpoint's owner: the strongest claim, the newest among equals.
@@ -450,6 +475,12 @@ impl Bindings {
     /// another agent never overrides).
     fn owner(&self, p: SocketAddr) -> Option<(usize, Source)> {
         let bound = self.by_endpoint.get(&p).map(|&i| &self.bindings[i]);
+        // The CTI Server's word on an address beats every claim but its own on the port.
+        if !self.cti_ips.is_empty() && !bound.is_some_and(|b| matches!(b.source, Source::Cti(_))) {
+            if let Some(&(agent, call, _)) = self.cti_ips.get(&p.ip()) {
+                return Some((agent, Source::Cti(call)));
+            }
+        }
         let phone = self.by_phone_ip.get(&p.ip()).copied();
         match (bound, phone) {
             (Some(b), Some(a)) if b.source == Source::Explicit && b.agent != a => {
@@ -524,6 +555,9 @@ impl Bindings {
         v
     }
 }
+
+mod cti;
+pub use cti::CtiEndpoint;
 
 #[cfg(test)]
 mod tests;

@@ -13,12 +13,13 @@
 //! | `capture` | the only code that touches libpcap: files, live NICs (reopened when they fail), paced replays, the capture thread |
 //! | `vlantest`| NIC qualification: signature, sample frames, PASS/FAIL tally and report (pure); listen/send shells |
 //! | `appliance` | the appliance assembled and run: engine thread, servers, what a control-plane action does, metrics endpoint, audit trail |
+//! | `cti`     | the CTI Server feed: protocol codec and client session (sans-IO), the tokio client: agent states, calls and RTP events as a binding source |
 //! | `control` | control plane (42028): frame codec, typed requests and replies, session logic deciding logins, rights and every monitor's life (sans-IO), the TLS server and client shells |
 //! | `monitor` | monitor service (42228): media/control frame codec, lock-free per-endpoint fanout from the engine thread, grants, one endpoint connection's logic (sans-IO), TLS shell and the endpoint's client |
 //! | `peer`    | the cluster's peer link (42029): asking and serving sides (sans-IO cores), their TLS shells, what the cluster knows |
 //! | `router`  | the live path: engine + bindings + monitors (mirrored from the control plane), forwarding a monitored agent's RTP |
 //! | `security`| monitor-mode lockout, login throttle, audit events, argon2 passwords, the private CA, rustls TLS 1.3 configs |
-//! | `binding` | agent -> media endpoint bindings (static, SIP-sniffed, explicit) that follow the agent |
+//! | `binding` | agent -> media endpoint bindings (static, SIP-sniffed, explicit, from the CTI Server) that follow the agent |
 //! | `engine`  | the packet path: decapsulate -> classify -> SIP call table + RTP flow table |
 //! | `endpoint`| supervisor endpoint: its decisions (`controller`, sans-IO), their shell and local port, the media core (per-agent pipeline, mix, recording), media loop, cpal playout, WAV recorder |
 //! | `media`   | G.711/Opus decoding and the RTP-timestamp timeline that `extract` renders |
@@ -43,6 +44,7 @@ pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod control;
+pub mod cti;
 pub mod endpoint;
 pub mod engine;
 pub mod flow;

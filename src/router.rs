@@ -115,6 +115,9 @@ struct ActiveMonitor {
     /// Serves a cluster peer's subscription: the asking appliance applies its own policies
     /// (StopSMNonACDCall), not this one.
     relay: bool,
+    /// The CTI Server's call the monitor hears (its ConnectionCallID): while set, the CTI's
+    /// call events, not SIP dialogs, say where one call ends and the next begins.
+    cti: Option<u32>,
 }
 
 /// Most conversations a monitor remembers as announced and not ended (the oldest is forgotten,
@@ -138,6 +141,10 @@ pub struct Router {
     stop_on_non_acd: bool,
     /// This appliance's name in a cluster (named in call notices).
     name: Option<String>,
+    /// What the CTI Server said of calls (see `router::cti`).
+    cti: cti::CtiCalls,
+    /// (monitor, CTI call) pairs whose `Notice::Call` is built after the frame.
+    cti_changes: Vec<(MonitorId, u32)>,
     stats: RouterStats,
 }
 
@@ -257,6 +264,8 @@ impl Router {
             call_agents: Default::default(),
             stop_on_non_acd: false,
             name: None,
+            cti: cti::CtiCalls::default(),
+            cti_changes: Vec::new(),
             stats: RouterStats::default(),
         }
     }
@@ -278,9 +287,11 @@ impl Router {
         let Router {
             engine,
             bindings,
+            cti,
             monitors,
             monitored,
             call_changes,
+            cti_changes,
             stats,
             stop_on_non_acd,
             ..
@@ -295,7 +306,15 @@ impl Router {
                     if m.ending {
                         continue;
                     }
-                    if let Source::Sip(call) = hit.source {
+                    if let Source::Cti(call) = hit.source {
+                        // A late packet of an ended call (its binding lingers) is forwarded,
+                        // not announced again.
+                        if m.cti != Some(call) && cti.is_open(call) {
+                            m.cti = Some(call);
+                            cti_changes.push((m.id, call));
+                        }
+                    }
+                    if let (Source::Sip(call), None) = (hit.source, m.cti) {
                         if m.call != Some(call) && m.ended != Some(call) {
                             m.call = Some(call);
                             if !m.open.contains(&call) {
@@ -328,6 +347,7 @@ impl Router {
             }
         });
         self.resolve_notices();
+        self.resolve_cti_notices();
         if matches!(verdict, FrameVerdict::Sip) {
             while let Some(ev) = self.engine.poll_call_event() {
                 self.bindings
@@ -437,14 +457,20 @@ impl Router {
             open: Vec::new(),
             remote: None,
             relay,
+            cti: None,
         });
     }
 
     /// Monitor `id`'s endpoint just attached: its next packet announces the agent's current
     /// call again (`Notice::Call`), since earlier notices reached no endpoint.
     pub fn reannounce(&mut self, id: MonitorId) {
-        if let Some(m) = self.monitors.iter_mut().find(|m| m.id == id) {
-            m.call = None;
+        let Some(m) = self.monitors.iter_mut().find(|m| m.id == id) else {
+            return;
+        };
+        m.call = None;
+        // A CTI call is told at once: its packets would not announce it again.
+        if let Some(call) = m.cti {
+            self.announce_cti(id, call);
         }
     }
 
@@ -545,6 +571,7 @@ impl Router {
                 row(Some(a));
             }
         }
+        calls.extend(self.cti_views());
         let flows = self.flow_views();
         let bindings = self.binding_views();
         View {
@@ -635,6 +662,7 @@ impl Router {
                     Source::Static => "static",
                     Source::Sip(_) => "sip",
                     Source::Explicit => "explicit",
+                    Source::Cti(_) => "cti",
                 }
                 .to_owned(),
                 call_id: match b.source {
@@ -662,6 +690,7 @@ impl Router {
     }
 }
 
+pub mod cti;
 pub mod remote;
 
 #[cfg(test)]

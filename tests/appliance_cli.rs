@@ -580,6 +580,27 @@ fn bad_configuration_names_the_file_and_the_key() {
         ),
         "{text}"
     );
+    // The CTI feed: its sides in the summary; a bad value named with its key.
+    let cti = dir.path().join("cti.toml");
+    std::fs::write(&cti, "[cti]\nside_a = \"pg1a:42027\"\nversion = 19\n").unwrap();
+    let out = run_ok(
+        silentmon()
+            .args(["server", "--check-config", "--insecure", "--config"])
+            .arg(&cti),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("CTI Server feed from side A pg1a:42027 (protocol 19"),
+        "{text}"
+    );
+    std::fs::write(&cti, "[cti]\nside_a = \"pg1a:42027\"\nheartbeat_s = 1\n").unwrap();
+    let out = silentmon()
+        .args(["server", "--check-config", "--insecure", "--config"])
+        .arg(&cti)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cti.heartbeat_s"));
     // Accounts without a password cannot log in, and --check-config says which; metrics on a
     // non-loopback address are warned about.
     let check = |text: &str| {

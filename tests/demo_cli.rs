@@ -28,6 +28,19 @@ fn the_demo_monitors_and_records_the_demo_agent() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("monitoring agent 5001"), "{text}");
+    // The agent's states and binding came from the mock CTI Server: its three states
+    // (available, talking, available), both directions started and stopped, its one call.
+    assert!(
+        text.contains(
+            "CTI feed (mock CTI Server): agent state events 3, RTP started/stopped events on \
+             agent 5001's media endpoint 4, calls begun and ended 1, malformed messages 0"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("5001_cti-1000_5001_"),
+        "the CTI's call: {text}"
+    );
     // alsa-lib's own messages (a dozen lines a second where there is no sound card) go to the
     // log at debug level, not to the user's terminal.
     let err = String::from_utf8_lossy(&out.stderr);

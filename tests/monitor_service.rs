@@ -85,7 +85,8 @@ async fn start(
     let certs = certs();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let (control, ended) = server::handle(&server::ControlStats::default());
+    let (control, inbox) = server::handle(&server::ControlStats::default());
+    let ended = inbox.ended;
     let (fanout_tx, fanout_rx) = fanout::commands();
     let registry = Arc::new(Registry::new());
     let stats = Arc::new(MonitorStats::default());

@@ -23,7 +23,8 @@ total=$(soxi -D "$tmp/agent.wav")
 $gen calls --calls 1 --duration "$(awk "BEGIN{printf \"%d\", $total + 1.5}")" --encap vlan:85 \
   --codec pcmu --ptime 20 --wav "$tmp/caller.wav" --agent-wav "$tmp/agent.wav" \
   --agent-base 5001 --mobile-agent +4915112345678 --rtcp --seed 85 \
-  -o "$out/demo-vlan85-mobile-agent.pcap" --truth "$out/demo-vlan85-mobile-agent.json"
+  -o "$out/demo-vlan85-mobile-agent.pcap" --truth "$out/demo-vlan85-mobile-agent.json" \
+  --cti-scenario "$out/demo-vlan85-mobile-agent.cti.json"
 
 # Four concurrent PCMA calls on VLANs 100-103, with loss, reordering, duplicates and an SSRC change.
 $gen calls --calls 4 --duration 10 --encap vlan:100+ --codec pcma --loss 2 --reorder 1 \

@@ -131,7 +131,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = AuditLog::open(&dir.path().join("audit.jsonl")).unwrap();
         let (tx, commands) = crossbeam_channel::bounded(queue);
-        let (control, ended) = handle(&ControlStats::default());
+        let (control, inbox) = handle(&ControlStats::default());
+        let ended = inbox.ended;
         let h = ActionHandler {
             audit: Auditor::new(log, || Timestamp::from_nanos(0)),
             registry: Arc::new(Registry::new()),

@@ -29,6 +29,7 @@ use crate::clock::wall_now;
 use crate::config::Settings;
 use crate::control::plane::{ControlPlane, Directory, SessionLimits};
 use crate::control::server::{self as control_server, ControlHandle, ControlServer, ControlStats};
+use crate::cti::client::{self as cti_client, AgentMatcher, CtiClient, CtiStats};
 use crate::engine::EngineConfig;
 use crate::monitor::fanout::{self, Publisher};
 use crate::monitor::registry::Registry;
@@ -243,6 +244,9 @@ fn router(settings: &Settings) -> Router {
         Span::from_secs(2),
     );
     router.set_stop_on_non_acd_calls(settings.monitor.stop_sm_non_acd_call);
+    if let Some(c) = &settings.cti {
+        router.set_cti_endpoint(c.endpoint);
+    }
     let name = &settings.cluster.name;
     router.set_name((!name.is_empty()).then(|| name.clone()));
     router
@@ -296,6 +300,7 @@ pub struct Appliance {
     tasks: Vec<JoinHandle<()>>,
     engine: EngineThread,
     counters: Arc<EngineMetrics>,
+    cti: Option<Arc<CtiStats>>,
 }
 
 /// The pieces the servers share.
@@ -490,6 +495,7 @@ impl Appliance {
             };
             tasks.extend(start_peers(parts, wiring, &stopped));
         }
+        let cti_commands = cmd_tx.clone();
         let mut handler = ActionHandler {
             audit: shared.auditor.clone(),
             registry: shared.registry.clone(),
@@ -531,6 +537,12 @@ impl Appliance {
             stopped(),
         )));
         let mut extra = vec![metrics::monitor_lines(shared.monitor_stats.clone())];
+        let cti = settings.cti.clone().map(|c| {
+            let (task, stats) = spawn_cti(c, &settings, &shared, cti_commands, stopped());
+            tasks.push(task);
+            extra.push(metrics::cti_lines(stats.clone()));
+            stats
+        });
         if let Some(c) = cluster.as_ref() {
             extra.push(metrics::peer_lines(c.view.clone()));
         }
@@ -553,7 +565,13 @@ impl Appliance {
             tasks,
             engine,
             counters,
+            cti,
         })
+    }
+
+    /// The CTI feed's counters, when `[cti]` is configured.
+    pub fn cti_stats(&self) -> Option<&CtiStats> {
+        self.cti.as_deref()
     }
 
     /// Stops the servers, then the engine thread and its captures; returns its counters.
@@ -570,6 +588,30 @@ impl Appliance {
             forwarded: c.forwarded.load(Ordering::Relaxed),
         }
     }
+}
+
+/// The CTI client's task, feeding the engine thread (`engine`) and the control plane.
+fn spawn_cti(
+    cti: crate::config::CtiSettings,
+    settings: &Settings,
+    shared: &Shared,
+    engine: crossbeam_channel::Sender<Command>,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (JoinHandle<()>, Arc<CtiStats>) {
+    let stats = Arc::new(CtiStats::default());
+    let agents: Vec<(String, String)> = settings
+        .agents
+        .iter()
+        .map(|a| (a.agent.id.clone(), a.agent.extension.clone()))
+        .collect();
+    let client = CtiClient {
+        agents: AgentMatcher::new(cti.agent_field, &agents),
+        settings: cti,
+        engine,
+        control: shared.control_handle.clone(),
+        stats: stats.clone(),
+    };
+    (tokio::spawn(cti_client::run(client, stopped)), stats)
 }
 
 fn local(l: &tokio::net::TcpListener) -> SocketAddr {

@@ -60,7 +60,8 @@ impl Site {
         let dir = tempfile::tempdir().unwrap();
         let log = AuditLog::open(&dir.path().join("audit.jsonl")).unwrap();
         let stats = ControlStats::default();
-        let (control, ended) = server::handle(&stats);
+        let (control, inbox) = server::handle(&stats);
+        let ended = inbox.ended;
         let (engine, commands) = crossbeam_channel::bounded(64);
         let handler = ActionHandler {
             audit: Auditor::new(log, || Timestamp::from_nanos(0)),

@@ -20,7 +20,9 @@ use tokio::sync::watch;
 use crate::capture::pipeline::{Pipeline, PipelineStats};
 use crate::control::reply::StopReason;
 use crate::control::server::ControlHandle;
+use crate::cti::wire::CallRef;
 use crate::peer::{EnginePeers, FromPeer};
+use crate::router::cti::CtiBegin;
 use crate::router::remote::{RemoteCall, RemotePacket};
 use crate::router::{Forward, MonitorId, Notice, Router, View};
 use crate::time::{Span, Timestamp};
@@ -51,6 +53,8 @@ pub enum Command {
         /// Monitor id.
         monitor: MonitorId,
     },
+    /// What the CTI Server said of a call (see `router::cti`).
+    Cti(CtiCommand),
     /// Bind `endpoint` to agent `agent` for `seconds` (None: until the appliance restarts).
     Bind {
         /// Agent index.
@@ -69,6 +73,7 @@ impl Command {
         match self {
             Command::AddMonitor { monitor, agent } => router.add_monitor(monitor, agent),
             Command::AddRelay { monitor, agent } => router.add_relay(monitor, agent),
+            Command::Cti(c) => c.apply(router, now),
             Command::RemoveMonitor { monitor } => router.remove_monitor(monitor),
             Command::Bind {
                 agent,
@@ -78,6 +83,50 @@ impl Command {
                 let expires = seconds.map(|s| now + Span::from_secs(s as i64));
                 router.bind(now, agent, endpoint, expires);
             }
+        }
+    }
+}
+
+/// What the CTI client tells the engine thread.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CtiCommand {
+    /// RTP_STARTED: the agent's phone carries the call.
+    RtpStarted {
+        /// Agent index.
+        agent: usize,
+        /// The call.
+        call: CallRef,
+        /// The phone's media endpoint.
+        phone: SocketAddr,
+    },
+    /// RTP_STOPPED.
+    RtpStopped {
+        /// The call.
+        call: CallRef,
+        /// The phone's media endpoint.
+        phone: SocketAddr,
+    },
+    /// BEGIN_CALL.
+    CallBegan(CtiBegin),
+    /// END_CALL or CALL_CLEARED.
+    CallEnded(CallRef),
+    /// AGENT_STATE_EVENT with the agent logged out.
+    LoggedOut {
+        /// Agent index.
+        agent: usize,
+    },
+}
+
+impl CtiCommand {
+    fn apply(self, router: &mut Router, now: Timestamp) {
+        match self {
+            CtiCommand::RtpStarted { agent, call, phone } => {
+                router.cti_rtp_started(now, agent, &call, phone)
+            }
+            CtiCommand::RtpStopped { call, phone } => router.cti_rtp_stopped(now, &call, phone),
+            CtiCommand::CallBegan(b) => router.cti_call_began(now, b),
+            CtiCommand::CallEnded(call) => router.cti_call_ended(now, &call),
+            CtiCommand::LoggedOut { agent } => router.cti_logged_out(now, agent),
         }
     }
 }
@@ -163,6 +212,8 @@ pub struct EngineMetrics {
     pub monitors: AtomicU64,
     /// Capture inputs still running.
     pub inputs: AtomicU64,
+    /// Times SIP and the CTI Server named different agents for one media endpoint.
+    pub cti_disagreements: AtomicU64,
 }
 
 /// The engine thread's handle.
@@ -456,6 +507,7 @@ impl<O: MonitorOutput> Loop<O> {
         set(&m.bindings, view.bindings.len() as u64);
         set(&m.monitors, self.router.monitor_count() as u64);
         set(&m.inputs, self.inputs.len() as u64);
+        set(&m.cti_disagreements, self.router.cti_disagreements());
         // Only the latest snapshot matters; nobody listening is fine.
         self.view.send_replace(Arc::new(view));
     }

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use super::engine_loop::EngineMetrics;
 use crate::capture::pipeline::PipelineStats;
 use crate::control::server::ControlStats;
+use crate::cti::client::CtiStats;
 use crate::monitor::stats::MonitorStats;
 use crate::peer::{ClusterView, PeerStatus};
 
@@ -200,6 +201,12 @@ fn engine_lines(out: &mut String, e: &EngineMetrics) {
             load(&e.monitors),
         ),
         (
+            "silentmon_cti_sip_disagreements_total",
+            "counter",
+            "Times SIP and the CTI Server named different agents for one media endpoint (CTI wins).",
+            load(&e.cti_disagreements),
+        ),
+        (
             "silentmon_capture_inputs",
             "gauge",
             "Capture inputs running.",
@@ -352,6 +359,73 @@ pub fn peer_lines(view: tokio::sync::watch::Receiver<Arc<ClusterView>>) -> Extra
             for p in &v.peers {
                 let _ = writeln!(out, "{name}{{peer=\"{}\"}} {}", escape(&p.name), get(p));
             }
+        }
+    })
+}
+
+/// The CTI Server feed's counters as exposition lines.
+pub fn cti_lines(stats: Arc<CtiStats>) -> ExtraLines {
+    Arc::new(move |out: &mut String| {
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        sample(
+            out,
+            "silentmon_cti_side",
+            "gauge",
+            "CTI session open on side 1 (A) or 2 (B); 0: none.",
+            get(&stats.side),
+        );
+        let c = stats
+            .counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        header(
+            out,
+            "silentmon_cti_messages_total",
+            "counter",
+            "Messages from the CTI Server, by type (other: types not read).",
+        );
+        for (name, n) in &c.messages {
+            let _ = writeln!(out, "silentmon_cti_messages_total{{type=\"{name}\"}} {n}");
+        }
+        for (name, help, v) in [
+            (
+                "silentmon_cti_skipped_fields_total",
+                "Floating fields of tags not read.",
+                c.skipped_fields,
+            ),
+            (
+                "silentmon_cti_malformed_total",
+                "Messages that did not fit their type or length (each reset the connection).",
+                c.malformed,
+            ),
+            (
+                "silentmon_cti_connects_total",
+                "Connections to the CTI Server tried.",
+                c.connects,
+            ),
+            (
+                "silentmon_cti_resets_total",
+                "Open sessions that went down.",
+                c.resets,
+            ),
+            (
+                "silentmon_cti_rtp_events_total",
+                "RTP_STARTED and RTP_STOPPED events applied to bindings.",
+                get(&stats.rtp_events),
+            ),
+            (
+                "silentmon_cti_unknown_agents_total",
+                "Events naming no configured agent.",
+                get(&stats.unknown_agents),
+            ),
+            (
+                "silentmon_cti_lost_total",
+                "Events the engine or the control plane could not take.",
+                get(&stats.lost),
+            ),
+        ] {
+            sample(out, name, "counter", help, v);
         }
     })
 }

@@ -80,7 +80,7 @@ enum CtlCommand {
     Calls,
     /// RTP streams of your agents (monitor mode: all).
     Flows,
-    /// Agent media bindings: endpoint, source (static, sip, explicit), expiry.
+    /// Agent media bindings: endpoint, source (static, sip, explicit, cti), expiry.
     Bindings,
     /// Active silent monitors.
     Monitors,

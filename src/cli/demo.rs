@@ -4,8 +4,10 @@
 //! 1.3 from a private CA made for the run; an embedded supervisor endpoint (`supervisor`)
 //! monitors the demo agent from before the call starts, plays both sides on the sound card
 //! (agent left, caller right) and records the call as a WAV file. Without a sound device it
-//! says so and records only. `--offline` runs the offline analysis instead (`flows` and
-//! `extract` on the same capture).
+//! says so and records only. A mock CTI Server (`cti::mock`, on loopback) plays the PG's view
+//! of the call from the moment it starts: the agent's states and RTP_STARTED with its media
+//! endpoint, so the binding comes from the CTI feed (`--no-cti`: from the SIP alone).
+//! `--offline` runs the offline analysis instead (`flows` and `extract` on the same capture).
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -32,6 +34,8 @@ use crate::security::pki::{create_ca, create_request, sign_request, Role};
 
 /// The demo capture, made by tools/capgen (see testdata/README.md), embedded in the binary.
 const DEMO_CAPTURE: &[u8] = include_bytes!("../../testdata/demo-vlan85-mobile-agent.pcap");
+/// The CTI Server's view of the demo call (`capgen calls --cti-scenario`).
+const DEMO_CTI_SCENARIO: &str = include_str!("../../testdata/demo-vlan85-mobile-agent.cti.json");
 /// The demo agent.
 const DEMO_AGENT: &str = "5001";
 /// The demo agent's mobile number (the SIP carries it).
@@ -58,6 +62,10 @@ pub(crate) struct DemoArgs {
     /// Offline analysis instead: the stream table and the agent's call decoded to a WAV.
     #[arg(long)]
     offline: bool,
+    /// Without the mock CTI Server: the agent's binding comes from the capture's SIP alone
+    /// and its state stays Logout.
+    #[arg(long)]
+    no_cti: bool,
 }
 
 pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
@@ -159,31 +167,15 @@ fn live(args: &DemoArgs, capture: &Path) -> Result<ExitCode> {
     let password_file = args.out.join("supervisor.password");
     write_private(&password_file, &format!("{password}\n"))?;
     let password_hash = crate::security::password::hash(&password)?;
-    let config = format!(
-        r#"
-[control]
-listen = "127.0.0.1:{control}"
-metrics_listen = "127.0.0.1:{metrics}"
-[monitor]
-listen = "127.0.0.1:{monitor}"
-[security]
-certs_dir = "{certs}"
-audit_log = "{audit}"
-[[agent]]
-id = "{DEMO_AGENT}"
-extension = "{DEMO_AGENT}"
-mobile_number = "{DEMO_MOBILE}"
-team = "demo"
-warn_if_silent_monitored = true
-[[supervisor]]
-id = "demo"
-teams = ["demo"]
-password_hash = "{password_hash}"
-certificate = "demo-supervisor"
-"#,
-        certs = certs.display(),
-        audit = args.out.join("audit.jsonl").display(),
-    );
+    // The mock CTI Server's port, bound now and served once the call starts: the appliance's
+    // OPEN_REQ waits in the backlog until then, so the scenario's times match the replay's.
+    let cti = (!args.no_cti)
+        .then(|| std::net::TcpListener::bind("127.0.0.1:0"))
+        .transpose()
+        .context("binding the mock CTI Server's port")?;
+    let cti_addr = cti.as_ref().map(|l| l.local_addr()).transpose()?;
+    let ports = (control, monitor, metrics);
+    let config = appliance_config(ports, &certs, &args.out, &password_hash, cti_addr);
     let settings = Settings::parse(&config, Path::new("(demo configuration)"))?;
     let tls = Tls::load(&certs)?;
     let supervisor = SupervisorSettings {
@@ -252,6 +244,10 @@ certificate = "demo-supervisor"
                 );
                 gate.store(true, Ordering::Release);
             });
+            let mock = result
+                .is_ok()
+                .then(|| cti.map(|l| serve_mock_cti(l, args.speed)))
+                .flatten();
             if result.is_ok() {
                 let wait = length.div_f64(args.speed) + Duration::from_millis(1500);
                 tokio::select! {
@@ -260,13 +256,20 @@ certificate = "demo-supervisor"
                 }
             }
             let _ = stop_endpoint.send(());
+            if let Some(m) = mock {
+                m.abort();
+            }
             result
         };
         let (report, steps) = tokio::join!(endpoint, steps);
         let report = report?;
         steps?;
+        let cti = appliance.cti_stats().map(cti_summary);
         appliance.shutdown().await;
         println!("supervisor: {}", crate::endpoint::shell::summary(&report));
+        if let Some(line) = cti {
+            println!("{line}");
+        }
         let wavs = recordings(&args.out);
         if wavs.is_empty() {
             bail!("nothing was recorded (see the messages above)");
@@ -277,6 +280,88 @@ certificate = "demo-supervisor"
         println!("audit trail: {}", args.out.join("audit.jsonl").display());
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Serves the demo's CTI scenario on `listener` (a task, aborted when the demo ends).
+/// Its times are the capture's, sped up as the replay is.
+fn serve_mock_cti(listener: std::net::TcpListener, speed: f64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut scenario: crate::cti::mock::Scenario = match serde_json::from_str(DEMO_CTI_SCENARIO)
+        {
+            Ok(s) => s,
+            Err(e) => return tracing::error!(error = %e, "the demo's CTI scenario"),
+        };
+        for e in &mut scenario.events {
+            e.at_ms = (e.at_ms as f64 / speed) as u64;
+        }
+        let listener = listener
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(listener));
+        match listener {
+            Ok(l) => {
+                let (scenario, faults) = (Arc::new(scenario), Arc::default());
+                crate::cti::mock::serve(l, scenario, faults, std::future::pending()).await;
+            }
+            Err(e) => tracing::error!(error = %e, "the mock CTI Server's port"),
+        }
+    })
+}
+
+/// What the CTI feed brought, in one line.
+fn cti_summary(stats: &crate::cti::client::CtiStats) -> String {
+    let counters = stats
+        .counters
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let count = |name: &str| counters.messages.get(name).copied().unwrap_or(0);
+    format!(
+        "CTI feed (mock CTI Server): agent state events {}, RTP started/stopped events on \
+         agent {DEMO_AGENT}'s media endpoint {}, calls begun and ended {}, malformed messages {}",
+        count("agent_state_event"),
+        stats.rtp_events.load(Ordering::Relaxed),
+        count("begin_call_event").min(count("end_call_event")),
+        counters.malformed
+    )
+}
+
+/// The demo appliance's configuration: loopback ports, the run's PKI in `certs`, the audit
+/// trail in `out`, the demo agent and supervisor, the mock CTI Server at `cti`.
+fn appliance_config(
+    (control, monitor, metrics): (u16, u16, u16),
+    certs: &Path,
+    out: &Path,
+    password_hash: &str,
+    cti: Option<SocketAddr>,
+) -> String {
+    format!(
+        r#"
+[control]
+listen = "127.0.0.1:{control}"
+metrics_listen = "127.0.0.1:{metrics}"
+[monitor]
+listen = "127.0.0.1:{monitor}"
+[security]
+certs_dir = "{certs}"
+audit_log = "{audit}"
+[[agent]]
+id = "{DEMO_AGENT}"
+extension = "{DEMO_AGENT}"
+mobile_number = "{DEMO_MOBILE}"
+team = "demo"
+warn_if_silent_monitored = true
+[[supervisor]]
+id = "demo"
+teams = ["demo"]
+password_hash = "{password_hash}"
+certificate = "demo-supervisor"
+{cti_table}"#,
+        certs = certs.display(),
+        audit = out.join("audit.jsonl").display(),
+        cti_table = cti
+            .map(|a| format!("[cti]\nside_a = \"{a}\"\n"))
+            .unwrap_or_default(),
+    )
 }
 
 /// Writes `text` to `path`, readable by its owner only.

@@ -123,7 +123,7 @@ fn started(app: &Appliance, tls: bool) -> String {
 fn summary(path: &Path, s: &Settings, tls: bool) -> String {
     format!(
         "{}: OK: {} agents, {} supervisors, control plane {} ({}), monitor service {}, \
-         metrics http://{}/metrics, capture on {}, TLS files in {}, audit trail {}{}",
+         metrics http://{}/metrics, capture on {}, TLS files in {}, audit trail {}{}{}",
         path.display(),
         s.agents.len(),
         s.supervisors.len(),
@@ -143,6 +143,10 @@ fn summary(path: &Path, s: &Settings, tls: bool) -> String {
         },
         s.audit_log.display(),
         cluster_summary(s),
+        s.cti
+            .as_ref()
+            .map(|c| format!(", {}", c.summary()))
+            .unwrap_or_default(),
     )
 }
 

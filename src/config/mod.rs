@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod cti;
 pub mod supervisor;
+
+pub use cti::{AgentField, CtiSettings};
 
 use crate::binding::Agent;
 use crate::security::lockout::LockoutConfig;
@@ -57,6 +60,7 @@ struct RawConfig {
     control: RawControl,
     monitor: RawMonitor,
     cluster: RawCluster,
+    cti: cti::RawCti,
     security: RawSecurity,
     /// A further file with `[[agent]]` and `[[supervisor]]` tables (relative to this one).
     directory: Option<PathBuf>,
@@ -350,6 +354,8 @@ pub struct Settings {
     pub monitor: MonitorSettings,
     /// Cluster.
     pub cluster: ClusterSettings,
+    /// The CTI Server feed (None: not configured).
+    pub cti: Option<CtiSettings>,
     /// Directory of the CA, certificates and keys.
     pub certs_dir: PathBuf,
     /// Plaintext links (labs only).
@@ -401,6 +407,7 @@ impl Settings {
         let addr = |key: &str, text: &str| v.addr(key, text);
         let beside = |file: &Path| beside(path, file);
         let (name, peers) = v.cluster(&raw.cluster)?;
+        let cti = v.cti(&raw.cti)?;
         Ok(Settings {
             capture: CaptureSettings {
                 interfaces: raw.capture.interfaces,
@@ -441,6 +448,7 @@ impl Settings {
                 heartbeat_interval: Duration::from_secs(raw.cluster.heartbeat_interval_s),
                 heartbeat_misses: raw.cluster.heartbeat_misses,
             },
+            cti,
             certs_dir: beside(&raw.security.certs_dir),
             insecure: raw.security.insecure,
             audit_log: beside(&raw.security.audit_log),

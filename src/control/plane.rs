@@ -577,6 +577,20 @@ impl ControlPlane {
         })
     }
 
+    /// The CTI Server says agent `agent` is in `state` (one of [`crate::control::request::AGENT_STATES`]):
+    /// the same as an agent session setting it (events to its team's supervisors and to
+    /// monitor mode). Unknown agents and states are ignored.
+    pub fn cti_agent_state(&mut self, agent: usize, state: &str) {
+        let known = crate::control::request::AGENT_STATES
+            .into_iter()
+            .find(|s| *s == state);
+        if let (true, Some(state)) = (agent < self.dir.agents.len(), known) {
+            if self.agent_state[agent] != state {
+                self.set_agent_state(agent, state);
+            }
+        }
+    }
+
     pub(super) fn set_agent_state(&mut self, agent: usize, state: &'static str) {
         self.agent_state[agent] = state;
         let ev = Event::AgentState {

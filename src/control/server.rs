@@ -55,10 +55,20 @@ enum Input {
 #[derive(Clone)]
 pub struct ControlHandle {
     ended: mpsc::Sender<(u64, StopReason)>,
+    states: mpsc::Sender<(usize, &'static str)>,
     lost: Arc<AtomicU64>,
 }
 
 impl ControlHandle {
+    /// The CTI Server says agent `agent` is in `state`. Never blocks: with the queue full the
+    /// state is counted as lost and logged (the next state change corrects it).
+    pub fn agent_state(&self, agent: usize, state: &'static str) {
+        if self.states.try_send((agent, state)).is_err() {
+            self.lost.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(agent, state, "control plane not taking agent states");
+        }
+    }
+
     /// Tells the control plane that monitor `id` ended outside it (its endpoint went away, a
     /// non-ACD call). Never blocks: with the queue full the ending is counted and logged.
     pub fn end_monitor(&self, id: u64, reason: StopReason) {
@@ -133,22 +143,33 @@ pub struct ControlServer {
 
 /// Creates the handle other shells use and the receiver `run` consumes; endings lost to a
 /// full queue are counted in `stats`.
-pub fn handle(stats: &ControlStats) -> (ControlHandle, mpsc::Receiver<(u64, StopReason)>) {
+pub fn handle(stats: &ControlStats) -> (ControlHandle, Inbox) {
     let (tx, rx) = mpsc::channel(ENDED_QUEUE);
+    let (states_tx, states) = mpsc::channel(ENDED_QUEUE);
     (
         ControlHandle {
             ended: tx,
+            states: states_tx,
             lost: stats.endings_lost.clone(),
         },
-        rx,
+        Inbox { ended: rx, states },
     )
+}
+
+/// What other shells tell the control plane, for `run`: monitor endings (the monitor service,
+/// the engine thread) and agent states (the CTI client). Both bounded ([`ENDED_QUEUE`]).
+pub struct Inbox {
+    /// Monitors that ended outside the control plane.
+    pub ended: mpsc::Receiver<(u64, StopReason)>,
+    /// Agent states from the CTI Server.
+    pub states: mpsc::Receiver<(usize, &'static str)>,
 }
 
 /// Serves the control plane on `listener` until `shutdown` resolves.
 pub async fn run(
     listener: tokio::net::TcpListener,
     server: ControlServer,
-    ended: mpsc::Receiver<(u64, StopReason)>,
+    inbox: Inbox,
     shutdown: impl Future<Output = ()>,
 ) {
     let ControlServer {
@@ -165,9 +186,10 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let links = Links {
         cluster,
+        states: inbox.states,
+        ended: inbox.ended,
         input: input_rx,
         view,
-        ended,
         stop: stop_rx,
     };
     let mut actor = tokio::spawn(actor(plane, links, actions, stats.clone()));
@@ -205,6 +227,7 @@ struct Links {
     ended: mpsc::Receiver<(u64, StopReason)>,
     stop: tokio::sync::oneshot::Receiver<()>,
     cluster: Option<watch::Receiver<Arc<ClusterView>>>,
+    states: mpsc::Receiver<(usize, &'static str)>,
 }
 
 /// The next cluster view, or never (no cluster, or its sender is gone).
@@ -314,6 +337,7 @@ async fn actor(
         mut ended,
         mut stop,
         mut cluster,
+        mut states,
     } = links;
     if let Some(c) = cluster.as_mut() {
         plane.set_cluster(c.borrow_and_update().clone());
@@ -350,6 +374,7 @@ async fn actor(
                 }
             }
             Some((id, reason)) = ended.recv() => plane.end_monitor(wall_now(), id, reason),
+            Some((agent, state)) = states.recv() => plane.cti_agent_state(agent, state),
             _ = &mut stop => {
                 plane.shutdown(wall_now());
                 shell.carry_out(&mut plane);
@@ -433,7 +458,8 @@ mod tests {
     #[test]
     fn a_full_endings_queue_counts_the_ending_as_lost_and_never_waits() {
         let stats = ControlStats::default();
-        let (handle, mut rx) = handle(&stats);
+        let (handle, inbox) = handle(&stats);
+        let mut rx = inbox.ended;
         for id in 0..ENDED_QUEUE as u64 {
             handle.end_monitor(id, StopReason::EndpointDisconnected);
         }

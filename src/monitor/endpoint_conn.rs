@@ -336,7 +336,8 @@ mod tests {
 
     /// A session on a connection whose client certificate carries `certificate`.
     fn rig_with(certificate: Option<&str>) -> Rig {
-        let (control, ended) = server::handle(&server::ControlStats::default());
+        let (control, inbox) = server::handle(&server::ControlStats::default());
+        let ended = inbox.ended;
         let audited = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = audited.clone();
         let (tx, fanout) = commands();

@@ -44,11 +44,11 @@ fn sip(start: &str, cid: &str, cseq: &str, to_tag: &str, sdp: Option<(&str, u16)
     .into_bytes()
 }
 
-fn a(s: &str) -> SocketAddr {
+pub(crate) fn a(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-fn ms(v: i64) -> Timestamp {
+pub(crate) fn ms(v: i64) -> Timestamp {
     Timestamp::from_nanos(v * 1_000_000)
 }
 
@@ -144,7 +144,7 @@ impl Lab {
     }
 
     /// The pending notices as `call X` / `ended X` / `non-acd X`.
-    fn kinds(&mut self) -> Vec<String> {
+    pub(crate) fn kinds(&mut self) -> Vec<String> {
         self.notices()
             .iter()
             .map(|n| match n {

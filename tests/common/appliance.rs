@@ -245,7 +245,20 @@ pub fn start_replaying(
     tag: &str,
     roster: &Roster<'_>,
     capture: &Path,
+    replay: (&str, bool),
+) -> Replaying {
+    start_replaying_with(dir, pki, tag, roster, capture, replay, "")
+}
+
+/// [`start_replaying`] with `extra` TOML tables at the end of the configuration.
+pub fn start_replaying_with(
+    dir: &Path,
+    pki: &Pki,
+    tag: &str,
+    roster: &Roster<'_>,
+    capture: &Path,
     (speed, looped): (&str, bool),
+    extra: &str,
 ) -> Replaying {
     let control = format!("127.0.0.1:{}", free_port());
     let monitor = format!("127.0.0.1:{}", free_port());
@@ -269,7 +282,7 @@ pub fn start_replaying(
             "[control]\nlisten = \"{control}\"\nmetrics_listen = \"{metrics}\"\n\
              [monitor]\nlisten = \"{monitor}\"\n\
              [security]\ncerts_dir = \"{certs}\"\naudit_log = \"{audit}\"\n\
-             passwordless_logins = true\n{people}",
+             passwordless_logins = true\n{people}{extra}",
             certs = pki.dir.display(),
             audit = dir.join(audit).display(),
         ),

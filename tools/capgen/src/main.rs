@@ -5,6 +5,7 @@
 //! vlantest's sample frames. Deterministic for a given `--seed`.
 
 mod agent_day;
+mod cti_server;
 mod frame;
 mod handoff;
 mod pcap_writer;
@@ -50,6 +51,9 @@ enum Command {
     Handoff(handoff::HandoffArgs),
     /// vlantest's signed sample frames (IPv4/UDP, one 802.1Q tag).
     VlanSample(VlanSampleArgs),
+    /// A mock CTI Server playing a scenario (`calls --cti-scenario` writes one), with
+    /// failures on demand.
+    CtiServer(cti_server::CtiServerArgs),
 }
 
 #[derive(clap::Args)]
@@ -125,6 +129,14 @@ struct CallsArgs {
     /// RTCP sender reports every 5 s per direction.
     #[arg(long)]
     rtcp: bool,
+    /// No SIP at all: only RTP (as a SPAN sees calls signalled over TLS or SCCP).
+    #[arg(long)]
+    no_sip: bool,
+    /// Write a CTI Server scenario for the calls (agents' states, BEGIN_CALL, RTP_STARTED /
+    /// RTP_STOPPED with each agent's media endpoint, END_CALL), times from the capture's
+    /// start, for `capgen cti-server`.
+    #[arg(long, value_name = "FILE")]
+    cti_scenario: Option<PathBuf>,
     /// Directory for per-direction reference PCM WAVs (8 kHz, what a receiver should decode).
     #[arg(long)]
     ref_dir: Option<PathBuf>,
@@ -290,7 +302,7 @@ struct Dir {
     octets: u64,
 }
 
-struct Call {
+pub(crate) struct Call {
     call_id: String,
     caller: String,
     called_uri_user: String,
@@ -516,6 +528,10 @@ fn run_calls(a: CallsArgs) -> Result<()> {
         });
     }
 
+    if let Some(path) = &a.cti_scenario {
+        let s = cti_server::scenario(&calls, base_us, ptime_us, packets_per_call);
+        std::fs::write(path, serde_json::to_string_pretty(&s)?)?;
+    }
     let mut pcap = a.output.create_pcap()?;
     let mut heap: BinaryHeap<Queued> = BinaryHeap::new();
     let mut order: u64 = 0;
@@ -534,7 +550,7 @@ fn run_calls(a: CallsArgs) -> Result<()> {
     };
 
     // SIP setup for every call.
-    for (ci, c) in calls.iter().enumerate() {
+    for (ci, c) in calls.iter().enumerate().filter(|_| !a.no_sip) {
         let offer = sdp(c.caller_ip, c.dirs[0].src.1, law, a.ptime, "sendrecv");
         let answer = sdp(c.agent_ip, c.dirs[0].dst.1, law, a.ptime, "sendrecv");
         let msgs = c.dialog(ci).setup(&c.called_uri_user, &offer, &answer);
@@ -656,7 +672,7 @@ fn run_calls(a: CallsArgs) -> Result<()> {
             }
         }
         // BYE when a call's audio is over.
-        for (ci, c) in calls.iter().enumerate() {
+        for (ci, c) in calls.iter().enumerate().filter(|_| !a.no_sip) {
             if tick == c.rtp_first_tick + packets_per_call {
                 let dialog = c.dialog(ci);
                 let bye = dialog.message(
@@ -821,6 +837,7 @@ fn main() -> std::process::ExitCode {
         Command::AgentDay(a) => agent_day::run(a),
         Command::Handoff(a) => handoff::run(a),
         Command::VlanSample(a) => run_vlan_sample(a),
+        Command::CtiServer(a) => cti_server::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
