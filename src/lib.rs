@@ -21,7 +21,7 @@
 //! | `security`| monitor-mode lockout, login throttle, audit events, argon2 passwords, the private CA, rustls TLS 1.3 configs |
 //! | `binding` | agent -> media endpoint bindings (static, SIP-sniffed, explicit, from the CTI Server) that follow the agent |
 //! | `engine`  | the packet path: decapsulate -> classify -> SIP call table + RTP flow table |
-//! | `endpoint`| supervisor endpoint: its decisions (`controller`, sans-IO), their shell and local port, the media core (per-agent pipeline, mix, recording), media loop, cpal playout, WAV recorder |
+//! | `endpoint`| supervisor endpoint: its decisions (`controller`, sans-IO), their shell and local port, the supervisor's page (`desk` sans-IO, `page` HTTP), the media core (per-agent pipeline, mix, recording), media loop, cpal playout, WAV recorder |
 //! | `media`   | G.711/Opus decoding and the RTP-timestamp timeline that `extract` renders |
 //! | `media::listen` | per-monitor live pipeline: jitter buffer, decode, concealment, CN, DTMF silence, aligned PCM |
 //! | `media::output` | rendered PCM -> device frames: mono/stereo, volume, rubato resampling, channel adapter |

@@ -16,7 +16,7 @@ use std::time::Duration;
 use common::appliance::{
     ctl_json, eventually, free_port, start_replaying_with, Pki, Replaying, Roster,
 };
-use common::audio::{capgen, goertzel, rms, Stereo};
+use common::audio::{capgen, seconds_of, Stereo};
 use common::endpoint::{recordings, Endpoint};
 use common::{run_ok, silentmon};
 
@@ -133,25 +133,6 @@ fn wait_replayed(r: &Replaying, secs: f64) {
         "the replay's end",
         || (r.app.metric("silentmon_capture_inputs") == 0.0).then_some(()),
     );
-}
-
-/// Seconds of the recordings in which `hz` dominates `channel` (0 left: the agent; 1 right:
-/// the other party) over every other tone of `all`.
-fn seconds_of(wavs: &[Stereo], channel: usize, hz: f64, all: &[f64]) -> f64 {
-    let windows = wavs.iter().map(|w| {
-        let x = if channel == 0 { &w.left } else { &w.right };
-        x.chunks((w.rate / 10) as usize)
-            .filter(|c| {
-                let mine = goertzel(c, hz, w.rate);
-                rms(c) > 0.02
-                    && all
-                        .iter()
-                        .filter(|f| **f != hz)
-                        .all(|f| goertzel(c, *f, w.rate) * 10.0 < mine)
-            })
-            .count()
-    });
-    windows.sum::<usize>() as f64 / 10.0
 }
 
 #[test]

@@ -20,6 +20,9 @@ if [ $want_test = 1 ]; then
   # (pulseaudio), parec/pactl (pulseaudio-utils), ALSA's pulse plugin so cpal's ALSA host plays
   # into it (libasound2-plugins).
   pkgs+=(pulseaudio pulseaudio-utils libasound2-plugins)
+  # The supervisor page's tests (tests/supervisor_page.rs): a headless Chromium driven over
+  # WebDriver by chromedriver.
+  pkgs+=(chromium chromium-driver)
 fi
 
 missing=()

@@ -113,6 +113,12 @@ enum CtlCommand {
     },
     /// With --endpoint: what the endpoint monitors and hears (packets, loss, device).
     Status,
+    /// With --endpoint: the supervisor's page's URL (with its token); --open opens it.
+    Page {
+        /// Open it in the desktop's browser (xdg-open).
+        #[arg(long)]
+        open: bool,
+    },
     /// Print events (agent states, monitors) as they come.
     Events {
         /// Stop after this long (default: until interrupted).
@@ -220,6 +226,9 @@ fn request_of(command: &CtlCommand) -> Result<Option<Request>> {
         },
         CtlCommand::Events { .. } => return Ok(None),
         CtlCommand::Status => bail!("status is a request to a supervisor endpoint: add --endpoint"),
+        CtlCommand::Page { .. } => {
+            bail!("page is a request to a supervisor endpoint: add --endpoint")
+        }
     }))
 }
 
@@ -349,7 +358,8 @@ async fn endpoint_command(addr: &str, args: &CtlArgs) -> Result<ExitCode> {
         },
         CtlCommand::Stop { .. } => LocalRequest::Stop,
         CtlCommand::Status => LocalRequest::Status,
-        _ => bail!("a supervisor endpoint answers monitor, stop and status only"),
+        CtlCommand::Page { .. } => LocalRequest::Page,
+        _ => bail!("a supervisor endpoint answers monitor, stop, status and page only"),
     };
     let reply = ask(addr, &request)
         .await
@@ -363,6 +373,13 @@ async fn endpoint_command(addr: &str, args: &CtlArgs) -> Result<ExitCode> {
             m.server.as_deref().unwrap_or("-")
         ),
         LocalReply::Stopped => "stopped".to_owned(),
+        LocalReply::Done(_) => "done".to_owned(),
+        LocalReply::Page(url) => {
+            if matches!(args.command, CtlCommand::Page { open: true }) {
+                crate::endpoint::shell::open_in_browser(url);
+            }
+            url.clone()
+        }
         LocalReply::Status(s) => s.describe(),
     };
     print_frame(

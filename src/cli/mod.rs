@@ -17,11 +17,16 @@ mod server;
 mod supervisor;
 mod vlantest;
 
-/// silentmon: silent monitoring of contact-center calls from a switch SPAN port.
+/// silentmon: supervisors listen, live and unnoticed, to contact-center agents' calls.
 ///
-/// Offline analysis: `flows` lists the RTP streams of a capture with loss and jitter (as
-/// `tshark -z rtp,streams` does), `extract` decodes a stream, a call or a number's calls to WAV.
-/// `demo` runs both on the bundled demo capture.
+/// The appliance (`server`) sits behind a switch SPAN of the agent voice gateways, knows which
+/// agent is on which RTP flows (SIP, phone IPs, binds, the PG's CTI Server) and forwards a
+/// monitored agent's audio over TLS; appliances cluster on TCP 42029. The supervisor endpoint
+/// (`supervisor`) plays and records it on the supervisor's desktop and serves the supervisor's
+/// page (the team, states and calls, Monitor/Stop with one click) on its loopback port. `demo`
+/// runs all of it on one machine. `ctl` drives an appliance or an endpoint from a shell;
+/// `certs` and `passwd` make the TLS files and password hashes; `vlantest` qualifies a SPAN NIC;
+/// `flows` and `extract` analyse capture files offline.
 #[derive(Debug, Parser)]
 #[command(
     name = "silentmon",
@@ -45,25 +50,28 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// List the RTP streams of a capture: packets, loss, delta, jitter, VLANs, SIP call.
-    Flows(flows::FlowsArgs),
-    /// Decode a stream, a SIP call or all calls of a number to a 16-bit PCM WAV file.
-    Extract(extract::ExtractArgs),
-    /// Analyse the bundled demo capture and write the demo agent's call to a WAV file.
+    /// Run the appliance: capture, agent bindings, control plane (42028), monitor service
+    /// (42228), cluster peer link (42029), CTI feed, metrics.
+    Server(server::ServerArgs),
+    /// The supervisor's desktop endpoint: plays and records monitored calls, serves the
+    /// supervisor's page (its URL is printed; --open opens it).
+    Supervisor(supervisor::SupervisorArgs),
+    /// The whole product on one machine: an appliance replaying the bundled demo call with a
+    /// mock CTI Server, a supervisor endpoint playing and recording it (--offline: analysis).
     Demo(demo::DemoArgs),
+    /// Talk to an appliance's control plane (agents, calls, flows, bind, monitor, stop,
+    /// events, cluster) or to a supervisor endpoint (--endpoint).
+    Ctl(ctl::CtlArgs),
     /// The private CA: `certs ca`, `certs request`, `certs sign` (PEM files for TLS).
     Certs(certs::CertsArgs),
     /// Hash a password (read from standard input) for the configuration file.
     Passwd(passwd::PasswdArgs),
     /// Qualify a NIC for 802.1Q-tagged SPAN traffic (listen / send / self / -r FILE).
     Vlantest(vlantest::VlantestArgs),
-    /// Run the appliance: capture, agent bindings, control plane (42028), monitor service
-    /// (42228), metrics.
-    Server(server::ServerArgs),
-    /// Talk to an appliance's control plane: agents, calls, flows, bind, monitor, stop, events.
-    Ctl(ctl::CtlArgs),
-    /// The supervisor's desktop endpoint: monitors agents and plays (or records) their calls.
-    Supervisor(supervisor::SupervisorArgs),
+    /// List the RTP streams of a capture: packets, loss, delta, jitter, VLANs, SIP call.
+    Flows(flows::FlowsArgs),
+    /// Decode a stream, a SIP call or all calls of a number to a 16-bit PCM WAV file.
+    Extract(extract::ExtractArgs),
 }
 
 /// Runs the command line; the process exit code comes from here.

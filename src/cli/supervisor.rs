@@ -76,6 +76,10 @@ pub(crate) struct SupervisorArgs {
     /// Start monitoring this agent right away.
     #[arg(long, value_name = "AGENT")]
     monitor: Option<String>,
+    /// Open the supervisor's page in the desktop's browser (xdg-open). The page's URL, with
+    /// its per-start token, is printed either way.
+    #[arg(long)]
+    open: bool,
     /// Stop after this long (tests; default: until SIGINT/SIGTERM).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     run_for: Option<Duration>,
@@ -116,7 +120,9 @@ pub(crate) fn run(args: SupervisorArgs) -> Result<ExitCode> {
         .context("starting the async runtime")?;
     let password = super::read_password(settings.password_file.as_deref())?;
     let stop = super::wait_for_stop(args.run_for);
-    let report = rt.block_on(crate::endpoint::shell::run(settings, password, stop))?;
+    let report = rt.block_on(crate::endpoint::shell::run_with_page(
+        settings, password, args.open, stop,
+    ))?;
     eprintln!("silentmon supervisor: {}", summary(&report));
     Ok(ExitCode::SUCCESS)
 }

@@ -34,6 +34,24 @@ pub enum LocalRequest {
     Stop,
     /// What the endpoint monitors and hears.
     Status,
+    /// Playback settings: the output device (None: the system's default), stereo or mono
+    /// mix, volume in percent (0 to 200).
+    Output {
+        /// The device's name.
+        device: Option<String>,
+        /// Stereo (agent left, caller right) or mixed to mono.
+        stereo: bool,
+        /// Percent.
+        volume_pct: u16,
+    },
+    /// Recording on or off (on needs the endpoint's record directory).
+    Record {
+        /// On.
+        on: bool,
+    },
+    /// The supervisor's page's URL with its token (a browser cannot ask this: it speaks
+    /// HTTP, which the port hands to the page).
+    Page,
 }
 
 impl LocalRequest {
@@ -48,9 +66,28 @@ impl LocalRequest {
             },
             "Stop" => Ok(LocalRequest::Stop),
             "Status" => Ok(LocalRequest::Status),
+            "Page" => Ok(LocalRequest::Page),
+            "Output" => {
+                let volume = f.fields.get("volume_pct").and_then(Value::as_u64);
+                match (f.fields.get("stereo").and_then(Value::as_bool), volume) {
+                    (Some(stereo), Some(v)) if v <= 200 => Ok(LocalRequest::Output {
+                        device: f.str("device").filter(|d| !d.is_empty()).map(str::to_owned),
+                        stereo,
+                        volume_pct: v as u16,
+                    }),
+                    _ => Err(refused(
+                        "OutputReply",
+                        "give stereo (true or false) and volume_pct (0 to 200)",
+                    )),
+                }
+            }
+            "Record" => match f.fields.get("on").and_then(Value::as_bool) {
+                Some(on) => Ok(LocalRequest::Record { on }),
+                None => Err(refused("RecordReply", "give on (true or false)")),
+            },
             other => Err(refused(
                 &format!("{}Reply", crate::control::request::echoable(other)),
-                "unknown request (Monitor, Stop, Status)",
+                "unknown request (Monitor, Stop, Status, Output, Record, Page)",
             )),
         }
     }
@@ -61,6 +98,16 @@ impl LocalRequest {
             LocalRequest::Monitor { agent } => Frame::new("Monitor").with("agent", agent.clone()),
             LocalRequest::Stop => Frame::new("Stop"),
             LocalRequest::Status => Frame::new("Status"),
+            LocalRequest::Output {
+                device,
+                stereo,
+                volume_pct,
+            } => Frame::new("Output")
+                .with("device", device.clone().unwrap_or_default())
+                .with("stereo", *stereo)
+                .with("volume_pct", u64::from(*volume_pct)),
+            LocalRequest::Record { on } => Frame::new("Record").with("on", *on),
+            LocalRequest::Page => Frame::new("Page"),
         }
     }
 
@@ -70,6 +117,9 @@ impl LocalRequest {
             LocalRequest::Monitor { .. } => "MonitorReply",
             LocalRequest::Stop => "StopReply",
             LocalRequest::Status => "StatusReply",
+            LocalRequest::Output { .. } => "OutputReply",
+            LocalRequest::Record { .. } => "RecordReply",
+            LocalRequest::Page => "PageReply",
         }
     }
 }
@@ -133,8 +183,67 @@ pub struct Status {
     pub frames_played: Option<u64>,
     /// Device underruns.
     pub underruns: Option<u64>,
+    /// What is heard now per direction (agent, caller): RMS on the i16 scale, held and
+    /// falling like a meter's needle.
+    #[serde(default)]
+    pub levels: [u16; 2],
+    /// The jitter buffers' delay now per direction (agent, caller), ms.
+    #[serde(default)]
+    pub delay_ms: [u32; 2],
+    /// Milliseconds of audible concealment (loss and underruns) so far, at 8 kHz.
+    #[serde(default)]
+    pub concealed_ms: u64,
+    /// The output device asked for (None: the system's default).
+    #[serde(default)]
+    pub device_name: Option<String>,
+    /// Playback in stereo (agent left, caller right) rather than mixed to mono.
+    #[serde(default)]
+    pub stereo: bool,
+    /// Playback volume, percent.
+    #[serde(default)]
+    pub volume_pct: u16,
+    /// Whether calls are recorded.
+    #[serde(default)]
+    pub recording: bool,
+    /// The link to the appliances.
+    #[serde(default)]
+    pub link: Link,
+    /// Why the last monitor request failed (`agent is not in your teams`, ...), until the
+    /// next one succeeds.
+    #[serde(default)]
+    pub error: Option<String>,
     /// One line for people.
     pub summary: String,
+}
+
+/// Where the endpoint stands with the appliances' control planes.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    /// Not connected, nothing to do yet.
+    #[default]
+    Idle,
+    /// Trying an appliance (`Link::trying`).
+    Connecting,
+    /// Logged in (`Link::server`).
+    Connected,
+    /// No appliance of the list answered.
+    Unreachable,
+    /// The appliance refused the login (wrong password, unknown supervisor).
+    LoginRefused,
+}
+
+/// The link to the appliances, for the page.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    /// The state.
+    pub state: LinkState,
+    /// The appliance logged in to.
+    pub server: Option<String>,
+    /// The appliance being tried (failover in progress).
+    pub trying: Option<String>,
+    /// The last failure, for people.
+    pub error: Option<String>,
 }
 
 impl Status {
@@ -169,6 +278,10 @@ pub enum LocalReply {
     Monitoring(Monitoring),
     /// `StopReply`: stopped.
     Stopped,
+    /// `OutputReply` / `RecordReply`: done.
+    Done(String),
+    /// `PageReply`: the page's URL.
+    Page(String),
     /// `StatusReply`.
     Status(Box<Status>),
     /// `<request>Reply` refused.
@@ -186,6 +299,10 @@ impl LocalReply {
         match self {
             LocalReply::Monitoring(m) => reply("MonitorReply", ok_fields(m)),
             LocalReply::Stopped => Frame::new("StopReply").with("result", "ok"),
+            LocalReply::Done(msg) => Frame::new(msg).with("result", "ok"),
+            LocalReply::Page(url) => Frame::new("PageReply")
+                .with("result", "ok")
+                .with("url", url.clone()),
             LocalReply::Status(s) => reply("StatusReply", ok_fields(s)),
             LocalReply::Refused { msg, reason } => refused(msg, reason),
         }
@@ -207,6 +324,10 @@ impl LocalReply {
                 serde_json::from_value(body()).map_err(bad)?,
             )),
             "StopReply" => Ok(LocalReply::Stopped),
+            "OutputReply" | "RecordReply" => Ok(LocalReply::Done(f.msg.clone())),
+            "PageReply" => Ok(LocalReply::Page(
+                f.str("url").ok_or("PageReply without url")?.to_owned(),
+            )),
             "StatusReply" => Ok(LocalReply::Status(Box::new(
                 serde_json::from_value(body()).map_err(bad)?,
             ))),
@@ -264,8 +385,15 @@ pub struct Asked {
     pub answer: oneshot::Sender<LocalReply>,
 }
 
-/// Accepts local control connections (loopback only) and passes their requests to `to`.
-pub async fn serve(listener: tokio::net::TcpListener, to: mpsc::Sender<Asked>) {
+/// Accepts local control connections (loopback only) and passes their requests to `to`; a
+/// connection that begins like HTTP (an upper-case method) is the supervisor's page
+/// (`endpoint::page`), when there is one: a local control frame begins with its length's
+/// high byte, 0 under the 16 MiB limit.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    to: mpsc::Sender<Asked>,
+    page: Option<std::sync::Arc<super::page::Page>>,
+) {
     loop {
         let Ok((sock, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -274,7 +402,16 @@ pub async fn serve(listener: tokio::net::TcpListener, to: mpsc::Sender<Asked>) {
         if !peer.ip().is_loopback() {
             continue;
         }
-        tokio::spawn(connection(sock, to.clone()));
+        let (to, page) = (to.clone(), page.clone());
+        tokio::spawn(async move {
+            let mut first = [0u8; 1];
+            let peeked = tokio::time::timeout(super::page::HEADER_TIMEOUT, sock.peek(&mut first));
+            let http = matches!(peeked.await, Ok(Ok(1)) if first[0].is_ascii_uppercase());
+            match page {
+                Some(page) if http => super::page::serve(sock, page).await,
+                _ => connection(sock, to).await,
+            }
+        });
     }
 }
 
@@ -349,9 +486,30 @@ mod tests {
             },
             LocalRequest::Stop,
             LocalRequest::Status,
+            LocalRequest::Page,
+            LocalRequest::Record { on: true },
+            LocalRequest::Output {
+                device: Some("alsa:pulse".into()),
+                stereo: true,
+                volume_pct: 150,
+            },
+            LocalRequest::Output {
+                device: None,
+                stereo: false,
+                volume_pct: 0,
+            },
         ] {
             assert_eq!(LocalRequest::parse(&r.to_frame()), Ok(r));
         }
+        let loud = Frame::new("Output")
+            .with("stereo", true)
+            .with("volume_pct", 201u64);
+        assert_eq!(
+            LocalRequest::parse(&loud).unwrap_err().msg,
+            "OutputReply",
+            "over 200 %"
+        );
+        assert!(LocalRequest::parse(&Frame::new("Record")).is_err());
         let no_agent = LocalRequest::parse(&Frame::new("Monitor")).unwrap_err();
         assert_eq!(
             (no_agent.msg.as_str(), no_agent.str("reason")),

@@ -111,6 +111,32 @@ pub struct SessionStats {
     pub unknown_call_ends: u64,
     /// The playout's counters as last reported by the shell (underruns live here).
     pub playout: PlayoutStats,
+    /// What is heard now per direction (agent, caller): RMS of the last rendered audio on the
+    /// i16 scale, held and falling by [`LEVEL_FALL`] per tick (a meter's ballistics).
+    pub levels: [u16; 2],
+    /// The jitter buffers' delay now per direction (agent, caller), ms.
+    pub delay_ms: [u32; 2],
+}
+
+/// How a level meter falls per tick (10 ms): about 9 dB per 100 ms.
+pub const LEVEL_FALL: f32 = 0.9;
+
+/// The RMS of `pcm` on the i16 scale.
+fn rms(pcm: &[i16]) -> f32 {
+    if pcm.is_empty() {
+        return 0.0;
+    }
+    let sum: f64 = pcm.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+    (sum / pcm.len() as f64).sqrt() as f32
+}
+
+/// A meter's next reading: the new level, or the old one falling.
+fn meter(old: u16, rendered: &[i16], rendered_any: bool) -> u16 {
+    let fallen = f32::from(old) * LEVEL_FALL;
+    if !rendered_any {
+        return fallen as u16;
+    }
+    rms(rendered).max(fallen).min(32767.0) as u16
 }
 
 /// Why the session could not be set up.
@@ -139,6 +165,8 @@ struct Monitor {
     /// The recording's pipeline (with `recorder`).
     archive: Option<MonitorAudio>,
     call: Option<String>,
+    /// The current call's payload types (a recording started mid-call needs them).
+    payloads: PayloadMap,
     ending: Option<Ending>,
     /// Device frames made but not yet mixed (interleaved).
     frames: Vec<f32>,
@@ -226,6 +254,58 @@ impl MediaSession {
         Ok(())
     }
 
+    /// Playback's layout (mono mix or stereo) and volume changed: the output stages are
+    /// rebuilt for the same device (a new cushion is queued); recordings keep the layout they
+    /// started with.
+    pub fn set_output(
+        &mut self,
+        layout: crate::media::listen::Layout,
+        volume: f32,
+    ) -> Result<(), Error> {
+        let (old_layout, old_volume) = (self.cfg.listen.layout, self.cfg.listen.volume);
+        self.cfg.listen.layout = layout;
+        self.cfg.listen.volume = volume;
+        let r = self.set_device(self.device_rate, self.device_channels);
+        if r.is_err() {
+            self.cfg.listen.layout = old_layout;
+            self.cfg.listen.volume = old_volume;
+        }
+        r
+    }
+
+    /// Recording into `dir` (which must exist), or not (None). Off finalises every recording
+    /// now; on records each agent's current call from `now` (a file named with that time) and
+    /// every later call.
+    pub fn set_recording(&mut self, dir: Option<PathBuf>, now: Timestamp) {
+        if dir == self.record_dir {
+            return;
+        }
+        let (layout, listen) = (self.cfg.listen.layout, self.cfg.listen);
+        for m in &mut self.monitors {
+            if let Some(rec) = m.recorder.as_mut() {
+                finish(rec, &mut self.stats);
+            }
+            m.recorder = dir.clone().map(|d| Recorder::new(d, layout));
+            m.archive = dir.as_ref().map(|_| {
+                let mut a = MonitorAudio::new(archive_config(listen));
+                a.set_payloads(m.payloads);
+                a
+            });
+            if let (Some(rec), Some(call)) = (m.recorder.as_mut(), m.call.as_deref()) {
+                if let Err(e) = rec.start_call(&m.agent, call, now) {
+                    self.stats.recording_errors += 1;
+                    tracing::warn!(error = %e, agent = %m.agent, "recording not started");
+                }
+            }
+        }
+        self.record_dir = dir;
+    }
+
+    /// Whether calls are recorded.
+    pub fn recording(&self) -> bool {
+        self.record_dir.is_some()
+    }
+
     /// Device frames of silence queued ahead of audio: the largest device callback the
     /// playout reported plus [`SessionConfig::lead`] at the device rate. The device takes a
     /// whole callback at once, so the queue must hold one and still have the lead's margin
@@ -289,6 +369,7 @@ impl MediaSession {
                 .as_ref()
                 .map(|_| MonitorAudio::new(archive_config(self.cfg.listen))),
             call: None,
+            payloads: PayloadMap::default(),
             ending: None,
             frames: Vec::new(),
             producing: false,
@@ -349,6 +430,7 @@ impl MediaSession {
             archive.set_payloads(payloads);
         }
         m.audio.set_payloads(payloads);
+        m.payloads = payloads;
         let unfinished = m.call.is_some() && m.ending.is_none();
         m.call = Some(call_id.to_string());
         m.ending = None;
@@ -426,10 +508,15 @@ impl MediaSession {
         if self.stopped {
             return 0;
         }
+        let mut levels = [0u16; 2];
         for m in &mut self.monitors {
             self.pcm.clear();
             m.audio.render(now, &mut self.pcm);
             self.stats.rendered += self.pcm.len() as u64;
+            let any = !self.pcm.is_empty();
+            for (i, side) in [&self.pcm.agent, &self.pcm.caller].into_iter().enumerate() {
+                levels[i] = levels[i].max(meter(self.stats.levels[i], side, any));
+            }
             if let (Some(rec), Some(archive)) = (m.recorder.as_mut(), m.archive.as_mut()) {
                 self.archive_pcm.clear();
                 archive.render(now, &mut self.archive_pcm);
@@ -457,6 +544,7 @@ impl MediaSession {
             }
             m.producing |= !m.frames.is_empty();
         }
+        self.stats.levels = levels;
         let Some(n) = self
             .monitors
             .iter()
@@ -511,6 +599,9 @@ impl MediaSession {
             for leg in [&l.agent, &l.caller] {
                 add_leg(&mut s, leg);
             }
+            let now = m.audio.stats();
+            s.delay_ms[0] = s.delay_ms[0].max(now.agent.delay_ms);
+            s.delay_ms[1] = s.delay_ms[1].max(now.caller.delay_ms);
         }
         s
     }

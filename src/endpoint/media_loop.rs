@@ -35,6 +35,7 @@ use super::media::{MediaSession, SessionConfig, SessionStats};
 use super::playout::{Playout, PlayoutStats};
 use crate::binding::Direction;
 use crate::codec::PayloadMap;
+use crate::media::listen::Layout;
 use crate::time::{Span, Timestamp};
 
 /// Control events held while the media channel is full, before the network task gives up on
@@ -156,6 +157,23 @@ pub enum EndpointEvent {
         /// The call's id.
         call_id: String,
     },
+    /// The playback settings changed (the page's controls): the output device (None: the
+    /// system's default), mono mix or stereo, volume.
+    Output {
+        /// The device's name.
+        device: Option<String>,
+        /// Mono mix or stereo.
+        layout: Layout,
+        /// Volume (1.0 as decoded).
+        volume: f32,
+    },
+    /// Recording on (into this directory) or off, from `at` on.
+    Recording {
+        /// The directory (which exists), or None: off.
+        dir: Option<std::path::PathBuf>,
+        /// When, on the loop's clock.
+        at: Timestamp,
+    },
     /// Monitoring stopped: finalise recordings and return.
     Stopped,
 }
@@ -240,7 +258,7 @@ impl Default for MediaLoopConfig {
 }
 
 /// What the media loop reports (published after every tick, returned at the end).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct MediaReport {
     /// The session's counters (with the playout's underruns).
     pub session: SessionStats,
@@ -254,6 +272,14 @@ pub struct MediaReport {
     pub open_failures: u64,
     /// Ticks run.
     pub ticks: u64,
+    /// The output device asked for (None: the system's default).
+    pub device_name: Option<String>,
+    /// Playback mixed to mono or in stereo.
+    pub layout: Layout,
+    /// Playback volume.
+    pub volume: f32,
+    /// Whether calls are recorded.
+    pub recording: bool,
 }
 
 /// Runs the media loop until [`EndpointEvent::Stopped`] or until every sender is dropped;
@@ -269,7 +295,8 @@ pub fn run_media(
     let mut report = MediaReport::default();
     let mut last_try = Instant::now();
     let mut last_warn: Option<Instant> = None;
-    let mut playout = open(cfg, &mut report, &mut last_warn);
+    let mut device = cfg.device.clone();
+    let mut playout = open(cfg, device.as_deref(), &mut report, &mut last_warn);
     let format = playout
         .as_ref()
         .map_or(FALLBACK_FORMAT, |p| (p.rate(), p.channels()));
@@ -293,6 +320,21 @@ pub fn run_media(
     let mut stop = false;
     while !stop {
         match events.recv_deadline(next_tick) {
+            Ok(EndpointEvent::Output {
+                device: wanted,
+                layout,
+                volume,
+            }) => {
+                if let Err(e) = session.set_output(layout, volume) {
+                    tracing::error!(error = %e, "playback settings refused");
+                }
+                if wanted != device {
+                    // Reopened on the next pass through the device upkeep below.
+                    device = wanted;
+                    playout = None;
+                    last_try = Instant::now() - cfg.reopen_every;
+                }
+            }
             Ok(ev) => {
                 stop = handle_event(&mut session, ev, spent);
                 // A busy channel must not starve the ticks.
@@ -313,7 +355,7 @@ pub fn run_media(
         }
         if playout.is_none() && last_try.elapsed() >= cfg.reopen_every {
             last_try = Instant::now();
-            playout = open(cfg, &mut report, &mut last_warn);
+            playout = open(cfg, device.as_deref(), &mut report, &mut last_warn);
             if let Some(p) = &playout {
                 if let Err(e) = session.set_device(p.rate(), p.channels()) {
                     tracing::error!(error = %e, "reopened device format unusable");
@@ -390,6 +432,12 @@ pub fn handle_event(
             started,
         } => session.on_call(&call_id, payloads, started, &agent),
         EndpointEvent::CallEnded { call_id } => session.on_call_ended(&call_id),
+        EndpointEvent::Recording { dir, at } => session.set_recording(dir, at),
+        EndpointEvent::Output { layout, volume, .. } => {
+            if let Err(e) = session.set_output(layout, volume) {
+                tracing::error!(error = %e, "playback settings refused");
+            }
+        }
         EndpointEvent::Stopped => return true,
     }
     false
@@ -397,16 +445,21 @@ pub fn handle_event(
 
 fn fill_report(report: &mut MediaReport, session: &MediaSession, playout: Option<&Playout>) {
     report.session = session.stats();
+    report.layout = session.config().listen.layout;
+    report.volume = session.config().listen.volume;
+    report.recording = session.recording();
     report.device = playout.map(|p| (p.rate(), p.channels()));
     report.playout = playout.map(Playout::stats);
 }
 
 fn open(
     cfg: &MediaLoopConfig,
+    device: Option<&str>,
     report: &mut MediaReport,
     last_warn: &mut Option<Instant>,
 ) -> Option<Playout> {
-    match Playout::open(cfg.device.as_deref(), cfg.device_period) {
+    report.device_name = device.map(str::to_owned);
+    match Playout::open(device, cfg.device_period) {
         Ok(p) => {
             *last_warn = None;
             Some(p)

@@ -13,9 +13,11 @@
 
 mod alsa_log;
 pub mod controller;
+pub mod desk;
 pub mod local;
 pub mod media;
 pub mod media_loop;
+pub mod page;
 pub mod playout;
 pub mod recorder;
 pub mod shell;

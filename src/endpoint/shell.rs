@@ -18,10 +18,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::controller::{Controller, EndpointError, MediaNotice, Route, StartPlan};
-use super::local::{self, Asked, LocalReply, LocalRequest, Monitoring, Status};
+use super::desk::Desk;
+use super::local::{self, Asked, Link, LinkState, LocalReply, LocalRequest, Monitoring, Status};
 use super::media_loop::{
     run_media, EndpointEvent, EventSender, MediaClock, MediaLoopConfig, MediaReport,
 };
+use super::page::Page;
 use crate::config::supervisor::SupervisorSettings;
 use crate::control::client::{Client, Error as ClientError};
 use crate::control::frame::Frame;
@@ -32,8 +34,11 @@ use crate::monitor::service_client::{Event as ServiceEvent, MonitorClient};
 
 /// Events queued towards the media loop (about 10 s of a two-way G.711 call).
 pub const MEDIA_QUEUE: usize = 1024;
-/// How often the shell retries what failed and flushes held notices.
+/// How often the shell retries what failed and flushes held notices (and refreshes the
+/// page's lists while a page is open).
 const TICK: Duration = Duration::from_secs(1);
+/// How often an open page gets the meters and counters.
+const PAGE_TICK: Duration = Duration::from_millis(200);
 
 /// Why the endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +136,13 @@ struct Shell {
     clock: MediaClock,
     dropped: Arc<AtomicU64>,
     report: Arc<Mutex<MediaReport>>,
+    /// What the page shows, and where its snapshots go.
+    desk: Desk,
+    page: tokio::sync::watch::Sender<Arc<str>>,
+    /// The link to the appliances and the last refusal, for the page and `status`.
+    link: Link,
+    error: Option<String>,
+    page_url: String,
 }
 
 /// Runs the endpoint with `settings` (logging in with `password`) until `shutdown`; the
@@ -139,6 +151,16 @@ struct Shell {
 pub async fn run(
     settings: SupervisorSettings,
     password: Option<String>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<MediaReport, StartError> {
+    run_with_page(settings, password, false, shutdown).await
+}
+
+/// [`run`], opening the supervisor's page in the desktop's browser when `open_page`.
+pub async fn run_with_page(
+    settings: SupervisorSettings,
+    password: Option<String>,
+    open_page: bool,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<MediaReport, StartError> {
     let mut servers = settings.servers.clone();
@@ -169,7 +191,23 @@ pub async fn run(
             .map_err(|e| StartError::MediaThread(e.to_string()))?
     };
     let (local_tx, mut local_rx) = mpsc::channel::<Asked>(local::LOCAL_QUEUE);
-    let accept = tokio::spawn(local::serve(listener, local_tx));
+    let (page_tx, page_rx) = tokio::sync::watch::channel(Arc::<str>::from("{}"));
+    let page = Arc::new(Page {
+        token: super::page::new_token(),
+        port: settings.listen.port(),
+        state: page_rx,
+        asked: local_tx.clone(),
+        record_dir: settings.record.clone(),
+        slots: Arc::new(tokio::sync::Semaphore::new(super::page::MAX_CONNECTIONS)),
+    });
+    let url = page.url();
+    let accept = tokio::spawn(local::serve(listener, local_tx, Some(page)));
+    let devices = tokio::task::spawn_blocking(|| {
+        super::playout::list_devices()
+            .into_iter()
+            .map(|d| d.id)
+            .collect::<Vec<String>>()
+    });
     let mut controller = Controller::new(
         servers,
         settings.servers.clone(),
@@ -188,21 +226,35 @@ pub async fn run(
         clock,
         dropped: Arc::new(AtomicU64::new(0)),
         report,
+        desk: Desk::default(),
+        page: page_tx,
+        link: Link::default(),
+        error: None,
+        page_url: url.clone(),
     };
-    sh.announce();
+    sh.desk.can_record = sh.settings.record.is_some();
+    sh.desk.devices = devices.await.unwrap_or_default();
+    sh.announce(&url);
+    if open_page {
+        open_in_browser(&url);
+    }
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut page_tick = tokio::time::interval(PAGE_TICK);
+    page_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             Some(asked) = local_rx.recv() => {
                 let answer = sh.local(asked.request).await;
                 let _ = asked.answer.send(answer);
+                sh.publish();
             }
             ev = next_control(&mut sh.control) => sh.on_control(ev),
             ev = next_service(&mut sh.monitor) => sh.on_service(ev),
             _ = tick.tick() => sh.upkeep().await,
+            _ = page_tick.tick() => sh.publish(),
         }
     }
     // Stop cleanly: the appliance ends the monitor when the session closes; the media loop
@@ -216,6 +268,21 @@ pub async fn run(
         .await
         .map_err(|e| StartError::MediaThread(e.to_string()))?
         .map_err(|_| StartError::MediaThread("it panicked".into()))
+}
+
+/// Opens `url` with the desktop's opener (xdg-open); a failure is logged, not fatal.
+pub fn open_in_browser(url: &str) {
+    match std::process::Command::new("xdg-open")
+        .arg(url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(_) => tracing::info!("opening the page in the browser"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open a browser (xdg-open); open the URL by hand")
+        }
+    }
 }
 
 /// A random order (the seed picks a random appliance of the profile first).
@@ -281,10 +348,10 @@ pub fn summary(r: &MediaReport) -> String {
 }
 
 impl Shell {
-    fn announce(&self) {
+    fn announce(&self, url: &str) {
         let s = &self.settings;
         eprintln!(
-            "silentmon supervisor {}: appliances {}, local control on {}{}",
+            "silentmon supervisor {}: appliances {}, local control on {}{}\nthe supervisor's page: {url}",
             s.user,
             self.controller.servers_to_try().join(", "),
             s.listen,
@@ -293,6 +360,64 @@ impl Shell {
                 .map(|d| format!(", recording to {}", d.display()))
                 .unwrap_or_default()
         );
+    }
+
+    /// Publishes the page's snapshot when a page is open (an event stream: `/api/state`
+    /// alone gets the one [`Shell::upkeep`] publishes every second).
+    fn publish(&mut self) {
+        if self.page.receiver_count() <= 1 {
+            return;
+        }
+        self.publish_now();
+    }
+
+    fn publish_now(&mut self) {
+        let status = self.status();
+        self.desk
+            .set_monitored(status.agent.as_deref().filter(|_| status.monitoring));
+        let Ok(json) = serde_json::to_string(&self.desk.view(&status)) else {
+            return;
+        };
+        if *self.page.borrow().as_ref() != *json {
+            self.page.send_replace(Arc::from(json));
+        }
+    }
+
+    /// The control plane's lists for the page (while one is open).
+    async fn refresh_desk(&mut self) {
+        if self.page.receiver_count() <= 1 || self.control.is_none() {
+            return;
+        }
+        let now = crate::clock::wall_now().as_secs_f64();
+        if let Ok(Reply::AgentList(list)) = self.ask(Request::ListAgents).await {
+            self.desk.set_agents(now, list);
+        }
+        if let Ok(Reply::CallList(calls)) = self.ask(Request::ListCalls).await {
+            self.desk.set_calls(&calls);
+        }
+        let monitored = self.controller.running().map(|r| r.agent.to_string());
+        match monitored {
+            Some(agent) => {
+                if let Ok(Reply::FlowList(flows)) = self.ask(Request::ListFlows).await {
+                    self.desk.set_flows(now, Some(&agent), &flows);
+                }
+            }
+            None => self.desk.set_flows(now, None, &[]),
+        }
+        self.publish();
+    }
+
+    /// The link's state changed: recorded for the page and published at once.
+    fn set_link(&mut self, state: LinkState, trying: Option<&str>, error: Option<String>) {
+        self.link.state = state;
+        self.link.server = (state == LinkState::Connected)
+            .then(|| self.controller.control().map(str::to_owned))
+            .flatten();
+        self.link.trying = trying.map(str::to_owned);
+        if error.is_some() || state == LinkState::Connected {
+            self.link.error = error;
+        }
+        self.publish();
     }
 
     fn now(&self) -> crate::time::Timestamp {
@@ -337,20 +462,29 @@ impl Shell {
             cause: "no appliance configured".into(),
         };
         for server in self.controller.servers_to_try() {
+            self.set_link(LinkState::Connecting, Some(&server), None);
             match self.login(&server).await {
                 Ok(c) => {
                     tracing::info!(server = %server, "control plane connected");
                     self.control = Some(c);
                     self.controller.control_up(&server);
+                    self.set_link(LinkState::Connected, None, None);
                     return Ok(());
                 }
                 Err(e) => {
                     tracing::warn!(server = %server, error = %e, "control plane unreachable");
                     self.controller.control_unreachable(&server);
+                    self.link.error = Some(e.to_string());
                     last = e;
                 }
             }
         }
+        let state = match last {
+            EndpointError::LoginRefused { .. } => LinkState::LoginRefused,
+            _ => LinkState::Unreachable,
+        };
+        let trying = self.link.trying.clone();
+        self.set_link(state, trying.as_deref(), Some(last.to_string()));
         Err(last)
     }
 
@@ -545,14 +679,19 @@ impl Shell {
     async fn upkeep(&mut self) {
         self.media.flush();
         let now = self.now();
-        let Some(agent) = self.controller.due(now) else {
-            return;
-        };
-        if let Err(e) = self.start(&agent).await {
-            tracing::warn!(agent, error = %e, "monitor not running; retrying");
-            let now = self.now();
-            self.controller.start_failed(now, &e);
+        if let Some(agent) = self.controller.due(now) {
+            if let Err(e) = self.start(&agent).await {
+                tracing::warn!(agent, error = %e, "monitor not running; retrying");
+                let now = self.now();
+                self.controller.start_failed(now, &e);
+            }
         }
+        if self.control.is_none() && self.page.receiver_count() > 1 {
+            // A page is open: it shows the team, so log in even with nothing to monitor.
+            let _ = self.ensure_control().await;
+        }
+        self.refresh_desk().await;
+        self.publish_now();
     }
 
     fn on_control(&mut self, ev: Result<Frame, String>) {
@@ -564,16 +703,25 @@ impl Shell {
                 tracing::warn!(server, error = %e, "control plane lost; trying the next");
                 self.control = None;
                 let n = self.controller.control_lost(now);
-                return self.notify(n);
+                self.notify(n);
+                let cause = format!("lost the appliance {server}");
+                return self.set_link(LinkState::Connecting, None, Some(cause));
             }
         };
-        if let Ok(Event::SilentMonitorStopped {
-            monitor, reason, ..
-        }) = Event::parse(&f)
-        {
-            tracing::info!(monitor, %reason, "monitor stopped by the appliance");
-            let n = self.controller.monitor_stopped(now, monitor, &reason);
-            self.notify(n);
+        match Event::parse(&f) {
+            Ok(Event::SilentMonitorStopped {
+                monitor, reason, ..
+            }) => {
+                tracing::info!(monitor, %reason, "monitor stopped by the appliance");
+                let n = self.controller.monitor_stopped(now, monitor, &reason);
+                self.notify(n);
+            }
+            Ok(Event::AgentState { agent, state }) => {
+                let at = crate::clock::wall_now().as_secs_f64();
+                self.desk.agent_state(at, &agent, &state);
+                self.publish();
+            }
+            _ => {}
         }
     }
 
@@ -652,17 +800,48 @@ impl Shell {
     async fn local(&mut self, r: LocalRequest) -> LocalReply {
         match r {
             LocalRequest::Monitor { agent } => match self.start(&agent).await {
-                Ok(m) => LocalReply::Monitoring(m),
-                Err(e) => LocalReply::Refused {
-                    msg: "MonitorReply".into(),
-                    reason: e.to_string(),
-                },
+                Ok(m) => {
+                    self.error = None;
+                    LocalReply::Monitoring(m)
+                }
+                Err(e) => {
+                    self.error = Some(e.to_string());
+                    LocalReply::Refused {
+                        msg: "MonitorReply".into(),
+                        reason: e.to_string(),
+                    }
+                }
             },
             LocalRequest::Stop => {
                 self.stop().await;
                 LocalReply::Stopped
             }
             LocalRequest::Status => LocalReply::Status(Box::new(self.status())),
+            LocalRequest::Page => LocalReply::Page(self.page_url.clone()),
+            LocalRequest::Output {
+                device,
+                stereo,
+                volume_pct,
+            } => {
+                self.media.control(EndpointEvent::Output {
+                    device,
+                    layout: if stereo { Layout::Stereo } else { Layout::Mono },
+                    volume: f32::from(volume_pct) / 100.0,
+                });
+                LocalReply::Done("OutputReply".into())
+            }
+            LocalRequest::Record { on } => match (&self.settings.record, on) {
+                (None, true) => LocalReply::Refused {
+                    msg: "RecordReply".into(),
+                    reason: "no record directory: start the endpoint with --record DIR".into(),
+                },
+                (dir, _) => {
+                    let dir = dir.clone().filter(|_| on);
+                    let at = self.now();
+                    self.media.control(EndpointEvent::Recording { dir, at });
+                    LocalReply::Done("RecordReply".into())
+                }
+            },
         }
     }
 
@@ -691,6 +870,15 @@ impl Shell {
             device: media.device.map(|(r, c)| format!("{r} Hz x {c}")),
             frames_played: media.playout.map(|p| p.frames_played),
             underruns: media.playout.map(|p| p.underruns),
+            levels: s.levels,
+            delay_ms: s.delay_ms,
+            concealed_ms: s.concealed / 8,
+            device_name: media.device_name.clone(),
+            stereo: media.layout == Layout::Stereo,
+            volume_pct: (media.volume * 100.0).round().clamp(0.0, 200.0) as u16,
+            recording: media.recording,
+            link: self.link.clone(),
+            error: self.error.clone(),
             summary: summary(&media),
         }
     }

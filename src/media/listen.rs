@@ -194,6 +194,8 @@ pub struct LegStats {
     pub spliced: u64,
     /// Why the last rejected packet was rejected.
     pub last_rejected: Option<Error>,
+    /// The jitter buffer's delay now, ms (a gauge: the latest, not a sum).
+    pub delay_ms: u32,
 }
 
 impl std::ops::AddAssign<&LegStats> for LegStats {
@@ -213,6 +215,7 @@ impl std::ops::AddAssign<&LegStats> for LegStats {
         if b.last_rejected.is_some() {
             self.last_rejected = b.last_rejected;
         }
+        self.delay_ms = b.delay_ms;
     }
 }
 
@@ -852,6 +855,7 @@ impl MonitorAudio {
     pub fn stats(&self) -> ListenStats {
         let leg = |l: &Leg| LegStats {
             jitter: l.jitter_stats(),
+            delay_ms: (l.jb.delay().as_nanos() / 1_000_000).clamp(0, i64::from(u32::MAX)) as u32,
             ..l.stats.clone()
         };
         ListenStats {

@@ -10,4 +10,5 @@ pub mod listen;
 pub mod mix;
 pub mod opus;
 pub mod output;
+pub mod quality;
 pub mod timeline;

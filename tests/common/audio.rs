@@ -146,3 +146,25 @@ pub fn longest_quiet(a: &Stereo, from: f64, to: f64, quiet: f32) -> (f64, f64) {
     }
     (best.0 as f64 / 50.0, best.1 as f64 / 50.0)
 }
+
+/// Seconds of `wavs` in which the tone `hz` dominates `channel` (0 left: the agent; 1 right:
+/// the other party) over every other tone of `all`, in 100 ms windows above -34 dBFS.
+pub fn seconds_of(wavs: &[Stereo], channel: usize, hz: f64, all: &[f64]) -> f64 {
+    let windows: usize = wavs
+        .iter()
+        .map(|w| {
+            let x = if channel == 0 { &w.left } else { &w.right };
+            x.chunks((w.rate / 10) as usize)
+                .filter(|c| {
+                    let mine = goertzel(c, hz, w.rate);
+                    rms(c) > 0.02
+                        && all
+                            .iter()
+                            .filter(|f| **f != hz)
+                            .all(|f| goertzel(c, *f, w.rate) * 10.0 < mine)
+                })
+                .count()
+        })
+        .sum();
+    windows as f64 / 10.0
+}

@@ -4,6 +4,7 @@
 
 pub mod appliance;
 pub mod audio;
+pub mod browser;
 pub mod endpoint;
 pub mod lab;
 pub mod netns;

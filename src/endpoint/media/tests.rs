@@ -499,3 +499,61 @@ fn the_live_pipeline_drops_frames_to_shorten_its_delay_the_recording_keeps_every
         "caller side"
     );
 }
+
+#[test]
+fn the_meters_follow_what_is_heard_and_fall_to_still_in_silence() {
+    let mut s = stereo_session(None);
+    s.on_call("c1", PayloadMap::default(), at(0), AGENT);
+    let pkts = call(0, &frames(1000.0, 50), &frames(400.0, 50), 10);
+    let mut out = Vec::new();
+    run(&mut s, &pkts, 0, 900, &mut out);
+    let [agent, caller] = s.stats().levels;
+    // A tone of amplitude 8000 has an RMS of about 5657.
+    assert!((4500..7000).contains(&agent), "{agent}");
+    assert!((4500..7000).contains(&caller), "{caller}");
+    assert!(s.stats().delay_ms[0] > 0);
+    // The call's audio ends at 1 s; a second of silence later the needles rest.
+    run(&mut s, &pkts, 901, 2200, &mut out);
+    assert_eq!(s.stats().levels, [0, 0]);
+}
+
+#[test]
+fn recording_switched_off_and_on_mid_call_and_the_output_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = stereo_session(Some(dir.path().to_owned()));
+    assert!(s.recording());
+    s.on_call("c1", PayloadMap::default(), at(0), AGENT);
+    let pkts = call(0, &frames(1000.0, 150), &frames(400.0, 150), 10);
+    let mut out = Vec::new();
+    run(&mut s, &pkts, 0, 1000, &mut out);
+    // Off: the call's file is finalised now.
+    s.set_recording(None, at(1000));
+    assert!(!s.recording());
+    assert_eq!(s.stats().recordings, 1);
+    run(&mut s, &pkts, 1001, 1500, &mut out);
+    // On again: the rest of the call goes to a new file named with the time it started.
+    s.set_recording(Some(dir.path().to_owned()), at(1500));
+    run(&mut s, &pkts, 1501, 2600, &mut out);
+    s.on_call_ended("c1");
+    run(&mut s, &pkts, 2601, 3500, &mut out);
+    assert_eq!(s.stats().recordings, 2);
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(
+        names[0].starts_with("5001_c1_20231114T221320Z"),
+        "{names:?}"
+    );
+    assert!(
+        names[1].starts_with("5001_c1_20231114T221321Z"),
+        "{names:?}"
+    );
+    // The output: mono at half volume, the device kept.
+    s.set_output(Layout::Mono, 0.5).unwrap();
+    assert_eq!(s.config().listen.layout, Layout::Mono);
+    assert_eq!(s.config().listen.volume, 0.5);
+    assert_eq!(s.device(), (48_000, 2));
+}

@@ -35,6 +35,9 @@ pub struct AgentDayArgs {
     /// Seconds between the phone's registration (the first frame) and the first call.
     #[arg(long, default_value_t = 3.0)]
     lead: f64,
+    /// No consult during the hold: call 1's hold is six seconds of silence both ways.
+    #[arg(long)]
+    no_consult: bool,
     #[command(flatten)]
     output: Output,
 }
@@ -339,8 +342,10 @@ pub fn run(a: AgentDayArgs) -> Result<()> {
     cap.call(&mut call1, at(CALL1_AT), at(HOLD_AT));
     cap.reinvite(&call1, at(HOLD_AT), 101, "sendonly", "recvonly");
     // The consult, placed by the agent during the hold, hung up by the agent.
-    cap.call(&mut consult, at(CONSULT_AT), at(CONSULT_BYE_AT));
-    cap.bye(&mut consult, at(CONSULT_BYE_AT));
+    if !a.no_consult {
+        cap.call(&mut consult, at(CONSULT_AT), at(CONSULT_BYE_AT));
+        cap.bye(&mut consult, at(CONSULT_BYE_AT));
+    }
     // Back to call 1.
     cap.reinvite(&call1, at(RESUME_AT), 102, "sendrecv", "sendrecv");
     call1.holds.push([a.lead + HOLD_AT, a.lead + RESUME_AT]);
@@ -361,7 +366,11 @@ pub fn run(a: AgentDayArgs) -> Result<()> {
     }
     pcap.finish()?;
 
-    let legs = [&call1, &consult, &call2];
+    let legs: Vec<&Leg> = if a.no_consult {
+        vec![&call1, &call2]
+    } else {
+        vec![&call1, &consult, &call2]
+    };
     let secs = |t: i64| (t - base) as f64 / 1e6;
     let truth = Truth {
         packets: cap.frames.len() as u64,

@@ -120,6 +120,10 @@ struct CallsArgs {
     /// Number of the first agent (called party); call i reaches agent BASE+i.
     #[arg(long, default_value_t = 5001)]
     agent_base: u32,
+    /// Address plan K: callers in 10.(2K+1).0.0/16, agents' phones in 10.(2K+2).0.0/16 (0:
+    /// 10.1/10.2), so captures of other plans can be merged without clashing.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    subnet: u8,
     /// The agent is a mobile agent reached at this remote number (Request-URI carries it).
     #[arg(long)]
     mobile_agent: Option<String>,
@@ -455,8 +459,9 @@ fn run_calls(a: CallsArgs) -> Result<()> {
     let mut calls: Vec<Call> = Vec::new();
     for i in 0..a.calls {
         let encap = parse_encap(&a.encap, i)?;
-        let caller_ip = Ipv4Addr::new(10, 1, (i / 250) as u8, (i % 250 + 1) as u8);
-        let agent_ip = Ipv4Addr::new(10, 2, (i / 250) as u8, (i % 250 + 1) as u8);
+        let (callers, agents) = (2 * a.subnet + 1, 2 * a.subnet + 2);
+        let caller_ip = Ipv4Addr::new(10, callers, (i / 250) as u8, (i % 250 + 1) as u8);
+        let agent_ip = Ipv4Addr::new(10, agents, (i / 250) as u8, (i % 250 + 1) as u8);
         let sip_start_us = base_us + (i as i64 % 500) * 7_000;
         let rtp_first_tick =
             ((sip_start_us + 120_000 - base_us) + ptime_us - 1) as u64 / ptime_us as u64;
