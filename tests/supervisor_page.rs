@@ -213,9 +213,11 @@ fn the_page_shows_the_team_and_monitors_with_one_click() {
         (st["monitoring"] == true && st["agent"] == "5001").then_some(st)
     });
     assert_eq!(st["packets"], 0, "before the call: {st:#}");
-    assert!(browser
-        .text("#monitoring")
-        .contains("Listening to agent 5001"));
+    let listening = eventually(Duration::from_secs(5), "the page listening", || {
+        let t = browser.text("#monitoring");
+        t.contains("Listening to agent 5001").then_some(t)
+    });
+    assert!(listening.contains("(no call right now)"), "{listening}");
 
     // 3. The meters move while call 1 talks, with the line's quality shown...
     until(t0, LEAD + 1.0);
@@ -434,6 +436,19 @@ fn the_page_refuses_requests_without_the_token_from_other_hosts_and_other_pages(
             .contains("agent is not in your teams")
             .then_some(())
     });
+    // A supervisor the appliance does not know: the page says the login was refused.
+    std::fs::create_dir_all(d.join("s9")).unwrap();
+    let stranger = Endpoint::start(&pki, &d.join("s9"), &[&r.control], "s9", &[]);
+    browser.goto(&page_url(&stranger));
+    eventually(
+        Duration::from_secs(15),
+        "the refused login on the page",
+        || {
+            let link = browser.text("#link");
+            link.contains("Login refused").then_some(())
+        },
+    );
+    drop(stranger);
     browser.goto(&format!("http://127.0.0.1:{evil_port}/"));
     eventually(Duration::from_secs(10), "the cross-origin POST", || {
         (browser.js("return document.title;", vec![]) == json!("sent")).then_some(())
