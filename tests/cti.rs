@@ -371,3 +371,81 @@ fn garbage_from_the_cti_side_is_counted_and_resets_while_the_appliance_serves() 
         });
     }
 }
+
+#[test]
+fn one_media_line_with_two_customer_calls_gives_two_recordings() {
+    // A mobile agent's nailed line as the CTI Server describes it: one media endpoint up for
+    // the whole capture, two customer calls delimited only by the CTI's call events.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pcap = d.join("line.pcap");
+    run_ok(
+        capgen()
+            .args([
+                "calls",
+                "--calls",
+                "1",
+                "--duration",
+                "20",
+                "--no-sip",
+                "-o",
+            ])
+            .arg(&pcap)
+            .arg("--truth")
+            .arg(d.join("truth.json")),
+    );
+    let rtp = |t: &str, at: u64, call: u32, dir: u16| {
+        format!(
+            r#"{{"at_ms": {at}, "type": "{t}", "call": {call}, "device": "5001", "agent": "5001",
+                "direction": {dir}, "address": "10.2.0.1", "port": 30000,
+                "sending_address": "10.1.0.1", "sending_port": 20000}}"#
+        )
+    };
+    let call = |begin: u64, end: u64, id: u32| {
+        [
+            format!(
+                r#"{{"at_ms": {begin}, "type": "begin_call", "call": {id}, "device": "5001",
+                    "call_type": 1, "ani": "+4930{id}", "dnis": "5001"}}"#
+            ),
+            rtp("rtp_started", begin, id, 0),
+            rtp("rtp_started", begin, id, 1),
+            rtp("rtp_stopped", end, id, 0),
+            rtp("rtp_stopped", end, id, 1),
+            format!(r#"{{"at_ms": {end}, "type": "end_call", "call": {id}, "device": "5001"}}"#),
+        ]
+        .join(",")
+    };
+    let scenario = d.join("cti.json");
+    std::fs::write(
+        &scenario,
+        format!(
+            r#"{{"peripheral": 5000, "events": [{}, {}]}}"#,
+            call(2000, 8000, 1),
+            call(11000, 17000, 2)
+        ),
+    )
+    .unwrap();
+    let mock = Mock::start(&scenario, &[]);
+    let pki = Pki::new(&d.join("certs"), "localhost");
+    let r = appliance(d, &pki, "line", &pcap, &cti_table(&[&mock.addr], 24));
+    let e = Endpoint::start(&pki, d, &[&r.control], "s1", &["--monitor", "5001"]);
+    wait_replayed(&r, 20.0);
+    std::thread::sleep(Duration::from_secs(1));
+    let log = e.stop();
+    let wavs = recordings(&d.join("rec-s1"), "5001");
+    let names: Vec<String> = wavs
+        .iter()
+        .map(|w| w.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}\n{log}");
+    assert!(names[0].starts_with("5001_cti-1_5001_"), "{names:?}");
+    assert!(names[1].starts_with("5001_cti-2_5001_"), "{names:?}");
+    let all = [400.0, 1000.0];
+    for w in &wavs {
+        let heard = [Stereo::from_wav(w)];
+        let secs = heard[0].secs();
+        assert!((4.0..8.0).contains(&secs), "{w:?}: {secs:.1} s");
+        assert!(seconds_of(&heard, 0, 1000.0, &all) > secs - 1.5, "{w:?}");
+        assert!(seconds_of(&heard, 1, 400.0, &all) > secs - 1.5, "{w:?}");
+    }
+}
