@@ -282,7 +282,17 @@ fn lab_is_gone_after_a_panicking_test() {
         assert_eq!(got, "appl");
         panic!("deliberate");
     });
-    assert!(result.is_err());
+    // The deliberate panic, not another one (a failing management-link check panics too).
+    let payload = result.expect_err("the closure panics");
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    assert_eq!(
+        message, "deliberate",
+        "another panic than the deliberate one"
+    );
     let list =
         String::from_utf8(run_ok(Command::new("ip").args(["netns", "list"])).stdout).unwrap();
     let names = names.into_inner().unwrap();

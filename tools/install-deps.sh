@@ -16,6 +16,8 @@ if [ $want_test = 1 ]; then
   pkgs+=(tshark tcpreplay tcpdump sox espeak-ng iproute2 time openssl)
   # The SPAN lab (tests/common/lab.rs): baresip-core is the SIP user agent, procps gives sysctl.
   pkgs+=(baresip-core procps)
+  # tests/lab_span.rs runs a tiny TCP listener with python3 inside a namespace.
+  pkgs+=(python3)
   # The real-audio playout test (tests/playout_pulse.rs): a private PulseAudio with a null sink
   # (pulseaudio), parec/pactl (pulseaudio-utils), ALSA's pulse plugin so cpal's ALSA host plays
   # into it (libasound2-plugins).

@@ -516,7 +516,7 @@ impl<O: MonitorOutput> Loop<O> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::binding::Agent;
+    use crate::binding::{Agent, Direction};
     use crate::capture::replay::{Replay, ReplayOptions};
     use crate::engine::EngineConfig;
     use std::path::Path;
@@ -524,7 +524,7 @@ mod tests {
 
     #[derive(Default)]
     struct Seen {
-        packets: Vec<(MonitorId, usize)>,
+        packets: Vec<(MonitorId, usize, Direction)>,
         notices: Vec<Notice>,
         flushes: usize,
     }
@@ -537,7 +537,7 @@ mod tests {
                 .lock()
                 .unwrap()
                 .packets
-                .push((f.monitor, f.rtp.len()));
+                .push((f.monitor, f.rtp.len(), f.direction));
         }
         fn notice(&mut self, n: &Notice) {
             self.0.lock().unwrap().notices.push(n.clone());
@@ -616,8 +616,11 @@ mod tests {
             view.bindings.iter().any(|b| b.agent_id == "5001"),
             "{view:?}"
         );
-        assert!(!seen.packets.is_empty());
-        assert!(seen.packets.iter().all(|&(m, len)| m == 7 && len >= 12));
+        // The truth file: 1200 RTP packets each way, all bound by the SIP from the first.
+        let each_way = |d: Direction| seen.packets.iter().filter(|p| p.2 == d).count();
+        assert_eq!(each_way(Direction::FromAgent), 1200);
+        assert_eq!(each_way(Direction::ToAgent), 1200);
+        assert!(seen.packets.iter().all(|&(m, len, _)| m == 7 && len >= 12));
         assert_eq!(
             seen.packets.len() as u64,
             metrics.forwarded.load(Ordering::Relaxed)
