@@ -139,6 +139,8 @@ pub const MAX_MAPPED_PAYLOADS: usize = 8;
 pub struct PayloadMap {
     entries: [(u8, Option<PayloadFormat>); MAX_MAPPED_PAYLOADS],
     len: u8,
+    /// The SDP says the media is encrypted (SRTP): nothing of it can be decoded.
+    encrypted: bool,
 }
 
 impl PayloadMap {
@@ -147,7 +149,18 @@ impl PayloadMap {
         PayloadMap {
             entries: [(0, None); MAX_MAPPED_PAYLOADS],
             len: 0,
+            encrypted: false,
         }
+    }
+
+    /// Marks the media encrypted (SRTP: `RTP/SAVP`, `a=crypto`, DTLS-SRTP).
+    pub fn set_encrypted(&mut self) {
+        self.encrypted = true;
+    }
+
+    /// Whether the SDP said the media is encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.encrypted
     }
 
     /// Records that `pt` means `format`; replaces an earlier entry; ignores overflow.
@@ -184,6 +197,7 @@ impl PayloadMap {
         for (pt, f) in other.mapped() {
             self.insert(pt, f);
         }
+        self.encrypted |= other.encrypted;
     }
 }
 

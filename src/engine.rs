@@ -40,6 +40,8 @@ pub struct RtpSeen<'a> {
     pub dst: SocketAddr,
     /// The whole RTP packet (header and payload).
     pub rtp: &'a [u8],
+    /// Its stream is encrypted (SRTP): nothing of it can be played.
+    pub encrypted: bool,
 }
 
 /// Engine settings.
@@ -153,6 +155,7 @@ impl Engine {
                             src,
                             dst,
                             rtp: payload,
+                            encrypted: self.flows.stream(id).encrypted(),
                         });
                         FrameVerdict::Rtp(id)
                     }

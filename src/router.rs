@@ -118,7 +118,12 @@ struct ActiveMonitor {
     /// The CTI Server's call the monitor hears (its ConnectionCallID): while set, the CTI's
     /// call events, not SIP dialogs, say where one call ends and the next begins.
     cti: Option<u32>,
+    /// The encrypted stream the monitor was last told of (told once per stream).
+    encrypted: Option<StreamId>,
 }
+
+/// What a monitor's endpoint is told when the agent's media is encrypted.
+pub const ENCRYPTED: &str = "encrypted media (SRTP): cannot be monitored";
 
 /// Most conversations a monitor remembers as announced and not ended (the oldest is forgotten,
 /// and its end never told, past this).
@@ -145,6 +150,8 @@ pub struct Router {
     cti: cti::CtiCalls,
     /// (monitor, CTI call) pairs whose `Notice::Call` is built after the frame.
     cti_changes: Vec<(MonitorId, u32)>,
+    /// Monitors that met an encrypted stream during the last frame.
+    encrypted_changes: Vec<MonitorId>,
     stats: RouterStats,
 }
 
@@ -266,6 +273,7 @@ impl Router {
             name: None,
             cti: cti::CtiCalls::default(),
             cti_changes: Vec::new(),
+            encrypted_changes: Vec::new(),
             stats: RouterStats::default(),
         }
     }
@@ -292,6 +300,7 @@ impl Router {
             monitored,
             call_changes,
             cti_changes,
+            encrypted_changes,
             stats,
             stop_on_non_acd,
             ..
@@ -335,6 +344,14 @@ impl Router {
                             }
                         }
                     }
+                    if seen.encrypted {
+                        // Never played: noise to the supervisor. Told once per stream.
+                        if m.encrypted != Some(seen.stream) {
+                            m.encrypted = Some(seen.stream);
+                            encrypted_changes.push(m.id);
+                        }
+                        continue;
+                    }
                     stats.forwarded += 1;
                     sink(Forward {
                         monitor: m.id,
@@ -348,6 +365,12 @@ impl Router {
         });
         self.resolve_notices();
         self.resolve_cti_notices();
+        for monitor in std::mem::take(&mut self.encrypted_changes) {
+            self.notices.push_back(Notice::Interrupted {
+                monitor,
+                reason: ENCRYPTED.into(),
+            });
+        }
         if matches!(verdict, FrameVerdict::Sip) {
             while let Some(ev) = self.engine.poll_call_event() {
                 self.bindings
@@ -458,6 +481,7 @@ impl Router {
             remote: None,
             relay,
             cti: None,
+            encrypted: None,
         });
     }
 
@@ -626,7 +650,7 @@ impl Router {
                     src: s.key.src.to_string(),
                     dst: s.key.dst.to_string(),
                     ssrc: format!("0x{:08X}", s.key.ssrc),
-                    payloads: s.stats.payload_names(),
+                    payloads: s.payload_names(),
                     packets: s.stats.packets,
                     lost: s.stats.lost(),
                     jitter_ms: s.stats.jitter_ms,

@@ -17,6 +17,7 @@ use crate::packet::rtp::RtpPacket;
 use crate::packet::VlanStack;
 use crate::time::Timestamp;
 
+pub mod cipher;
 mod stats;
 
 pub use stats::{static_clock_rate, RtpSample, StreamStats};
@@ -129,6 +130,24 @@ pub struct Stream {
     pub stats: StreamStats,
     /// RTCP about it.
     pub rtcp: RtcpSummary,
+    /// Whether its payload looks encrypted (`flow::cipher`).
+    pub cipher: cipher::CipherTest,
+}
+
+impl Stream {
+    /// Encrypted media (SRTP): its SDP said so, or its G.711 payload is uniform.
+    pub fn encrypted(&self) -> bool {
+        self.stats.payload_map().is_encrypted() || self.cipher.encrypted()
+    }
+
+    /// The payload names `flows` and the lists show: `SRTP` for an encrypted stream (its
+    /// payload type says nothing of what can be heard).
+    pub fn payload_names(&self) -> Vec<String> {
+        if self.encrypted() {
+            return vec!["SRTP".to_owned()];
+        }
+        self.stats.payload_names()
+    }
 }
 
 /// A 5-tuple + SSRC that looks like RTP but is not confirmed yet.
@@ -238,20 +257,29 @@ impl FlowTable {
             ssrc: rtp.ssrc(),
         };
         if let Some(&id) = self.index.get(&key) {
-            self.streams[id.0 as usize].stats.update(&sample);
+            let stream = &mut self.streams[id.0 as usize];
+            stream.stats.update(&sample);
+            stream.cipher.observe(sample.pt, rtp.payload());
             self.stats.rtp_packets += 1;
             return UdpVerdict::Rtp(id);
         }
-        if let Some(h) = hint() {
-            return match self.new_stream(key, *vlans, Some(h.call), h.payloads, &[sample]) {
+        let verdict = if let Some(h) = hint() {
+            match self.new_stream(key, *vlans, Some(h.call), h.payloads, &[sample]) {
                 Some(id) => UdpVerdict::Rtp(id),
                 None => UdpVerdict::NotMedia,
-            };
+            }
+        } else if !self.config.heuristic || !plausible_payload_type(sample.pt) {
+            UdpVerdict::NotMedia
+        } else {
+            self.handle_candidate(key, *vlans, sample)
+        };
+        if let UdpVerdict::Rtp(id) = verdict {
+            // A new stream's first packet: tested before anything of it is forwarded.
+            self.streams[id.0 as usize]
+                .cipher
+                .observe(sample.pt, rtp.payload());
         }
-        if !self.config.heuristic || !plausible_payload_type(sample.pt) {
-            return UdpVerdict::NotMedia;
-        }
-        self.handle_candidate(key, *vlans, sample)
+        verdict
     }
 
     fn handle_candidate(&mut self, key: StreamKey, vlans: VlanStack, s: RtpSample) -> UdpVerdict {
@@ -327,6 +355,7 @@ impl FlowTable {
             call,
             stats,
             rtcp: RtcpSummary::default(),
+            cipher: cipher::CipherTest::default(),
         });
         self.index.insert(key, id);
         self.candidates.remove(&key);

@@ -61,6 +61,15 @@ pub enum Error {
     /// Nothing in the chosen streams decodes.
     #[error("no decodable audio in the selected streams")]
     NoAudio,
+    /// A chosen stream is encrypted.
+    #[error(
+        "stream {flow} is encrypted (SRTP: RTP/SAVP or a=crypto in its SDP, or a payload with no \
+         G.711 structure): it cannot be decoded"
+    )]
+    Encrypted {
+        /// The stream.
+        flow: String,
+    },
     /// The media timeline failed.
     #[error(transparent)]
     Timeline(timeline::Error),
@@ -211,6 +220,8 @@ pub struct Choice {
     streams: HashMap<(SocketAddr, SocketAddr), Chosen>,
     n_streams: usize,
     n_calls: usize,
+    /// The first encrypted stream chosen.
+    encrypted: Option<String>,
 }
 
 /// Extracts `selection` from the analysed file into a WAV at `out`.
@@ -259,7 +270,7 @@ pub fn choose(
             let flow = selection.describe();
             return Err(Error::NoStream { flow, file: file() });
         }
-        return Ok(choice);
+        return choice.decodable();
     }
     let calls = analysis.engine.calls();
     let matching: Vec<&Call> = calls.calls().filter(|c| selection.matches(c)).collect();
@@ -282,7 +293,7 @@ pub fn choose(
     if choice.n_streams == 0 {
         return Err(Error::NoRtp(file()));
     }
-    Ok(choice)
+    choice.decodable()
 }
 
 impl Selection {
@@ -308,10 +319,23 @@ impl Selection {
 
 impl Choice {
     fn add(&mut self, s: &Stream, side: usize, ssrc: Option<u32>) {
+        if s.encrypted() && self.encrypted.is_none() {
+            self.encrypted = Some(format!("{}-{}/0x{:08X}", s.key.src, s.key.dst, s.key.ssrc));
+        }
         self.n_streams += 1;
         let map = *s.stats.payload_map();
         self.streams
             .insert((s.key.src, s.key.dst), Chosen { side, ssrc, map });
+    }
+}
+
+impl Choice {
+    /// The choice, unless a stream of it is encrypted.
+    fn decodable(self) -> Result<Choice, Error> {
+        match self.encrypted {
+            Some(flow) => Err(Error::Encrypted { flow }),
+            None => Ok(self),
+        }
     }
 }
 

@@ -254,7 +254,7 @@ fn stream_row(s: &Stream, first: Timestamp, engine: &Engine) -> StreamRow {
         src: s.key.src.to_string(),
         dst: s.key.dst.to_string(),
         ssrc: s.key.ssrc,
-        payload: st.payload_names(),
+        payload: s.payload_names(),
         packets: st.packets,
         expected: st.expected(),
         lost: st.lost(),

@@ -453,3 +453,43 @@ fn a_peers_audio_reaches_the_agents_monitors_and_a_lost_peer_interrupts_them() {
         "that call is not the one heard any more"
     );
 }
+
+#[test]
+fn encrypted_media_is_never_forwarded_and_the_monitor_is_told_once() {
+    let mut lab = Lab::new();
+    lab.r.add_monitor(1, 0);
+    // No signalling: an explicit bind, and a payload that is uniform (SRTP).
+    lab.r.bind(ms(0), 0, a("10.5.5.5:7000"), None);
+    let mut x: u32 = 0x1234_5678;
+    for seq in 1..10u16 {
+        let mut p = rtp(seq, 3, 0);
+        for b in &mut p[12..] {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = (x >> 24) as u8;
+        }
+        lab.frame(
+            i64::from(seq) * 20,
+            udp(a("10.5.5.5:7000"), a("10.6.6.6:8000"), &p),
+        );
+    }
+    assert!(lab.got.is_empty(), "not one packet: {:?}", lab.got);
+    let told: Vec<String> = lab.kinds();
+    assert_eq!(told, [format!("interrupted {ENCRYPTED}")]);
+    // G.711 on the same bind is heard.
+    for seq in 1..6u16 {
+        lab.frame(
+            400 + i64::from(seq) * 20,
+            udp(a("10.5.5.5:7002"), a("10.6.6.6:8000"), &rtp(seq, 4, 0xFF)),
+        );
+    }
+    lab.r.bind(ms(390), 0, a("10.5.5.5:7002"), None);
+    for seq in 6..9u16 {
+        lab.frame(
+            400 + i64::from(seq) * 20,
+            udp(a("10.5.5.5:7002"), a("10.6.6.6:8000"), &rtp(seq, 4, 0xFF)),
+        );
+    }
+    assert!(!lab.got.is_empty());
+}

@@ -90,6 +90,7 @@ impl SessionDescription {
         let mut media_conn: Vec<Option<IpAddr>> = Vec::new();
         let mut media_dir: Vec<Option<Direction>> = Vec::new();
         let mut saw_version = false;
+        let mut session_secure = false;
         for line in text.lines() {
             let line = line.trim_end();
             let Some((kind, value)) = line.split_once('=') else {
@@ -121,6 +122,10 @@ impl SessionDescription {
                             payloads.insert(pt, f);
                         }
                     }
+                    // RTP/SAVP, RTP/SAVPF, UDP/TLS/RTP/SAVP(F): secure RTP.
+                    if proto.to_ascii_uppercase().contains("SAVP") {
+                        payloads.set_encrypted();
+                    }
                     media.push(Media {
                         kind,
                         port,
@@ -145,6 +150,8 @@ impl SessionDescription {
                         continue;
                     }
                     let Some(m) = media.last_mut() else {
+                        // A session-level DTLS-SRTP fingerprint covers every media section.
+                        session_secure |= matches!(name, "crypto" | "fingerprint");
                         continue;
                     };
                     match name {
@@ -170,6 +177,8 @@ impl SessionDescription {
                             );
                         }
                         "ptime" => m.ptime = arg.trim().parse().ok(),
+                        // SDES keys or a DTLS-SRTP fingerprint: the media is SRTP.
+                        "crypto" | "fingerprint" => m.payloads.set_encrypted(),
                         "rtcp" => {
                             m.rtcp_port = arg.split_whitespace().next().and_then(|p| p.parse().ok())
                         }
@@ -185,6 +194,9 @@ impl SessionDescription {
         for (i, m) in media.iter_mut().enumerate() {
             m.connection = media_conn[i].or(session_conn);
             m.direction = media_dir[i].or(session_dir).unwrap_or_default();
+            if session_secure {
+                m.payloads.set_encrypted();
+            }
         }
         Ok(SessionDescription { media })
     }
@@ -198,6 +210,28 @@ impl SessionDescription {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secure_rtp_is_recognised_by_profile_keys_or_fingerprint() {
+        let sdp = |m: &str, extra: &str| {
+            let body = format!("v=0\r\nc=IN IP4 10.0.0.1\r\n{extra}m=audio 4000 {m} 0\r\n");
+            SessionDescription::parse(body.as_bytes()).unwrap().media[0]
+                .payloads
+                .is_encrypted()
+        };
+        assert!(!sdp("RTP/AVP", ""));
+        assert!(sdp("RTP/SAVP", ""));
+        assert!(sdp("RTP/SAVPF", ""));
+        assert!(sdp("UDP/TLS/RTP/SAVPF", ""));
+        let crypto = "v=0\r\nm=audio 4000 RTP/AVP 0\r\n\
+                      a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n";
+        let d = SessionDescription::parse(crypto.as_bytes()).unwrap();
+        assert!(d.media[0].payloads.is_encrypted());
+        assert!(
+            sdp("RTP/AVP", "a=fingerprint:sha-256 AB:CD\r\n"),
+            "session level"
+        );
+    }
 
     const OFFER: &[u8] = b"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
 m=audio 16384 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n\

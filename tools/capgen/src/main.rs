@@ -136,6 +136,10 @@ struct CallsArgs {
     /// No SIP at all: only RTP (as a SPAN sees calls signalled over TLS or SCCP).
     #[arg(long)]
     no_sip: bool,
+    /// Encrypted media: the SDP offers and answers RTP/SAVP with an a=crypto key, and every
+    /// payload is random bytes with a 10-byte authentication tag, as SRTP looks on the wire.
+    #[arg(long)]
+    srtp: bool,
     /// Write a CTI Server scenario for the calls (agents' states, BEGIN_CALL, RTP_STARTED /
     /// RTP_STOPPED with each agent's media endpoint, END_CALL), times from the capture's
     /// start, for `capgen cti-server`.
@@ -556,8 +560,17 @@ fn run_calls(a: CallsArgs) -> Result<()> {
 
     // SIP setup for every call.
     for (ci, c) in calls.iter().enumerate().filter(|_| !a.no_sip) {
-        let offer = sdp(c.caller_ip, c.dirs[0].src.1, law, a.ptime, "sendrecv");
-        let answer = sdp(c.agent_ip, c.dirs[0].dst.1, law, a.ptime, "sendrecv");
+        let mut offer = sdp(c.caller_ip, c.dirs[0].src.1, law, a.ptime, "sendrecv");
+        let mut answer = sdp(c.agent_ip, c.dirs[0].dst.1, law, a.ptime, "sendrecv");
+        if a.srtp {
+            for (body, key) in [
+                (&mut offer, "c2VjcmV0IG9mZmVyIGtleSBvZiAzMCBieXRlcw"),
+                (&mut answer, "c2VjcmV0IGFuc3dlciBrZXkgb2YgMzAgYnl0ZXM"),
+            ] {
+                *body = body.replace("RTP/AVP", "RTP/SAVP")
+                    + &format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{key}\r\n");
+            }
+        }
         let msgs = c.dialog(ci).setup(&c.called_uri_user, &offer, &answer);
         for (dt, from_caller, m) in msgs {
             let (s, d) = if from_caller {
@@ -620,6 +633,14 @@ fn run_calls(a: CallsArgs) -> Result<()> {
                     if a.ref_dir.is_some() {
                         d.reference.push(if lost { 0 } else { law.decode(code) });
                     }
+                }
+                if a.srtp {
+                    // The cipher's output and its tag: uniform bytes.
+                    let start = payload.len() - samples_per_packet as usize;
+                    for b in &mut payload[start..] {
+                        *b = rng.next() as u8;
+                    }
+                    payload.extend((0..10).map(|_| rng.next() as u8));
                 }
                 d.octets += samples_per_packet;
                 if lost {
