@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 
 use crate::flow::{FlowConfig, FlowTable, MediaHint, StreamId, UdpVerdict};
 use crate::packet::{DecapConfig, Decapsulator, LinkType, Transport};
+use crate::sip::tcp::{TcpSip, TcpSipStats};
 use crate::sip::{self, CallConfig, CallTable};
 use crate::time::Timestamp;
 
@@ -85,6 +86,7 @@ pub struct Engine {
     decap: Decapsulator,
     calls: CallTable,
     flows: FlowTable,
+    tcp_sip: TcpSip,
     stats: EngineStats,
 }
 
@@ -95,6 +97,7 @@ impl Engine {
             decap: Decapsulator::new(config.decap),
             calls: CallTable::new(config.calls),
             flows: FlowTable::new(config.flows),
+            tcp_sip: TcpSip::default(),
             stats: EngineStats::default(),
         }
     }
@@ -115,6 +118,10 @@ impl Engine {
     ) -> FrameVerdict {
         self.stats.frames += 1;
         self.stats.bytes += frame.len() as u64;
+        if self.tcp_sip.poll_timeout().is_some_and(|due| now >= due) {
+            // Offline reading never calls handle_timeout: gaps expire on capture time here.
+            self.expire_tcp_gaps(now);
+        }
         let d = self.decap.decapsulate(now, link, frame);
         let Some(ip) = d.ip else {
             self.stats.undecoded += 1;
@@ -173,19 +180,27 @@ impl Engine {
             Transport::Tcp {
                 src_port,
                 dst_port,
+                seq,
+                closing,
                 payload,
             } => {
                 self.stats.tcp_segments += 1;
-                if sip::looks_like_sip(payload) {
-                    let src = SocketAddr::new(ip.src, src_port);
-                    let dst = SocketAddr::new(ip.dst, dst_port);
-                    self.stats.sip_messages += 1;
-                    if self.calls.handle_message(now, src, dst, payload).is_err() {
-                        self.stats.sip_malformed += 1;
-                    }
-                    return FrameVerdict::Sip;
-                }
-                FrameVerdict::Other
+                let src = SocketAddr::new(ip.src, src_port);
+                let dst = SocketAddr::new(ip.dst, dst_port);
+                let seg = Segment {
+                    src,
+                    dst,
+                    seq,
+                    closing,
+                    payload,
+                };
+                sip_over_tcp(
+                    now,
+                    seg,
+                    &mut self.tcp_sip,
+                    &mut self.calls,
+                    &mut self.stats,
+                )
             }
             Transport::Other => {
                 self.stats.other_ip += 1;
@@ -206,12 +221,24 @@ impl Engine {
 
     /// When [`Engine::handle_timeout`] should next run.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.calls.poll_timeout()
+        [self.calls.poll_timeout(), self.tcp_sip.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
-    /// Forgets calls that ended long enough before `now`.
+    /// Forgets calls that ended long enough before `now`; gives up on SIP-over-TCP gaps that
+    /// waited long enough and parses the messages behind them.
     pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.expire_tcp_gaps(now);
         self.calls.handle_timeout(now);
+    }
+
+    fn expire_tcp_gaps(&mut self, now: Timestamp) {
+        let (calls, stats) = (&mut self.calls, &mut self.stats);
+        self.tcp_sip.handle_timeout(now, &mut |src, dst, message| {
+            parse_sip(now, (src, dst), message, calls, stats)
+        });
     }
 
     /// Engine counters.
@@ -229,9 +256,62 @@ impl Engine {
         &self.calls
     }
 
+    /// The SIP-over-TCP reassembly (for its counters).
+    pub fn tcp_sip(&self) -> &TcpSipStats {
+        self.tcp_sip.stats()
+    }
+
     /// The RTP flow table.
     pub fn flows(&self) -> &FlowTable {
         &self.flows
+    }
+}
+
+/// One whole SIP message into the call table, counted.
+fn parse_sip(
+    now: Timestamp,
+    (src, dst): (SocketAddr, SocketAddr),
+    message: &[u8],
+    calls: &mut CallTable,
+    stats: &mut EngineStats,
+) {
+    stats.sip_messages += 1;
+    if calls.handle_message(now, src, dst, message).is_err() {
+        stats.sip_malformed += 1;
+    }
+}
+
+/// One TCP segment as the reassembly needs it.
+struct Segment<'a> {
+    src: SocketAddr,
+    dst: SocketAddr,
+    seq: u32,
+    closing: bool,
+    payload: &'a [u8],
+}
+
+/// A TCP segment: SIP reassembled per connection direction, each whole message parsed.
+fn sip_over_tcp(
+    now: Timestamp,
+    s: Segment<'_>,
+    tcp_sip: &mut TcpSip,
+    calls: &mut CallTable,
+    stats: &mut EngineStats,
+) -> FrameVerdict {
+    let before = tcp_sip.stats().segments;
+    tcp_sip.segment(
+        now,
+        s.src,
+        s.dst,
+        s.seq,
+        s.closing,
+        s.payload,
+        &mut |message| parse_sip(now, (s.src, s.dst), message, calls, stats),
+    );
+    if tcp_sip.stats().segments > before {
+        FrameVerdict::Sip
+    } else {
+        FrameVerdict::Other
     }
 }
 

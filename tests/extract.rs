@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::audio::{capgen, read_wav};
+use common::audio::{capgen, frequency, read_wav};
 use common::*;
 use serde_json::Value;
 
@@ -185,12 +185,6 @@ fn generator_reference_pcm_with_loss_reordering_and_duplicates() {
     }
     assert_eq!(checked, 4);
     assert!(lost_somewhere, "the capture must exercise loss");
-}
-
-/// Dominant frequency by zero crossings.
-fn frequency(pcm: &[i16]) -> f64 {
-    let crossings = pcm.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
-    crossings as f64 / 2.0 / (pcm.len() as f64 / 8000.0)
 }
 
 #[test]

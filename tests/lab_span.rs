@@ -20,17 +20,6 @@ fn flows(file: &Path) -> Value {
     serde_json::from_slice(&out.stdout).expect("flows --json is JSON")
 }
 
-fn counter(v: &Value, name: &str) -> u64 {
-    v["counters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c[0] == name)
-        .unwrap_or_else(|| panic!("no counter {name}"))[1]
-        .as_u64()
-        .unwrap()
-}
-
 fn key(s: &Value) -> (String, String, u64) {
     (
         s["src"].as_str().unwrap().to_owned(),
@@ -151,10 +140,10 @@ fn span_carries_a_sip_call_and_a_tagged_replay() {
         .collect();
     assert_eq!(vlans, [100, 101, 102, 103].into_iter().collect());
     // Tagged frames on the SPAN: exactly the replayed ones (the lab's own are untagged).
-    assert_eq!(counter(&v, "encap_vlan_tagged"), 3993);
-    assert_eq!(counter(&v, "encap_qinq"), 0);
-    assert_eq!(counter(&v, "sip_calls"), 5);
-    assert_eq!(counter(&v, "frames"), cap.captured);
+    assert_eq!(flows_counter(&v, "encap_vlan_tagged"), 3993);
+    assert_eq!(flows_counter(&v, "encap_qinq"), 0);
+    assert_eq!(flows_counter(&v, "sip_calls"), 5);
+    assert_eq!(flows_counter(&v, "frames"), cap.captured);
 
     // tshark, independently: 3993 frames with an 802.1Q tag, and the same stream table.
     let out = run_ok(
@@ -231,7 +220,7 @@ fn two_calls_in_sequence_second_pcma_with_hold() {
     // INVITE 180 200 ACK BYE 200 per call, and the hold and resume re-INVITEs (INVITE 200 ACK
     // each) in the second.
     assert_eq!(
-        counter(&v, "sip_messages"),
+        flows_counter(&v, "sip_messages"),
         6 + 6 + 6,
         "{:#}",
         v["counters"]

@@ -214,6 +214,8 @@ pub struct EngineMetrics {
     pub inputs: AtomicU64,
     /// Times SIP and the CTI Server named different agents for one media endpoint.
     pub cti_disagreements: AtomicU64,
+    /// SIP over TCP reassembly counters, in the order of [`crate::sip::tcp::TcpSipStats::named`].
+    pub sip_tcp: [AtomicU64; 7],
 }
 
 /// The engine thread's handle.
@@ -508,6 +510,9 @@ impl<O: MonitorOutput> Loop<O> {
         set(&m.monitors, self.router.monitor_count() as u64);
         set(&m.inputs, self.inputs.len() as u64);
         set(&m.cti_disagreements, self.router.cti_disagreements());
+        for (a, (_, v)) in m.sip_tcp.iter().zip(self.router.engine().tcp_sip().named()) {
+            set(a, v);
+        }
         // Only the latest snapshot matters; nobody listening is fine.
         self.view.send_replace(Arc::new(view));
     }

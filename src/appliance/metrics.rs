@@ -20,6 +20,7 @@ use crate::control::server::ControlStats;
 use crate::cti::client::CtiStats;
 use crate::monitor::stats::MonitorStats;
 use crate::peer::{ClusterView, PeerStatus};
+use crate::sip::tcp::TcpSipStats;
 
 /// Writes further exposition lines (another service's counters).
 pub type ExtraLines = Arc<dyn Fn(&mut String) + Send + Sync>;
@@ -214,6 +215,16 @@ fn engine_lines(out: &mut String, e: &EngineMetrics) {
         ),
     ] {
         sample(out, name, kind, help, v);
+    }
+    let name = "silentmon_sip_tcp_total";
+    header(
+        out,
+        name,
+        "counter",
+        "SIP over TCP reassembly: segments followed, messages reassembled, retransmitted, out_of_order, lost (gaps never filled), garbage_bytes, evicted connections.",
+    );
+    for (a, (what, _)) in e.sip_tcp.iter().zip(TcpSipStats::default().named()) {
+        let _ = writeln!(out, "{name}{{what=\"{what}\"}} {}", load(a));
     }
 }
 

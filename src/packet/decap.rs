@@ -512,6 +512,8 @@ impl<'a> Walk<'a> {
                 self.d.transport = Transport::Tcp {
                     src_port: tcp.source_port(),
                     dst_port: tcp.destination_port(),
+                    seq: tcp.sequence_number(),
+                    closing: tcp.fin() || tcp.rst(),
                     payload: tcp.payload(),
                 };
                 Err(Done)

@@ -219,6 +219,10 @@ pub enum Transport<'a> {
         src_port: u16,
         /// Destination port.
         dst_port: u16,
+        /// Sequence number of the payload's first byte.
+        seq: u32,
+        /// FIN or RST: the sender's side of the connection ends.
+        closing: bool,
         /// Segment payload.
         payload: &'a [u8],
     },

@@ -304,6 +304,13 @@ fn counters(engine: &Engine) -> Vec<(String, u64)> {
             engine.flows().streams().count() as u64,
         ),
     ];
+    out.extend(
+        engine
+            .tcp_sip()
+            .named()
+            .into_iter()
+            .map(|(n, c)| (format!("sip_tcp_{n}"), c)),
+    );
     let d = engine.decapsulator().stats();
     out.extend(
         d.encapsulations()

@@ -87,6 +87,15 @@ pub fn looks_like_sip(payload: &[u8]) -> bool {
     payload.starts_with(b"SIP/2.0 ") || KNOWN_METHODS.iter().any(|m| payload.starts_with(m))
 }
 
+/// Whether `bytes` may be the first bytes of a SIP message: it starts like one, or is a
+/// shorter prefix of a start line's first token (a TCP segment may end anywhere).
+pub fn may_start_sip(bytes: &[u8]) -> bool {
+    looks_like_sip(bytes)
+        || (!bytes.is_empty()
+            && (b"SIP/2.0 ".starts_with(bytes)
+                || KNOWN_METHODS.iter().any(|m| m.starts_with(bytes))))
+}
+
 /// The start line.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum StartLine<'a> {

@@ -1,10 +1,12 @@
 //! SIP and SDP, sans-IO: message and SDP views ([`message`], [`sdp`]) and the call table
-//! ([`call`]) that turns dialogs into calls with parties, states and negotiated media endpoints.
+//! ([`call`]) that turns dialogs into calls with parties, states and negotiated media endpoints,
+//! and the reassembly of SIP carried over TCP ([`tcp`]).
 //! Never panics on input; parse failures are values the engine counts.
 
 pub mod call;
 pub mod message;
 pub mod sdp;
+pub mod tcp;
 
 pub use call::{
     Call, CallConfig, CallEvent, CallState, CallTable, MediaEndpoint, Party, SideIdentity, SipStats,

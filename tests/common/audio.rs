@@ -168,3 +168,9 @@ pub fn seconds_of(wavs: &[Stereo], channel: usize, hz: f64, all: &[f64]) -> f64 
         .sum();
     windows as f64 / 10.0
 }
+
+/// Dominant frequency of 8 kHz PCM by zero crossings.
+pub fn frequency(pcm: &[i16]) -> f64 {
+    let crossings = pcm.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
+    crossings as f64 / 2.0 / (pcm.len() as f64 / 8000.0)
+}

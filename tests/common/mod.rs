@@ -154,3 +154,14 @@ pub fn strip_tags_with_tcprewrite(input: &Path, output: &Path) {
             .arg(output),
     );
 }
+
+/// A counter of `silentmon flows --json` output by name.
+pub fn flows_counter(v: &serde_json::Value, name: &str) -> u64 {
+    v["counters"]
+        .as_array()
+        .expect("flows --json has counters")
+        .iter()
+        .find(|c| c[0] == name)
+        .and_then(|c| c[1].as_u64())
+        .unwrap_or_else(|| panic!("no counter {name}"))
+}

@@ -9,6 +9,7 @@ mod cti_server;
 mod frame;
 mod handoff;
 mod pcap_writer;
+mod sip_tcp;
 mod sip_text;
 
 use std::cmp::Reverse;
@@ -140,6 +141,8 @@ struct CallsArgs {
     /// payload is random bytes with a 10-byte authentication tag, as SRTP looks on the wire.
     #[arg(long)]
     srtp: bool,
+    #[command(flatten)]
+    tcp: sip_tcp::TcpOptions,
     /// Write a CTI Server scenario for the calls (agents' states, BEGIN_CALL, RTP_STARTED /
     /// RTP_STOPPED with each agent's media endpoint, END_CALL), times from the capture's
     /// start, for `capgen cti-server`.
@@ -559,6 +562,20 @@ fn run_calls(a: CallsArgs) -> Result<()> {
     };
 
     // SIP setup for every call.
+    let mut tcp_conns: Vec<sip_tcp::Connection> = calls
+        .iter()
+        .enumerate()
+        .map(|(ci, c)| {
+            let caller = (c.caller_ip, 40_000 + (ci % 20_000) as u16);
+            // Not from the PRNG (UDP captures stay as they were); the agent's side wraps
+            // within its first messages.
+            let isn = [
+                (ci as u32).wrapping_mul(0x9E37_79B9),
+                u32::MAX - 300 + ci as u32,
+            ];
+            sip_tcp::Connection::new(caller, (c.agent_ip, 5060), isn)
+        })
+        .collect();
     for (ci, c) in calls.iter().enumerate().filter(|_| !a.no_sip) {
         let mut offer = sdp(c.caller_ip, c.dirs[0].src.1, law, a.ptime, "sendrecv");
         let mut answer = sdp(c.agent_ip, c.dirs[0].dst.1, law, a.ptime, "sendrecv");
@@ -572,15 +589,9 @@ fn run_calls(a: CallsArgs) -> Result<()> {
             }
         }
         let msgs = c.dialog(ci).setup(&c.called_uri_user, &offer, &answer);
-        for (dt, from_caller, m) in msgs {
-            let (s, d) = if from_caller {
-                (c.caller_ip, c.agent_ip)
-            } else {
-                (c.agent_ip, c.caller_ip)
-            };
-            ip_id = ip_id.wrapping_add(1);
-            udp_frame(&mut frame_buf, c.encap, s, 5060, d, 5060, ip_id, &m);
-            push(&mut heap, c.sip_start_us + dt, frame_buf.clone(), None);
+        let msgs = msgs.map(|(dt, by_caller, m)| (c.sip_start_us + dt, by_caller, m));
+        for (t, frame) in sip_frames(c, &mut tcp_conns[ci], &a.tcp, &mut ip_id, msgs) {
+            push(&mut heap, t, frame, None);
         }
     }
 
@@ -709,29 +720,16 @@ fn run_calls(a: CallsArgs) -> Result<()> {
                     "",
                 );
                 let ok = dialog.message("SIP/2.0 200 OK", true, true, "2 BYE", "");
-                ip_id = ip_id.wrapping_add(1);
-                udp_frame(
-                    &mut frame_buf,
-                    c.encap,
-                    c.caller_ip,
-                    5060,
-                    c.agent_ip,
-                    5060,
-                    ip_id,
-                    &bye,
-                );
-                push(&mut heap, now + 20_000, frame_buf.clone(), None);
-                udp_frame(
-                    &mut frame_buf,
-                    c.encap,
-                    c.agent_ip,
-                    5060,
-                    c.caller_ip,
-                    5060,
-                    ip_id,
-                    &ok,
-                );
-                push(&mut heap, now + 25_000, frame_buf.clone(), None);
+                let msgs = [(now + 20_000, true, bye), (now + 25_000, false, ok)];
+                let conn = &mut tcp_conns[ci];
+                for (t, frame) in sip_frames(c, conn, &a.tcp, &mut ip_id, msgs) {
+                    push(&mut heap, t, frame, None);
+                }
+                if a.tcp.sip_tcp {
+                    for (t, frame) in conn.close(c.encap, &mut ip_id, now + 30_000) {
+                        push(&mut heap, t, frame, None);
+                    }
+                }
             }
         }
         // Write everything that can no longer be overtaken.
@@ -823,6 +821,37 @@ fn run_calls(a: CallsArgs) -> Result<()> {
 }
 
 /// Writes one queued frame and counts it in the truth of its stream (in write order).
+/// The frames of a call's SIP messages: one UDP datagram each (port 5060 both ends), or with
+/// `--sip-tcp` segments of the call's connection.
+fn sip_frames(
+    c: &Call,
+    conn: &mut sip_tcp::Connection,
+    tcp: &sip_tcp::TcpOptions,
+    ip_id: &mut u16,
+    msgs: impl IntoIterator<Item = sip_text::Timed>,
+) -> Vec<sip_tcp::TimedFrame> {
+    if tcp.sip_tcp {
+        let writes = sip_tcp::writes(msgs, tcp.tcp_coalesce);
+        return writes
+            .into_iter()
+            .flat_map(|w| conn.write(tcp, c.encap, ip_id, w))
+            .collect();
+    }
+    msgs.into_iter()
+        .map(|(t, by_caller, m)| {
+            let (s, d) = if by_caller {
+                (c.caller_ip, c.agent_ip)
+            } else {
+                (c.agent_ip, c.caller_ip)
+            };
+            *ip_id = ip_id.wrapping_add(1);
+            let mut frame = Vec::with_capacity(64 + m.len());
+            udp_frame(&mut frame, c.encap, s, 5060, d, 5060, *ip_id, &m);
+            (t, frame)
+        })
+        .collect()
+}
+
 fn write_entry<W: std::io::Write>(
     pcap: &mut PcapWriter<W>,
     calls: &mut [Call],
