@@ -127,7 +127,7 @@ fn g711_ulaw_and_alaw_streams_of_one_flow_by_ssrc() {
 }
 
 #[test]
-fn generator_reference_pcm_with_loss_reordering_and_duplicates() {
+fn generator_reference_pcm_with_loss_reordering_duplicates_and_events() {
     let dir = tempfile::tempdir().unwrap();
     let cap = dir.path().join("c.pcap");
     let truth = dir.path().join("c.json");
@@ -156,6 +156,9 @@ fn generator_reference_pcm_with_loss_reordering_and_duplicates() {
                 "2",
                 "--seed",
                 "9",
+                // RFC 4733 events (silent), their end packet three times.
+                "--dtmf",
+                "12",
             ])
             .arg("-o")
             .arg(&cap)

@@ -1,9 +1,11 @@
 //! RTP and RTCP streams, sans-IO: fed UDP datagrams with their capture time, returns what each
 //! one is. Streams are keyed by (source, destination, SSRC); an SSRC change on a 5-tuple starts a
 //! new stream. RTP is recognised from SDP (the engine passes a [`MediaHint`]) or heuristically:
-//! version 2, a plausible payload type, not RTCP, and sequence/timestamp progression over
-//! [`CONFIRM_PACKETS`] packets of the same 5-tuple and SSRC; the packets that were pending while
-//! a candidate was confirmed are replayed into its statistics, so counts equal tshark's.
+//! version 2, a plausible payload type, not RTCP, and [`CONFIRM_PACKETS`] packets of the same
+//! 5-tuple and SSRC with different sequence numbers that belong together (gaps up to
+//! RFC 3550's 3000 for heavy loss, in any order, duplicates included); the packets that were
+//! pending while a candidate was confirmed are replayed into its statistics in arrival order,
+//! so counts equal tshark's (which takes every packet as RTP from the first).
 //!
 //! Memory is bounded (caps on streams and candidates, counted when hit); after a stream exists
 //! a packet costs one hash lookup and a few arithmetic updates, with no allocation.
@@ -156,12 +158,10 @@ struct Candidate {
     /// Packets seen so far (duplicates included, so they count once confirmed).
     pending: [RtpSample; MAX_PENDING],
     len: usize,
-    /// Steps of progression among them.
-    steps: usize,
     vlans: VlanStack,
 }
 
-/// Most packets a candidate holds (progressing ones plus duplicates) before starting over.
+/// Most packets a candidate holds (the oldest is dropped, counted, to make room).
 const MAX_PENDING: usize = 8;
 
 /// The stream table.
@@ -293,7 +293,6 @@ impl FlowTable {
                 Candidate {
                     pending: [s; MAX_PENDING],
                     len: 1,
-                    steps: 0,
                     vlans,
                 },
             );
@@ -302,29 +301,31 @@ impl FlowTable {
         let Some(c) = self.candidates.get_mut(&key) else {
             return UdpVerdict::NotMedia;
         };
-        let prev = c.pending[c.len - 1];
-        let duplicate = prev.seq == s.seq && prev.rtp_ts == s.rtp_ts;
-        if c.len == MAX_PENDING || !(duplicate || progresses(&prev, &s)) {
-            // Start over from this packet: the earlier ones were not a stream.
-            self.stats.candidates_rejected += c.len as u64;
-            c.pending[0] = s;
-            c.len = 1;
-            c.steps = 0;
-            return UdpVerdict::Candidate;
+        if c.len == MAX_PENDING {
+            // The oldest makes room: it found nothing to belong with in MAX_PENDING packets.
+            c.pending.copy_within(1.., 0);
+            c.len -= 1;
+            self.stats.candidates_rejected += 1;
         }
         c.pending[c.len] = s;
         c.len += 1;
-        if !duplicate {
-            c.steps += 1;
+        // The packets of one stream: the new one and those it relates to, in arrival order.
+        let mut members = [s; MAX_PENDING];
+        let mut n = 0;
+        for p in c.pending[..c.len]
+            .iter()
+            .filter(|p| related(p, &s) || same(p, &s))
+        {
+            members[n] = *p;
+            n += 1;
         }
-        if c.steps + 1 < CONFIRM_PACKETS {
+        if distinct_seqs(&members[..n]) < CONFIRM_PACKETS {
             return UdpVerdict::Candidate;
         }
-        let Some(c) = self.candidates.remove(&key) else {
-            return UdpVerdict::NotMedia;
-        };
+        self.stats.candidates_rejected += (c.len - n) as u64;
+        let vlans = c.vlans;
         self.stats.candidates_confirmed += 1;
-        match self.new_stream(key, c.vlans, None, PayloadMap::new(), &c.pending[..c.len]) {
+        match self.new_stream(key, vlans, None, PayloadMap::new(), &members[..n]) {
             Some(id) => UdpVerdict::Rtp(id),
             None => UdpVerdict::NotMedia,
         }
@@ -393,12 +394,37 @@ fn plausible_payload_type(pt: u8) -> bool {
     matches!(pt, 0..=34 | 96..=127) && !matches!(pt, 1 | 2 | 19 | 20..=24 | 27 | 29 | 30)
 }
 
-/// True when `next` plausibly follows `prev` in one RTP stream: the sequence number moves
-/// forward by a little and the timestamp does not jump absurdly.
-fn progresses(prev: &RtpSample, next: &RtpSample) -> bool {
-    let dseq = next.seq.wrapping_sub(prev.seq);
-    let dts = next.rtp_ts.wrapping_sub(prev.rtp_ts);
-    (1..=10).contains(&dseq) && dts < 90_000 * 10
+/// Largest sequence gap between two packets of one heuristic stream (RFC 3550's MAX_DROPOUT):
+/// heavy loss leaves gaps of hundreds.
+const MAX_SEQ_GAP: i32 = 3000;
+
+/// True when `a` and `b` plausibly belong to one RTP stream, in either order: the sequence
+/// numbers differ by at most [`MAX_SEQ_GAP`] and the timestamps move the same way by less than
+/// 10 s at 90 kHz; or the timestamp stays (an event, a video frame) over at most 10 sequence
+/// numbers; or `b` repeats `a`.
+fn related(a: &RtpSample, b: &RtpSample) -> bool {
+    let dseq = i32::from(b.seq.wrapping_sub(a.seq) as i16);
+    let dts = i64::from(b.rtp_ts.wrapping_sub(a.rtp_ts) as i32);
+    if dseq == 0 {
+        return dts == 0;
+    }
+    if dts == 0 {
+        // One event or video frame over a few packets, not a long silence of the clock.
+        return dseq.abs() <= 10;
+    }
+    dseq.abs() <= MAX_SEQ_GAP && (dts > 0) == (dseq > 0) && dts.abs() < 90_000 * 10
+}
+
+/// The very same packet (a duplicate).
+fn same(a: &RtpSample, b: &RtpSample) -> bool {
+    a.seq == b.seq && a.rtp_ts == b.rtp_ts
+}
+
+/// How many different sequence numbers `samples` hold.
+fn distinct_seqs(samples: &[RtpSample]) -> usize {
+    (0..samples.len())
+        .filter(|&i| !samples[..i].iter().any(|p| p.seq == samples[i].seq))
+        .count()
 }
 
 #[cfg(test)]
@@ -446,6 +472,58 @@ mod tests {
         assert_eq!(s.stats.packets, 5);
         assert_eq!(s.stats.lost(), 0);
         assert!((s.stats.max_delta_ms - 20.0).abs() < 1e-9);
+    }
+
+    /// Feeds (seq, ts) packets 20 ms apart; returns the table.
+    fn feed(packets: &[(u16, u32)]) -> FlowTable {
+        let mut t = FlowTable::new(FlowConfig::default());
+        let v = VlanStack::new();
+        let (a, b) = (addr(1, 4000), addr(2, 5000));
+        for (i, (seq, ts)) in packets.iter().enumerate() {
+            t.handle_udp(at(20 * i as i64), &v, a, b, &rtp(*seq, *ts, 7, 0), None);
+        }
+        t
+    }
+
+    #[test]
+    fn reordered_and_duplicated_first_packets_all_count() {
+        // 2 before 1, 2 twice, then in order.
+        let t = feed(&[(2, 320), (1, 160), (2, 320), (3, 480), (4, 640)]);
+        let s = t.stream(StreamId(0));
+        assert_eq!(s.stats.packets, 5);
+        assert_eq!(s.stats.duplicates, 1);
+        assert_eq!(t.stats().candidates_rejected, 0);
+    }
+
+    #[test]
+    fn heavy_loss_keeps_the_packets_that_confirmed_the_stream() {
+        // Gaps of 40 and 300 sequence numbers between the first packets (bursty loss).
+        let t = feed(&[
+            (10, 1600),
+            (50, 8000),
+            (350, 56000),
+            (351, 56160),
+            (900, 144000),
+        ]);
+        assert_eq!(t.streams().count(), 1);
+        let s = t.stream(StreamId(0));
+        assert_eq!(s.stats.packets, 5);
+        assert_eq!(s.stats.lost(), 891 - 5);
+        assert_eq!(t.stats().candidates_rejected, 0);
+    }
+
+    #[test]
+    fn packets_that_belong_to_nothing_are_dropped_oldest_first() {
+        // Unrelated junk first (sequence far away), then a stream.
+        let mut packets = vec![(40000, 5), (9000, 77)];
+        packets.extend((0..4).map(|i| (100 + i, 160 * u32::from(i))));
+        let t = feed(&packets);
+        assert_eq!(
+            t.stream(StreamId(0)).stats.packets,
+            4,
+            "every packet of the stream"
+        );
+        assert_eq!(t.stats().candidates_rejected, 2);
     }
 
     #[test]

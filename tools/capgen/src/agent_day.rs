@@ -413,6 +413,7 @@ pub fn run(a: AgentDayArgs) -> Result<()> {
                     start: secs(l.start_us),
                     end: secs(l.end_us),
                     holds: l.holds.clone(),
+                    dtmf: Vec::new(),
                 }
             })
             .collect(),

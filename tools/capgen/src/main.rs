@@ -6,6 +6,7 @@
 
 mod agent_day;
 mod cti_server;
+mod dtmf;
 mod frame;
 mod handoff;
 mod pcap_writer;
@@ -101,6 +102,13 @@ struct CallsArgs {
     /// Packet loss, percent (interior packets only).
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
+    /// Loss may hit any packet, the first ones too (as a capture that starts in a bad
+    /// stretch shows), not only interior ones.
+    #[arg(long)]
+    loss_anywhere: bool,
+    /// Mean length of a loss burst, packets (Gilbert model; 1: independent losses).
+    #[arg(long, default_value_t = 1.0)]
+    loss_burst: f64,
     /// Packets delivered after their successor, percent.
     #[arg(long, default_value_t = 0.0)]
     reorder: f64,
@@ -143,6 +151,8 @@ struct CallsArgs {
     srtp: bool,
     #[command(flatten)]
     tcp: sip_tcp::TcpOptions,
+    #[command(flatten)]
+    dtmf: dtmf::DtmfOptions,
     /// Write a CTI Server scenario for the calls (agents' states, BEGIN_CALL, RTP_STARTED /
     /// RTP_STOPPED with each agent's media endpoint, END_CALL), times from the capture's
     /// start, for `capgen cti-server`.
@@ -311,6 +321,26 @@ struct Dir {
     to_agent: bool,
     sr_sent: u64,
     octets: u64,
+    /// Inside a loss burst.
+    in_burst: bool,
+}
+
+impl Dir {
+    /// Whether the next packet is lost: `percent` of packets in all, in bursts of `burst`
+    /// packets on average (Gilbert model: leave a burst with probability 1/burst, enter one
+    /// with the probability that keeps the lost fraction at `percent`).
+    fn loses(&mut self, rng: &mut Rng, percent: f64, burst: f64) -> bool {
+        if burst <= 1.0 || percent >= 100.0 {
+            return rng.chance(percent);
+        }
+        let leave = 100.0 / burst;
+        self.in_burst = if self.in_burst {
+            !rng.chance(leave)
+        } else {
+            rng.chance(leave * percent / (100.0 - percent))
+        };
+        self.in_burst
+    }
 }
 
 pub(crate) struct Call {
@@ -393,6 +423,19 @@ struct CallTruth {
     /// Holds: [re-INVITE to hold, re-INVITE to resume], seconds.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     holds: Vec<[f64; 2]>,
+    /// Digits the caller typed (`--dtmf`, `--dtmf-inband`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    dtmf: Vec<DigitTruth>,
+}
+
+/// One typed digit: capture seconds, and milliseconds from the caller's first RTP packet.
+#[derive(Serialize)]
+struct DigitTruth {
+    digit: char,
+    inband: bool,
+    start: f64,
+    end: f64,
+    stream_ms: [u64; 2],
 }
 
 #[derive(Serialize)]
@@ -462,6 +505,7 @@ fn run_calls(a: CallsArgs) -> Result<()> {
     let ptime_us = a.ptime as i64 * 1000;
     let base_us = a.output.start_epoch * 1_000_000;
     let packets_per_call = (a.duration * 1000.0 / a.ptime as f64).round().max(1.0) as u64;
+    let dtmf_plan = dtmf::DtmfPlan::new(&a.dtmf, a.ptime)?;
 
     let mut calls: Vec<Call> = Vec::new();
     for i in 0..a.calls {
@@ -502,6 +546,7 @@ fn run_calls(a: CallsArgs) -> Result<()> {
             to_agent: true,
             sr_sent: 0,
             octets: 0,
+            in_burst: false,
         }];
         if !a.one_way {
             dirs.push(Dir {
@@ -517,6 +562,7 @@ fn run_calls(a: CallsArgs) -> Result<()> {
                 to_agent: false,
                 sr_sent: 0,
                 octets: 0,
+                in_burst: false,
             });
         }
         calls.push(Call {
@@ -637,13 +683,43 @@ fn run_calls(a: CallsArgs) -> Result<()> {
                     seg.ts0.wrapping_add((kk * samples_per_packet) as u32),
                     seg.ssrc,
                 );
-                let lost = interior && rng.chance(a.loss);
+                let lost = (interior || a.loss_anywhere) && d.loses(&mut rng, a.loss, a.loss_burst);
+                let slot = (dtmf_plan.as_ref())
+                    .filter(|_| d.to_agent)
+                    .map_or(dtmf::Slot::Audio, |p| p.slot(k));
+                let event = matches!(slot, dtmf::Slot::Event { .. });
                 for n in 0..samples_per_packet {
-                    let code = law.encode(d.audio.sample(k * samples_per_packet + n));
+                    let at = k * samples_per_packet + n;
+                    let code = law.encode(match slot {
+                        dtmf::Slot::Tone(digit) => dtmf::tone_sample(digit, at),
+                        _ => d.audio.sample(at),
+                    });
                     payload.push(code);
                     if a.ref_dir.is_some() {
-                        d.reference.push(if lost { 0 } else { law.decode(code) });
+                        d.reference
+                            .push(if lost || event { 0 } else { law.decode(code) });
                     }
+                }
+                if let dtmf::Slot::Event {
+                    digit,
+                    start_k,
+                    end,
+                } = slot
+                {
+                    let seg = &d.segments[si];
+                    let ts = seg
+                        .ts0
+                        .wrapping_add(((start_k - seg.start_k) * samples_per_packet) as u32);
+                    let length = if end {
+                        dtmf::DIGIT_PACKETS
+                    } else {
+                        k - start_k + 1
+                    };
+                    let duration = (length * samples_per_packet) as u16;
+                    payload.truncate(12);
+                    payload[1] = 101 | if k == start_k { 0x80 } else { 0 };
+                    payload[4..8].copy_from_slice(&ts.to_be_bytes());
+                    payload.extend_from_slice(&dtmf::event_payload(digit, end, duration));
                 }
                 if a.srtp {
                     // The cipher's output and its tag: uniform bytes.
@@ -674,6 +750,14 @@ fn run_calls(a: CallsArgs) -> Result<()> {
                     &payload,
                 );
                 push(&mut heap, t, frame_buf.clone(), Some((ci, di, si, k)));
+                if matches!(slot, dtmf::Slot::Event { end: true, .. }) {
+                    // The end packet twice more, same sequence number (RFC 4733 2.5.1.4).
+                    for copy in 1..=dtmf::END_COPIES {
+                        d.segments[si].duplicates += 1;
+                        let at = t + copy as i64 * 3000;
+                        push(&mut heap, at, frame_buf.clone(), Some((ci, di, si, k)));
+                    }
+                }
                 if interior && rng.chance(a.duplicate) {
                     d.segments[si].duplicates += 1;
                     push(&mut heap, t + 50, frame_buf.clone(), Some((ci, di, si, k)));
@@ -810,6 +894,21 @@ fn run_calls(a: CallsArgs) -> Result<()> {
             start,
             end: ((c.rtp_first_tick + packets_per_call) as i64 * ptime_us + 20_000) as f64 / 1e6,
             holds: Vec::new(),
+            dtmf: dtmf_plan.as_ref().map_or_else(Vec::new, |p| {
+                let at = |k: u64| {
+                    ((c.rtp_first_tick + k) as i64 * ptime_us + c.rtp_phase_us) as f64 / 1e6
+                };
+                let ms = |k: u64| k * u64::from(a.ptime);
+                (p.windows().into_iter())
+                    .map(|(digit, from, to)| DigitTruth {
+                        digit,
+                        inband: a.dtmf.dtmf_inband.is_some(),
+                        start: at(from),
+                        end: at(to),
+                        stream_ms: [ms(from), ms(to)],
+                    })
+                    .collect()
+            }),
         });
     }
     a.output.write_truth(&Truth {
@@ -820,7 +919,6 @@ fn run_calls(a: CallsArgs) -> Result<()> {
     Ok(())
 }
 
-/// Writes one queued frame and counts it in the truth of its stream (in write order).
 /// The frames of a call's SIP messages: one UDP datagram each (port 5060 both ends), or with
 /// `--sip-tcp` segments of the call's connection.
 fn sip_frames(
@@ -852,6 +950,7 @@ fn sip_frames(
         .collect()
 }
 
+/// Writes one queued frame and counts it in the truth of its stream (in write order).
 fn write_entry<W: std::io::Write>(
     pcap: &mut PcapWriter<W>,
     calls: &mut [Call],
