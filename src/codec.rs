@@ -141,6 +141,8 @@ pub struct PayloadMap {
     len: u8,
     /// The SDP says the media is encrypted (SRTP): nothing of it can be decoded.
     encrypted: bool,
+    /// The SDP switched the media to fax (T.38 over UDPTL): no audio.
+    fax: bool,
 }
 
 impl PayloadMap {
@@ -150,6 +152,7 @@ impl PayloadMap {
             entries: [(0, None); MAX_MAPPED_PAYLOADS],
             len: 0,
             encrypted: false,
+            fax: false,
         }
     }
 
@@ -161,6 +164,16 @@ impl PayloadMap {
     /// Whether the SDP said the media is encrypted.
     pub fn is_encrypted(&self) -> bool {
         self.encrypted
+    }
+
+    /// Marks the media fax (an `m=image ... udptl t38` section).
+    pub fn set_fax(&mut self) {
+        self.fax = true;
+    }
+
+    /// Whether the SDP made the media fax (T.38).
+    pub fn is_fax(&self) -> bool {
+        self.fax
     }
 
     /// Records that `pt` means `format`; replaces an earlier entry; ignores overflow.
@@ -198,6 +211,7 @@ impl PayloadMap {
             self.insert(pt, f);
         }
         self.encrypted |= other.encrypted;
+        self.fax |= other.fax;
     }
 }
 

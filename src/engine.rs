@@ -24,6 +24,8 @@ pub enum FrameVerdict {
     Rtcp,
     /// UDP that may become RTP once more packets confirm it.
     Candidate,
+    /// T.38 fax (UDPTL) where the SDP switched the media to fax.
+    Fax,
     /// Anything else that decoded (other UDP, TCP, ICMP...).
     Other,
     /// Decapsulation stopped before a transport payload (counted by reason in the decap stats).
@@ -71,6 +73,8 @@ pub struct EngineStats {
     pub rtp_packets: u64,
     /// RTCP packets.
     pub rtcp_packets: u64,
+    /// UDPTL (T.38 fax) datagrams on addresses the SDP switched to fax.
+    pub fax_packets: u64,
     /// UDP datagrams that were neither SIP nor media.
     pub other_udp: u64,
     /// TCP segments (SIP over TCP included in `sip_messages`).
@@ -136,10 +140,12 @@ impl Engine {
                 let src = SocketAddr::new(ip.src, src_port);
                 let dst = SocketAddr::new(ip.dst, dst_port);
                 if sip::looks_like_sip(payload) {
-                    self.stats.sip_messages += 1;
-                    if self.calls.handle_message(now, src, dst, payload).is_err() {
-                        self.stats.sip_malformed += 1;
-                    }
+                    let mut sink = SipSink {
+                        calls: &mut self.calls,
+                        flows: &mut self.flows,
+                        stats: &mut self.stats,
+                    };
+                    sink.parse(now, (src, dst), payload);
                     return FrameVerdict::Sip;
                 }
                 let calls = &self.calls;
@@ -171,6 +177,10 @@ impl Engine {
                         FrameVerdict::Rtcp
                     }
                     UdpVerdict::Candidate => FrameVerdict::Candidate,
+                    UdpVerdict::Fax => {
+                        self.stats.fax_packets += 1;
+                        FrameVerdict::Fax
+                    }
                     UdpVerdict::NotMedia => {
                         self.stats.other_udp += 1;
                         FrameVerdict::Other
@@ -194,13 +204,12 @@ impl Engine {
                     closing,
                     payload,
                 };
-                sip_over_tcp(
-                    now,
-                    seg,
-                    &mut self.tcp_sip,
-                    &mut self.calls,
-                    &mut self.stats,
-                )
+                let sink = SipSink {
+                    calls: &mut self.calls,
+                    flows: &mut self.flows,
+                    stats: &mut self.stats,
+                };
+                sip_over_tcp(now, seg, &mut self.tcp_sip, sink)
             }
             Transport::Other => {
                 self.stats.other_ip += 1;
@@ -235,10 +244,13 @@ impl Engine {
     }
 
     fn expire_tcp_gaps(&mut self, now: Timestamp) {
-        let (calls, stats) = (&mut self.calls, &mut self.stats);
-        self.tcp_sip.handle_timeout(now, &mut |src, dst, message| {
-            parse_sip(now, (src, dst), message, calls, stats)
-        });
+        let mut sink = SipSink {
+            calls: &mut self.calls,
+            flows: &mut self.flows,
+            stats: &mut self.stats,
+        };
+        self.tcp_sip
+            .handle_timeout(now, &mut |src, dst, m| sink.parse(now, (src, dst), m));
     }
 
     /// Engine counters.
@@ -267,17 +279,27 @@ impl Engine {
     }
 }
 
-/// One whole SIP message into the call table, counted.
-fn parse_sip(
-    now: Timestamp,
-    (src, dst): (SocketAddr, SocketAddr),
-    message: &[u8],
-    calls: &mut CallTable,
-    stats: &mut EngineStats,
-) {
-    stats.sip_messages += 1;
-    if calls.handle_message(now, src, dst, message).is_err() {
-        stats.sip_malformed += 1;
+/// Where a whole SIP message goes: the call table, the counters, and the flow table when the
+/// message switched a media address to fax.
+struct SipSink<'a> {
+    calls: &'a mut CallTable,
+    flows: &'a mut FlowTable,
+    stats: &'a mut EngineStats,
+}
+
+impl SipSink<'_> {
+    /// One whole SIP message into the call table, counted; RTP streams of addresses it
+    /// switched to fax end.
+    fn parse(&mut self, now: Timestamp, (src, dst): (SocketAddr, SocketAddr), message: &[u8]) {
+        self.stats.sip_messages += 1;
+        if self.calls.handle_message(now, src, dst, message).is_err() {
+            self.stats.sip_malformed += 1;
+        }
+        for (addr, fax) in self.calls.take_media_switches() {
+            if fax {
+                self.flows.end_streams_at(addr);
+            }
+        }
     }
 }
 
@@ -295,8 +317,7 @@ fn sip_over_tcp(
     now: Timestamp,
     s: Segment<'_>,
     tcp_sip: &mut TcpSip,
-    calls: &mut CallTable,
-    stats: &mut EngineStats,
+    mut sink: SipSink<'_>,
 ) -> FrameVerdict {
     let before = tcp_sip.stats().segments;
     tcp_sip.segment(
@@ -306,7 +327,7 @@ fn sip_over_tcp(
         s.seq,
         s.closing,
         s.payload,
-        &mut |message| parse_sip(now, (s.src, s.dst), message, calls, stats),
+        &mut |message| sink.parse(now, (s.src, s.dst), message),
     );
     if tcp_sip.stats().segments > before {
         FrameVerdict::Sip

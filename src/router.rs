@@ -23,7 +23,7 @@ use crate::codec::PayloadMap;
 use crate::engine::{Engine, EngineConfig, FrameVerdict};
 use crate::flow::StreamId;
 use crate::packet::LinkType;
-use crate::sip::CallState;
+use crate::sip::{CallEvent, CallState};
 use crate::time::{Span, Timestamp};
 
 /// A monitor's id (the control plane's UniqueObjectID of the monitor).
@@ -120,10 +120,15 @@ struct ActiveMonitor {
     cti: Option<u32>,
     /// The encrypted stream the monitor was last told of (told once per stream).
     encrypted: Option<StreamId>,
+    /// Told that its call switched to fax (and not yet that it came back to voice).
+    fax: bool,
 }
 
 /// What a monitor's endpoint is told when the agent's media is encrypted.
 pub const ENCRYPTED: &str = "encrypted media (SRTP): cannot be monitored";
+
+/// What a monitor's endpoint is told when the call it hears switches to fax.
+pub const FAX: &str = "fax (T.38): no audio until the call returns to voice";
 
 /// Most conversations a monitor remembers as announced and not ended (the oldest is forgotten,
 /// and its end never told, past this).
@@ -375,10 +380,37 @@ impl Router {
             while let Some(ev) = self.engine.poll_call_event() {
                 self.bindings
                     .handle_call_event(now, ev, self.engine.calls());
+                if let CallEvent::MediaChanged(call) = ev {
+                    self.media_changed(call);
+                }
             }
+            self.resolve_notices();
             self.conversations_ended();
         }
         verdict
+    }
+
+    /// A call's media was renegotiated: the monitors hearing it are told when it became fax
+    /// (T.38: nothing of it is audio, nothing is forwarded) and told the call again when it
+    /// came back to voice.
+    fn media_changed(&mut self, call: u32) {
+        let Some(fax) = self.engine.calls().call(call).map(|c| c.is_fax()) else {
+            return;
+        };
+        for m in self.monitors.iter_mut() {
+            if m.call != Some(call) || m.ending || m.fax == fax {
+                continue;
+            }
+            m.fax = fax;
+            if fax {
+                self.notices.push_back(Notice::Interrupted {
+                    monitor: m.id,
+                    reason: FAX.into(),
+                });
+            } else {
+                self.call_changes.push((m.id, call));
+            }
+        }
     }
 
     /// StopSMNonACDCall: a monitored agent placing a call itself ends the monitor (the call is
@@ -482,6 +514,7 @@ impl Router {
             relay,
             cti: None,
             encrypted: None,
+            fax: false,
         });
     }
 

@@ -139,8 +139,9 @@ own_capture_tests! {
 
 /// Captures generated here for the cases real networks carry and the captures above lack
 /// (issue 18): duplicated packets with jitter, RFC 4733 events whose end packet comes three
-/// times with one sequence number, and 55-60 % random and bursty loss from a stream's first
-/// packet on, without SIP (the heuristic must keep every packet that confirmed the stream).
+/// times with one sequence number, 55-60 % random and bursty loss from a stream's first
+/// packet on, without SIP (the heuristic must keep every packet that confirmed the stream), and
+/// calls switched to fax (T.38) by a re-INVITE, and back.
 macro_rules! generated_capture_tests {
     ($($name:ident => $args:expr,)*) => {$(
         #[test]
@@ -168,6 +169,10 @@ generated_capture_tests! {
     gen_random_loss_55 => ["--loss", "55", "--loss-anywhere", "--no-sip", "--seed", "3"],
     gen_random_loss_60 => ["--loss", "60", "--loss-anywhere", "--no-sip", "--seed", "7"],
     gen_bursty_loss_60 => ["--loss", "60", "--loss-burst", "30", "--loss-anywhere", "--no-sip"],
+    gen_t38_switch => ["--t38-at", "4"],
+    gen_t38_port0 => ["--t38-at", "4", "--t38-sdp", "port0"],
+    gen_t38_and_back => ["--t38-at", "3", "--t38-back-at", "6"],
+    gen_t38_inactive_and_back => ["--t38-at", "3", "--t38-sdp", "inactive", "--t38-back-at", "7"],
     gen_bursty_loss_long_gaps => [
         "--loss", "55", "--loss-burst", "120", "--loss-anywhere", "--no-sip", "--seed", "2"
     ],

@@ -13,8 +13,7 @@ use std::time::Duration;
 use common::appliance::{eventually, start_replaying, Pki, Roster};
 use common::audio::{capgen, frequency, read_wav, seconds_of, Stereo};
 use common::endpoint::{recordings, Endpoint};
-use common::{flows_counter as counter, run_ok, silentmon};
-use serde_json::Value;
+use common::{flows_counter as counter, flows_json as flows, run_ok, silentmon};
 
 /// Two calls (5001: caller 400 Hz, agent 1000 Hz; 5002: 410 / 1010 Hz) signalled over TCP.
 fn generate(dir: &Path, name: &str, secs: &str, extra: &[&str]) -> PathBuf {
@@ -36,11 +35,6 @@ fn generate(dir: &Path, name: &str, secs: &str, extra: &[&str]) -> PathBuf {
             .args(extra),
     );
     pcap
-}
-
-fn flows(pcap: &Path) -> Value {
-    let out = run_ok(silentmon().args(["flows", "--json", "-r"]).arg(pcap));
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// SIP messages tshark dissects in the file, one per CSeq field, the more of its two TCP

@@ -60,6 +60,8 @@ pub enum UdpVerdict {
     Rtcp,
     /// Looks like RTP; needs more packets to be sure.
     Candidate,
+    /// T.38 fax (UDPTL) on an address the SDP switched to fax.
+    Fax,
     /// Neither.
     NotMedia,
 }
@@ -102,6 +104,8 @@ pub struct FlowStats {
     pub candidates_rejected: u64,
     /// Packets not tracked because a cap was hit.
     pub capacity_drops: u64,
+    /// UDPTL (T.38 fax) datagrams on addresses the SDP switched to fax.
+    pub fax_packets: u64,
 }
 
 /// RTCP seen about a stream (from report blocks naming its SSRC, and its own SRs).
@@ -134,6 +138,9 @@ pub struct Stream {
     pub rtcp: RtcpSummary,
     /// Whether its payload looks encrypted (`flow::cipher`).
     pub cipher: cipher::CipherTest,
+    /// Its address was switched to fax: what comes next on its key is fax unless the SDP
+    /// says audio again.
+    closed: bool,
 }
 
 impl Stream {
@@ -231,6 +238,9 @@ impl FlowTable {
     ) -> UdpVerdict {
         if rtcp::looks_like_rtcp(payload) {
             let hint = hint();
+            if hint.is_some_and(|h| h.payloads.is_fax()) {
+                return self.fax();
+            }
             if hint.is_some() || self.config.heuristic {
                 self.handle_rtcp(payload);
                 return UdpVerdict::Rtcp;
@@ -238,10 +248,14 @@ impl FlowTable {
             return UdpVerdict::NotMedia;
         }
         let Ok(rtp) = RtpPacket::new_checked(payload) else {
-            if payload.first().is_some_and(|b| b >> 6 == 2) && hint().is_some() {
-                self.stats.rtp_malformed += 1;
-            }
-            return UdpVerdict::NotMedia;
+            return match hint() {
+                Some(h) if h.payloads.is_fax() => self.fax(),
+                Some(_) if payload.first().is_some_and(|b| b >> 6 == 2) => {
+                    self.stats.rtp_malformed += 1;
+                    UdpVerdict::NotMedia
+                }
+                _ => UdpVerdict::NotMedia,
+            };
         };
         let sample = RtpSample {
             ts: now,
@@ -256,14 +270,30 @@ impl FlowTable {
             dst,
             ssrc: rtp.ssrc(),
         };
+        let mut hint = Some(hint);
         if let Some(&id) = self.index.get(&key) {
             let stream = &mut self.streams[id.0 as usize];
+            if stream.closed {
+                // Switched to fax: fax, unless the SDP says audio again (the stream goes on).
+                if hint
+                    .take()
+                    .and_then(|h| h())
+                    .is_some_and(|h| h.payloads.is_fax())
+                {
+                    return self.fax();
+                }
+                stream.closed = false;
+            }
             stream.stats.update(&sample);
             stream.cipher.observe(sample.pt, rtp.payload());
             self.stats.rtp_packets += 1;
             return UdpVerdict::Rtp(id);
         }
-        let verdict = if let Some(h) = hint() {
+        let verdict = match hint.and_then(|h| h()) {
+            Some(h) if h.payloads.is_fax() => return self.fax(),
+            h => h,
+        };
+        let verdict = if let Some(h) = verdict {
             match self.new_stream(key, *vlans, Some(h.call), h.payloads, &[sample]) {
                 Some(id) => UdpVerdict::Rtp(id),
                 None => UdpVerdict::NotMedia,
@@ -280,6 +310,21 @@ impl FlowTable {
                 .observe(sample.pt, rtp.payload());
         }
         verdict
+    }
+
+    fn fax(&mut self) -> UdpVerdict {
+        self.stats.fax_packets += 1;
+        UdpVerdict::Fax
+    }
+
+    /// The SDP switched `addr` to fax: its RTP streams (from or to it) end here; a packet on
+    /// their keys is fax from now on, unless the SDP switches the address back to audio.
+    pub fn end_streams_at(&mut self, addr: SocketAddr) {
+        for s in &mut self.streams {
+            if s.key.src == addr || s.key.dst == addr {
+                s.closed = true;
+            }
+        }
     }
 
     fn handle_candidate(&mut self, key: StreamKey, vlans: VlanStack, s: RtpSample) -> UdpVerdict {
@@ -357,6 +402,7 @@ impl FlowTable {
             stats,
             rtcp: RtcpSummary::default(),
             cipher: cipher::CipherTest::default(),
+            closed: false,
         });
         self.index.insert(key, id);
         self.candidates.remove(&key);

@@ -295,6 +295,7 @@ fn counters(engine: &Engine) -> Vec<(String, u64)> {
         ("sip_messages".into(), e.sip_messages),
         ("sip_malformed".into(), e.sip_malformed),
         ("sip_calls".into(), engine.calls().calls().count() as u64),
+        ("fax_packets".into(), e.fax_packets),
         ("other_udp".into(), e.other_udp),
         ("tcp_segments".into(), e.tcp_segments),
         ("other_ip".into(), e.other_ip),

@@ -493,3 +493,75 @@ fn encrypted_media_is_never_forwarded_and_the_monitor_is_told_once() {
     }
     assert!(!lab.got.is_empty());
 }
+
+/// A re-INVITE of call `cid` (CSeq `n`) whose offer and answer carry `sdp_gw` / `sdp_ph`.
+fn reinvite(lab: &mut Lab, t: i64, cid: &str, n: u32, sdp_gw: &str, sdp_ph: &str) {
+    let (gw, ph) = (a("10.0.0.1:5060"), a("10.0.0.2:5060"));
+    for (src, dst, start, body) in [
+        (gw, ph, "INVITE sip:5001@pbx SIP/2.0", sdp_gw),
+        (ph, gw, "SIP/2.0 200 OK", sdp_ph),
+    ] {
+        let msg = format!(
+            "{start}\r\nFrom: <sip:+4930111@gw>;tag=f\r\nTo: <sip:5001@pbx>;tag=t\r\nCall-ID: {cid}\r\nCSeq: {n} INVITE\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        lab.frame(t, udp(src, dst, msg.as_bytes()));
+    }
+}
+
+fn t38(ip: &str, port: u16) -> String {
+    format!("v=0\r\nc=IN IP4 {ip}\r\nm=audio 0 RTP/AVP 0\r\nm=image {port} udptl t38\r\n")
+}
+
+fn audio(ip: &str, port: u16) -> String {
+    format!("v=0\r\nc=IN IP4 {ip}\r\nm=audio {port} RTP/AVP 0\r\n")
+}
+
+#[test]
+fn a_call_switched_to_fax_forwards_nothing_tells_the_monitor_and_comes_back() {
+    let mut lab = Lab::new();
+    lab.call(0, "c1", 30000);
+    lab.r.add_monitor(1, 0);
+    lab.media(20, 30000, 1, 10);
+    assert_eq!(lab.kinds(), ["call c1"]);
+    reinvite(
+        &mut lab,
+        40,
+        "c1",
+        2,
+        &t38("10.0.0.1", 20000),
+        &t38("10.0.0.2", 30000),
+    );
+    assert_eq!(lab.kinds(), [format!("interrupted {FAX}")]);
+    lab.got.clear();
+    // UDPTL on the same ports, some of it looking like RTP (first byte 0x80), and a late RTP
+    // packet of the old stream: nothing is forwarded.
+    let agent = a("10.0.0.2:30000");
+    for seq in 0..6u16 {
+        let mut udptl = (0x7FFE + seq).to_be_bytes().to_vec();
+        udptl.extend_from_slice(&[18, 0xC0, 0x01, seq as u8, 9, 9, 9, 9, 9, 9, 9, 9, 9]);
+        lab.frame(
+            60 + i64::from(seq) * 20,
+            udp(agent, a("10.0.0.1:20000"), &udptl),
+        );
+    }
+    lab.media(200, 30000, 2, 30);
+    assert!(lab.got.is_empty(), "{:?}", lab.got);
+    assert_eq!(lab.r.engine().stats().fax_packets, 8);
+    assert!(lab.kinds().is_empty(), "told once");
+    // Back to voice: the call is announced again and heard.
+    reinvite(
+        &mut lab,
+        300,
+        "c1",
+        3,
+        &audio("10.0.0.1", 20000),
+        &audio("10.0.0.2", 30000),
+    );
+    assert_eq!(lab.kinds(), ["call c1"]);
+    lab.media(320, 30000, 3, 40);
+    assert_eq!(
+        lab.got,
+        vec![(1, Direction::FromAgent, 40), (1, Direction::ToAgent, 41)]
+    );
+}

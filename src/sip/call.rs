@@ -264,6 +264,13 @@ impl Call {
     pub fn on_hold(&self) -> bool {
         self.caller_media.is_some_and(|m| m.hold) || self.callee_media.is_some_and(|m| m.hold)
     }
+
+    /// True while the call is fax (T.38): the answer (or, before it, the offer) switched the
+    /// media from audio.
+    pub fn is_fax(&self) -> bool {
+        let fax = |m: Option<MediaEndpoint>| m.is_some_and(|m| m.payloads.is_fax());
+        fax(self.callee_media) || (self.callee_media.is_none() && fax(self.caller_media))
+    }
 }
 
 /// Something that happened to a call.
@@ -317,9 +324,15 @@ pub struct CallTable {
     ended: BTreeSet<(Timestamp, u32)>,
     by_call_id: HashMap<String, u32>,
     media: FxHashMap<SocketAddr, (u32, PayloadMap)>,
+    /// Media addresses whose kind (audio or fax) the last messages changed, for the flow
+    /// table (at most [`MAX_SWITCHES`], the oldest dropped: drained after each message).
+    switches: Vec<(SocketAddr, bool)>,
     events: VecDeque<CallEvent>,
     stats: SipStats,
 }
+
+/// Most media switches kept undrained.
+const MAX_SWITCHES: usize = 16;
 
 /// What one message did to its call, for the table's bookkeeping.
 struct Applied {
@@ -339,6 +352,7 @@ impl CallTable {
             ended: BTreeSet::new(),
             by_call_id: HashMap::new(),
             media: FxHashMap::default(),
+            switches: Vec::new(),
             events: VecDeque::new(),
             stats: SipStats::default(),
         }
@@ -377,6 +391,12 @@ impl CallTable {
     /// If `addr` is a media endpoint negotiated by SDP, the call and its payload formats.
     pub fn media_hint(&self, addr: SocketAddr) -> Option<(u32, &PayloadMap)> {
         self.media.get(&addr).map(|(i, p)| (*i, p))
+    }
+
+    /// Media addresses the last messages switched between audio and fax (true: now fax), and
+    /// forgets them. The engine ends the RTP streams of an address switched to fax.
+    pub fn take_media_switches(&mut self) -> Vec<(SocketAddr, bool)> {
+        std::mem::take(&mut self.switches)
     }
 
     /// The next event, if any. Call after each `handle_message`.
@@ -536,6 +556,13 @@ impl CallTable {
         if let Some(ep) = applied.endpoint {
             // RTCP conventionally on the next port.
             let rtcp = SocketAddr::new(ep.addr.ip(), ep.addr.port().wrapping_add(1));
+            let was_fax = self.media.get(&ep.addr).map(|(_, p)| p.is_fax());
+            if was_fax.is_some_and(|f| f != ep.payloads.is_fax()) {
+                if self.switches.len() == MAX_SWITCHES {
+                    self.switches.remove(0);
+                }
+                self.switches.push((ep.addr, ep.payloads.is_fax()));
+            }
             self.media.insert(ep.addr, (index, ep.payloads));
             self.media.entry(rtcp).or_insert((index, ep.payloads));
             if let Some(call) = self.calls.get_mut(&index) {
@@ -724,7 +751,7 @@ impl Call {
         }
     }
 
-    /// The audio endpoint an SDP body declares for its writer's side; returns it when it is
+    /// The audio (or T.38 fax) endpoint an SDP body declares for its writer's side; returns it when it is
     /// a real address (not 0.0.0.0), to be mapped to this call.
     fn on_sdp(
         &mut self,
@@ -732,7 +759,7 @@ impl Call {
         sdp: Option<&SessionDescription>,
         events: &mut Vec<CallEvent>,
     ) -> Option<MediaEndpoint> {
-        let audio = sdp?.audio()?;
+        let audio = sdp?.active()?;
         let ip = audio.connection?;
         let endpoint = MediaEndpoint {
             addr: SocketAddr::new(ip, audio.port),

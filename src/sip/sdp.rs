@@ -1,5 +1,6 @@
-//! SDP (RFC 4566) as SIP carries it: connection addresses (session or media level), media lines,
-//! `a=rtpmap` payload formats, `a=ptime`, direction attributes and `a=rtcp`. Only what media
+//! SDP (RFC 4566) as SIP carries it: connection addresses (session or media level), media lines
+//! (audio, and T.38 fax as `m=image ... udptl t38`), `a=rtpmap` payload formats, `a=ptime`,
+//! direction attributes and `a=rtcp`. Only what media
 //! endpoints need; unknown lines are skipped.
 
 use std::net::IpAddr;
@@ -126,6 +127,10 @@ impl SessionDescription {
                     if proto.to_ascii_uppercase().contains("SAVP") {
                         payloads.set_encrypted();
                     }
+                    // T.38 fax over UDPTL (RFC 3362): `m=image PORT udptl t38`.
+                    if kind == "image" && proto.eq_ignore_ascii_case("udptl") {
+                        payloads.set_fax();
+                    }
                     media.push(Media {
                         kind,
                         port,
@@ -201,6 +206,24 @@ impl SessionDescription {
         Ok(SessionDescription { media })
     }
 
+    /// The first T.38 section (`m=image PORT udptl t38`) with a non-zero port.
+    pub fn fax(&self) -> Option<&Media> {
+        self.media
+            .iter()
+            .find(|m| m.payloads.is_fax() && m.port != 0)
+    }
+
+    /// The section the call's media uses now: a T.38 section when one is open and the audio
+    /// is not (absent, rejected with port 0, or inactive beside it), else the audio (held
+    /// audio included).
+    pub fn active(&self) -> Option<&Media> {
+        let audio = self.audio();
+        match self.fax() {
+            Some(fax) if audio.is_none_or(|a| a.direction == Direction::Inactive) => Some(fax),
+            _ => audio,
+        }
+    }
+
     /// The first audio section with a non-zero port.
     pub fn audio(&self) -> Option<&Media> {
         self.media.iter().find(|m| m.kind == "audio" && m.port != 0)
@@ -210,6 +233,31 @@ impl SessionDescription {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn t38_is_the_active_media_when_audio_is_gone_rejected_or_inactive() {
+        let parse = |body: &str| SessionDescription::parse(body.as_bytes()).unwrap();
+        let head = "v=0\r\nc=IN IP4 10.0.0.1\r\n";
+        let image = "m=image 4000 udptl t38\r\na=T38FaxVersion:0\r\n";
+        for audio in [
+            "",
+            "m=audio 0 RTP/AVP 0\r\n",
+            "m=audio 5000 RTP/AVP 0\r\na=inactive\r\n",
+        ] {
+            let s = parse(&format!("{head}{audio}{image}"));
+            let m = s.active().unwrap();
+            assert!(m.payloads.is_fax(), "{audio:?}");
+            assert_eq!(m.port, 4000);
+        }
+        // Audio that flows wins; held audio without fax stays audio (hold, not fax).
+        let s = parse(&format!("{head}m=audio 5000 RTP/AVP 0\r\n{image}"));
+        assert!(!s.active().unwrap().payloads.is_fax());
+        let s = parse(&format!("{head}m=audio 5000 RTP/AVP 0\r\na=inactive\r\n"));
+        assert!(s.active().unwrap().is_hold());
+        // A rejected T.38 offer (port 0) is no fax.
+        let s = parse(&format!("{head}m=image 0 udptl t38\r\n"));
+        assert!(s.active().is_none() && s.fax().is_none());
+    }
 
     #[test]
     fn secure_rtp_is_recognised_by_profile_keys_or_fingerprint() {

@@ -165,3 +165,9 @@ pub fn flows_counter(v: &serde_json::Value, name: &str) -> u64 {
         .and_then(|c| c[1].as_u64())
         .unwrap_or_else(|| panic!("no counter {name}"))
 }
+
+/// `silentmon flows --json -r FILE`, parsed.
+pub fn flows_json(pcap: &Path) -> serde_json::Value {
+    let out = run_ok(silentmon().args(["flows", "--json", "-r"]).arg(pcap));
+    serde_json::from_slice(&out.stdout).expect("flows --json is JSON")
+}

@@ -7,6 +7,7 @@
 mod agent_day;
 mod cti_server;
 mod dtmf;
+mod fax;
 mod frame;
 mod handoff;
 mod pcap_writer;
@@ -153,6 +154,8 @@ struct CallsArgs {
     tcp: sip_tcp::TcpOptions,
     #[command(flatten)]
     dtmf: dtmf::DtmfOptions,
+    #[command(flatten)]
+    fax: fax::FaxOptions,
     /// Write a CTI Server scenario for the calls (agents' states, BEGIN_CALL, RTP_STARTED /
     /// RTP_STOPPED with each agent's media endpoint, END_CALL), times from the capture's
     /// start, for `capgen cti-server`.
@@ -506,6 +509,7 @@ fn run_calls(a: CallsArgs) -> Result<()> {
     let base_us = a.output.start_epoch * 1_000_000;
     let packets_per_call = (a.duration * 1000.0 / a.ptime as f64).round().max(1.0) as u64;
     let dtmf_plan = dtmf::DtmfPlan::new(&a.dtmf, a.ptime)?;
+    let fax_plan = fax::FaxPlan::new(&a.fax, a.ptime, packets_per_call)?;
 
     let mut calls: Vec<Call> = Vec::new();
     for i in 0..a.calls {
@@ -654,7 +658,26 @@ fn run_calls(a: CallsArgs) -> Result<()> {
             }
             let k = tick - c.rtp_first_tick;
             for (di, d) in c.dirs.iter_mut().enumerate() {
-                if Some(k) == ssrc_change_k {
+                if fax_plan.is_some_and(|p| p.is_fax(k)) {
+                    let seq = 0x7FC0u16.wrapping_add(k as u16);
+                    let data: [u8; 16] = std::array::from_fn(|_| rng.next() as u8);
+                    ip_id = ip_id.wrapping_add(1);
+                    let udptl = fax::udptl(seq, &data);
+                    udp_frame(
+                        &mut frame_buf,
+                        c.encap,
+                        d.src.0,
+                        d.src.1,
+                        d.dst.0,
+                        d.dst.1,
+                        ip_id,
+                        &udptl,
+                    );
+                    push(&mut heap, now + c.rtp_phase_us, frame_buf.clone(), None);
+                    continue;
+                }
+                let back_to_audio = fax_plan.is_some_and(|p| p.back_k == Some(k));
+                if Some(k) == ssrc_change_k || back_to_audio {
                     d.segments.push(Segment {
                         ssrc: rng.next() as u32,
                         seq0: rng.next() as u16,
@@ -792,7 +815,38 @@ fn run_calls(a: CallsArgs) -> Result<()> {
                 }
             }
         }
+        // Re-INVITEs to fax and back.
+        for (ci, c) in calls.iter().enumerate().filter(|_| !a.no_sip) {
+            let Some(plan) = fax_plan else { break };
+            let port = (c.dirs[0].src.1, c.dirs[0].dst.1);
+            let (offer, answer, cseq) =
+                if tick + fax::REINVITE_LEAD == c.rtp_first_tick + plan.start_k {
+                    let style = a.fax.t38_sdp.as_str();
+                    let offer = fax::t38_sdp(c.caller_ip, port.0, law, a.ptime, style);
+                    (
+                        offer,
+                        fax::t38_sdp(c.agent_ip, port.1, law, a.ptime, style),
+                        2,
+                    )
+                } else if plan
+                    .back_k
+                    .is_some_and(|b| tick + fax::REINVITE_LEAD == c.rtp_first_tick + b)
+                {
+                    let offer = sdp(c.caller_ip, port.0, law, a.ptime, "sendrecv");
+                    (offer, sdp(c.agent_ip, port.1, law, a.ptime, "sendrecv"), 3)
+                } else {
+                    continue;
+                };
+            let msgs = c
+                .dialog(ci)
+                .in_dialog("INVITE", true, cseq, &offer, &answer);
+            let msgs = msgs.into_iter().map(|(dt, by, m)| (now + dt, by, m));
+            for (t, frame) in sip_frames(c, &mut tcp_conns[ci], &a.tcp, &mut ip_id, msgs) {
+                push(&mut heap, t, frame, None);
+            }
+        }
         // BYE when a call's audio is over.
+        let bye_cseq = if fax_plan.is_some() { "4 BYE" } else { "2 BYE" };
         for (ci, c) in calls.iter().enumerate().filter(|_| !a.no_sip) {
             if tick == c.rtp_first_tick + packets_per_call {
                 let dialog = c.dialog(ci);
@@ -800,10 +854,10 @@ fn run_calls(a: CallsArgs) -> Result<()> {
                     &format!("BYE sip:{}@{} SIP/2.0", c.called_uri_user, c.agent_ip),
                     true,
                     true,
-                    "2 BYE",
+                    bye_cseq,
                     "",
                 );
-                let ok = dialog.message("SIP/2.0 200 OK", true, true, "2 BYE", "");
+                let ok = dialog.message("SIP/2.0 200 OK", true, true, bye_cseq, "");
                 let msgs = [(now + 20_000, true, bye), (now + 25_000, false, ok)];
                 let conn = &mut tcp_conns[ci];
                 for (t, frame) in sip_frames(c, conn, &a.tcp, &mut ip_id, msgs) {
