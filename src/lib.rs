@@ -32,7 +32,8 @@
 //! | `time`    | capture timestamps (no clock reads) |
 //! | `net`     | dialing the appliance's services and accepting on them: TCP + TLS 1.3 within a timeout, caps, TOS |
 //! | `clock`   | the wall clock, for shells only |
-// No unsafe code, except the two FFI calls of `endpoint::alsa_log` (allowed there only).
+// No unsafe code, except the FFI of `endpoint::alsa_log`, `media::g722` (spandsp) and
+// `media::g729` (libbcg729), allowed in those modules only.
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 

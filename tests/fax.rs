@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::appliance::{eventually, start_replaying, Pki, Roster};
-use common::audio::{capgen, rms, seconds_of, Stereo};
-use common::endpoint::{recordings, Endpoint};
+use common::appliance::{eventually, start_replaying, wait_replay_end, Pki, Roster};
+use common::audio::{capgen, rms, seconds_of};
+use common::endpoint::{stereo_recordings, Endpoint};
 use common::{flows_counter, flows_json as flows, run_ok};
 
 fn generate(dir: &Path, name: &str, secs: &str, extra: &[&str]) -> PathBuf {
@@ -119,15 +119,9 @@ fn a_supervisor_is_told_of_the_fax_and_hears_no_noise() {
             .is_some_and(|r| r.contains("fax (T.38)"))
             .then_some(())
     });
-    eventually(Duration::from_secs(40), "the replay's end", || {
-        (r.app.metric("silentmon_capture_inputs") == 0.0).then_some(())
-    });
-    std::thread::sleep(Duration::from_secs(1));
+    wait_replay_end(&r);
     let log = e.stop();
-    let wavs: Vec<Stereo> = recordings(&d.join("rec-s1"), "5001")
-        .iter()
-        .map(|w| Stereo::from_wav(w))
-        .collect();
+    let wavs = stereo_recordings(&d.join("rec-s1"), "5001");
     assert_eq!(wavs.len(), 2, "before the fax and after it\n{log}");
     let all = [400.0, 410.0, 1000.0, 1010.0];
     let agent = seconds_of(&wavs, 0, 1000.0, &all);

@@ -169,6 +169,8 @@ generated_capture_tests! {
     gen_random_loss_55 => ["--loss", "55", "--loss-anywhere", "--no-sip", "--seed", "3"],
     gen_random_loss_60 => ["--loss", "60", "--loss-anywhere", "--no-sip", "--seed", "7"],
     gen_bursty_loss_60 => ["--loss", "60", "--loss-burst", "30", "--loss-anywhere", "--no-sip"],
+    gen_g722 => ["--codec", "g722", "--loss", "5"],
+    gen_g729 => ["--codec", "g729", "--jitter-ms", "10"],
     gen_t38_switch => ["--t38-at", "4"],
     gen_t38_port0 => ["--t38-at", "4", "--t38-sdp", "port0"],
     gen_t38_and_back => ["--t38-at", "3", "--t38-back-at", "6"],

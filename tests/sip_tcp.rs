@@ -8,11 +8,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
-use common::appliance::{eventually, start_replaying, Pki, Roster};
-use common::audio::{capgen, frequency, read_wav, seconds_of, Stereo};
-use common::endpoint::{recordings, Endpoint};
+use common::appliance::{start_replaying, wait_replay_end, Pki, Roster};
+use common::audio::{capgen, frequency, read_wav, seconds_of};
+use common::endpoint::{stereo_recordings, Endpoint};
 use common::{flows_counter as counter, flows_json as flows, run_ok, silentmon};
 
 /// Two calls (5001: caller 400 Hz, agent 1000 Hz; 5002: 410 / 1010 Hz) signalled over TCP.
@@ -180,17 +179,11 @@ fn a_supervisor_hears_the_agent_of_a_tcp_signalled_call() {
     };
     let r = start_replaying(d, &pki, "a", &roster, &pcap, ("1", false));
     let e = Endpoint::start(&pki, d, &[&r.control], "s1", &["--monitor", "5001"]);
-    eventually(Duration::from_secs(40), "the replay's end", || {
-        (r.app.metric("silentmon_capture_inputs") == 0.0).then_some(())
-    });
-    std::thread::sleep(Duration::from_secs(1));
+    wait_replay_end(&r);
     let bound = r.app.metric("silentmon_sip_tcp_total{what=\"messages\"}");
     assert_eq!(bound, 14.0, "every message reassembled");
     let log = e.stop();
-    let wavs: Vec<Stereo> = recordings(&d.join("rec-s1"), "5001")
-        .iter()
-        .map(|w| Stereo::from_wav(w))
-        .collect();
+    let wavs = stereo_recordings(&d.join("rec-s1"), "5001");
     assert_eq!(wavs.len(), 1, "one call, one recording\n{log}");
     let secs = wavs[0].secs();
     assert!(secs > 5.0, "{secs:.1} s recorded\n{log}");

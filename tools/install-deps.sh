@@ -8,12 +8,16 @@ set -euo pipefail
 want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
-# Build: libpcap (capture), libopus (Opus decode), ALSA headers (sound output), pkg-config.
-pkgs=(pkg-config libpcap-dev libopus-dev libasound2-dev ca-certificates)
+# Build: libpcap (capture), libopus (Opus decode), libbcg729 (G.729, Annexes A and B), spandsp
+# (G.722),
+# ALSA headers (sound output), pkg-config.
+pkgs=(pkg-config libpcap-dev libopus-dev libbcg729-dev libspandsp-dev libasound2-dev ca-certificates)
 if [ $want_test = 1 ]; then
   # tshark: reference stream statistics; tcpreplay/tcpdump: replay and capture in namespaces;
   # sox + espeak-ng: reference audio; iproute2: namespaces and veth pairs.
   pkgs+=(tshark tcpreplay tcpdump sox espeak-ng iproute2 time openssl)
+  # ffmpeg: the independent G.722 / G.729 (and Opus) decoder the codec tests compare with.
+  pkgs+=(ffmpeg)
   # The SPAN lab (tests/common/lab.rs): baresip-core is the SIP user agent, procps gives sysctl.
   pkgs+=(baresip-core procps)
   # tests/lab_span.rs runs a tiny TCP listener with python3 inside a namespace.

@@ -9,16 +9,19 @@
 //! Per direction (a *leg*: [`Direction::FromAgent`] is the agent, [`Direction::ToAgent`] the
 //! caller): the adaptive [`JitterBuffer`] (a new SSRC restarts it), then by payload type
 //! - G.711 mu-law/A-law: the bit-exact tables of [`super::g711`];
+//! - G.722 ([`super::g722`], 16 kHz) and G.729 ([`super::g729`], Annex B SID frames giving
+//!   comfort noise at their level until the next packet);
 //! - Opus: [`super::opus`] at the decode rate, libopus's concealment for gaps;
-//! - lost G.711 frames: [`super::conceal::Concealer`], pitch-period repetition at full level
+//! - lost G.711, G.722 and G.729 frames: [`super::conceal::Concealer`], pitch-period repetition at full level
 //!   for 10 ms, fading linearly to silence at 60 ms;
 //! - RFC 3389 comfort noise: white noise at the packet's level until the next packet;
 //! - RFC 4733 telephone events: never decoded; the event's span (from its RTP timestamp and
 //!   duration) is silence, including audio packets that overlap it (DTMF masking).
 //!
 //! The decode rate is fixed by the first packet: 48 kHz when it is Opus or the payload map
-//! names Opus, 8 kHz otherwise. A G.711 leg in a 48 kHz session is upsampled x6 by linear
-//! interpolation; an Opus leg in an 8 kHz session is decoded by libopus at 8 kHz.
+//! names Opus, 16 kHz for G.722, 8 kHz otherwise. A narrower leg is upsampled by linear
+//! interpolation (G.711 x6 in a 48 kHz session); an Opus leg in an 8 kHz session is decoded
+//! by libopus at 8 kHz; G.722 in an 8 kHz session is halved.
 //!
 //! Timeline: sample `k` of the output plays at `origin + k / rate`, where `origin` is the
 //! arrival of the first packet. [`MonitorAudio::render`] appends every sample `k` with
@@ -42,6 +45,8 @@ use std::collections::VecDeque;
 
 use super::conceal::{ComfortNoise, Concealer, CONCEAL_MAX_MS};
 use super::g711;
+use super::g722::{G722Decoder, G722_RATE};
+use super::g729::{G729Decoder, G729_RATE};
 use super::jitter_buffer::{JitterBuffer, JitterConfig, JitterStats, Playout};
 use super::opus::{OpusDecoder, OPUS_RATE};
 use crate::binding::Direction;
@@ -79,11 +84,14 @@ pub enum Error {
     #[error("unknown payload type {0}")]
     UnknownPayloadType(u8),
     /// A codec this pipeline does not decode.
-    #[error("cannot play {0} (G.711, Opus, CN and telephone-event only)")]
+    #[error("cannot play {0} (G.711, G.722, G.729, Opus, CN and telephone-event only)")]
     Unsupported(Codec),
     /// libopus refused a packet or could not start.
     #[error("opus decoding failed")]
     Opus,
+    /// spandsp or libbcg729 could not start, or a G.729 payload has a wrong length.
+    #[error("G.722/G.729 decoding failed")]
+    Narrowband,
 }
 
 /// Channel layout of what the supervisor hears.
@@ -276,7 +284,8 @@ impl<'a> EventPayload<'a> {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum Fill {
     Silence,
-    ConcealG711,
+    /// Pitch-period repetition of the last decoded G.711, G.722 or G.729 audio.
+    ConcealPcm,
     ConcealOpus,
     Noise,
 }
@@ -304,6 +313,8 @@ struct Leg {
     plc: Option<Concealer>,
     cn: ComfortNoise,
     opus: Option<OpusDecoder>,
+    g722: Option<G722Decoder>,
+    g729: Option<G729Decoder>,
     opus_run: usize,
     /// Samples of Opus concealment before silence ([`CONCEAL_MAX_MS`] at the decode rate).
     opus_max: usize,
@@ -335,6 +346,8 @@ impl Leg {
             plc: None,
             cn: ComfortNoise::default(),
             opus: None,
+            g722: None,
+            g729: None,
             opus_run: 0,
             opus_max: 0,
             scratch: Vec::new(),
@@ -355,7 +368,7 @@ impl Leg {
                 self.stats.malformed += 1
             }
             Error::UnknownPayloadType(_) | Error::Unsupported(_) => self.stats.unsupported += 1,
-            Error::Opus => self.stats.decode_errors += 1,
+            Error::Opus | Error::Narrowband => self.stats.decode_errors += 1,
         }
         self.stats.last_rejected = Some(e);
     }
@@ -373,6 +386,8 @@ impl Leg {
         self.ssrc = Some(ssrc);
         self.clock = clock;
         self.opus = None;
+        self.g722 = None;
+        self.g729 = None;
         self.anchor = None;
         self.event = None;
         self.spliced.clear();
@@ -567,27 +582,29 @@ impl Leg {
     fn decode(&mut self, pt: u8, payload: &[u8], start: i64, rate: u32, map: &PayloadMap) {
         let codec = map.get(pt).map(|f| f.codec);
         match codec {
-            Some(Codec::Pcmu) | Some(Codec::Pcma) => {
-                self.narrow.clear();
-                if codec == Some(Codec::Pcmu) {
-                    g711::decode_ulaw(payload, &mut self.narrow);
-                } else {
-                    g711::decode_alaw(payload, &mut self.narrow);
-                }
-                if rate == G711_RATE {
-                    self.scratch.extend_from_slice(&self.narrow);
-                } else {
-                    upsample_linear(
-                        &self.narrow,
-                        (rate / G711_RATE).max(1) as usize,
-                        &mut self.up_prev,
-                        &mut self.scratch,
-                    );
-                }
+            Some(c @ (Codec::Pcmu | Codec::Pcma | Codec::G722 | Codec::G729)) => {
+                let Some(native) = self.decode_narrow(c, payload) else {
+                    self.reject(Error::Narrowband);
+                    return self.synth(start, self.frame_len(rate));
+                };
+                resample(
+                    &self.narrow,
+                    native,
+                    rate,
+                    &mut self.up_prev,
+                    &mut self.scratch,
+                );
                 self.plc
                     .get_or_insert_with(|| Concealer::new(rate))
                     .observe(&self.scratch);
-                self.audio_decoded(Fill::ConcealG711);
+                self.audio_decoded(Fill::ConcealPcm);
+                if c == Codec::G729 && payload.len() % 10 == 2 {
+                    // An Annex B SID frame: comfort noise at its level until the next packet.
+                    self.stats.cn += 1;
+                    self.cn
+                        .set_level(dbov(&self.narrow[self.narrow.len().saturating_sub(80)..]));
+                    self.fill = Fill::Noise;
+                }
             }
             Some(Codec::Opus) => {
                 if self.opus.is_none() {
@@ -628,6 +645,36 @@ impl Leg {
         }
     }
 
+    /// Decodes a G.711, G.722 or G.729 payload into `narrow`; returns its rate (None: the
+    /// decoder could not start or the payload is malformed).
+    fn decode_narrow(&mut self, codec: Codec, payload: &[u8]) -> Option<u32> {
+        self.narrow.clear();
+        Some(match codec {
+            Codec::Pcmu => {
+                g711::decode_ulaw(payload, &mut self.narrow);
+                G711_RATE
+            }
+            Codec::Pcma => {
+                g711::decode_alaw(payload, &mut self.narrow);
+                G711_RATE
+            }
+            Codec::G722 => {
+                if self.g722.is_none() {
+                    self.g722 = G722Decoder::new().ok();
+                }
+                self.g722.as_mut()?.decode(payload, &mut self.narrow);
+                G722_RATE
+            }
+            _ => {
+                if self.g729.is_none() {
+                    self.g729 = G729Decoder::new().ok();
+                }
+                self.g729.as_mut()?.decode(payload, &mut self.narrow).ok()?;
+                G729_RATE
+            }
+        })
+    }
+
     fn audio_decoded(&mut self, fill: Fill) {
         self.stats.decoded += 1;
         self.fill = fill;
@@ -658,7 +705,7 @@ impl Leg {
             match self.fill {
                 Fill::Silence => self.scratch.resize(self.scratch.len() + k, 0),
                 Fill::Noise => self.cn.fill(k, &mut self.scratch),
-                Fill::ConcealG711 => {
+                Fill::ConcealPcm => {
                     let audible = match self.plc.as_mut() {
                         Some(plc) => plc.conceal(k, &mut self.scratch),
                         None => {
@@ -720,6 +767,33 @@ fn ceil_index(span: Span, rate: u32) -> i64 {
 /// The last output sample at or before `span` past the origin.
 fn floor_index(span: Span, rate: u32) -> i64 {
     (span.as_nanos() as i128 * rate as i128).div_euclid(1_000_000_000) as i64
+}
+
+/// `input` at `from` Hz to `to` Hz into `out`: copied, upsampled by the integer factor, or
+/// (G.722 in an 8 kHz session) halved by averaging pairs.
+fn resample(input: &[i16], from: u32, to: u32, prev: &mut i16, out: &mut Vec<i16>) {
+    if from == to {
+        out.extend_from_slice(input);
+    } else if to > from {
+        upsample_linear(input, (to / from).max(1) as usize, prev, out);
+    } else {
+        let f = (from / to).max(1) as usize;
+        out.extend(
+            input
+                .chunks(f)
+                .map(|c| (c.iter().map(|&x| i32::from(x)).sum::<i32>() / c.len() as i32) as i16),
+        );
+    }
+}
+
+/// The level of `frame` as RFC 3389 -dBov.
+fn dbov(frame: &[i16]) -> u8 {
+    if frame.is_empty() {
+        return 127;
+    }
+    let power = frame.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / frame.len() as f64;
+    let rms = power.sqrt().max(1.0);
+    (-20.0 * (rms / 32767.0).log10()).clamp(0.0, 127.0) as u8
 }
 
 /// Upsamples by the integer `factor`, interpolating linearly from the previous sample.
@@ -797,14 +871,17 @@ impl MonitorAudio {
             return leg.reject(Error::UnknownPayloadType(pt));
         };
         match format.codec {
-            Codec::Pcmu | Codec::Pcma | Codec::Opus | Codec::Cn | Codec::TelephoneEvent => {}
+            Codec::Pcmu | Codec::Pcma | Codec::G722 | Codec::G729 | Codec::Opus => {}
+            Codec::Cn | Codec::TelephoneEvent => {}
             other => return leg.reject(Error::Unsupported(other)),
         }
+        let map = &self.map;
         let rate = *self.rate.get_or_insert_with(|| {
-            let opus = format.codec == Codec::Opus
-                || self.map.mapped().any(|(_, f)| f.codec == Codec::Opus);
-            if opus {
+            let named = |c: Codec| format.codec == c || map.mapped().any(|(_, f)| f.codec == c);
+            if named(Codec::Opus) {
                 OPUS_RATE
+            } else if named(Codec::G722) {
+                G722_RATE
             } else {
                 G711_RATE
             }

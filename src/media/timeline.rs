@@ -3,12 +3,16 @@
 //!
 //! Rules: packets are ordered by extended sequence number per SSRC (reordering fixed,
 //! duplicates dropped); each packet lands at its RTP timestamp, so loss and silence suppression
-//! become silence of exactly the missing length (Opus gaps get libopus concealment);
+//! become silence of exactly the missing length (Opus gaps get libopus concealment); G.711
+//! and G.729 are rendered at 8 kHz, G.722 at 16 kHz, Opus at 48 kHz, and the output at the
+//! highest of them (lower ones upsampled); a G.729 SID frame decodes to comfort noise;
 //! telephone-event and comfort-noise packets are not decoded (their span stays silent); a new
 //! SSRC is placed by its capture time, butted against the previous stream when it continues it
 //! (within 60 ms); a single jump is capped at [`MAX_GAP_SECS`] and counted. Sans-IO.
 
 use super::g711;
+use super::g722::{G722Decoder, G722_RATE};
+use super::g729::{G729Decoder, G729_RATE};
 use super::opus::{OpusDecoder, OPUS_RATE};
 use crate::codec::{Codec, PayloadFormat};
 use crate::time::Timestamp;
@@ -22,8 +26,13 @@ const CONTINUE_WITHIN_MS: i64 = 60;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A codec we do not decode.
-    #[error("cannot decode {0} audio (silentmon decodes G.711 mu-law/A-law and Opus)")]
+    #[error(
+        "cannot decode {0} audio (silentmon decodes G.711 mu-law/A-law, G.722, G.729 and Opus)"
+    )]
     UnsupportedCodec(&'static str),
+    /// A G.722 or G.729 decoder could not be made, or a G.729 payload is malformed.
+    #[error("{0}")]
+    Codec(String),
     /// No audio packet at all.
     #[error("no audio packets to decode")]
     Empty,
@@ -137,15 +146,17 @@ impl Timeline {
         });
     }
 
-    /// The output rate: 48 kHz when any packet is Opus, else 8 kHz.
+    /// The output rate: 48 kHz when any packet is Opus, else 16 kHz when any is G.722, else
+    /// 8 kHz.
     fn rate(&self) -> u32 {
-        let opus = self
-            .streams
-            .iter()
-            .flat_map(|s| &s.packets)
-            .any(|p| p.format.is_some_and(|f| f.codec == Codec::Opus));
-        if opus {
+        let any = |c: Codec| {
+            (self.streams.iter().flat_map(|s| &s.packets))
+                .any(|p| p.format.is_some_and(|f| f.codec == c))
+        };
+        if any(Codec::Opus) {
             OPUS_RATE
+        } else if any(Codec::G722) {
+            G722_RATE
         } else {
             8000
         }
@@ -190,7 +201,7 @@ impl Timeline {
                 origin = end;
             }
             let base_ts = first.rtp_ts;
-            let mut opus: Option<OpusDecoder> = None;
+            let mut decoders = Decoders::default();
             let mut cursor = origin; // end of what this stream has written
             for p in &s.packets {
                 let Some(fmt) = p.format else {
@@ -202,7 +213,7 @@ impl Timeline {
                         stats.skipped_events += 1;
                         continue;
                     }
-                    Codec::Pcmu | Codec::Pcma | Codec::Opus => {}
+                    Codec::Pcmu | Codec::Pcma | Codec::Opus | Codec::G722 | Codec::G729 => {}
                     other => return Err(Error::UnsupportedCodec(other.name())),
                 }
                 let clock = fmt.clock_rate.max(1) as i64;
@@ -217,14 +228,26 @@ impl Timeline {
                 }
                 let pos = pos as usize;
                 scratch.clear();
-                match fmt.codec {
-                    Codec::Pcmu => g711::decode_ulaw(p.payload.as_slice(), &mut scratch),
-                    Codec::Pcma => g711::decode_alaw(p.payload.as_slice(), &mut scratch),
+                let native = match fmt.codec {
+                    Codec::Pcmu => {
+                        g711::decode_ulaw(p.payload.as_slice(), &mut scratch);
+                        8000
+                    }
+                    Codec::Pcma => {
+                        g711::decode_alaw(p.payload.as_slice(), &mut scratch);
+                        8000
+                    }
+                    Codec::G722 => {
+                        decoders.g722()?.decode(&p.payload, &mut scratch);
+                        G722_RATE
+                    }
+                    Codec::G729 => {
+                        (decoders.g729()?.decode(&p.payload, &mut scratch))
+                            .map_err(|e| Error::Codec(e.to_string()))?;
+                        G729_RATE
+                    }
                     _ => {
-                        let dec = match &mut opus {
-                            Some(d) => d,
-                            None => opus.insert(OpusDecoder::new()?),
-                        };
+                        let dec = decoders.opus()?;
                         if pos > cursor && cursor > origin {
                             // Lost Opus packets: libopus conceals the gap.
                             let mut plc = Vec::new();
@@ -232,10 +255,11 @@ impl Timeline {
                             write_at(&mut pcm, cursor, &plc);
                         }
                         dec.decode(&p.payload, &mut scratch)?;
+                        rate
                     }
-                }
-                if fmt.codec != Codec::Opus && rate != 8000 {
-                    scratch = upsample(&scratch, rate / 8000);
+                };
+                if native != rate {
+                    scratch = upsample(&scratch, rate / native);
                 }
                 if pos > cursor {
                     stats.gap_samples += (pos - cursor) as u64;
@@ -255,6 +279,41 @@ impl Timeline {
             stats,
         })
     }
+}
+
+/// One stream's decoders, made when its first packet of that codec comes.
+#[derive(Default)]
+struct Decoders {
+    opus: Option<OpusDecoder>,
+    g722: Option<G722Decoder>,
+    g729: Option<G729Decoder>,
+}
+
+impl Decoders {
+    fn opus(&mut self) -> Result<&mut OpusDecoder, Error> {
+        made(&mut self.opus, || Ok(OpusDecoder::new()?))
+    }
+
+    fn g722(&mut self) -> Result<&mut G722Decoder, Error> {
+        made(&mut self.g722, || {
+            G722Decoder::new().map_err(|e| Error::Codec(e.to_string()))
+        })
+    }
+
+    fn g729(&mut self) -> Result<&mut G729Decoder, Error> {
+        made(&mut self.g729, || {
+            G729Decoder::new().map_err(|e| Error::Codec(e.to_string()))
+        })
+    }
+}
+
+/// The decoder in `slot`, made first if there is none.
+fn made<T>(slot: &mut Option<T>, make: impl FnOnce() -> Result<T, Error>) -> Result<&mut T, Error> {
+    let d = match slot.take() {
+        Some(d) => d,
+        None => make()?,
+    };
+    Ok(slot.insert(d))
 }
 
 /// Writes `samples` at `pos`, growing `pcm` with silence as needed.
@@ -388,9 +447,9 @@ mod tests {
         assert_eq!(r.pcm.len(), 160 + 5 * 8000 + 160);
         let mut g = Timeline::new();
         let mut p = pkt(0, 1, 0, 0, &a, 0);
-        p.format = static_payload_format(18);
+        p.format = static_payload_format(3);
         g.push(p);
-        assert!(matches!(g.render(), Err(Error::UnsupportedCodec("g729"))));
+        assert!(matches!(g.render(), Err(Error::UnsupportedCodec("GSM"))));
         assert!(matches!(Timeline::new().render(), Err(Error::Empty)));
     }
 }

@@ -305,3 +305,11 @@ pub fn start_replaying_with(
         app,
     }
 }
+
+/// Waits (up to 40 s) until a non-looping replay has ended, then a second for the last frames.
+pub fn wait_replay_end(r: &Replaying) {
+    eventually(Duration::from_secs(40), "the replay's end", || {
+        (r.app.metric("silentmon_capture_inputs") == 0.0).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+}

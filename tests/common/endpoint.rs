@@ -145,3 +145,11 @@ pub fn recordings(dir: &Path, agent: &str) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// The stereo recordings of `agent` in `dir`, oldest first.
+pub fn stereo_recordings(dir: &Path, agent: &str) -> Vec<super::audio::Stereo> {
+    recordings(dir, agent)
+        .iter()
+        .map(|w| super::audio::Stereo::from_wav(w))
+        .collect()
+}

@@ -434,8 +434,8 @@ fn malformed_and_unsupported_packets_are_counted_never_played() {
     ma.push_rtp(
         at(2),
         Direction::FromAgent,
-        &rtp(18, 2, 160, 1, false, &[1; 20]),
-    ); // G.729
+        &rtp(3, 2, 160, 1, false, &[1; 33]),
+    ); // GSM
     ma.push_rtp(
         at(2),
         Direction::FromAgent,
@@ -544,4 +544,82 @@ fn opus_session_decodes_at_48k_conceals_and_upsamples_a_g711_leg() {
     assert_eq!(st.agent.decoded, 49);
     assert!(st.agent.concealed >= 960);
     assert_eq!(st.caller.decoded, 50);
+}
+
+/// Zero crossings per second of `pcm` at `rate`, halved.
+fn hz(pcm: &[i16], rate: u32) -> f64 {
+    let crossings = pcm.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
+    crossings as f64 / 2.0 / (pcm.len() as f64 / rate as f64)
+}
+
+#[test]
+fn g722_plays_at_16_khz_equal_to_its_plain_decode() {
+    use crate::media::g722::{G722Decoder, G722Encoder};
+    let pcm = tone(5000.0, 16_000, 16_000, 8000.0);
+    let mut bytes = Vec::new();
+    G722Encoder::new().unwrap().encode(&pcm, &mut bytes);
+    let mut plain = Vec::new();
+    let mut dec = G722Decoder::new().unwrap();
+    let mut packets = Vec::new();
+    for (i, f) in bytes.chunks(160).enumerate() {
+        dec.decode(f, &mut plain);
+        let p = rtp(9, i as u16, 160 * i as u32, 0xC, i == 0, f);
+        packets.push((1000 * MS + 20 * MS * i as i64, Direction::FromAgent, p));
+    }
+    let mut ma = MonitorAudio::new(ListenConfig::default());
+    let out = run(&mut ma, packets, 1000, 2200, 3);
+    assert_eq!(out.rate, 16_000);
+    let start = (out.agent.windows(200))
+        .position(|w| w == &plain[..200])
+        .expect("the decode is in the output");
+    same(&out.agent[start..start + 15_000], &plain[..15_000]);
+    assert!((hz(&out.agent[start..start + 15_000], 16_000) - 5000.0).abs() < 20.0);
+    assert_eq!(ma.stats().agent.decoded, 50);
+}
+
+#[test]
+fn g729_plays_conceals_a_loss_and_its_sid_frames_give_comfort_noise() {
+    use crate::media::g729::{G729Encoder, FRAME_SAMPLES};
+    let mut enc = G729Encoder::new(true).unwrap();
+    let speech = tone(440.0, 8000, 8000, 8000.0);
+    let quiet = tone(440.0, 8000, 8000, 3.0);
+    let mut packets = Vec::new();
+    let (mut sent, mut sid) = (0, 0);
+    for (i, pkt) in speech
+        .iter()
+        .chain(&quiet)
+        .copied()
+        .collect::<Vec<_>>()
+        .chunks(160)
+        .enumerate()
+    {
+        let mut payload = Vec::new();
+        for f in pkt.chunks(FRAME_SAMPLES) {
+            enc.encode(f.try_into().unwrap(), &mut payload);
+        }
+        // Packet 20 is lost; DTX sends nothing.
+        if i == 20 || payload.is_empty() {
+            continue;
+        }
+        sid += usize::from(payload.len() % 10 == 2);
+        sent += 1;
+        let p = rtp(18, i as u16, 160 * i as u32, 0xD, i == 0, &payload);
+        packets.push((1000 * MS + 20 * MS * i as i64, Direction::FromAgent, p));
+    }
+    assert!(sid > 0, "the encoder sent SID frames");
+    let mut ma = MonitorAudio::new(ListenConfig::default());
+    let out = run(&mut ma, packets, 1000, 3200, 5);
+    assert_eq!(out.rate, 8000);
+    let st = ma.stats().agent;
+    assert_eq!(st.decoded, sent);
+    assert!(st.concealed > 0, "the lost packet was concealed");
+    assert!(st.cn > 0);
+    let start = out.agent.iter().position(|&s| s != 0).unwrap();
+    let first = &out.agent[start..start + 8000];
+    assert!((hz(&first[800..], 8000) - 440.0).abs() < 10.0);
+    // The lost packet's 20 ms is not silence, and the silent second is quiet noise.
+    let lost = &out.agent[start + 20 * 160..start + 21 * 160];
+    assert!(rms(lost) > 1000.0, "{}", rms(lost));
+    let tail = &out.agent[start + 12_000..start + 15_000];
+    assert!(rms(tail) > 0.0 && rms(tail) < 300.0, "{}", rms(tail));
 }

@@ -286,6 +286,9 @@ impl Capture {
 
 pub fn run(a: AgentDayArgs) -> Result<()> {
     let law = parse_law(&a.codec)?;
+    if !law.is_g711() {
+        anyhow::bail!("--codec: this scenario writes G.711 (pcmu or pcma)");
+    }
     let encap = parse_encap(&a.encap, 0)?;
     let mut rng = Rng(a.output.seed);
     let base = a.output.start_epoch * 1_000_000;

@@ -332,6 +332,9 @@ fn heard(agent: &str, direction: &'static str) -> Vec<(String, &'static str)> {
 
 pub fn run(a: HandoffArgs) -> Result<()> {
     let law = parse_law(&a.codec)?;
+    if !law.is_g711() {
+        anyhow::bail!("--codec: this scenario writes G.711 (pcmu or pcma)");
+    }
     let encap: Encap = parse_encap(&a.encap, 0)?;
     let base = a.output.start_epoch * 1_000_000;
     let mut s = Script {

@@ -13,6 +13,7 @@ mod handoff;
 mod pcap_writer;
 mod sip_tcp;
 mod sip_text;
+mod wideband;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -88,9 +89,12 @@ struct CallsArgs {
     /// untagged | vlan:ID | vlan:ID+ (ID, ID+1, ... per call) | qinq:OUTER:INNER
     #[arg(long, default_value = "untagged")]
     encap: String,
-    /// pcmu | pcma
+    /// pcmu | pcma | g722 | g729
     #[arg(long, default_value = "pcmu")]
     codec: String,
+    /// G.729 with Annex B: silence goes as SID frames, or no packet at all (DTX).
+    #[arg(long)]
+    g729_annex_b: bool,
     /// Packetisation time in ms (10, 20, 30, 40).
     #[arg(long, default_value_t = 20)]
     ptime: u32,
@@ -221,10 +225,14 @@ impl Rng {
     }
 }
 
+/// The audio codec of generated calls: G.711 (encoded per sample here) or G.722 / G.729
+/// (encoded a packet at a time by `wideband`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Law {
     Mu,
     A,
+    G722,
+    G729,
 }
 
 impl Law {
@@ -232,31 +240,48 @@ impl Law {
         match self {
             Law::Mu => 0,
             Law::A => 8,
+            Law::G722 => 9,
+            Law::G729 => 18,
         }
     }
     fn name(self) -> &'static str {
         match self {
             Law::Mu => "g711U",
             Law::A => "g711A",
+            Law::G722 => "g722",
+            Law::G729 => "g729",
         }
     }
     fn sdp(self) -> &'static str {
         match self {
             Law::Mu => "PCMU",
             Law::A => "PCMA",
+            Law::G722 => "G722",
+            Law::G729 => "G729",
         }
+    }
+    fn is_g711(self) -> bool {
+        matches!(self, Law::Mu | Law::A)
     }
     fn encode(self, s: i16) -> u8 {
         match self {
-            Law::Mu => g711::encode_ulaw(s),
             Law::A => g711::encode_alaw(s),
+            _ => g711::encode_ulaw(s),
         }
     }
     fn decode(self, c: u8) -> i16 {
         match self {
-            Law::Mu => g711::ULAW_TO_LINEAR[c as usize],
             Law::A => g711::ALAW_TO_LINEAR[c as usize],
+            _ => g711::ULAW_TO_LINEAR[c as usize],
         }
+    }
+    /// A frame encoder for one direction (None for G.711).
+    fn frame_encoder(self, annex_b: bool) -> Result<Option<wideband::FrameEncoder>> {
+        Ok(match self {
+            Law::G722 => Some(wideband::FrameEncoder::g722()?),
+            Law::G729 => Some(wideband::FrameEncoder::g729(annex_b)?),
+            _ => None,
+        })
     }
 }
 
@@ -326,6 +351,8 @@ struct Dir {
     octets: u64,
     /// Inside a loss burst.
     in_burst: bool,
+    /// G.722 / G.729 state (None: G.711).
+    encoder: Option<wideband::FrameEncoder>,
 }
 
 impl Dir {
@@ -452,7 +479,9 @@ fn parse_law(s: &str) -> Result<Law> {
     match s {
         "pcmu" => Ok(Law::Mu),
         "pcma" => Ok(Law::A),
-        other => bail!("--codec {other:?}: use pcmu or pcma"),
+        "g722" => Ok(Law::G722),
+        "g729" => Ok(Law::G729),
+        other => bail!("--codec {other:?}: use pcmu, pcma, g722 or g729"),
     }
 }
 
@@ -488,6 +517,9 @@ type Queued = (
 
 fn run_calls(a: CallsArgs) -> Result<()> {
     let law = parse_law(&a.codec)?;
+    if a.ref_dir.is_some() && !law.is_g711() {
+        bail!("--ref-dir writes reference PCM for G.711 calls only");
+    }
     if ![10, 20, 30, 40].contains(&a.ptime) {
         bail!("--ptime must be 10, 20, 30 or 40");
     }
@@ -551,6 +583,7 @@ fn run_calls(a: CallsArgs) -> Result<()> {
             sr_sent: 0,
             octets: 0,
             in_burst: false,
+            encoder: law.frame_encoder(a.g729_annex_b)?,
         }];
         if !a.one_way {
             dirs.push(Dir {
@@ -567,6 +600,7 @@ fn run_calls(a: CallsArgs) -> Result<()> {
                 sr_sent: 0,
                 octets: 0,
                 in_burst: false,
+                encoder: law.frame_encoder(a.g729_annex_b)?,
             });
         }
         calls.push(Call {
@@ -711,17 +745,29 @@ fn run_calls(a: CallsArgs) -> Result<()> {
                     .filter(|_| d.to_agent)
                     .map_or(dtmf::Slot::Audio, |p| p.slot(k));
                 let event = matches!(slot, dtmf::Slot::Event { .. });
-                for n in 0..samples_per_packet {
+                let pcm8 = (0..samples_per_packet).map(|n| {
                     let at = k * samples_per_packet + n;
-                    let code = law.encode(match slot {
+                    match slot {
                         dtmf::Slot::Tone(digit) => dtmf::tone_sample(digit, at),
                         _ => d.audio.sample(at),
-                    });
-                    payload.push(code);
-                    if a.ref_dir.is_some() {
-                        d.reference
-                            .push(if lost || event { 0 } else { law.decode(code) });
                     }
+                });
+                match &mut d.encoder {
+                    Some(enc) => enc.encode(&pcm8.collect::<Vec<_>>(), &mut payload),
+                    None => {
+                        for x in pcm8 {
+                            let code = law.encode(x);
+                            payload.push(code);
+                            if a.ref_dir.is_some() {
+                                d.reference
+                                    .push(if lost || event { 0 } else { law.decode(code) });
+                            }
+                        }
+                    }
+                }
+                if payload.len() == 12 && !event {
+                    // G.729 Annex B sends nothing in silence (DTX).
+                    continue;
                 }
                 if let dtmf::Slot::Event {
                     digit,
