@@ -81,7 +81,10 @@ fn decode_channel_and_on_media_allocate_nothing_per_packet_once_warm() {
     decoder.hold(MONITOR.into());
     let (media_tx, media_rx) = bounded::<EndpointEvent>(QUEUE);
     let (spent_tx, spent_rx) = bounded::<Vec<u8>>(QUEUE);
-    let mut session = MediaSession::new(SessionConfig::default(), 48_000, 2, None).unwrap();
+    // As the endpoint runs by default: in-band DTMF muting on.
+    let mut cfg = SessionConfig::default();
+    cfg.listen.mute_dtmf = true;
+    let mut session = MediaSession::new(cfg, 48_000, 2, None).unwrap();
     let agent: Arc<str> = Arc::from("5001");
     let start = Timestamp::from_nanos(1_700_000_000_000_000_000);
     session.on_call("call-1", PayloadMap::new(), start, &agent);

@@ -9,6 +9,9 @@
 //! - tone call, stereo: the agent's tone on the left, the caller's on the right, no leakage;
 //! - speech call (espeak-ng), stereo: each side correlates >= 0.9 with its reference decode
 //!   at 48 kHz;
+//! - in-band DTMF, muted: 16 digits typed in the middle of the caller's speech are silence in
+//!   the WAV and carry under 1 % of their energy in the sink; the speech before and after
+//!   correlates >= 0.9, and the WAV's frames away from the digits equal the reference;
 //! - both calls: the WAV recording equals the reference decode sample for sample, except for
 //!   frames the jitter buffer reported lost or late (none are expected);
 //! - every packet decoded, no device frame dropped;
@@ -67,6 +70,8 @@ struct Call {
     ref_caller: Vec<i16>,
     tone_agent: Option<f64>,
     tone_caller: Option<f64>,
+    /// Digits the caller typed in band: [start, end) ms from the caller's first packet.
+    dtmf: Vec<(usize, usize)>,
 }
 
 /// Runs capgen with `extra` arguments and reads the capture back.
@@ -147,6 +152,17 @@ fn generate(dir: &Path, name: &str, extra: &[&str]) -> Call {
         ref_caller,
         tone_agent,
         tone_caller,
+        dtmf: c["dtmf"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .map(|d| {
+                        let ms = |i: usize| d["stream_ms"][i].as_u64().unwrap() as usize;
+                        (ms(0), ms(1))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -168,7 +184,7 @@ fn play(
     dir: &Path,
     name: &str,
     call: &Call,
-    record: bool,
+    (record, mute_dtmf): (bool, bool),
     hook: Hook<'_>,
 ) -> Played {
     let rec_dir = dir.join(format!("{name}-rec"));
@@ -192,6 +208,7 @@ fn play(
             min: Span::from_millis(120),
             ..JitterConfig::default()
         },
+        mute_dtmf,
         ..ListenConfig::default()
     };
     // The device's own buffer too: at its default (a 10.7 ms period, two queued) a stall of
@@ -352,6 +369,91 @@ fn check_recording(name: &str, call: &Call, wav: &Path, allowed: u64) {
     }
 }
 
+/// The caller side (right) of the WAV: every digit (with its guard) exactly silent, and every
+/// 20 ms frame clear of the digits equal to the reference decode, 40 ms (the muting delay)
+/// later than without muting.
+fn check_dtmf_recording(call: &Call, wav: &Path) {
+    let (_, pcm) = read_wav(wav);
+    let got: Vec<i16> = pcm.iter().skip(1).step_by(2).copied().collect();
+    let want = &call.ref_caller;
+    // Align on the first frame with sound (speech before the digits).
+    let f0 = want
+        .chunks(160)
+        .position(|f| f.iter().any(|s| s.unsigned_abs() > 300))
+        .unwrap();
+    let key = &want[f0 * 160..f0 * 160 + 160];
+    let lag = got
+        .windows(160)
+        .position(|w| w == key)
+        .expect("dtmf: the caller's first speech frame is not in the WAV")
+        - f0 * 160;
+    let near_digit = |frame: usize| {
+        let (a, b) = (frame * 20, frame * 20 + 20);
+        call.dtmf.iter().any(|&(s, e)| a < e + 40 && b + 20 > s)
+    };
+    for &(s, e) in &call.dtmf {
+        let span = &got[lag + s * 8..lag + e * 8];
+        assert!(
+            span.iter().all(|&x| x == 0),
+            "dtmf: the digit at {s} ms is audible in the WAV"
+        );
+    }
+    let differing = (want.chunks(160).zip(got[lag..].chunks(160)).enumerate())
+        .filter(|(i, (w, g))| !near_digit(*i) && w != g)
+        .count();
+    assert_eq!(
+        differing, 0,
+        "dtmf: speech frames away from the digits differ"
+    );
+}
+
+/// The sink's right channel: the speech before and after the digits correlates >= 0.9 with
+/// the reference, and at each digit its two frequencies carry under 1 % of the reference's.
+fn check_dtmf_sink(call: &Call, rec: &[f32]) {
+    let reference = upsample(&call.ref_caller);
+    let first = call.dtmf.first().unwrap().0 * REC / 1000;
+    let last = call.dtmf.last().unwrap().1 * REC / 1000;
+    let before = &reference[..first - REC / 10];
+    let (c, lag) = best_correlation(rec, before);
+    eprintln!("dtmf: speech before the digits {c:.4} at {lag}");
+    assert!(c >= 0.9, "dtmf: speech before the digits correlates {c:.4}");
+    let after = &reference[last + REC / 10..];
+    let at = lag + last + REC / 10;
+    let (c2, _) = best_lag(rec, after, at.saturating_sub(REC / 50)..=at + REC / 50);
+    assert!(
+        c2 >= 0.9,
+        "dtmf: speech after the digits correlates {c2:.4}"
+    );
+    let digits = "4929123456781234";
+    for (&(s, e), digit) in call.dtmf.iter().zip(digits.chars()) {
+        let (a, b) = (s * REC / 1000, e * REC / 1000);
+        let heard = &rec[(lag + a).min(rec.len())..(lag + b).min(rec.len())];
+        let sent = &reference[a..b];
+        for f in digit_pair(digit) {
+            let (h, w) = (goertzel(heard, f), goertzel(sent, f));
+            assert!(
+                h < 0.01 * w,
+                "dtmf: digit {digit} at {s} ms: {f} Hz heard at {h:.3e} (sent {w:.3e})"
+            );
+        }
+    }
+}
+
+/// The Q.23 row and column frequencies of `digit`.
+fn digit_pair(digit: char) -> [f64; 2] {
+    let keys = ["123A", "456B", "789C", "*0#D"];
+    let (r, row) = keys
+        .iter()
+        .enumerate()
+        .find(|(_, k)| k.contains(digit))
+        .unwrap();
+    let c = row.find(digit).unwrap();
+    [
+        [697.0, 770.0, 852.0, 941.0][r],
+        [1209.0, 1336.0, 1477.0, 1633.0][c],
+    ]
+}
+
 fn goertzel(x: &[f32], freq: f64) -> f64 {
     common::audio::goertzel(x, freq, RATE)
 }
@@ -492,6 +594,28 @@ fn calls_play_through_the_media_loop_into_pulseaudio_and_are_recorded() {
     );
     let agent_wav = dir.join("agent.wav");
     let caller_wav = dir.join("caller.wav");
+    espeak(
+        "I would like to pay the invoice by card now. I will type the number on the keypad, \
+         it is on the back of the card. Thank you very much for your help today.",
+        &dir.join("payer.wav"),
+    );
+    let payer_wav = dir.join("payer.wav");
+    let card = generate(
+        dir,
+        "dtmf",
+        &[
+            "--duration",
+            "8",
+            "--agent-wav",
+            agent_wav.to_str().unwrap(),
+            "--wav",
+            payer_wav.to_str().unwrap(),
+            "--dtmf-inband",
+            "4929123456781234",
+            "--dtmf-at",
+            "2",
+        ],
+    );
     let speech = generate(
         dir,
         "speech",
@@ -541,7 +665,14 @@ fn calls_play_through_the_media_loop_into_pulseaudio_and_are_recorded() {
     );
 
     // Tone call: the agent's tone left, the caller's right.
-    let played = play(&mut pulse, dir, "tone", &tone, true, &mut |_, _| {});
+    let played = play(
+        &mut pulse,
+        dir,
+        "tone",
+        &tone,
+        (true, false),
+        &mut |_, _| {},
+    );
     check_counters("tone", &tone, &played.report);
     check_recording("tone", &tone, &played.wav, 0);
     let (fa, fc) = (tone.tone_agent.unwrap(), tone.tone_caller.unwrap());
@@ -578,7 +709,14 @@ fn calls_play_through_the_media_loop_into_pulseaudio_and_are_recorded() {
     );
 
     // Speech call: each side correlates with its reference decode.
-    let played = play(&mut pulse, dir, "speech", &speech, true, &mut |_, _| {});
+    let played = play(
+        &mut pulse,
+        dir,
+        "speech",
+        &speech,
+        (true, false),
+        &mut |_, _| {},
+    );
     check_counters("speech", &speech, &played.report);
     check_recording("speech", &speech, &played.wav, 0);
     for (side, rec, reference) in [
@@ -596,6 +734,14 @@ fn calls_play_through_the_media_loop_into_pulseaudio_and_are_recorded() {
         );
     }
 
+    // In-band DTMF: 16 digits typed in the middle of the caller's speech are silence in the
+    // recording and in the sink; the speech around them is intact.
+    let played = play(&mut pulse, dir, "dtmf", &card, (true, true), &mut |_, _| {});
+    check_counters("dtmf", &card, &played.report);
+    assert_eq!(played.report.session.dtmf_muted, 16, "dtmf: digits muted");
+    check_dtmf_recording(&card, &played.wav);
+    check_dtmf_sink(&card, &played.right);
+
     // Device loss: the daemon dies 1.5 s into a call and comes back 1.5 s later. The loop
     // must not stop: it keeps decoding and recording, reopens the device, and plays again.
     let n = long.packets.len();
@@ -607,7 +753,7 @@ fn calls_play_through_the_media_loop_into_pulseaudio_and_are_recorded() {
             p.spawn_daemon().expect("PulseAudio did not come back");
         }
     };
-    let played = play(&mut pulse, dir, "loss", &long, false, &mut hook);
+    let played = play(&mut pulse, dir, "loss", &long, (false, false), &mut hook);
     let r = &played.report;
     let s = &r.session;
     assert_eq!(s.decoded as usize, n, "loss: decoded");

@@ -193,6 +193,9 @@ pub struct Status {
     /// Milliseconds of audible concealment (loss and underruns) so far, at 8 kHz.
     #[serde(default)]
     pub concealed_ms: u64,
+    /// In-band DTMF digits muted so far (`[privacy] mute_dtmf`; never which digits).
+    #[serde(default)]
+    pub dtmf_muted: u64,
     /// The output device asked for (None: the system's default).
     #[serde(default)]
     pub device_name: Option<String>,

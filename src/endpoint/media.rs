@@ -116,6 +116,8 @@ pub struct SessionStats {
     pub levels: [u16; 2],
     /// The jitter buffers' delay now per direction (agent, caller), ms.
     pub delay_ms: [u32; 2],
+    /// In-band DTMF digits muted in what was played (never which).
+    pub dtmf_muted: u64,
 }
 
 /// How a level meter falls per tick (10 ms): about 9 dB per 100 ms.
@@ -645,6 +647,7 @@ fn add_leg(s: &mut SessionStats, l: &LegStats) {
     s.jitter_shortened += l.jitter.shortened;
     s.jitter_spliced += l.spliced;
     s.jitter_lengthened += l.jitter.lengthened;
+    s.dtmf_muted += l.dtmf_muted;
 }
 
 fn monitor_stats(m: &Monitor) -> ListenStats {

@@ -311,6 +311,7 @@ fn media_config(s: &SupervisorSettings) -> MediaLoopConfig {
         Layout::Mono
     };
     cfg.session.listen.volume = s.volume;
+    cfg.session.listen.mute_dtmf = s.mute_dtmf;
     cfg
 }
 
@@ -873,6 +874,7 @@ impl Shell {
             levels: s.levels,
             delay_ms: s.delay_ms,
             concealed_ms: s.concealed / 8,
+            dtmf_muted: s.dtmf_muted,
             device_name: media.device_name.clone(),
             stereo: media.layout == Layout::Stereo,
             volume_pct: (media.volume * 100.0).round().clamp(0.0, 200.0) as u16,

@@ -44,6 +44,7 @@
 use std::collections::VecDeque;
 
 use super::conceal::{ComfortNoise, Concealer, CONCEAL_MAX_MS};
+use super::dtmf::DtmfMuter;
 use super::g711;
 use super::g722::{G722Decoder, G722_RATE};
 use super::g729::{G729Decoder, G729_RATE};
@@ -127,6 +128,10 @@ pub struct ListenConfig {
     /// frame, or after [`SPLICE_PATIENCE_MS`] of sound without one, a sound frame merged into
     /// the next (true: live playout). A recording turns it off so it holds every frame.
     pub shorten_on_silence: bool,
+    /// Replace in-band DTMF digits (and a guard around them) by silence ([`super::dtmf`]),
+    /// delaying both directions by [`super::dtmf::DELAY_MS`]. Off here; the endpoint turns it
+    /// on from its configuration (`[privacy] mute_dtmf`, on by default).
+    pub mute_dtmf: bool,
 }
 
 impl Default for ListenConfig {
@@ -136,6 +141,7 @@ impl Default for ListenConfig {
             layout: Layout::Mono,
             volume: 1.0,
             shorten_on_silence: true,
+            mute_dtmf: false,
         }
     }
 }
@@ -204,6 +210,8 @@ pub struct LegStats {
     pub last_rejected: Option<Error>,
     /// The jitter buffer's delay now, ms (a gauge: the latest, not a sum).
     pub delay_ms: u32,
+    /// In-band DTMF digits muted (never which).
+    pub dtmf_muted: u64,
 }
 
 impl std::ops::AddAssign<&LegStats> for LegStats {
@@ -220,6 +228,7 @@ impl std::ops::AddAssign<&LegStats> for LegStats {
         self.ssrc_changes += b.ssrc_changes;
         self.realigned += b.realigned;
         self.spliced += b.spliced;
+        self.dtmf_muted += b.dtmf_muted;
         if b.last_rejected.is_some() {
             self.last_rejected = b.last_rejected;
         }
@@ -329,6 +338,8 @@ struct Leg {
     spliced: Vec<i16>,
     /// Samples of sound offered since a shrink became possible without a silent frame.
     sound_waited: usize,
+    /// In-band DTMF muting of what this direction renders (with `mute_dtmf`).
+    muter: Option<DtmfMuter>,
     stats: LegStats,
 }
 
@@ -358,6 +369,7 @@ impl Leg {
             event: None,
             spliced: Vec::new(),
             sound_waited: 0,
+            muter: None,
             stats: LegStats::default(),
         }
     }
@@ -920,10 +932,16 @@ impl MonitorAudio {
         let horizon = now + LOOKAHEAD;
         let emitted = self.emitted;
         let map = self.map;
+        let mute = self.cfg.mute_dtmf;
         let [agent, caller] = &mut self.legs;
         for (leg, buf) in [(agent, &mut out.agent), (caller, &mut out.caller)] {
             leg.pull(horizon, origin, rate, emitted, &map);
+            let from = buf.len();
             leg.emit(emitted, end, buf);
+            if mute {
+                let muter = leg.muter.get_or_insert_with(|| DtmfMuter::new(rate));
+                muter.process(&mut buf[from..]);
+            }
         }
         self.emitted = end;
     }
@@ -933,6 +951,7 @@ impl MonitorAudio {
         let leg = |l: &Leg| LegStats {
             jitter: l.jitter_stats(),
             delay_ms: (l.jb.delay().as_nanos() / 1_000_000).clamp(0, i64::from(u32::MAX)) as u32,
+            dtmf_muted: l.muter.as_ref().map_or(0, DtmfMuter::digits_muted),
             ..l.stats.clone()
         };
         ListenStats {

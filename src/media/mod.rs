@@ -4,6 +4,7 @@
 //! and the device-format stage (`output`). Pure: no I/O, no clock, no device.
 
 pub mod conceal;
+pub mod dtmf;
 pub mod g711;
 pub mod g722;
 pub mod g729;

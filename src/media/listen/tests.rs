@@ -623,3 +623,50 @@ fn g729_plays_conceals_a_loss_and_its_sid_frames_give_comfort_noise() {
     let tail = &out.agent[start + 12_000..start + 15_000];
     assert!(rms(tail) > 0.0 && rms(tail) < 300.0, "{}", rms(tail));
 }
+
+#[test]
+fn in_band_digits_are_muted_when_asked_and_everything_comes_40_ms_later() {
+    // A 440 Hz caller with the digit 5 (770 + 1336 Hz) from 400 to 500 ms.
+    let mut pcm = tone(440.0, 8000, 8000, 4000.0);
+    for (i, x) in pcm[3200..4000].iter_mut().enumerate() {
+        let t = i as f64 / 8000.0;
+        *x = (6000.0
+            * ((2.0 * std::f64::consts::PI * 770.0 * t).sin()
+                + (2.0 * std::f64::consts::PI * 1336.0 * t).sin())) as i16;
+    }
+    let frames: Vec<Vec<u8>> = pcm
+        .chunks(160)
+        .map(|c| c.iter().map(|&s| g711::encode_ulaw(s)).collect())
+        .collect();
+    let packets = |frames: &[Vec<u8>]| -> Vec<(i64, Direction, Vec<u8>)> {
+        (frames.iter().enumerate())
+            .map(|(i, f)| {
+                let p = rtp(0, i as u16, 160 * i as u32, 0xE, i == 0, f);
+                (1000 * MS + 20 * MS * i as i64, Direction::ToAgent, p)
+            })
+            .collect()
+    };
+    let mut plain = MonitorAudio::new(ListenConfig::default());
+    let a = run(&mut plain, packets(&frames), 1000, 2500, 9);
+    let mut muted = MonitorAudio::new(ListenConfig {
+        mute_dtmf: true,
+        ..ListenConfig::default()
+    });
+    let b = run(&mut muted, packets(&frames), 1000, 2500, 9);
+    assert_eq!(muted.stats().caller.dtmf_muted, 1);
+    assert_eq!(plain.stats().caller.dtmf_muted, 0);
+    let start = a.caller.iter().position(|&s| s != 0).unwrap();
+    let delay = 8 * crate::media::dtmf::DELAY_MS as usize;
+    // The digit (and its guards) is silence; the rest is the plain output, 40 ms later.
+    assert!(b.caller[start + delay + 3200..start + delay + 4000]
+        .iter()
+        .all(|&s| s == 0));
+    same(
+        &b.caller[start + delay..start + delay + 3100],
+        &a.caller[start..start + 3100],
+    );
+    same(
+        &b.caller[start + delay + 4200..start + delay + 7000],
+        &a.caller[start + 4200..start + 7000],
+    );
+}
