@@ -2,7 +2,9 @@
 //! against an independent decoder: ffmpeg on the payload tshark exports from the same file.
 //! G.722 (spandsp here, ffmpeg's own ADPCM there) must match sample for sample; G.729
 //! (libbcg729 here, ffmpeg's decoder there, which is not bit-exact to the ITU reference)
-//! within 20 dB SNR, aligned sample for sample.
+//! within 20 dB SNR, aligned sample for sample. Opus (libopus through audiopus here) against
+//! opus-tools' `opusdec` (libopus too, from an Ogg file written here of the same packets):
+//! within one LSB.
 
 mod common;
 
@@ -159,4 +161,123 @@ fn a_supervisor_hears_g722_and_g729_calls() {
             "{codec}: agent {agent:.1} s, caller {caller:.1} s of {secs:.1} s\n{log}"
         );
     }
+}
+
+/// The Ogg CRC-32 (polynomial 0x04C11DB7, not reflected, initial 0).
+fn ogg_crc(data: &[u8]) -> u32 {
+    let mut crc = 0u32;
+    for &b in data {
+        crc ^= u32::from(b) << 24;
+        for _ in 0..8 {
+            crc = if crc & 0x8000_0000 != 0 {
+                (crc << 1) ^ 0x04C1_1DB7
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// One Ogg page holding one packet (under 255 * 255 bytes).
+fn ogg_page(out: &mut Vec<u8>, flags: u8, granule: u64, seq: u32, packet: &[u8]) {
+    let start = out.len();
+    out.extend_from_slice(b"OggS\0");
+    out.push(flags);
+    out.extend_from_slice(&granule.to_le_bytes());
+    out.extend_from_slice(&0x5113_u32.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    let mut lacing = vec![255u8; packet.len() / 255];
+    lacing.push((packet.len() % 255) as u8);
+    out.push(lacing.len() as u8);
+    out.extend_from_slice(&lacing);
+    out.extend_from_slice(packet);
+    let crc = ogg_crc(&out[start..]);
+    out[start + 22..start + 26].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Samples at 48 kHz one Opus packet decodes to (RFC 6716 3.1: its TOC byte and frame count).
+fn opus_samples(packet: &[u8]) -> u64 {
+    let config = packet[0] >> 3;
+    let frame = match config {
+        0..=11 => [480, 960, 1920, 2880][usize::from(config % 4)],
+        12..=15 => [480, 960][usize::from(config % 2)],
+        _ => [120, 240, 480, 960][usize::from(config % 4)],
+    };
+    let frames = match packet[0] & 3 {
+        0 => 1,
+        1 | 2 => 2,
+        _ => u64::from(packet.get(1).map_or(1, |b| b & 0x3F)),
+    };
+    frame * frames
+}
+
+#[test]
+fn opus_extract_equals_opusdec_within_one_lsb() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pcap = public("wireshark-sip-rtp-opus.pcap");
+    let (rate, ours) = extract(d, &pcap, "10.0.2.15:24196-10.0.2.20:6000");
+    assert_eq!(rate, 48_000);
+    // The same packets, from tshark, in an Ogg Opus file: mono (as we decode), no pre-skip.
+    let out = run_ok(Command::new("tshark").args(["-n", "-r"]).arg(&pcap).args([
+        "-Y",
+        "rtp && udp.srcport == 24196",
+        "-T",
+        "fields",
+        "-e",
+        "rtp.payload",
+    ]));
+    // (One 4-byte datagram on the port, which tshark still matches as `rtp`, has no payload.)
+    let packets: Vec<Vec<u8>> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let hex: String = l.chars().filter(|c| c.is_ascii_hexdigit()).collect();
+            (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(packets.len(), 425);
+    let mut ogg = Vec::new();
+    let mut head = b"OpusHead".to_vec();
+    head.extend_from_slice(&[1, 1, 0, 0]);
+    head.extend_from_slice(&48_000u32.to_le_bytes());
+    head.extend_from_slice(&[0, 0, 0]);
+    ogg_page(&mut ogg, 0x02, 0, 0, &head);
+    let mut tags = b"OpusTags".to_vec();
+    tags.extend_from_slice(&4u32.to_le_bytes());
+    tags.extend_from_slice(b"test");
+    tags.extend_from_slice(&0u32.to_le_bytes());
+    ogg_page(&mut ogg, 0, 0, 1, &tags);
+    let mut granule = 0;
+    for (i, p) in packets.iter().enumerate() {
+        granule += opus_samples(p);
+        let flags = if i + 1 == packets.len() { 0x04 } else { 0 };
+        ogg_page(&mut ogg, flags, granule, 2 + i as u32, p);
+    }
+    let (file, wav) = (d.join("call.opus"), d.join("opusdec.wav"));
+    std::fs::write(&file, ogg).unwrap();
+    run_ok(
+        Command::new("opusdec")
+            .args(["--quiet", "--rate", "48000", "--no-dither", "--force-wav"])
+            .arg(&file)
+            .arg(&wav),
+    );
+    let (spec, reference) = read_wav(&wav);
+    assert_eq!((spec.channels, spec.sample_rate), (1, 48_000));
+    assert_eq!(ours.len(), reference.len(), "length");
+    let worst = ours
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| (i32::from(*a) - i32::from(*b)).abs())
+        .max()
+        .unwrap();
+    assert!(worst <= 1, "differs from opusdec by up to {worst}");
+    assert!(
+        reference.iter().any(|&s| s.unsigned_abs() > 1000),
+        "not silence"
+    );
 }

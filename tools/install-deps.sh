@@ -16,8 +16,9 @@ if [ $want_test = 1 ]; then
   # tshark: reference stream statistics; tcpreplay/tcpdump: replay and capture in namespaces;
   # sox + espeak-ng: reference audio; iproute2: namespaces and veth pairs.
   pkgs+=(tshark tcpreplay tcpdump sox espeak-ng iproute2 time openssl)
-  # ffmpeg: the independent G.722 / G.729 (and Opus) decoder the codec tests compare with.
-  pkgs+=(ffmpeg)
+  # ffmpeg and opus-tools: the independent G.722 / G.729 and Opus decoders the codec tests
+  # compare with.
+  pkgs+=(ffmpeg opus-tools)
   # The SPAN lab (tests/common/lab.rs): baresip-core is the SIP user agent, procps gives sysctl.
   pkgs+=(baresip-core procps)
   # tests/lab_span.rs runs a tiny TCP listener with python3 inside a namespace.
