@@ -140,8 +140,9 @@ own_capture_tests! {
 /// Captures generated here for the cases real networks carry and the captures above lack
 /// (issue 18): duplicated packets with jitter, RFC 4733 events whose end packet comes three
 /// times with one sequence number, 55-60 % random and bursty loss from a stream's first
-/// packet on, without SIP (the heuristic must keep every packet that confirmed the stream), and
-/// calls switched to fax (T.38) by a re-INVITE, and back.
+/// packet on, without SIP (the heuristic must keep every packet that confirmed the stream),
+/// calls switched to fax (T.38) by a re-INVITE, and back, SIP over TCP in split, retransmitted
+/// and reordered segments, in-band DTMF, G.722 and G.729.
 macro_rules! generated_capture_tests {
     ($($name:ident => $args:expr,)*) => {$(
         #[test]
@@ -169,6 +170,8 @@ generated_capture_tests! {
     gen_random_loss_55 => ["--loss", "55", "--loss-anywhere", "--no-sip", "--seed", "3"],
     gen_random_loss_60 => ["--loss", "60", "--loss-anywhere", "--no-sip", "--seed", "7"],
     gen_bursty_loss_60 => ["--loss", "60", "--loss-burst", "30", "--loss-anywhere", "--no-sip"],
+    gen_sip_tcp => ["--sip-tcp", "--tcp-mss", "100", "--tcp-retransmit", "2", "--tcp-reorder", "4"],
+    gen_dtmf_inband => ["--dtmf-inband", "0123456789*#", "--dtmf-at", "3"],
     gen_g722 => ["--codec", "g722", "--loss", "5"],
     gen_g729 => ["--codec", "g729", "--jitter-ms", "10"],
     gen_t38_switch => ["--t38-at", "4"],
