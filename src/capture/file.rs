@@ -1,7 +1,9 @@
-//! Capture files (pcap, pcapng) read through libpcap with nanosecond timestamps.
+//! Capture files: classic pcap read by [`super::classic`] (large reads, no stdio), pcapng and
+//! any file read with a BPF filter through libpcap with nanosecond timestamps.
 
 use std::path::{Path, PathBuf};
 
+use super::classic::ClassicPcap;
 use super::{Error, Frame, PacketSource};
 use crate::packet::LinkType;
 use crate::time::Timestamp;
@@ -9,9 +11,15 @@ use crate::time::Timestamp;
 /// Per-record overhead used to estimate the file position (pcap record header size).
 const RECORD_HEADER_LEN: u64 = 16;
 
+/// Who reads the file.
+enum Reader {
+    Classic(ClassicPcap),
+    Libpcap(pcap::Capture<pcap::Offline>),
+}
+
 /// A pcap or pcapng file.
 pub struct PcapFile {
-    capture: pcap::Capture<pcap::Offline>,
+    reader: Reader,
     path: PathBuf,
     link: LinkType,
     packets: u64,
@@ -21,6 +29,21 @@ pub struct PcapFile {
 impl PcapFile {
     /// Opens `path`; `filter` is an optional BPF expression applied by libpcap.
     pub fn open(path: &Path, filter: Option<&str>) -> Result<Self, Error> {
+        let open_error = |e: &dyn std::fmt::Display| Error::Open {
+            path: path.to_owned(),
+            message: e.to_string(),
+        };
+        if filter.is_none() {
+            if let Some(classic) = ClassicPcap::open(path).map_err(|e| open_error(&e))? {
+                return Ok(PcapFile {
+                    link: LinkType::from_dlt(classic.linktype() as i32),
+                    reader: Reader::Classic(classic),
+                    path: path.to_owned(),
+                    packets: 0,
+                    position: 24,
+                });
+            }
+        }
         let mut capture = pcap::Capture::from_file_with_precision(path, pcap::Precision::Nano)
             .map_err(|e| Error::Open {
                 path: path.to_owned(),
@@ -34,7 +57,7 @@ impl PcapFile {
         }
         let link = LinkType::from_dlt(capture.get_datalink().0);
         Ok(PcapFile {
-            capture,
+            reader: Reader::Libpcap(capture),
             path: path.to_owned(),
             link,
             packets: 0,
@@ -49,7 +72,25 @@ impl PacketSource for PcapFile {
     }
 
     fn next_frame(&mut self) -> Result<Option<Frame<'_>>, Error> {
-        match self.capture.next_packet() {
+        let capture = match &mut self.reader {
+            Reader::Libpcap(c) => c,
+            Reader::Classic(r) => {
+                return match r.next_frame() {
+                    Ok(Some(f)) => {
+                        self.packets += 1;
+                        self.position += RECORD_HEADER_LEN + f.data.len() as u64;
+                        Ok(Some(f))
+                    }
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(Error::Read {
+                        source_name: self.path.display().to_string(),
+                        packets: self.packets,
+                        message: e.to_string(),
+                    }),
+                };
+            }
+        };
+        match capture.next_packet() {
             Ok(p) => {
                 self.packets += 1;
                 self.position += RECORD_HEADER_LEN + p.header.caplen as u64;

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use crate::packet::LinkType;
 use crate::time::Timestamp;
 
+pub mod classic;
 pub mod file;
 pub mod live;
 pub mod pipeline;

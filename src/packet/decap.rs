@@ -7,7 +7,7 @@
 //! each recording what it parsed and returning the next layer or the end; offsets and magic
 //! numbers are named constants here or in the header views of `packet/`.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use etherparse::{Ipv4Slice, Ipv6Slice, TcpSlice, UdpSlice};
 
@@ -382,6 +382,10 @@ impl<'a> Walk<'a> {
     }
 
     fn ipv4(&mut self, buf: &'a [u8]) -> Step<'a> {
+        if let Some((ip, payload)) = plain_ipv4(buf) {
+            self.d.ip = Some(ip);
+            return Ok(Next::Transport(ip.protocol, payload));
+        }
         let ip = match Ipv4Slice::from_slice(buf) {
             Ok(ip) => ip,
             Err(e) => {
@@ -466,11 +470,15 @@ impl<'a> Walk<'a> {
 
     /// UDP: the transport, unless it carries a tunnel (VXLAN, GTP-U) we may still enter.
     fn udp(&mut self, buf: &'a [u8]) -> Step<'a> {
-        let Ok(udp) = UdpSlice::from_slice(buf) else {
-            return Err(self.stop(Layer::Udp, buf, StopReason::Truncated));
+        let (sp, dp, payload) = match plain_udp(buf) {
+            Some(plain) => plain,
+            None => {
+                let Ok(udp) = UdpSlice::from_slice(buf) else {
+                    return Err(self.stop(Layer::Udp, buf, StopReason::Truncated));
+                };
+                (udp.source_port(), udp.destination_port(), udp.payload())
+            }
         };
-        let (sp, dp) = (udp.source_port(), udp.destination_port());
-        let payload = udp.payload();
         if self.depth < self.max_depth {
             if let Some(inner) = self.udp_tunnel(sp, dp, payload) {
                 self.depth += 1;
@@ -604,6 +612,38 @@ fn enter_tunnel(d: &mut Decapsulated<'_>, t: Tunnels) {
     d.vlans = VlanStack::new();
     d.ip = None;
     d.tunnels.insert(t);
+}
+
+/// The common IPv4 header, read by hand (the hot path): version 4, no options, not a fragment,
+/// a total length within the buffer. Anything else goes through etherparse's full checks,
+/// which these match for what they accept (the payload ends at the total length: Ethernet
+/// padding is not payload).
+fn plain_ipv4(buf: &[u8]) -> Option<(IpEndpoints, &[u8])> {
+    let h = buf.get(..20)?;
+    let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+    let flags_offset = u16::from_be_bytes([h[6], h[7]]);
+    // Version 4 with a 20-byte header; MF clear and offset 0 (DF may be set).
+    if h[0] != 0x45 || flags_offset & 0x3FFF != 0 || total < 20 || total > buf.len() {
+        return None;
+    }
+    let ip = IpEndpoints {
+        src: IpAddr::V4(Ipv4Addr::new(h[12], h[13], h[14], h[15])),
+        dst: IpAddr::V4(Ipv4Addr::new(h[16], h[17], h[18], h[19])),
+        protocol: h[9],
+    };
+    Some((ip, &buf[20..total]))
+}
+
+/// A UDP header read by hand: ports and the payload its length field covers, when that length
+/// is within the buffer (else etherparse decides).
+fn plain_udp(buf: &[u8]) -> Option<(u16, u16, &[u8])> {
+    let h = buf.get(..8)?;
+    let len = usize::from(u16::from_be_bytes([h[4], h[5]]));
+    if len < 8 || len > buf.len() {
+        return None;
+    }
+    let port = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]);
+    Some((port(0), port(2), &buf[8..len]))
 }
 
 /// Counts the layers of a finished result.
@@ -882,5 +922,60 @@ mod tests {
         // GTP-U also carries TCP in QinQ 3394/113.
         assert_eq!(c[&key(&[3394, 113], "ip6")], 4);
         assert_eq!(s.gtp, 54);
+    }
+}
+
+#[cfg(test)]
+mod fast_path_tests {
+    use super::*;
+
+    /// An IPv4 header (+ `rest`) with the given first byte, flags/offset and total length.
+    fn ipv4(first: u8, flags_offset: u16, total: u16, rest: &[u8]) -> Vec<u8> {
+        let mut h = vec![first, 0];
+        h.extend_from_slice(&total.to_be_bytes());
+        h.extend_from_slice(&[0, 1]);
+        h.extend_from_slice(&flags_offset.to_be_bytes());
+        h.extend_from_slice(&[64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+        h.extend_from_slice(rest);
+        h
+    }
+
+    #[test]
+    fn the_hand_read_ipv4_and_udp_headers_agree_with_etherparse() {
+        let udp = [0x13, 0xC4, 0x13, 0xC5, 0, 12, 0, 0, 1, 2, 3, 4, 0xEE, 0xEE];
+        let cases = [
+            ipv4(0x45, 0, 34, &udp),      // plain, 2 bytes of padding after
+            ipv4(0x45, 0x4000, 32, &udp), // DF set
+            ipv4(0x45, 0x2000, 34, &udp), // MF: a fragment
+            ipv4(0x45, 0x0010, 34, &udp), // an offset
+            ipv4(0x46, 0, 38, &udp),      // options
+            ipv4(0x45, 0, 99, &udp),      // total beyond the buffer
+            ipv4(0x45, 0, 12, &udp),      // total below the header
+            ipv4(0x65, 0, 34, &udp),      // version 6 nibble
+        ];
+        for (i, buf) in cases.iter().enumerate() {
+            let reference = Ipv4Slice::from_slice(buf).ok();
+            match plain_ipv4(buf) {
+                Some((ip, payload)) => {
+                    let r = reference.expect("etherparse accepts what the fast path accepts");
+                    assert!(!r.payload().fragmented, "case {i}");
+                    assert_eq!(payload, r.payload().payload, "case {i}");
+                    assert_eq!(ip.src, IpAddr::V4(r.header().source_addr()));
+                    assert_eq!(ip.dst, IpAddr::V4(r.header().destination_addr()));
+                    assert_eq!(ip.protocol, r.header().protocol().0);
+                    let (sp, dp, p) = plain_udp(payload).expect("plain UDP");
+                    let u = UdpSlice::from_slice(payload).unwrap();
+                    assert_eq!(
+                        (sp, dp, p),
+                        (u.source_port(), u.destination_port(), u.payload())
+                    );
+                }
+                None => assert!(i >= 2, "case {i} should take the fast path"),
+            }
+        }
+        // UDP lengths the fast path leaves to etherparse.
+        assert!(plain_udp(&[0, 1, 0, 2, 0, 4, 0, 0]).is_none());
+        assert!(plain_udp(&[0, 1, 0, 2, 0, 40, 0, 0]).is_none());
+        assert!(plain_udp(&[0, 1, 0, 2]).is_none());
     }
 }
