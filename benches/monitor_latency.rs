@@ -44,7 +44,10 @@
 //! /tmp/silentmon-bench-monitor), CALLS (100), RTP_PHASE (random), CALL_SECS (120: longer than a
 //! whole run, so the loop restart never falls into a window), SUPERVISORS (5), COUNTS
 //! ("1 50 500"), SECONDS (10), WARMUP (3), LISTEN (10), LISTEN_SECONDS (30), LISTEN_RATE
-//! (48000), LISTEN_CHANNELS (2), LISTEN_BACKGROUND (unset: silence), TLS (1; 0: plaintext).
+//! (48000), LISTEN_CHANNELS (2), LISTEN_BACKGROUND (unset: silence), TLS (1; 0: plaintext),
+//! CONNECTIONS (monitor: one monitor service connection per monitor; supervisor: one per
+//! supervisor carrying all its monitors, as a supervisor's endpoint does; the service accepts
+//! at most 512 connections, so 1000 monitors need `supervisor`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -619,9 +622,17 @@ const LINK_BYTES: &str = "silentmon_peer_received_bytes_total{peer=\"appliance-s
 async fn forwarding(o: &Options, server: &Server, count: u32) -> Result<Forwarding, BoxError> {
     let (sessions, keys) = start_monitors(o, server, count).await?;
     let mut clients = Vec::new();
-    for (_, key) in &keys {
+    // CONNECTIONS=supervisor: one connection per supervisor carries all its monitors, as
+    // one endpoint per supervisor desktop does; default: one connection per monitor.
+    let per_connection = match std::env::var("CONNECTIONS").as_deref() {
+        Ok("supervisor") => o.calls as usize,
+        _ => 1,
+    };
+    for group in keys.chunks(per_connection) {
         let mut c = MonitorClient::connect(&server.monitor, server.tls()).await?;
-        c.attach(key).await?;
+        for (_, key) in group {
+            c.attach(key).await?;
+        }
         clients.push(c);
     }
     let start = Instant::now();

@@ -11,6 +11,8 @@
 #   LISTEN_BACKGROUND=-30 (dBFS between the markers instead of silence)
 #   RTP_PHASE=random (each call its own packet phase) or aligned (all calls at once: worst case)
 #   TLS=1 (default: TLS 1.3 with a private CA made for the run; TLS=0: the server runs --insecure)
+#   CONNECTIONS=monitor (one monitor service connection per monitor) or supervisor (one per
+#   supervisor: 1000 monitors need it, the service takes at most 512 connections)
 #   BENCH_DIR=/tmp/silentmon-bench-monitor (capture, config, certs, server log)
 set -euo pipefail
 cd "$(dirname "$0")/.."
