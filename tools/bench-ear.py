@@ -42,7 +42,6 @@ THRESHOLD = int(32767 * 10 ** (-20 / 20))
 GW, PHONE = ("10.77.0.1", 20000), ("10.77.0.2", 30000)
 MAC_GW, MAC_PHONE = bytes.fromhex("020000770001"), bytes.fromhex("020000770002")
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import importlib.util  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("fa", Path(__file__).resolve().parent / "bench-first-audio.py")
@@ -124,13 +123,7 @@ def main():
     for i in ("smear0", "smear1"):
         fa.run("ip", "link", "set", i, "up")
     certs = work / "certs"
-    fa.run(SILENTMON, "certs", "ca", "--no-password", "--out", certs)
-    for name, role in [("localhost", "--server"), ("s1", "--client")]:
-        fa.run(SILENTMON, "certs", "request", "--name", name, "--out", certs)
-        fa.run(SILENTMON, "certs", "sign", role, "--request", certs / f"{name}.csr",
-               "--ca-dir", certs, "-o", certs / f"{name}.pem")
-    (certs / "localhost.pem").rename(certs / "server.pem")
-    (certs / "localhost.key").rename(certs / "server.key")
+    fa.make_pki(certs)
     control, monitor, metrics = (f"127.0.0.1:{fa.free_port()}" for _ in range(3))
     config = work / "silentmon.toml"
     config.write_text(
@@ -141,23 +134,9 @@ def main():
         'passwordless_logins = true\n'
         '[[agent]]\nid = "5001"\nextension = "5001"\nteam = "blue"\n'
         '[[supervisor]]\nid = "s1"\nteams = ["blue"]\n')
-    runtime = work / "run"
-    (runtime / "pulse").mkdir(parents=True, exist_ok=True)
-    (work / "home").mkdir(exist_ok=True)
-    sock_path = runtime / "pulse/native"
-    env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime), PULSE_SERVER=f"unix:{sock_path}",
-               HOME=str(work / "home"))
     procs, stop, markers = [], threading.Event(), []
     try:
-        procs.append(subprocess.Popen(
-            ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--disallow-exit",
-             "--use-pid-file=no", "-L",
-             f"module-native-protocol-unix auth-anonymous=1 socket={sock_path}",
-             "-L", f"module-null-sink sink_name=bench rate={RATE} channels=2"],
-            env=env, stdout=subprocess.DEVNULL, stderr=open(work / "pulseaudio.log", "w")))
-        fa.wait("PulseAudio", lambda: subprocess.run(["pactl", "info"], env=env,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0)
-        fa.run("pactl", "set-default-sink", "bench", env=env)
+        env = fa.start_pulse(work, procs)
         rec = fa.Recorder(env)
         procs.append(rec.proc)
         procs.append(subprocess.Popen([SILENTMON, "server", "--config", str(config)],

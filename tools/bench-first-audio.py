@@ -97,13 +97,7 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     certs, cap = work / "certs", work / "call.pcap"
     run(CAPGEN, "calls", "--calls", "1", "--duration", "900", "-o", cap, "--truth", work / "t.json")
-    run(SILENTMON, "certs", "ca", "--no-password", "--out", certs)
-    for name, role in [("localhost", "--server"), ("s1", "--client")]:
-        run(SILENTMON, "certs", "request", "--name", name, "--out", certs)
-        run(SILENTMON, "certs", "sign", role, "--request", certs / f"{name}.csr",
-            "--ca-dir", certs, "-o", certs / f"{name}.pem")
-    (certs / "localhost.pem").rename(certs / "server.pem")
-    (certs / "localhost.key").rename(certs / "server.key")
+    make_pki(certs)
     control, monitor, metrics = (f"127.0.0.1:{free_port()}" for _ in range(3))
     config = work / "silentmon.toml"
     config.write_text(
@@ -114,22 +108,9 @@ def main():
         '[[agent]]\nid = "5001"\nextension = "5001"\nteam = "blue"\n'
         '[[supervisor]]\nid = "s1"\nteams = ["blue"]\n')
 
-    runtime = work / "run"
-    (runtime / "pulse").mkdir(parents=True, exist_ok=True)
-    (work / "home").mkdir(exist_ok=True)
-    sock = runtime / "pulse/native"
-    env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime), PULSE_SERVER=f"unix:{sock}",
-               HOME=str(work / "home"))
     procs = []
     try:
-        procs.append(subprocess.Popen(
-            ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--disallow-exit",
-             "--use-pid-file=no", "-L", f"module-native-protocol-unix auth-anonymous=1 socket={sock}",
-             "-L", f"module-null-sink sink_name=bench rate={RATE} channels=2"],
-            env=env, stdout=subprocess.DEVNULL, stderr=open(work / "pulseaudio.log", "w")))
-        wait("PulseAudio", lambda: subprocess.run(["pactl", "info"], env=env,
-             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0)
-        run("pactl", "set-default-sink", "bench", env=env)
+        env = start_pulse(work, procs)
         rec = Recorder(env)
         procs.append(rec.proc)
         procs.append(subprocess.Popen(
@@ -179,6 +160,36 @@ def main():
     print(f"time to first audio over {len(delays)} starts (ms): p50 {q(0.5):.0f}  "
           f"p90 {q(0.9):.0f}  p99 {q(0.99):.0f}  max {delays[-1]:.0f}  "
           f"mean {statistics.mean(delays):.0f}")
+
+
+def make_pki(certs):
+    """A private CA in `certs` with the appliance's (localhost) and supervisor s1's certificates."""
+    run(SILENTMON, "certs", "ca", "--no-password", "--out", certs)
+    for name, role in [("localhost", "--server"), ("s1", "--client")]:
+        run(SILENTMON, "certs", "request", "--name", name, "--out", certs)
+        run(SILENTMON, "certs", "sign", role, "--request", certs / f"{name}.csr",
+            "--ca-dir", certs, "-o", certs / f"{name}.pem")
+    (certs / "localhost.pem").rename(certs / "server.pem")
+    (certs / "localhost.key").rename(certs / "server.key")
+
+
+def start_pulse(work, procs):
+    """A private PulseAudio whose default sink is the null sink `bench`; returns its clients' env."""
+    runtime = work / "run"
+    (runtime / "pulse").mkdir(parents=True, exist_ok=True)
+    (work / "home").mkdir(exist_ok=True)
+    sock = runtime / "pulse/native"
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime), PULSE_SERVER=f"unix:{sock}",
+               HOME=str(work / "home"))
+    procs.append(subprocess.Popen(
+        ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--disallow-exit",
+         "--use-pid-file=no", "-L", f"module-native-protocol-unix auth-anonymous=1 socket={sock}",
+         "-L", f"module-null-sink sink_name=bench rate={RATE} channels=2"],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(work / "pulseaudio.log", "w")))
+    wait("PulseAudio", lambda: subprocess.run(["pactl", "info"], env=env,
+         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0)
+    run("pactl", "set-default-sink", "bench", env=env)
+    return env
 
 
 def ok_url(url):

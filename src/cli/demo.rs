@@ -264,7 +264,7 @@ fn live(args: &DemoArgs, capture: &Path) -> Result<ExitCode> {
         let (report, steps) = tokio::join!(endpoint, steps);
         let report = report?;
         steps?;
-        let cti = appliance.cti_stats().map(cti_summary);
+        let cti = appliance.cti_stats().map(|s| s.summary(DEMO_AGENT));
         appliance.shutdown().await;
         println!("supervisor: {}", crate::endpoint::shell::summary(&report));
         if let Some(line) = cti {
@@ -286,14 +286,11 @@ fn live(args: &DemoArgs, capture: &Path) -> Result<ExitCode> {
 /// Its times are the capture's, sped up as the replay is.
 fn serve_mock_cti(listener: std::net::TcpListener, speed: f64) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut scenario: crate::cti::mock::Scenario = match serde_json::from_str(DEMO_CTI_SCENARIO)
-        {
+        let scenario: crate::cti::mock::Scenario = match serde_json::from_str(DEMO_CTI_SCENARIO) {
             Ok(s) => s,
             Err(e) => return tracing::error!(error = %e, "the demo's CTI scenario"),
         };
-        for e in &mut scenario.events {
-            e.at_ms = (e.at_ms as f64 / speed) as u64;
-        }
+        let scenario = scenario.sped_up(speed);
         let listener = listener
             .set_nonblocking(true)
             .and_then(|()| tokio::net::TcpListener::from_std(listener));
@@ -305,24 +302,6 @@ fn serve_mock_cti(listener: std::net::TcpListener, speed: f64) -> tokio::task::J
             Err(e) => tracing::error!(error = %e, "the mock CTI Server's port"),
         }
     })
-}
-
-/// What the CTI feed brought, in one line.
-fn cti_summary(stats: &crate::cti::client::CtiStats) -> String {
-    let counters = stats
-        .counters
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let count = |name: &str| counters.messages.get(name).copied().unwrap_or(0);
-    format!(
-        "CTI feed (mock CTI Server): agent state events {}, RTP started/stopped events on \
-         agent {DEMO_AGENT}'s media endpoint {}, calls begun and ended {}, malformed messages {}",
-        count("agent_state_event"),
-        stats.rtp_events.load(Ordering::Relaxed),
-        count("begin_call_event").min(count("end_call_event")),
-        counters.malformed
-    )
 }
 
 /// The demo appliance's configuration: loopback ports, the run's PKI in `certs`, the audit

@@ -29,6 +29,26 @@ use crate::time::Span;
 /// Longest a connect or a write may take.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
+impl CtiStats {
+    /// What the feed brought for `agent`, in one line (the demo prints it).
+    pub fn summary(&self, agent: &str) -> String {
+        let counters = self
+            .counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let count = |name: &str| counters.messages.get(name).copied().unwrap_or(0);
+        format!(
+            "CTI feed (mock CTI Server): agent state events {}, RTP started/stopped events on \
+             agent {agent}'s media endpoint {}, calls begun and ended {}, malformed messages {}",
+            count("agent_state_event"),
+            self.rtp_events.load(Ordering::Relaxed),
+            count("begin_call_event").min(count("end_call_event")),
+            counters.malformed
+        )
+    }
+}
+
 /// What the metrics show of the feed.
 #[derive(Debug, Default)]
 pub struct CtiStats {

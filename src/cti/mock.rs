@@ -99,6 +99,16 @@ pub struct Scenario {
     pub events: Vec<ScenarioEvent>,
 }
 
+impl Scenario {
+    /// The same scenario played `speed` times faster (a replay sped up alike).
+    pub fn sped_up(mut self, speed: f64) -> Scenario {
+        for e in &mut self.events {
+            e.at_ms = (e.at_ms as f64 / speed) as u64;
+        }
+        self
+    }
+}
+
 /// Garbage the mock can send.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Garbage {
