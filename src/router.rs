@@ -60,6 +60,9 @@ pub enum Notice {
         started: Timestamp,
         /// The appliance whose SPAN carries the call (in a cluster; None on a lone appliance).
         appliance: Option<String>,
+        /// The CTI Server's CallType of the call, when it named one (the agent is warned of
+        /// it under WarnIfSilentMonitored); None for a SIP dialog or a peer's call.
+        call_type: Option<u16>,
     },
     /// A call the monitor was hearing ended.
     CallEnded {
@@ -448,6 +451,7 @@ impl Router {
                     payloads,
                     started: c.started,
                     appliance: self.name.clone(),
+                    call_type: None,
                 });
             }
         }
@@ -516,6 +520,9 @@ impl Router {
             encrypted: None,
             fax: false,
         });
+        if !relay {
+            self.join_cti_call(id, agent);
+        }
     }
 
     /// Monitor `id`'s endpoint just attached: its next packet announces the agent's current

@@ -11,19 +11,44 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::appliance::{
-    ctl_json, eventually, free_port, start_replaying_with, Pki, Replaying, Roster,
+    ctl_json, eventually, free_port, start_replaying_people, start_replaying_with, Pki, Replaying,
+    Roster,
 };
 use common::audio::{capgen, seconds_of, Stereo};
 use common::endpoint::{recordings, Endpoint};
 use common::{run_ok, silentmon};
 
-/// `capgen cti-server` on a free loopback port; killed on drop.
+/// A child's stdout lines, each with the instant it was read.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<(Instant, String)>>>);
+
+impl Lines {
+    /// Reads `out` on a thread of its own until it closes.
+    fn read(out: impl std::io::Read + Send + 'static) -> Lines {
+        let lines = Lines::default();
+        let keep = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                keep.0.lock().unwrap().push((Instant::now(), line));
+            }
+        });
+        lines
+    }
+
+    fn all(&self) -> Vec<(Instant, String)> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// `capgen cti-server` on a free loopback port, printing each event it sends; killed on drop.
 struct Mock {
     child: Child,
     addr: String,
+    sent: Lines,
 }
 
 impl Mock {
@@ -33,18 +58,18 @@ impl Mock {
             .arg("cti-server")
             .arg("--scenario")
             .arg(scenario)
-            .args(["--listen", &addr])
+            .args(["--listen", &addr, "--print-sent"])
             .args(faults)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        out.read_line(&mut line).unwrap();
         assert!(line.contains("listening"), "mock CTI Server: {line}");
-        Mock { child, addr }
+        let sent = Lines::read(out);
+        Mock { child, addr, sent }
     }
 
     fn kill(&mut self) {
@@ -127,12 +152,45 @@ fn frames(r: &Replaying) -> f64 {
         .sum()
 }
 
+/// Supervisor s1's endpoint in `dir`, monitoring 5001 on `r`.
+fn monitor_5001(pki: &Pki, dir: &Path, r: &Replaying) -> Endpoint {
+    Endpoint::start(pki, dir, &[&r.control], "s1", &["--monitor", "5001"])
+}
+
 fn wait_replayed(r: &Replaying, secs: f64) {
     eventually(
         Duration::from_secs_f64(secs + 30.0),
         "the replay's end",
         || (r.app.metric("silentmon_capture_inputs") == 0.0).then_some(()),
     );
+}
+
+/// For each agent state of 5001 the mock sent at protocol version `v` after `from`: the
+/// line, and how long after it the `ctl events` watcher printed that state (None: never).
+fn state_delays(
+    sent: &[(Instant, String)],
+    seen: &[(Instant, String)],
+    v: u32,
+    from: Instant,
+) -> Vec<(String, Option<Duration>)> {
+    let prefix = format!("sent v{v} AgentState {{ agent: \"5001\"");
+    let names = [(3, "Available"), (4, "Talking")];
+    sent.iter()
+        .filter(|(t, l)| *t >= from && l.starts_with(&prefix))
+        .map(|(t, l)| {
+            let state = names
+                .iter()
+                .find(|(n, _)| l.contains(&format!("state: {n} ")))
+                .map_or_else(|| panic!("a state the test does not name: {l}"), |n| n.1);
+            let printed = seen.iter().find(|(u, e)| {
+                u >= t
+                    && e.contains("\"AgentStateEvent\"")
+                    && e.contains("\"5001\"")
+                    && e.contains(&format!("\"{state}\""))
+            });
+            (l.clone(), printed.map(|(u, _)| *u - *t))
+        })
+        .collect()
 }
 
 #[test]
@@ -146,20 +204,21 @@ fn a_sip_less_capture_is_heard_through_the_feed_in_versions_19_and_24_and_not_wi
     let v24 = appliance(d, &pki, "v24", &pcap, &cti_table(&[&mock.addr], 24));
     let v19 = appliance(d, &pki, "v19", &pcap, &cti_table(&[&mock.addr], 19));
     let none = appliance(d, &pki, "none", &pcap, "");
-    let listen = |r: &Replaying, tag: &str| {
-        Endpoint::start(
-            &pki,
-            &d.join(tag),
-            &[&r.control],
-            "s1",
-            &["--monitor", "5001"],
-        )
-    };
     let ends = [
-        listen(&v24, "v24"),
-        listen(&v19, "v19"),
-        listen(&none, "none"),
+        monitor_5001(&pki, &d.join("v24"), &v24),
+        monitor_5001(&pki, &d.join("v19"), &v19),
+        monitor_5001(&pki, &d.join("none"), &none),
     ];
+    // Agent states come as events too, each within a second of the mock's sending it.
+    let mut watcher = silentmon()
+        .arg("ctl")
+        .args(ctl_base(&v24, &ca))
+        .args(["events", "--for", "30s", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let watching = Instant::now() + Duration::from_secs(1);
+    let events = Lines::read(watcher.stdout.take().unwrap());
 
     // While the calls last: the CTI's states, calls and bindings in the control plane.
     for r in [&v24, &v19] {
@@ -190,14 +249,6 @@ fn a_sip_less_capture_is_heard_through_the_feed_in_versions_19_and_24_and_not_wi
         );
         assert_eq!(r.app.metric("silentmon_cti_side"), 1.0);
     }
-    // Agent states come as events too: 5001 available again when its call ends.
-    let events = silentmon()
-        .arg("ctl")
-        .args(ctl_base(&v24, &ca))
-        .args(["events", "--for", "20s", "--json"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
     for r in [&v24, &v19, &none] {
         wait_replayed(r, 8.0);
     }
@@ -212,17 +263,22 @@ fn a_sip_less_capture_is_heard_through_the_feed_in_versions_19_and_24_and_not_wi
             .all(|a| a["state"] == "Available"),
         "{agents:#}"
     );
-    let watcher = events;
     let _ = Command::new("kill")
         .args(["-INT", &watcher.id().to_string()])
         .status();
-    let out = watcher.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    watcher.wait().unwrap();
+    let delays = state_delays(&mock.sent.all(), &events.all(), 24, watching);
+    eprintln!("mock -> ctl events: {delays:?}");
     assert!(
-        text.lines()
-            .any(|l| l.contains("\"5001\"") && l.contains("\"Available\"")),
-        "no state event: {text}"
+        delays.iter().any(|(l, _)| l.contains("state: 3 ")),
+        "5001 available again when its call ends: {delays:?}"
     );
+    for (sent, delay) in &delays {
+        assert!(
+            delay.is_some_and(|d| d < Duration::from_secs(1)),
+            "{sent}: seen after {delay:?}"
+        );
+    }
     for r in [&v24, &v19] {
         let rtp = r
             .app
@@ -372,80 +428,195 @@ fn garbage_from_the_cti_side_is_counted_and_resets_while_the_appliance_serves() 
     }
 }
 
+/// Agent 5001, a mobile agent (remote number +4915112345678, warned when monitored), and
+/// supervisor s1.
+const MOBILE_PEOPLE: &str = "[[agent]]\nid = \"5001\"\nextension = \"5001\"\n\
+    mobile_number = \"+4915112345678\"\nteam = \"blue\"\nwarn_if_silent_monitored = true\n\
+    [[supervisor]]\nid = \"s1\"\nteams = [\"blue\"]\n";
+
 #[test]
-fn one_media_line_with_two_customer_calls_gives_two_recordings() {
-    // A mobile agent's nailed line as the CTI Server describes it: one media endpoint up for
-    // the whole capture, two customer calls delimited only by the CTI's call events.
+fn a_nailed_connection_is_split_per_customer_call_by_the_cti_feed() {
+    // A mobile agent's nailed connection as the SPAN shows it: one SIP dialog for the shift,
+    // a re-INVITE per customer call; the CTI Server's call events delimit the customer calls.
+    // The third call is the agent's own (CallType 9).
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let pcap = d.join("line.pcap");
+    let (pcap, scenario, truth) = (d.join("nailed.pcap"), d.join("cti.json"), d.join("t.json"));
     run_ok(
         capgen()
-            .args([
-                "calls",
-                "--calls",
-                "1",
-                "--duration",
-                "20",
-                "--no-sip",
-                "-o",
-            ])
+            .args(["nailed", "--calls", "3", "--non-acd", "3", "-o"])
             .arg(&pcap)
             .arg("--truth")
-            .arg(d.join("truth.json")),
+            .arg(&truth)
+            .arg("--cti-scenario")
+            .arg(&scenario),
     );
-    let rtp = |t: &str, at: u64, call: u32, dir: u16| {
-        format!(
-            r#"{{"at_ms": {at}, "type": "{t}", "call": {call}, "device": "5001", "agent": "5001",
-                "direction": {dir}, "address": "10.2.0.1", "port": 30000,
-                "sending_address": "10.1.0.1", "sending_port": 20000}}"#
+    let truth: serde_json::Value = serde_json::from_slice(&std::fs::read(&truth).unwrap()).unwrap();
+    let calls = truth["calls"].as_array().unwrap().clone();
+    let tones = |c: &serde_json::Value| {
+        (
+            c["agent_hz"].as_f64().unwrap(),
+            c["caller_hz"].as_f64().unwrap(),
         )
     };
-    let call = |begin: u64, end: u64, id: u32| {
-        [
-            format!(
-                r#"{{"at_ms": {begin}, "type": "begin_call", "call": {id}, "device": "5001",
-                    "call_type": 1, "ani": "+4930{id}", "dnis": "5001"}}"#
-            ),
-            rtp("rtp_started", begin, id, 0),
-            rtp("rtp_started", begin, id, 1),
-            rtp("rtp_stopped", end, id, 0),
-            rtp("rtp_stopped", end, id, 1),
-            format!(r#"{{"at_ms": {end}, "type": "end_call", "call": {id}, "device": "5001"}}"#),
-        ]
-        .join(",")
-    };
-    let scenario = d.join("cti.json");
-    std::fs::write(
-        &scenario,
-        format!(
-            r#"{{"peripheral": 5000, "events": [{}, {}]}}"#,
-            call(2000, 8000, 1),
-            call(11000, 17000, 2)
-        ),
-    )
-    .unwrap();
+    let all: Vec<f64> = calls
+        .iter()
+        .flat_map(|c| [tones(c).0, tones(c).1])
+        .collect();
+    let end = calls[2]["end"].as_f64().unwrap();
     let mock = Mock::start(&scenario, &[]);
     let pki = Pki::new(&d.join("certs"), "localhost");
-    let r = appliance(d, &pki, "line", &pcap, &cti_table(&[&mock.addr], 24));
-    let e = Endpoint::start(&pki, d, &[&r.control], "s1", &["--monitor", "5001"]);
-    wait_replayed(&r, 20.0);
-    std::thread::sleep(Duration::from_secs(1));
-    let log = e.stop();
-    let wavs = recordings(&d.join("rec-s1"), "5001");
-    let names: Vec<String> = wavs
+    let ca = pki.ca().to_str().unwrap().to_owned();
+    // "hear": every call is heard; "stop": StopSMNonACDCall ends the monitor at the third.
+    let start = |tag: &str, monitor_keys: &str| {
+        let own = d.join(tag);
+        std::fs::create_dir_all(&own).unwrap();
+        let cti = cti_table(&[&mock.addr], 24);
+        let people = (MOBILE_PEOPLE, monitor_keys);
+        start_replaying_people(&own, &pki, "a", people, &pcap, ("1", false), &cti)
+    };
+    let apps = [
+        start("hear", ""),
+        start("stop", "stop_sm_non_acd_call = true\n"),
+    ];
+    // The agent logs in (its warnings) before the supervisor starts monitoring it.
+    let mut agents: Vec<(Child, Lines)> = apps
         .iter()
-        .map(|w| w.file_name().unwrap().to_string_lossy().into_owned())
+        .map(|r| {
+            let mut c = silentmon()
+                .arg("ctl")
+                .args(&ctl_base(r, &ca)[..6])
+                .args(["--mode", "agent", "--user", "5001", "events", "--json"])
+                .args(["--for", "60s"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let lines = Lines::read(c.stdout.take().unwrap());
+            (c, lines)
+        })
         .collect();
-    assert_eq!(names.len(), 2, "{names:?}\n{log}");
-    assert!(names[0].starts_with("5001_cti-1_5001_"), "{names:?}");
-    assert!(names[1].starts_with("5001_cti-2_5001_"), "{names:?}");
-    let all = [400.0, 1000.0];
-    for w in &wavs {
-        let heard = [Stereo::from_wav(w)];
-        let secs = heard[0].secs();
-        assert!((4.0..8.0).contains(&secs), "{w:?}: {secs:.1} s");
-        assert!(seconds_of(&heard, 0, 1000.0, &all) > secs - 1.5, "{w:?}");
-        assert!(seconds_of(&heard, 1, 400.0, &all) > secs - 1.5, "{w:?}");
+    for r in &apps {
+        eventually(Duration::from_secs(10), "5001 logged in", || {
+            let agents = r.app.metric("silentmon_control_sessions{mode=\"agent\"}");
+            (agents == 1.0).then_some(())
+        });
     }
+    let ends: Vec<Endpoint> = ["hear", "stop"]
+        .iter()
+        .zip(&apps)
+        .map(|(tag, r)| monitor_5001(&pki, &d.join(tag), r))
+        .collect();
+    // While the replay runs, the control plane lists each customer call in turn.
+    let mut listed = std::collections::BTreeMap::new();
+    while apps[0].app.metric("silentmon_capture_inputs") != 0.0 {
+        for c in ctl_json(&ctl_base(&apps[0], &ca), &["calls"])
+            .as_array()
+            .unwrap()
+        {
+            if c["call_id"].as_str().unwrap().starts_with("cti-") {
+                listed.insert(c["call_id"].to_string(), c["from"].to_string());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    wait_replayed(&apps[1], end);
+    std::thread::sleep(Duration::from_secs(1));
+    let expected: Vec<(String, String)> = calls
+        .iter()
+        .map(|c| {
+            (
+                format!("\"cti-{}@5001\"", c["cti_call"]),
+                c["ani"].to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(listed.into_iter().collect::<Vec<_>>(), expected);
+    let monitors = |r| {
+        ctl_json(&ctl_base(r, &ca), &["monitors"])
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(
+        (monitors(&apps[0]), monitors(&apps[1])),
+        (1, 0),
+        "StopSMNonACDCall"
+    );
+
+    // One WAV per customer call heard, each with its own call's tones only.
+    let logs: Vec<String> = ends.into_iter().map(Endpoint::stop).collect();
+    for ((tag, heard), log) in [("hear", 3), ("stop", 2)].into_iter().zip(&logs) {
+        let wavs = recordings(&d.join(tag).join("rec-s1"), "5001");
+        let names: Vec<String> = wavs
+            .iter()
+            .map(|w| w.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), heard, "{tag}: {names:?}\n{log}");
+        for (k, (w, name)) in wavs.iter().zip(&names).enumerate() {
+            assert!(
+                name.starts_with(&format!("5001_cti-{}_5001_", k + 1)),
+                "{name}"
+            );
+            let wav = [Stereo::from_wav(w)];
+            let secs = wav[0].secs();
+            let (agent_hz, caller_hz) = tones(&calls[k]);
+            assert!((4.0..7.0).contains(&secs), "{name}: {secs:.1} s");
+            assert!(seconds_of(&wav, 0, agent_hz, &all) > secs - 1.5, "{name}");
+            assert!(seconds_of(&wav, 1, caller_hz, &all) > secs - 1.5, "{name}");
+            for other in calls.iter().filter(|c| *c != &calls[k]) {
+                let (a, c) = tones(other);
+                assert_eq!(
+                    seconds_of(&wav, 0, a, &all) + seconds_of(&wav, 1, c, &all),
+                    0.0,
+                    "{name}"
+                );
+            }
+        }
+    }
+
+    // The agent was warned of each call the monitor heard, with its CallType.
+    let warned = |(mut child, lines): (Child, Lines)| -> Vec<String> {
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        child.wait().unwrap();
+        lines
+            .all()
+            .into_iter()
+            .filter_map(|(_, l)| {
+                let v: serde_json::Value = serde_json::from_str(&l).ok()?;
+                let msg = v["msg"].as_str()?.trim_end_matches("Event").to_owned();
+                if !msg.starts_with("SilentMonitor") {
+                    return None;
+                }
+                Some(match v.get("call") {
+                    Some(c) => format!("{msg} {c} {} {}", v["call_type"], v["acd"]),
+                    None => msg,
+                })
+            })
+            .collect()
+    };
+    let stop = warned(agents.pop().unwrap());
+    let hear = warned(agents.pop().unwrap());
+    let call = |n: u32, t: u16, acd: bool| format!("SilentMonitorCall \"cti-{n}@5001\" {t} {acd}");
+    // (Both end with the monitor's end: "stop" at the third call, "hear" when s1 left.)
+    assert_eq!(
+        hear,
+        [
+            "SilentMonitorStarted".to_owned(),
+            call(1, 1, true),
+            call(2, 1, true),
+            call(3, 9, false),
+            "SilentMonitorStopped".to_owned()
+        ]
+    );
+    assert_eq!(
+        stop,
+        [
+            "SilentMonitorStarted".to_owned(),
+            call(1, 1, true),
+            call(2, 1, true),
+            "SilentMonitorStopped".to_owned()
+        ]
+    );
 }

@@ -256,6 +256,7 @@ async fn attached_endpoint_gets_frames_intact_and_in_order() {
         payloads,
         started,
         appliance: None,
+        call_type: None,
     });
     h.publisher.flush();
     assert_eq!(

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use crate::capture::pipeline::{Pipeline, PipelineStats};
 use crate::control::reply::StopReason;
-use crate::control::server::ControlHandle;
+use crate::control::server::{ControlHandle, HeardCall};
 use crate::cti::wire::CallRef;
 use crate::peer::{EnginePeers, FromPeer};
 use crate::router::cti::CtiBegin;
@@ -464,17 +464,30 @@ impl<O: MonitorOutput> Loop<O> {
         self.notices();
     }
 
-    /// Hands the router's notices on: call changes to the endpoints, non-ACD calls to the
-    /// control plane.
+    /// Hands the router's notices on: call changes to the endpoints and (for the agent's
+    /// WarnIfSilentMonitored warning) to the control plane, non-ACD calls to the control plane.
     fn notices(&mut self) {
         while let Some(n) = self.router.poll_notice() {
-            if let Notice::NonAcdCall { monitor, call_id } = &n {
-                tracing::info!(
+            match &n {
+                Notice::NonAcdCall { monitor, call_id } => {
+                    tracing::info!(
+                        monitor,
+                        call_id,
+                        "non-ACD call: the monitor ends (StopSMNonACDCall)"
+                    );
+                    self.control.end_monitor(*monitor, StopReason::NonAcdCall);
+                }
+                Notice::Call {
                     monitor,
                     call_id,
-                    "non-ACD call: the monitor ends (StopSMNonACDCall)"
-                );
-                self.control.end_monitor(*monitor, StopReason::NonAcdCall);
+                    call_type,
+                    ..
+                } => self.control.heard_call(HeardCall {
+                    monitor: *monitor,
+                    call_id: call_id.clone(),
+                    call_type: *call_type,
+                }),
+                Notice::CallEnded { .. } | Notice::Interrupted { .. } => {}
             }
             self.output.notice(&n);
         }

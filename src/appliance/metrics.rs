@@ -295,9 +295,9 @@ fn control_lines(out: &mut String, c: &ControlStats) {
             load(&c.requests_refused),
         ),
         (
-            "silentmon_control_endings_lost_total",
-            "Monitor endings lost to a full queue towards the control plane.",
-            load(&c.endings_lost),
+            "silentmon_control_inbox_lost_total",
+            "Monitor endings, CTI agent states and heard-call warnings lost to a full queue towards the control plane.",
+            load(&c.inbox_lost),
         ),
     ] {
         sample(out, name, "counter", help, v);

@@ -6,7 +6,9 @@
 //! engine's latest view shows, to an agent outside its teams (a binding, a call's media, a
 //! flow, a static phone IP) — the engine also never lets an explicit bind take another agent's
 //! media (see `binding`). Every refusal is audited; so are starts, stops and binds (through
-//! their actions). The agent is warned when WarnIfSilentMonitored is set.
+//! their actions). With WarnIfSilentMonitored the agent is warned when a monitor of it starts,
+//! of each call of its that the monitor then hears (with the CTI's CallType where known), and
+//! when the monitor ends.
 
 use std::net::SocketAddr;
 
@@ -15,6 +17,18 @@ use super::reply::{Event, Grant, Reply, StopReason};
 use super::request::{Bind, StopTarget};
 use crate::security::audit::AuditEvent;
 use crate::time::Timestamp;
+
+/// A monitor now hears another call of its agent (the router's `Notice::Call`), for the
+/// agent's WarnIfSilentMonitored warning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeardCall {
+    /// The monitor.
+    pub monitor: u64,
+    /// The call's id as endpoints and lists name it.
+    pub call_id: String,
+    /// The CTI Server's CallType, when it named the call.
+    pub call_type: Option<u16>,
+}
 
 impl ControlPlane {
     /// Active monitors as (monitor id, supervisor id, agent id).
@@ -91,6 +105,21 @@ impl ControlPlane {
             key,
         });
         self.warn_agent(agent, Event::MonitoredStarted { monitor: id });
+    }
+
+    /// A monitor now hears another call of its agent: the agent is warned of that call, with
+    /// the CTI Server's CallType where it named one (WarnIfSilentMonitored). Unknown monitors
+    /// (ended meanwhile) are ignored.
+    pub fn monitor_heard_call(&mut self, heard: &HeardCall) {
+        let Some(agent) = self.monitors.get(&heard.monitor).map(|m| m.agent) else {
+            return;
+        };
+        let event = Event::MonitoredCall {
+            monitor: heard.monitor,
+            call: heard.call_id.clone(),
+            call_type: heard.call_type,
+        };
+        self.warn_agent(agent, event);
     }
 
     /// Tells agent `agent` (when WarnIfSilentMonitored is set and it is logged in).

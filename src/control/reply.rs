@@ -198,13 +198,14 @@ impl StopReason {
             .map_or_else(|| StopReason::Other(text.to_owned()), |(r, _)| r.clone())
     }
 
-    /// True when the monitor ended because of the agent or the supervisor's own wish: an
-    /// endpoint does not start it again on its own. Any other end (the endpoint's links, the
-    /// appliance) is worth starting again.
+    /// True when the monitor ended because of the agent, the supervisor's own wish or a policy
+    /// (StopSMNonACDCall: the agent's own call is not to be heard, and a monitor started again
+    /// at once would end again): an endpoint does not start it again on its own. Any other end
+    /// (the endpoint's links, the appliance) is worth starting again.
     pub fn is_final(&self) -> bool {
         matches!(
             self,
-            StopReason::StoppedBySupervisor | StopReason::AgentLoggedOut
+            StopReason::StoppedBySupervisor | StopReason::AgentLoggedOut | StopReason::NonAcdCall
         )
     }
 }
@@ -229,6 +230,17 @@ pub enum Event {
     MonitoredStarted {
         /// Monitor id.
         monitor: u64,
+    },
+    /// To the agent (WarnIfSilentMonitored): a monitor of it now hears this call of the
+    /// agent's (each call, so a mobile agent is warned per customer call).
+    MonitoredCall {
+        /// Monitor id.
+        monitor: u64,
+        /// The call, as lists name it.
+        call: String,
+        /// The CTI Server's CallType, when it named the call; the frame also says whether that
+        /// is a call the ACD delivered (`acd`).
+        call_type: Option<u16>,
     },
     /// To the agent (WarnIfSilentMonitored): a monitor of it ended.
     MonitoredStopped {
@@ -447,6 +459,21 @@ impl Event {
             Event::MonitoredStopped { monitor } => {
                 Frame::new("SilentMonitorStoppedEvent").with("monitor", *monitor)
             }
+            Event::MonitoredCall {
+                monitor,
+                call,
+                call_type,
+            } => {
+                let f = Frame::new("SilentMonitorCallEvent")
+                    .with("monitor", *monitor)
+                    .with("call", call.clone());
+                match call_type {
+                    Some(t) => f
+                        .with("call_type", u64::from(*t))
+                        .with("acd", crate::router::cti::is_acd_call_type(*t)),
+                    None => f,
+                }
+            }
             Event::SilentMonitorStopped {
                 monitor,
                 agent,
@@ -468,6 +495,7 @@ impl Event {
             "AgentStateEvent",
             "SilentMonitorStartedEvent",
             "SilentMonitorStoppedEvent",
+            "SilentMonitorCallEvent",
             "SilentMonitorStopped",
             "Heartbeat",
             "ProtocolError",
@@ -492,6 +520,14 @@ impl Event {
             },
             "SilentMonitorStoppedEvent" => Event::MonitoredStopped {
                 monitor: r.u64("monitor")?,
+            },
+            "SilentMonitorCallEvent" => Event::MonitoredCall {
+                monitor: r.u64("monitor")?,
+                call: r.str("call")?,
+                call_type: f
+                    .u64("call_type")
+                    .map(|t| u16::try_from(t).map_err(|_| r.err("call_type", "must fit 16 bits")))
+                    .transpose()?,
             },
             "SilentMonitorStopped" => Event::SilentMonitorStopped {
                 monitor: r.u64("monitor")?,

@@ -28,6 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 use super::frame::{self, Frame, DEFAULT_MAX_BODY};
+pub use super::monitoring::HeardCall;
 use super::password_pool::{self, PasswordPool};
 use super::plane::{Action, ControlPlane, PlaneCounters, SessionId, Verification};
 use super::reply::StopReason;
@@ -56,6 +57,7 @@ enum Input {
 pub struct ControlHandle {
     ended: mpsc::Sender<(u64, StopReason)>,
     states: mpsc::Sender<(usize, &'static str)>,
+    heard: mpsc::Sender<HeardCall>,
     lost: Arc<AtomicU64>,
 }
 
@@ -66,6 +68,20 @@ impl ControlHandle {
         if self.states.try_send((agent, state)).is_err() {
             self.lost.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(agent, state, "control plane not taking agent states");
+        }
+    }
+
+    /// Tells the control plane that a monitor hears another call. Never blocks: with the
+    /// queue full the warning is counted as lost and logged (the monitor goes on).
+    pub fn heard_call(&self, heard: HeardCall) {
+        if let Err(e) = self.heard.try_send(heard) {
+            self.lost.fetch_add(1, Ordering::Relaxed);
+            let h = e.into_inner();
+            tracing::warn!(
+                monitor = h.monitor,
+                call_id = h.call_id,
+                "control plane not taking heard calls"
+            );
         }
     }
 
@@ -103,8 +119,8 @@ pub struct ControlStats {
     pub unauthenticated_closed: AtomicU64,
     /// Requests refused.
     pub requests_refused: AtomicU64,
-    /// Monitor endings lost to a full queue.
-    pub endings_lost: Arc<AtomicU64>,
+    /// Monitor endings, agent states and heard calls lost to a full queue.
+    pub inbox_lost: Arc<AtomicU64>,
 }
 
 impl ControlStats {
@@ -146,23 +162,32 @@ pub struct ControlServer {
 pub fn handle(stats: &ControlStats) -> (ControlHandle, Inbox) {
     let (tx, rx) = mpsc::channel(ENDED_QUEUE);
     let (states_tx, states) = mpsc::channel(ENDED_QUEUE);
+    let (heard_tx, heard) = mpsc::channel(ENDED_QUEUE);
     (
         ControlHandle {
             ended: tx,
             states: states_tx,
-            lost: stats.endings_lost.clone(),
+            heard: heard_tx,
+            lost: stats.inbox_lost.clone(),
         },
-        Inbox { ended: rx, states },
+        Inbox {
+            ended: rx,
+            states,
+            heard,
+        },
     )
 }
 
 /// What other shells tell the control plane, for `run`: monitor endings (the monitor service,
-/// the engine thread) and agent states (the CTI client). Both bounded ([`ENDED_QUEUE`]).
+/// the engine thread), agent states (the CTI client) and the calls monitors hear (the engine
+/// thread). All bounded ([`ENDED_QUEUE`]).
 pub struct Inbox {
     /// Monitors that ended outside the control plane.
     pub ended: mpsc::Receiver<(u64, StopReason)>,
     /// Agent states from the CTI Server.
     pub states: mpsc::Receiver<(usize, &'static str)>,
+    /// Calls monitors now hear.
+    pub heard: mpsc::Receiver<HeardCall>,
 }
 
 /// Serves the control plane on `listener` until `shutdown` resolves.
@@ -187,6 +212,7 @@ pub async fn run(
     let links = Links {
         cluster,
         states: inbox.states,
+        heard: inbox.heard,
         ended: inbox.ended,
         input: input_rx,
         view,
@@ -228,6 +254,7 @@ struct Links {
     stop: tokio::sync::oneshot::Receiver<()>,
     cluster: Option<watch::Receiver<Arc<ClusterView>>>,
     states: mpsc::Receiver<(usize, &'static str)>,
+    heard: mpsc::Receiver<HeardCall>,
 }
 
 /// The next cluster view, or never (no cluster, or its sender is gone).
@@ -338,6 +365,7 @@ async fn actor(
         mut stop,
         mut cluster,
         mut states,
+        mut heard,
     } = links;
     if let Some(c) = cluster.as_mut() {
         plane.set_cluster(c.borrow_and_update().clone());
@@ -375,6 +403,7 @@ async fn actor(
             }
             Some((id, reason)) = ended.recv() => plane.end_monitor(wall_now(), id, reason),
             Some((agent, state)) = states.recv() => plane.cti_agent_state(agent, state),
+            Some(h) = heard.recv() => plane.monitor_heard_call(&h),
             _ = &mut stop => {
                 plane.shutdown(wall_now());
                 shell.carry_out(&mut plane);
@@ -463,9 +492,9 @@ mod tests {
         for id in 0..ENDED_QUEUE as u64 {
             handle.end_monitor(id, StopReason::EndpointDisconnected);
         }
-        assert_eq!(stats.endings_lost.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.inbox_lost.load(Ordering::Relaxed), 0);
         handle.end_monitor(99_999, StopReason::EndpointDisconnected);
-        assert_eq!(stats.endings_lost.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.inbox_lost.load(Ordering::Relaxed), 1);
         assert_eq!(
             rx.try_recv().unwrap(),
             (0, StopReason::EndpointDisconnected)

@@ -122,9 +122,12 @@ pub enum Garbage {
     Truncated,
 }
 
-/// Failures on demand.
+/// Failures on demand (and what the mock tells its operator).
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
+    /// Print a line on stdout as each scenario event is sent (`sent vVERSION EVENT`), just
+    /// before its bytes are written: tests time the feed from it.
+    pub print_sent: bool,
     /// Answer the first N OPEN_REQs with FAILURE_CONF (E_CTI_INVALID_PASSWORD).
     pub fail_open: u32,
     /// Stop answering heartbeats this long after the open.
@@ -252,6 +255,9 @@ async fn play(
                     continue;
                 }
                 while let Some(ev) = scenario.events.get(next).filter(|ev| Duration::from_millis(ev.at_ms) <= elapsed) {
+                    if faults.print_sent {
+                        println!("sent v{version} {:?}", ev.what);
+                    }
                     s.write_all(&event(e, version, scenario.peripheral, &ev.what)).await?;
                     next += 1;
                 }

@@ -7,7 +7,7 @@
 //!
 //! Rules: the agent the supervisor asked for is *wanted* until the supervisor stops, or the
 //! monitor ends for good ([`StopReason::is_final`]: the agent logged out, the supervisor stopped
-//! it); any other end (the control plane or the monitor service lost, an appliance's reason)
+//! it, StopSMNonACDCall ended it); any other end (the control plane or the monitor service lost, an appliance's reason)
 //! restarts it at the next retry, on the next appliance of the list if this one is lost. A
 //! start that failed is retried [`RETRY_EVERY`] later. A new monitor replaces the running one
 //! only once granted (a refusal leaves the old one running). Media of another monitor than the
@@ -331,13 +331,18 @@ impl Controller {
         if self.running.as_ref().map(|r| r.monitor) != Some(monitor) {
             return Vec::new();
         }
+        self.ended(now, reason);
+        self.monitor_gone()
+    }
+
+    /// The running monitor ended for `reason`: wanted no more when that is final (the agent
+    /// left, the supervisor stopped it, StopSMNonACDCall), else started again now.
+    fn ended(&mut self, now: Timestamp, reason: &StopReason) {
         if reason.is_final() {
-            // The agent left, or the supervisor stopped it: do not chase it.
             self.wanted = None;
         } else {
             self.retry_at = Some(now);
         }
-        self.monitor_gone()
     }
 
     /// Where the monitor service's event goes.
@@ -386,9 +391,10 @@ impl Controller {
                     .map(|call_id| MediaNotice::CallEnded { call_id });
                 Route::Notices(ended.into_iter().collect())
             }
-            ServiceEvent::Stopped { monitor, .. } if *monitor == run.monitor => {
-                // The service ended it (the appliance revoked it): it starts again.
-                self.retry_at = Some(now);
+            ServiceEvent::Stopped { monitor, reason } if *monitor == run.monitor => {
+                // The appliance revoked it: for good when the reason is final (as the control
+                // plane's word would say), else it starts again.
+                self.ended(now, &StopReason::from_wire(reason));
                 Route::Notices(self.monitor_gone())
             }
             ServiceEvent::Media { .. } => Route::Discard,

@@ -8,7 +8,8 @@
 //!   conversation: a mobile agent's nailed connection (one SIP dialog for the whole shift, a
 //!   re-INVITE per customer call) gives one conversation per customer call, one WAV each.
 //! - StopSMNonACDCall applies per CTI call: a call of a non-ACD CallType (agent out, out, agent
-//!   inside) ends the agent's monitors before one packet of it is forwarded; the supervisor's
+//!   inside) ends the agent's monitors, and a monitor started during it, before one packet of
+//!   it is forwarded; the supervisor's
 //!   own monitor legs (CallType 21-24) are never bound.
 //! - The calls appear in the view (the control plane's lists) as `cti-ID`, with ANI and DNIS.
 
@@ -26,6 +27,18 @@ use crate::time::Timestamp;
 pub const NON_ACD_CALL_TYPES: [u16; 3] = [8, 9, 10];
 /// CallTypes of a supervisor's own monitor, whisper, barge-in and intercept legs.
 pub const SUPERVISOR_CALL_TYPES: std::ops::RangeInclusive<u16> = 21..=24;
+
+/// A CallType the CTI Server stated: not 0 (a call known only from its RTP events so far)
+/// nor NULL_CALLTYPE (0xFFFF).
+fn known_call_type(t: u16) -> Option<u16> {
+    (t != 0 && t != 0xFFFF).then_some(t)
+}
+
+/// Whether a call of CallType `t` was delivered by the ACD (not one the agent placed itself or
+/// made inside the contact center).
+pub fn is_acd_call_type(t: u16) -> bool {
+    !NON_ACD_CALL_TYPES.contains(&t)
+}
 
 /// One call the CTI Server named.
 #[derive(Clone, Debug)]
@@ -160,6 +173,39 @@ impl Router {
         }
     }
 
+    /// A monitor starting while the CTI names a call of its agent hears that call as its
+    /// conversation (not the SIP dialog that carries it, e.g. a nailed connection); under
+    /// StopSMNonACDCall a non-ACD call ends it at once, before one packet is forwarded.
+    pub(super) fn join_cti_call(&mut self, monitor: MonitorId, agent: usize) {
+        let Some(c) = self
+            .cti
+            .calls
+            .values()
+            .filter(|c| c.agent == Some(agent) && !SUPERVISOR_CALL_TYPES.contains(&c.call_type))
+            .max_by_key(|c| c.started)
+        else {
+            return;
+        };
+        let (id, non_acd, name) = (
+            c.call.id,
+            NON_ACD_CALL_TYPES.contains(&c.call_type),
+            call_id(&c.call),
+        );
+        let Some(m) = self.monitors.iter_mut().find(|m| m.id == monitor) else {
+            return;
+        };
+        if non_acd && self.stop_on_non_acd {
+            m.ending = true;
+            self.notices.push_back(Notice::NonAcdCall {
+                monitor,
+                call_id: name,
+            });
+        } else {
+            m.cti = Some(id);
+            self.announce_cti(monitor, id);
+        }
+    }
+
     /// END_CALL or CALL_CLEARED: the call is over; its bindings go after the linger and the
     /// monitors hearing it are told.
     pub fn cti_call_ended(&mut self, now: Timestamp, call: &CallRef) {
@@ -203,14 +249,15 @@ impl Router {
     }
 
     pub(super) fn announce_cti(&mut self, monitor: MonitorId, id: u32) {
-        let (call, started) = match self.cti.calls.get(&id) {
-            Some(c) => (c.call.clone(), c.started),
+        let (call, started, call_type) = match self.cti.calls.get(&id) {
+            Some(c) => (c.call.clone(), c.started, known_call_type(c.call_type)),
             None => (
                 CallRef {
                     id,
                     device: String::new(),
                 },
                 Timestamp::default(),
+                None,
             ),
         };
         if let Some(m) = self.monitors.iter_mut().find(|m| m.id == monitor) {
@@ -227,6 +274,7 @@ impl Router {
             payloads: PayloadMap::default(),
             started,
             appliance: self.name.clone(),
+            call_type,
         });
     }
 

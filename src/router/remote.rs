@@ -102,6 +102,7 @@ impl Router {
                 payloads: c.payloads,
                 started: c.started,
                 appliance: Some(c.appliance.to_owned()),
+                call_type: None,
             });
         }
     }

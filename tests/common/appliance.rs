@@ -260,9 +260,6 @@ pub fn start_replaying_with(
     (speed, looped): (&str, bool),
     extra: &str,
 ) -> Replaying {
-    let control = format!("127.0.0.1:{}", free_port());
-    let monitor = format!("127.0.0.1:{}", free_port());
-    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut people = String::new();
     for (id, team) in roster.agents {
         people += &format!("[[agent]]\nid = \"{id}\"\nextension = \"{id}\"\nteam = \"{team}\"\n");
@@ -270,6 +267,31 @@ pub fn start_replaying_with(
     for (id, teams) in roster.supervisors {
         people += &format!("[[supervisor]]\nid = \"{id}\"\nteams = {teams:?}\n");
     }
+    start_replaying_people(
+        dir,
+        pki,
+        tag,
+        (&people, ""),
+        capture,
+        (speed, looped),
+        extra,
+    )
+}
+
+/// [`start_replaying_with`] for people a [`Roster`] cannot describe: `people` is their
+/// `[[agent]]` / `[[supervisor]]` TOML, `monitor_keys` more keys of the `[monitor]` table.
+pub fn start_replaying_people(
+    dir: &Path,
+    pki: &Pki,
+    tag: &str,
+    (people, monitor_keys): (&str, &str),
+    capture: &Path,
+    (speed, looped): (&str, bool),
+    extra: &str,
+) -> Replaying {
+    let control = format!("127.0.0.1:{}", free_port());
+    let monitor = format!("127.0.0.1:{}", free_port());
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let audit = if tag == "a" {
         "audit.jsonl".to_owned()
     } else {
@@ -280,7 +302,7 @@ pub fn start_replaying_with(
         &config,
         format!(
             "[control]\nlisten = \"{control}\"\nmetrics_listen = \"{metrics}\"\n\
-             [monitor]\nlisten = \"{monitor}\"\n\
+             [monitor]\nlisten = \"{monitor}\"\n{monitor_keys}\
              [security]\ncerts_dir = \"{certs}\"\naudit_log = \"{audit}\"\n\
              passwordless_logins = true\n{people}{extra}",
             certs = pki.dir.display(),

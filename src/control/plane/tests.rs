@@ -1,5 +1,6 @@
 use super::*;
 use crate::binding::Agent;
+use crate::control::monitoring::HeardCall;
 use crate::router::{BindingView, CallView};
 use crate::security::password;
 
@@ -712,4 +713,64 @@ fn connections_must_log_in_in_time_and_one_address_cannot_take_every_slot() {
     assert_eq!(closed, vec![flood[1], flood[2], b, c]);
     assert_eq!(p.counters().login_timeouts, 4);
     assert_eq!(p.session_counts()[2], (Some(Mode::Supervisor), 1));
+}
+
+#[test]
+fn a_warned_agent_is_told_each_call_a_monitor_hears_with_its_cti_call_type() {
+    let mut p = plane();
+    let a1 = login(&mut p, at(0), "agent", "5001", "");
+    let a2 = login(&mut p, at(0), "agent", "5002", "");
+    let s1 = login(&mut p, at(0), "supervisor", "s1", "");
+    let s2 = login(&mut p, at(0), "supervisor", "s2", "s2-pw");
+    let start = Frame::new("StartSilentMonitor");
+    p.handle_frame(at(1), s1, &start.clone().with("agent", "5001"));
+    p.handle_frame(at(1), s2, &start.with("agent", "5002"));
+    let ids: Vec<(u64, String)> = p
+        .monitors()
+        .iter()
+        .map(|(id, _, agent)| (*id, agent.to_string()))
+        .collect();
+    let of = |agent: &str| ids.iter().find(|(_, a)| a == agent).unwrap().0;
+    std::iter::from_fn(|| p.poll_transmit()).for_each(drop);
+    let heard = |monitor, call: &str, call_type| HeardCall {
+        monitor,
+        call_id: call.into(),
+        call_type,
+    };
+    p.monitor_heard_call(&heard(of("5001"), "cti-1@5001", Some(1)));
+    p.monitor_heard_call(&heard(of("5001"), "cti-2@5001", Some(9)));
+    p.monitor_heard_call(&heard(of("5001"), "abc@pbx", None));
+    // 5002 is not warned (WarnIfSilentMonitored off); an ended monitor is ignored.
+    p.monitor_heard_call(&heard(of("5002"), "cti-3@5002", Some(1)));
+    p.monitor_heard_call(&heard(999, "cti-4@5001", Some(1)));
+    let sent: Vec<(SessionId, Frame)> = std::iter::from_fn(|| p.poll_transmit()).collect();
+    assert!(sent.iter().all(|(sid, _)| *sid == a1), "{sent:?}");
+    let got: Vec<Event> = sent.iter().map(|(_, f)| Event::parse(f).unwrap()).collect();
+    assert_eq!(
+        got,
+        [
+            Event::MonitoredCall {
+                monitor: of("5001"),
+                call: "cti-1@5001".into(),
+                call_type: Some(1),
+            },
+            Event::MonitoredCall {
+                monitor: of("5001"),
+                call: "cti-2@5001".into(),
+                call_type: Some(9),
+            },
+            Event::MonitoredCall {
+                monitor: of("5001"),
+                call: "abc@pbx".into(),
+                call_type: None,
+            },
+        ]
+    );
+    // The frame says whether the CTI's call type is one the ACD delivered.
+    let acd: Vec<Option<bool>> = sent
+        .iter()
+        .map(|(_, f)| f.fields.get("acd").and_then(|v| v.as_bool()))
+        .collect();
+    assert_eq!(acd, [Some(true), Some(false), None]);
+    let _ = (a2, s2);
 }

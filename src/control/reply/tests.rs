@@ -62,6 +62,16 @@ fn every_reply_and_event_round_trips_through_its_frame() {
         },
         Event::MonitoredStarted { monitor: 2 },
         Event::MonitoredStopped { monitor: 2 },
+        Event::MonitoredCall {
+            monitor: 2,
+            call: "cti-7@5001".into(),
+            call_type: Some(1),
+        },
+        Event::MonitoredCall {
+            monitor: 2,
+            call: "abc@pbx".into(),
+            call_type: None,
+        },
         Event::SilentMonitorStopped {
             monitor: 2,
             agent: "5001".into(),
@@ -89,6 +99,7 @@ fn stop_reasons_keep_their_wire_text_and_say_which_end_a_monitor_for_good() {
         assert_eq!(StopReason::from_wire(text), *r);
     }
     assert!(StopReason::AgentLoggedOut.is_final() && StopReason::StoppedBySupervisor.is_final());
+    assert!(StopReason::NonAcdCall.is_final());
     assert!(!StopReason::EndpointDisconnected.is_final());
     assert!(!StopReason::Other("x".into()).is_final());
 }

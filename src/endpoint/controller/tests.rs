@@ -149,6 +149,14 @@ fn media_calls_and_the_services_own_end_reach_the_media_loop_as_notices() {
         }])
     );
     assert_eq!(c.due(at(5)).as_deref(), Some("5001"));
+    // Revoked by StopSMNonACDCall (said by the service before the control plane): not chased.
+    c.attached(2, "5001");
+    let policy = ServiceEvent::Stopped {
+        monitor: 2,
+        reason: StopReason::NonAcdCall.to_string(),
+    };
+    c.on_service_event(at(6), &policy);
+    assert_eq!((c.wanted(), c.due(at(9000))), (None, None));
 }
 
 #[test]

@@ -211,3 +211,63 @@ fn a_logout_ends_what_the_cti_bound_for_the_agent_even_after_a_lost_end_call() {
     assert!(lab.got.is_empty(), "the phone is nobody's now");
     assert!(lab.r.view().calls.is_empty());
 }
+
+#[test]
+fn a_cti_call_is_announced_with_its_call_type_when_the_cti_named_one() {
+    let call_types = |lab: &mut Lab| -> Vec<Option<u16>> {
+        lab.notices()
+            .iter()
+            .filter_map(|n| match n {
+                Notice::Call { call_type, .. } => Some(*call_type),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut lab = Lab::new();
+    lab.r.add_monitor(1, 0);
+    lab.r.cti_call_began(ms(0), begin(1, 4, Some(0)));
+    assert_eq!(call_types(&mut lab), [Some(4)]);
+    // RTP_STARTED before BEGIN_CALL: the call's type is not known yet.
+    lab.r.cti_call_ended(ms(10), &call(1));
+    lab.r.cti_rtp_started(ms(20), 0, &call(2), a(PHONE));
+    lab.media(40, 30000, 1, 10);
+    lab.media(60, 30000, 2, 20);
+    lab.media(80, 30000, 3, 30);
+    let types = call_types(&mut lab);
+    assert_eq!(types, [None]);
+    // A SIP dialog is announced without one.
+    let mut lab = Lab::new();
+    lab.r.add_monitor(1, 0);
+    lab.call(0, "sip1", 30000);
+    lab.media(10, 30000, 1, 1);
+    assert_eq!(call_types(&mut lab), [None]);
+}
+
+#[test]
+fn a_monitor_started_during_a_cti_call_hears_it_as_such_and_never_a_non_acd_one() {
+    // On a nailed line during customer call 1: the monitor hears "cti-1", not the dialog.
+    let mut lab = Lab::new();
+    lab.call(0, "nail", 30000);
+    lab.r.cti_call_began(ms(100), begin(1, 1, Some(0)));
+    lab.r.add_monitor(1, 0);
+    lab.media(120, 30000, 1, 1);
+    assert_eq!(lab.kinds(), ["call cti-1@5001"]);
+    assert_eq!(lab.got.len(), 2);
+
+    // During the agent's own call (CallType 9) under StopSMNonACDCall: ended at once.
+    let mut lab = Lab::new();
+    lab.r.set_stop_on_non_acd_calls(true);
+    lab.call(0, "nail", 30000);
+    lab.r.cti_call_began(ms(100), begin(2, 9, Some(0)));
+    lab.r.add_monitor(1, 0);
+    lab.media(120, 30000, 1, 1);
+    assert!(lab.got.is_empty(), "not one packet of the agent's own call");
+    assert_eq!(lab.kinds(), ["non-acd cti-2@5001"]);
+    // Without the policy it is heard.
+    let mut lab = Lab::new();
+    lab.call(0, "nail", 30000);
+    lab.r.cti_call_began(ms(100), begin(2, 9, Some(0)));
+    lab.r.add_monitor(1, 0);
+    lab.media(120, 30000, 1, 1);
+    assert_eq!(lab.kinds(), ["call cti-2@5001"]);
+}

@@ -40,6 +40,9 @@ pub struct CtiServerArgs {
     /// truncated (a floating field running past its message).
     #[arg(long, default_value = "random")]
     garbage: String,
+    /// Print a line (`sent vVERSION EVENT`) as each scenario event is sent.
+    #[arg(long)]
+    print_sent: bool,
 }
 
 /// Serves the scenario until Ctrl-C or SIGTERM.
@@ -83,6 +86,7 @@ fn faults(a: &CtiServerArgs) -> Result<Faults> {
     };
     let ms = Duration::from_millis;
     Ok(Faults {
+        print_sent: a.print_sent,
         fail_open: a.fail_open,
         deaf_after: a.deaf_after_ms.map(ms),
         drop_after: a.drop_after_ms.map(ms),

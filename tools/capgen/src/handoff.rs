@@ -53,13 +53,13 @@ pub struct HandoffArgs {
     output: Output,
 }
 
-const GW: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
-const PBX: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 1);
+pub(crate) const GW: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+pub(crate) const PBX: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 1);
 const PROXY: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 2);
 const PHONE_A: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 1);
 const PHONE_B: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 2);
 /// Media starts this long after a dialog's answer.
-const MEDIA_AFTER_US: i64 = 50_000;
+pub(crate) const MEDIA_AFTER_US: i64 = 50_000;
 
 /// One party of a dialog: the URI user and host of its From/To, its tag.
 #[derive(Clone)]
@@ -70,7 +70,7 @@ struct Party {
 }
 
 /// One dialog: its Call-ID and the parties of its initial INVITE.
-struct Dialog {
+pub(crate) struct Dialog {
     call_id: String,
     caller: Party,
     callee: Party,
@@ -126,17 +126,17 @@ impl Dialog {
 }
 
 /// The capture in the making plus the truth.
-struct Script {
-    cap: Capture,
-    law: Law,
-    rng: Rng,
-    seed: u32,
-    truth: Vec<StreamTruth>,
-    scenarios: Vec<ScenarioTruth>,
+pub(crate) struct Script {
+    pub(crate) cap: Capture,
+    pub(crate) law: Law,
+    pub(crate) rng: Rng,
+    pub(crate) seed: u32,
+    pub(crate) truth: Vec<StreamTruth>,
+    pub(crate) scenarios: Vec<ScenarioTruth>,
 }
 
 #[derive(Serialize)]
-struct StreamTruth {
+pub(crate) struct StreamTruth {
     scenario: &'static str,
     src: String,
     dst: String,
@@ -148,7 +148,7 @@ struct StreamTruth {
 }
 
 #[derive(Serialize)]
-struct ScenarioTruth {
+pub(crate) struct ScenarioTruth {
     name: &'static str,
     start: f64,
     end: f64,
@@ -164,7 +164,55 @@ struct Truth {
 }
 
 impl Script {
-    fn dialog(&self, n: &str, caller: (&str, Ipv4Addr), callee: (&str, Ipv4Addr)) -> Dialog {
+    /// An empty capture starting at `output`'s epoch, seeded by its seed.
+    pub(crate) fn new(output: &Output, encap: Encap, law: Law) -> Script {
+        Script {
+            cap: Capture::new(output.start_epoch * 1_000_000, encap, law),
+            law,
+            rng: Rng(output.seed),
+            seed: output.seed as u32,
+            truth: Vec::new(),
+            scenarios: Vec::new(),
+        }
+    }
+
+    /// The PBX pings the gateway (a capture's first frame, before its lead).
+    pub(crate) fn ping(&mut self, t: i64) {
+        let ping =
+            b"OPTIONS sip:gw SIP/2.0\r\nVia: SIP/2.0/UDP 10.3.0.1:5060;branch=z9hG4bKping\r\n\
+From: <sip:pbx@10.3.0.1>;tag=p\r\nTo: <sip:gw@10.1.0.1>\r\nCall-ID: ping@capgen\r\n\
+CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+                .to_vec();
+        self.sip(t, PBX, GW, ping);
+    }
+
+    /// Writes the frames in time order to `output`'s pcap; returns the frame count and the
+    /// truth gathered.
+    pub(crate) fn write(
+        self,
+        output: &Output,
+    ) -> Result<(u64, Vec<StreamTruth>, Vec<ScenarioTruth>)> {
+        let Script {
+            mut cap,
+            truth,
+            scenarios,
+            ..
+        } = self;
+        cap.frames.sort_by_key(|(t, _)| *t);
+        let mut pcap = output.create_pcap()?;
+        for (t, f) in &cap.frames {
+            pcap.write(*t, f)?;
+        }
+        pcap.finish()?;
+        Ok((cap.frames.len() as u64, truth, scenarios))
+    }
+
+    pub(crate) fn dialog(
+        &self,
+        n: &str,
+        caller: (&str, Ipv4Addr),
+        callee: (&str, Ipv4Addr),
+    ) -> Dialog {
         Dialog {
             call_id: format!("{:08x}-{n}@capgen", self.seed),
             caller: Party {
@@ -181,16 +229,16 @@ impl Script {
         }
     }
 
-    fn sip(&mut self, t: i64, src: Ipv4Addr, dst: Ipv4Addr, text: Vec<u8>) {
+    pub(crate) fn sip(&mut self, t: i64, src: Ipv4Addr, dst: Ipv4Addr, text: Vec<u8>) {
         self.cap.frame(t, (src, 5060), (dst, 5060), &text);
     }
 
-    fn sdp(&self, media: (Ipv4Addr, u16), direction: &str) -> String {
+    pub(crate) fn sdp(&self, media: (Ipv4Addr, u16), direction: &str) -> String {
         sdp(media.0, media.1, self.law, 20, direction)
     }
 
     /// `d`'s INVITE from `src` to `dst` with Request-URI `ruri` offering `offer`.
-    fn invite(
+    pub(crate) fn invite(
         &mut self,
         t: i64,
         d: &Dialog,
@@ -214,7 +262,7 @@ impl Script {
     /// `d`'s response `status` to its INVITE from `src` to `dst`, with `extra` headers and
     /// `answer` (an ACK follows a 2xx).
     #[allow(clippy::too_many_arguments)]
-    fn respond(
+    pub(crate) fn respond(
         &mut self,
         t: i64,
         d: &Dialog,
@@ -252,7 +300,7 @@ impl Script {
     /// A request within `d` from `src` to `dst` (`by_caller` says which party sends it) and
     /// its 200 OK (with `answer`), an ACK after an INVITE.
     #[allow(clippy::too_many_arguments)]
-    fn in_dialog(
+    pub(crate) fn in_dialog(
         &mut self,
         t: i64,
         d: &Dialog,
@@ -285,7 +333,7 @@ impl Script {
     }
 
     /// Two streams between `a` and `b` (tones `a_hz`, `b_hz`), for the truth file's scenario.
-    fn pair(&mut self, a: (Ipv4Addr, u16, f64), b: (Ipv4Addr, u16, f64)) -> [Stream; 2] {
+    pub(crate) fn pair(&mut self, a: (Ipv4Addr, u16, f64), b: (Ipv4Addr, u16, f64)) -> [Stream; 2] {
         [
             Stream::new(&mut self.rng, (a.0, a.1), (b.0, b.1), a.2, false),
             Stream::new(&mut self.rng, (b.0, b.1), (a.0, a.1), b.2, false),
@@ -294,7 +342,7 @@ impl Script {
 
     /// `streams` talk in `[from, to)` and are recorded in the truth as heard by `agents`
     /// (per stream: agent and direction).
-    fn talk(
+    pub(crate) fn talk(
         &mut self,
         scenario: &'static str,
         streams: &mut [Stream; 2],
@@ -315,7 +363,7 @@ impl Script {
         }
     }
 
-    fn scenario(&mut self, name: &'static str, from: i64, to: i64) {
+    pub(crate) fn scenario(&mut self, name: &'static str, from: i64, to: i64) {
         let secs = |t: i64| (t - self.cap.base) as f64 / 1e6;
         self.scenarios.push(ScenarioTruth {
             name,
@@ -326,7 +374,7 @@ impl Script {
 }
 
 /// Who hears a stream: (agent, direction).
-fn heard(agent: &str, direction: &'static str) -> Vec<(String, &'static str)> {
+pub(crate) fn heard(agent: &str, direction: &'static str) -> Vec<(String, &'static str)> {
     vec![(agent.to_owned(), direction)]
 }
 
@@ -336,43 +384,21 @@ pub fn run(a: HandoffArgs) -> Result<()> {
         anyhow::bail!("--codec: this scenario writes G.711 (pcmu or pcma)");
     }
     let encap: Encap = parse_encap(&a.encap, 0)?;
-    let base = a.output.start_epoch * 1_000_000;
-    let mut s = Script {
-        cap: Capture::new(base, encap, law),
-        law,
-        rng: Rng(a.output.seed),
-        seed: a.output.seed as u32,
-        truth: Vec::new(),
-        scenarios: Vec::new(),
-    };
+    let mut s = Script::new(&a.output, encap, law);
+    let base = s.cap.base;
     let us = |secs: f64| (secs * 1e6).round() as i64;
     let talk = us(a.talk);
     // The first frame: the PBX pings the gateway (the capture's lead before the first call).
-    let ping = b"OPTIONS sip:gw SIP/2.0\r\nVia: SIP/2.0/UDP 10.3.0.1:5060;branch=z9hG4bKping\r\n\
-From: <sip:pbx@10.3.0.1>;tag=p\r\nTo: <sip:gw@10.1.0.1>\r\nCall-ID: ping@capgen\r\n\
-CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-        .to_vec();
-    s.sip(base, PBX, GW, ping);
+    s.ping(base);
     let mut t = base + us(a.lead);
     t = forward(&mut s, &a, t, talk) + us(1.0);
     t = pickup(&mut s, &a, t, talk) + us(1.0);
     t = hunt(&mut s, &a, t, talk) + us(1.0);
     transfer(&mut s, &a, t, talk);
 
-    let Script {
-        mut cap,
-        truth,
-        scenarios,
-        ..
-    } = s;
-    cap.frames.sort_by_key(|(t, _)| *t);
-    let mut pcap = a.output.create_pcap()?;
-    for (t, f) in &cap.frames {
-        pcap.write(*t, f)?;
-    }
-    pcap.finish()?;
+    let (packets, truth, scenarios) = s.write(&a.output)?;
     a.output.write_truth(&Truth {
-        packets: cap.frames.len() as u64,
+        packets,
         agent_a: a.agent_a.clone(),
         agent_b: a.agent_b.clone(),
         streams: truth,

@@ -10,6 +10,7 @@ mod dtmf;
 mod fax;
 mod frame;
 mod handoff;
+mod nailed;
 mod pcap_writer;
 mod sip_tcp;
 mod sip_text;
@@ -53,6 +54,9 @@ enum Command {
     /// Calls that change hands between two agents through a B2BUA or a proxy: forwarded,
     /// picked up, hunted, and a consult transfer, each stream with its own tone.
     Handoff(handoff::HandoffArgs),
+    /// A mobile agent's nailed connection: one SIP dialog for the shift, a re-INVITE per
+    /// customer call, and (with --cti-scenario) the CTI Server's call events delimiting them.
+    Nailed(nailed::NailedArgs),
     /// vlantest's signed sample frames (IPv4/UDP, one 802.1Q tag).
     VlanSample(VlanSampleArgs),
     /// A mock CTI Server playing a scenario (`calls --cti-scenario` writes one), with
@@ -1090,6 +1094,7 @@ fn main() -> std::process::ExitCode {
         Command::Calls(a) => run_calls(*a),
         Command::AgentDay(a) => agent_day::run(a),
         Command::Handoff(a) => handoff::run(a),
+        Command::Nailed(a) => nailed::run(a),
         Command::VlanSample(a) => run_vlan_sample(a),
         Command::CtiServer(a) => cti_server::run(a),
     };
