@@ -99,6 +99,10 @@ struct Options {
     tls: bool,
     /// HOP=1: the endpoints' appliance gets the audio from a second one over the peer link.
     hop: bool,
+    /// SERVER_CPUS=LIST: the servers run on these CPUs only (`taskset -c LIST`), so that with
+    /// the bench itself pinned elsewhere (`CLIENT_CPUS` in tools/bench-monitor.sh) the
+    /// receiving clients' share of the delay is apart from the server's.
+    server_cpus: Option<String>,
 }
 
 impl Options {
@@ -136,6 +140,7 @@ impl Options {
             },
             tls: env_or::<u8>("TLS", 1)? != 0,
             hop: env_or::<u8>("HOP", 0)? != 0,
+            server_cpus: std::env::var("SERVER_CPUS").ok().filter(|c| !c.is_empty()),
         };
         let most = o.calls * o.supervisors;
         if let Some(c) = o.counts.iter().find(|&&c| c > most) {
@@ -338,7 +343,14 @@ fn spawn(
 ) -> Result<Child, BoxError> {
     let log_path = o.dir.join(format!("server-{tag}.log"));
     let log = std::fs::File::create(&log_path)?;
-    let mut cmd = Command::new(&o.silentmon);
+    let mut cmd = match &o.server_cpus {
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpus]).arg(&o.silentmon);
+            c
+        }
+        None => Command::new(&o.silentmon),
+    };
     cmd.arg("server").arg("--config").arg(config);
     if !o.tls {
         cmd.arg("--insecure");

@@ -127,6 +127,14 @@ struct ActiveMonitor {
     fax: bool,
 }
 
+/// The monitors of `agent` in `monitors` (kept in agent order): a binary search, not a scan
+/// of every monitor, per packet.
+fn of_agent(monitors: &mut [ActiveMonitor], agent: usize) -> &mut [ActiveMonitor] {
+    let start = monitors.partition_point(|m| m.agent < agent);
+    let len = monitors[start..].partition_point(|m| m.agent == agent);
+    &mut monitors[start..start + len]
+}
+
 /// What a monitor's endpoint is told when the agent's media is encrypted.
 pub const ENCRYPTED: &str = "encrypted media (SRTP): cannot be monitored";
 
@@ -141,6 +149,7 @@ const OPEN_PER_MONITOR: usize = 8;
 pub struct Router {
     engine: Engine,
     bindings: Bindings,
+    /// In agent order ([`of_agent`]).
     monitors: Vec<ActiveMonitor>,
     /// Per agent: does any monitor listen (the per-packet test is one index).
     monitored: Vec<u16>,
@@ -319,7 +328,7 @@ impl Router {
                 if monitored[hit.agent] == 0 {
                     continue;
                 }
-                for m in monitors.iter_mut().filter(|m| m.agent == hit.agent) {
+                for m in of_agent(monitors, hit.agent) {
                     if m.ending {
                         continue;
                     }
@@ -507,19 +516,25 @@ impl Router {
             return;
         }
         self.monitored[agent] += 1;
-        self.monitors.push(ActiveMonitor {
-            id,
-            agent,
-            call: None,
-            ending: false,
-            ended: None,
-            open: Vec::new(),
-            remote: None,
-            relay,
-            cti: None,
-            encrypted: None,
-            fax: false,
-        });
+        // Kept in agent order (a new one after the agent's others): a packet finds its
+        // agent's monitors by binary search, however many monitors there are.
+        let at = self.monitors.partition_point(|m| m.agent <= agent);
+        self.monitors.insert(
+            at,
+            ActiveMonitor {
+                id,
+                agent,
+                call: None,
+                ending: false,
+                ended: None,
+                open: Vec::new(),
+                remote: None,
+                relay,
+                cti: None,
+                encrypted: None,
+                fax: false,
+            },
+        );
         if !relay {
             self.join_cti_call(id, agent);
         }
@@ -541,7 +556,7 @@ impl Router {
     /// Stops monitor `id`.
     pub fn remove_monitor(&mut self, id: MonitorId) {
         if let Some(i) = self.monitors.iter().position(|m| m.id == id) {
-            let m = self.monitors.swap_remove(i);
+            let m = self.monitors.remove(i);
             self.monitored[m.agent] -= 1;
         }
     }

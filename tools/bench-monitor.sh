@@ -14,6 +14,8 @@
 #   CONNECTIONS=monitor (one monitor service connection per monitor) or supervisor (one per
 #   supervisor: 1000 monitors need it, the service takes at most 512 connections)
 #   BENCH_DIR=/tmp/silentmon-bench-monitor (capture, config, certs, server log)
+#   SERVER_CPUS=0 CLIENT_CPUS=1: the servers on CPU 0, the bench's clients on CPU 1 (taskset),
+#   so the clients' share of the delay is apart from the server's
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
@@ -21,5 +23,10 @@ echo "building release binaries ..." >&2
 cargo build --release --locked -q --bin silentmon
 cargo build --release --locked -q -p silentmon-capgen
 echo "load before: $(uptime)"
-cargo bench --locked -q --bench monitor_latency
+if [ -n "${CLIENT_CPUS:-}" ]; then
+  cargo bench --locked -q --bench monitor_latency --no-run
+  taskset -c "$CLIENT_CPUS" cargo bench --locked -q --bench monitor_latency
+else
+  cargo bench --locked -q --bench monitor_latency
+fi
 echo "load after: $(uptime)"

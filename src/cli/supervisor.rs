@@ -67,6 +67,11 @@ pub(crate) struct SupervisorArgs {
     /// loaded desktop or VM (gaps in the sound) at that much latency.
     #[arg(long, value_name = "MS")]
     device_period_ms: Option<u32>,
+    /// Audio queued ahead of the output device beyond one device period, in ms (default 50):
+    /// it absorbs the endpoint's own scheduling delays. Less is that much less latency; too
+    /// little gives gaps (underruns, in `ctl --endpoint status`).
+    #[arg(long, value_name = "MS")]
+    cushion_ms: Option<u32>,
     /// List the output devices and exit.
     #[arg(long)]
     list_devices: bool,
@@ -176,6 +181,11 @@ fn settings(a: &SupervisorArgs) -> Result<SupervisorSettings> {
         crate::config::supervisor::check_device_period(ms)
             .map_err(|problem| anyhow::anyhow!("--device-period-ms: {problem}"))?;
         s.device_period_ms = Some(ms);
+    }
+    if let Some(ms) = a.cushion_ms {
+        crate::config::supervisor::check_cushion(ms)
+            .map_err(|problem| anyhow::anyhow!("--cushion-ms: {problem}"))?;
+        s.cushion_ms = Some(ms);
     }
     if let Some(v) = a.volume {
         if !(0.0..=4.0).contains(&v) {

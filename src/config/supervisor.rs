@@ -30,6 +30,7 @@ struct RawSupervisor {
     stereo: bool,
     device: Option<String>,
     device_period_ms: Option<u32>,
+    cushion_ms: Option<u32>,
     volume: f32,
     monitor: Option<String>,
     privacy: RawPrivacy,
@@ -66,6 +67,7 @@ impl Default for RawSupervisor {
             stereo: false,
             device: None,
             device_period_ms: None,
+            cushion_ms: None,
             volume: 1.0,
             monitor: None,
             privacy: RawPrivacy::default(),
@@ -106,6 +108,11 @@ pub struct SupervisorSettings {
     /// PulseAudio). The device buffers two periods: a longer one absorbs stalls of a loaded
     /// desktop or VM, which would otherwise be gaps in the sound, at that much latency.
     pub device_period_ms: Option<u32>,
+    /// Audio queued ahead of the output device beyond one device period, in ms (`None`: the
+    /// endpoint's default, `media::SessionConfig::lead`): it absorbs the endpoint's own
+    /// scheduling delays. Less is that much less latency; too little gives gaps (counted as
+    /// underruns in the endpoint's status).
+    pub cushion_ms: Option<u32>,
     /// Playback volume (0..=4).
     pub volume: f32,
     /// An agent to monitor as soon as the endpoint is up.
@@ -181,6 +188,9 @@ impl SupervisorSettings {
         if let Some(ms) = raw.device_period_ms {
             check_device_period(ms).map_err(|problem| invalid("device_period_ms", problem))?;
         }
+        if let Some(ms) = raw.cushion_ms {
+            check_cushion(ms).map_err(|problem| invalid("cushion_ms", problem))?;
+        }
         // Paths in the file are relative to it (command-line paths stay relative to the
         // working directory, as usual).
         let beside = |file: PathBuf| super::beside(path, &file);
@@ -199,6 +209,7 @@ impl SupervisorSettings {
             stereo: raw.stereo,
             device: raw.device,
             device_period_ms: raw.device_period_ms,
+            cushion_ms: raw.cushion_ms,
             volume: raw.volume,
             monitor: raw.monitor,
             mute_dtmf: raw.privacy.mute_dtmf,
@@ -212,15 +223,28 @@ pub const DEVICE_PERIOD_MS: std::ops::RangeInclusive<u32> = 1..=250;
 
 /// Checks a device period in ms (the file's `device_period_ms`, `--device-period-ms`).
 pub fn check_device_period(ms: u32) -> Result<(), String> {
-    if DEVICE_PERIOD_MS.contains(&ms) {
+    within(ms, &DEVICE_PERIOD_MS)
+}
+
+/// `ms` within `range`, or the problem (for a key or flag to name).
+fn within(ms: u32, range: &std::ops::RangeInclusive<u32>) -> Result<(), String> {
+    if range.contains(&ms) {
         Ok(())
     } else {
         Err(format!(
             "{ms} is not within {}..={} ms",
-            DEVICE_PERIOD_MS.start(),
-            DEVICE_PERIOD_MS.end()
+            range.start(),
+            range.end()
         ))
     }
+}
+
+/// Cushions accepted (ms): none at all up to half a second.
+pub const CUSHION_MS: std::ops::RangeInclusive<u32> = 0..=500;
+
+/// Checks a cushion in ms (the file's `cushion_ms`, `--cushion-ms`).
+pub fn check_cushion(ms: u32) -> Result<(), String> {
+    within(ms, &CUSHION_MS)
 }
 
 #[cfg(test)]
@@ -267,6 +291,7 @@ mod tests {
             record = "/home/s1/recordings"
             stereo = true
             device_period_ms = 40
+            cushion_ms = 20
             volume = 0.5
             [privacy]
             mute_dtmf = false
@@ -274,6 +299,7 @@ mod tests {
         )
         .unwrap();
         assert!(d.mute_dtmf, "on by default");
+        assert_eq!((d.cushion_ms, s.cushion_ms), (None, Some(20)));
         assert!(!s.mute_dtmf);
         assert_eq!(s.servers.len(), 2);
         assert!(s.stereo && s.volume == 0.5);
@@ -290,6 +316,7 @@ mod tests {
             ("volume = 9.0", "volume"),
             ("device_period_ms = 0", "device_period_ms"),
             ("device_period_ms = 1000", "device_period_ms"),
+            ("cushion_ms = 501", "cushion_ms"),
             ("voume = 1.0", "voume"),
             ("[privacy]\nmute_dmtf = false", "mute_dmtf"),
         ] {

@@ -31,6 +31,7 @@ use crate::control::reply::{Event, Grant, Reply};
 use crate::control::request::{Login, Mode, Request, StopTarget};
 use crate::media::listen::Layout;
 use crate::monitor::service_client::{Event as ServiceEvent, MonitorClient};
+use crate::time::Span;
 
 /// Events queued towards the media loop (about 10 s of a two-way G.711 call).
 pub const MEDIA_QUEUE: usize = 1024;
@@ -312,6 +313,10 @@ fn media_config(s: &SupervisorSettings) -> MediaLoopConfig {
     };
     cfg.session.listen.volume = s.volume;
     cfg.session.listen.mute_dtmf = s.mute_dtmf;
+    if let Some(ms) = s.cushion_ms {
+        cfg.session.lead = Span::from_millis(i64::from(ms));
+        cfg.max_queue = Duration::from_millis(u64::from(ms) + 100);
+    }
     cfg
 }
 

@@ -164,7 +164,6 @@ impl Subscriber {
         }
         self.forwarded.fetch_add(1, Ordering::Relaxed);
         MonitorStats::add_one(&self.stats.forwarded_total);
-        self.pending.store(true, Ordering::Release);
     }
 
     fn queue_control(&self, c: &Control) {
@@ -267,6 +266,9 @@ pub struct Publisher {
     /// Monitor -> its connection's queue and the id its frames carry.
     routes: FxHashMap<MonitorId, (Arc<Subscriber>, u32)>,
     attached: Vec<MonitorId>,
+    /// The subscribers that got frames since the last flush, each once (its `pending` flag
+    /// set): the flush wakes these, not every route (one connection may carry 1000 monitors).
+    woken: Vec<Arc<Subscriber>>,
     stats: Arc<MonitorStats>,
 }
 
@@ -280,6 +282,7 @@ impl Publisher {
             commands,
             routes: FxHashMap::default(),
             attached: Vec::new(),
+            woken: Vec::new(),
             stats,
         }
     }
@@ -298,6 +301,10 @@ impl Publisher {
             capture_ts: f.capture_ts,
             rtp: f.rtp,
         });
+        if !sub.pending.swap(true, Ordering::AcqRel) {
+            // Once per subscriber and flush; the list keeps its capacity.
+            self.woken.push(sub.clone());
+        }
     }
 
     /// Queues a call notice for the monitor's endpoint (rare; allocates).
@@ -338,16 +345,17 @@ impl Publisher {
             Notice::NonAcdCall { .. } => return,
         };
         sub.queue_control(&control);
-        sub.pending.store(true, Ordering::Release);
+        if !sub.pending.swap(true, Ordering::AcqRel) {
+            self.woken.push(sub.clone());
+        }
     }
 
     /// Wakes each subscriber that got frames since the last call (once each), then applies
     /// the pending attach/detach commands. Call once per captured batch.
     pub fn flush(&mut self) {
-        for (sub, _) in self.routes.values() {
-            if sub.pending.swap(false, Ordering::AcqRel) {
-                sub.notify.notify_one();
-            }
+        for sub in self.woken.drain(..) {
+            sub.pending.store(false, Ordering::Release);
+            sub.notify.notify_one();
         }
         while let Ok(cmd) = self.commands.try_recv() {
             match cmd {

@@ -565,3 +565,32 @@ fn a_call_switched_to_fax_forwards_nothing_tells_the_monitor_and_comes_back() {
         vec![(1, Direction::FromAgent, 40), (1, Direction::ToAgent, 41)]
     );
 }
+
+#[test]
+fn a_packet_finds_its_agents_monitors_whatever_order_they_came_in() {
+    let mut lab = Lab::new();
+    for (id, agent) in [(1, 1), (2, 0), (3, 1), (4, 0), (5, 0)] {
+        lab.r.add_monitor(id, agent);
+    }
+    lab.r.remove_monitor(4);
+    let ids = |lab: &mut Lab, agent| -> Vec<MonitorId> {
+        of_agent(&mut lab.r.monitors, agent)
+            .iter()
+            .map(|m| m.id)
+            .collect()
+    };
+    assert_eq!(ids(&mut lab, 0), [2, 5]);
+    assert_eq!(ids(&mut lab, 1), [1, 3]);
+    assert!(ids(&mut lab, 7).is_empty());
+    // 5002's static phone: every packet reaches 5002's two monitors, none of 5001's.
+    // (Without SDP, RTP is recognised by its third packet.)
+    for seq in 1..=3 {
+        let t = 20 * i64::from(seq);
+        lab.frame(
+            t,
+            udp(a("10.0.9.9:4000"), a("10.1.0.1:20000"), &rtp(seq, 1, 1)),
+        );
+    }
+    let got: Vec<MonitorId> = lab.got.iter().map(|g| g.0).collect();
+    assert_eq!(got, [1, 3]);
+}
