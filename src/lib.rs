@@ -8,7 +8,8 @@
 //! |-----------|-------|
 //! | `cli`     | clap definitions and wiring, one `run` per subcommand; no protocol or policy decision (the only `anyhow` user) |
 //! | `config`  | the appliance's and the supervisor endpoint's TOML files, validated; errors name file and key |
-//! | `offline` | a capture file through the engine (`flows`, `extract`, `demo`), and `extract`'s choice of streams, second pass and WAV |
+//! | `offline` | a capture file through the engine (`flows`, `extract`, `demo --offline`), and `extract`'s choice of streams, second pass and WAV |
+//! | `demo`    | the embedded demo: its run directory (capture, private PKI, password), the appliance's and the endpoint's settings, the run's steps (replay gate, mock CTI Server) |
 //! | `report`  | the `flows` table and JSON, the text table `ctl` prints lists with |
 //! | `capture` | the only code that touches libpcap: files, live NICs (reopened when they fail), paced replays, the capture thread |
 //! | `vlantest`| NIC qualification: signature, sample frames, PASS/FAIL tally and report (pure); listen/send shells |
@@ -46,6 +47,7 @@ pub mod codec;
 pub mod config;
 pub mod control;
 pub mod cti;
+pub mod demo;
 pub mod endpoint;
 pub mod engine;
 pub mod flow;
