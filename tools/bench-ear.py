@@ -19,7 +19,9 @@ Capture -> the agent's sound leaving the sound server, with the real pieces:
 Prints p50/p90/p99/max over the markers after a 5 s warm-up, and the endpoint's underruns and
 late/lost packets (`ctl --endpoint status --json`).
 Usage: tools/bench-ear.py SECONDS [supervisor arguments...]
-Environment: SILENTMON (default target/release/silentmon), BENCH_DIR (a fresh temp dir).
+Environment: SILENTMON (default target/release/silentmon), BENCH_DIR (a fresh temp dir),
+LOAD=PERCENT (a loaded machine: `stress-ng --cpu 0 --cpu-load PERCENT` runs on every CPU
+meanwhile; `apt-get install stress-ng`).
 """
 
 import json
@@ -135,7 +137,10 @@ def main():
         '[[agent]]\nid = "5001"\nextension = "5001"\nteam = "blue"\n'
         '[[supervisor]]\nid = "s1"\nteams = ["blue"]\n')
     procs, stop, markers = [], threading.Event(), []
+    load = os.environ.get("LOAD")
     try:
+        if load:
+            procs.append(subprocess.Popen(["stress-ng", "--cpu", "0", "--cpu-load", load, "--quiet"]))
         env = fa.start_pulse(work, procs)
         rec = fa.Recorder(env)
         procs.append(rec.proc)
@@ -185,7 +190,7 @@ def main():
     delays.sort()
     q = lambda p: delays[min(len(delays) - 1, int(p * len(delays)))]
     print(f"listen latency to the ear, {len(delays)} markers of {len(markers)} "
-          f"({' '.join(extra) or 'defaults'}): p50 {q(0.5):.1f}  p90 {q(0.9):.1f}  "
+          f"({' '.join(extra) or 'defaults'}{f', load {load}%' if load else ''}): p50 {q(0.5):.1f}  p90 {q(0.9):.1f}  "
           f"p99 {q(0.99):.1f}  max {delays[-1]:.1f} ms")
     keys = ("packets", "decoded", "late", "lost", "underruns", "frames_played", "dtmf_muted")
     print("endpoint:", {k: status.get(k) for k in keys})

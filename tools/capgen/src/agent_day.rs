@@ -11,11 +11,10 @@ use std::net::Ipv4Addr;
 
 use anyhow::Result;
 
+use crate::calls::{rtp_header, CallTruth, StreamTruth, Truth};
 use crate::frame::{udp_frame, Encap};
 use crate::sip_text::{sdp, Dialog, SipParty, Timed};
-use crate::{
-    parse_encap, parse_law, rtp_header, Audio, CallTruth, Law, Output, Rng, StreamTruth, Truth,
-};
+use crate::{parse_encap, parse_law, Audio, Law, Output, Rng};
 
 /// Arguments of `capgen agent-day`.
 #[derive(clap::Args)]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use silentmon::cti::mock::{self, Faults, Garbage, RtpFields, Scenario, ScenarioEvent, What};
 
-use crate::Call;
+use crate::calls::Call;
 
 /// Arguments of `capgen cti-server`.
 #[derive(clap::Args)]
