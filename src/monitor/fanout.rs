@@ -366,6 +366,9 @@ impl Publisher {
                 } => {
                     self.routes.insert(monitor, (subscriber, wire));
                     self.attached.push(monitor);
+                    // Room for every route's subscriber: `publish` never grows the list.
+                    let room = self.routes.len().saturating_sub(self.woken.len());
+                    self.woken.reserve(room);
                 }
                 FanoutCommand::Detach { monitor } => {
                     self.routes.remove(&monitor);

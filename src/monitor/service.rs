@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::endpoint_conn::{Context, Ending, EndpointConn};
-use super::fanout::{FanoutCommand, Subscriber, SLOT_CAPACITY};
+use super::fanout::{Drained, FanoutCommand, Subscriber, SLOT_CAPACITY};
 use super::registry::Registry;
 use super::stats::MonitorStats;
 use crate::control::reply::StopReason;
@@ -161,9 +161,14 @@ async fn expire_grants(shared: Arc<Context>) {
     }
 }
 
-/// Writes what the subscriber queue holds, one buffer per write, until closed or the socket
-/// fails.
-async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, sub: Arc<Subscriber>) {
+/// Writes what `sub` holds, up to [`WRITE_BATCH`] bytes per write, until it is closed or the
+/// socket fails; `wrote` hears of each write (what was drained, its bytes). The one writer of
+/// a subscriber's queue: endpoint connections here, peer links (`peer::server`).
+pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    sub: Arc<Subscriber>,
+    mut wrote: impl FnMut(&Drained, usize),
+) {
     let mut buf = Vec::with_capacity(WRITE_BATCH + SLOT_CAPACITY);
     loop {
         if !sub.has_frames() {
@@ -178,7 +183,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, sub: Arc<Subscriber>) {
         if wr.write_all(&buf).await.is_err() || wr.flush().await.is_err() {
             return;
         }
-        sub.observe_write(&drained, crate::clock::wall_now());
+        wrote(&drained, buf.len());
     }
     let _ = wr.shutdown().await;
 }
@@ -193,7 +198,11 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 ) {
     let (mut session, mut revoked) = EndpointConn::new(ctx, peer, certificate, Instant::now());
     let (mut rd, wr) = tokio::io::split(stream);
-    let mut writer = tokio::spawn(write_loop(wr, session.subscriber().clone()));
+    let sub = session.subscriber().clone();
+    let observed = sub.clone();
+    let mut writer = tokio::spawn(write_loop(wr, sub, move |drained, _| {
+        observed.observe_write(drained, crate::clock::wall_now())
+    }));
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
     let mut chunk = vec![0u8; 16 * 1024];
     let ending = loop {

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -28,6 +28,7 @@ use super::{Cluster, PeerCounters};
 use crate::appliance::engine_loop::Command;
 use crate::clock::wall_now;
 use crate::monitor::fanout::{FanoutCommand, Subscriber};
+use crate::monitor::service::write_loop;
 use crate::monitor::stats::MonitorStats;
 use crate::monitor::wire::{self, Error as WireError};
 use crate::net::listen::{Accepted, Limits, ListenStats, Listener};
@@ -39,9 +40,6 @@ use crate::time::Span;
 pub const PEER_QUEUE_FRAMES: usize = 4096;
 /// The first id of the router monitors that serve peers (the control plane's are small).
 pub const RELAY_MONITOR_BASE: MonitorId = 1 << 40;
-/// Bytes written per write call at most.
-const WRITE_BATCH: usize = 64 * 1024;
-
 /// What the serving shell needs.
 pub struct PeerServer {
     /// Mutual TLS (None: plaintext, `--insecure`).
@@ -182,7 +180,15 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     };
     sh.counters = sh.index.map(|i| s.cluster.counters[usize::from(i)].clone());
     let (mut rd, wr) = tokio::io::split(stream);
-    let mut writer = tokio::spawn(write_loop(wr, sub.clone(), sh.counters.clone()));
+    let counters = sh.counters.clone();
+    let mut writer = tokio::spawn(write_loop(wr, sub.clone(), move |drained, bytes| {
+        // Bytes and media frames for the peer's counters.
+        if let Some(c) = &counters {
+            c.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+            c.media_out
+                .fetch_add(drained.media as u64, Ordering::Relaxed);
+        }
+    }));
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
     let mut chunk = vec![0u8; 16 * 1024];
     tracing::info!(peer = %peer_addr, name = ?name, "peer link accepted");
@@ -357,33 +363,4 @@ impl LinkShell {
         }
         let _ = s.fanout.try_send(FanoutCommand::Detach { monitor });
     }
-}
-
-/// Writes what the link's subscriber holds, counting bytes and media frames for the peer.
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut wr: W,
-    sub: Arc<Subscriber>,
-    counters: Option<Arc<PeerCounters>>,
-) {
-    let mut buf = Vec::with_capacity(WRITE_BATCH + 2048);
-    loop {
-        if !sub.has_frames() {
-            if sub.is_closed() {
-                break;
-            }
-            sub.ready().await;
-            continue;
-        }
-        buf.clear();
-        let drained = sub.drain_into(&mut buf, WRITE_BATCH);
-        if wr.write_all(&buf).await.is_err() || wr.flush().await.is_err() {
-            return;
-        }
-        if let Some(c) = &counters {
-            c.bytes_out.fetch_add(buf.len() as u64, Ordering::Relaxed);
-            c.media_out
-                .fetch_add(drained.media as u64, Ordering::Relaxed);
-        }
-    }
-    let _ = wr.shutdown().await;
 }
