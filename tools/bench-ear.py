@@ -187,6 +187,10 @@ def main():
             delays.append((heard - sent) * 1000)
     if not delays:
         sys.exit("bench-ear: no marker heard")
+    if len(delays) >= 120:
+        # Drift over a long run: the first and the last minute apart.
+        mid = lambda d: sorted(d)[len(d) // 2]
+        print(f"p50 of the first minute {mid(delays[:60]):.1f} ms, of the last {mid(delays[-60:]):.1f} ms")
     delays.sort()
     q = lambda p: delays[min(len(delays) - 1, int(p * len(delays)))]
     print(f"listen latency to the ear, {len(delays)} markers of {len(markers)} "

@@ -46,7 +46,8 @@ use super::recorder::Recorder;
 pub struct SessionConfig {
     /// The listening pipeline (jitter buffer, layout, volume) of every monitored agent.
     pub listen: ListenConfig,
-    /// The device queue's margin for the media loop's own delays (50 ms): the silence queued
+    /// The device queue's margin for the media loop's own delays (20 ms; docs/PERFORMANCE.md
+    /// has the underruns and latency of 0 to 50 ms on a loaded machine): the silence queued
     /// ahead of the first device frames is this plus one device callback
     /// ([`MediaSession::cushion_frames`]).
     pub lead: Span,
@@ -60,7 +61,7 @@ impl Default for SessionConfig {
         let listen = ListenConfig::default();
         SessionConfig {
             listen,
-            lead: Span::from_millis(50),
+            lead: Span::from_millis(20),
             drain: Span::from_nanos(listen.jitter.max.as_nanos() + 60_000_000),
         }
     }

@@ -88,12 +88,15 @@ fn run(s: &mut MediaSession, pkts: &[Pkt], from: i64, to: i64, out: &mut Vec<f32
     per_tick
 }
 
+/// A 48 kHz stereo session with a 50 ms lead (the figures below count with it, whatever the
+/// default).
 fn stereo_session(dir: Option<PathBuf>) -> MediaSession {
     let cfg = SessionConfig {
         listen: ListenConfig {
             layout: Layout::Stereo,
             ..ListenConfig::default()
         },
+        lead: Span::from_millis(50),
         ..SessionConfig::default()
     };
     MediaSession::new(cfg, 48_000, 2, dir).unwrap()
