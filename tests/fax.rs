@@ -131,8 +131,10 @@ fn a_supervisor_is_told_of_the_fax_and_hears_no_noise() {
         "3 s before the fax and 2 s after: agent {agent:.1} s, caller {caller:.1} s\n{log}"
     );
     // Every loud 100 ms of the recordings is the call's tone: no fax played as noise (decoded
-    // UDPTL would be broadband; a window with a splice or the end of a talkspurt in it is still
-    // the tone at its strongest frequency).
+    // UDPTL would be broadband, its strongest frequency anywhere in 0-4 kHz, window after
+    // window). A window with a splice, the end of a talkspurt or the concealment that follows
+    // the last packet before the fax is still the tone, its peak within 100 Hz (CI saw one
+    // such window peak at 945 Hz).
     for (ch, hz) in [(0, 1000.0), (1, 400.0)] {
         let noisy: Vec<f64> = wavs
             .iter()
@@ -141,7 +143,7 @@ fn a_supervisor_is_told_of_the_fax_and_hears_no_noise() {
                 x.chunks((w.rate / 10) as usize)
                     .filter(|c| rms(c) > 0.02)
                     .map(|c| dominant(c, w.rate, 5.0))
-                    .filter(|f| (f - hz).abs() > 25.0)
+                    .filter(|f| (f - hz).abs() > 100.0)
                     .collect::<Vec<_>>()
             })
             .collect();
