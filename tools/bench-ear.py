@@ -126,16 +126,7 @@ def main():
         fa.run("ip", "link", "set", i, "up")
     certs = work / "certs"
     fa.make_pki(certs)
-    control, monitor, metrics = (f"127.0.0.1:{fa.free_port()}" for _ in range(3))
-    config = work / "silentmon.toml"
-    config.write_text(
-        f'[capture]\ninterfaces = ["smear1"]\n'
-        f'[control]\nlisten = "{control}"\nmetrics_listen = "{metrics}"\n'
-        f'[monitor]\nlisten = "{monitor}"\n'
-        f'[security]\ncerts_dir = "{certs}"\naudit_log = "{work / "audit.jsonl"}"\n'
-        'passwordless_logins = true\n'
-        '[[agent]]\nid = "5001"\nextension = "5001"\nteam = "blue"\n'
-        '[[supervisor]]\nid = "s1"\nteams = ["blue"]\n')
+    config, control, metrics = fa.appliance_config(work, certs, '[capture]\ninterfaces = ["smear1"]\n')
     procs, stop, markers = [], threading.Event(), []
     load = os.environ.get("LOAD")
     try:

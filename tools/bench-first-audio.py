@@ -91,6 +91,22 @@ class Recorder:
             return [c for c in self.chunks if c[0] >= t]
 
 
+def appliance_config(work, certs, head=""):
+    """The bench appliance's configuration in WORK (loopback ports, the PKI in CERTS, agent 5001
+    and supervisor s1 of team blue, HEAD's tables first): (its path, control, metrics)."""
+    control, monitor, metrics = (f"127.0.0.1:{free_port()}" for _ in range(3))
+    config = work / "silentmon.toml"
+    config.write_text(
+        head +
+        f'[control]\nlisten = "{control}"\nmetrics_listen = "{metrics}"\n'
+        f'[monitor]\nlisten = "{monitor}"\n'
+        f'[security]\ncerts_dir = "{certs}"\naudit_log = "{work / "audit.jsonl"}"\n'
+        'passwordless_logins = true\n'
+        '[[agent]]\nid = "5001"\nextension = "5001"\nteam = "blue"\n'
+        '[[supervisor]]\nid = "s1"\nteams = ["blue"]\n')
+    return config, control, metrics
+
+
 def main():
     starts = int(sys.argv[1]) if len(sys.argv) > 1 else 100
     work = Path(os.environ.get("BENCH_DIR") or tempfile.mkdtemp(prefix="silentmon-first-audio-"))
@@ -98,15 +114,7 @@ def main():
     certs, cap = work / "certs", work / "call.pcap"
     run(CAPGEN, "calls", "--calls", "1", "--duration", "900", "-o", cap, "--truth", work / "t.json")
     make_pki(certs)
-    control, monitor, metrics = (f"127.0.0.1:{free_port()}" for _ in range(3))
-    config = work / "silentmon.toml"
-    config.write_text(
-        f'[control]\nlisten = "{control}"\nmetrics_listen = "{metrics}"\n'
-        f'[monitor]\nlisten = "{monitor}"\n'
-        f'[security]\ncerts_dir = "{certs}"\naudit_log = "{work / "audit.jsonl"}"\n'
-        'passwordless_logins = true\n'
-        '[[agent]]\nid = "5001"\nextension = "5001"\nteam = "blue"\n'
-        '[[supervisor]]\nid = "s1"\nteams = ["blue"]\n')
+    config, control, metrics = appliance_config(work, certs)
 
     procs = []
     try:

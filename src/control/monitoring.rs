@@ -85,6 +85,7 @@ impl ControlPlane {
                 agent,
                 session: sid,
                 started: now,
+                warned_call: None,
             },
         );
         let key = (self.keys)();
@@ -108,12 +109,17 @@ impl ControlPlane {
     }
 
     /// A monitor now hears another call of its agent: the agent is warned of that call, with
-    /// the CTI Server's CallType where it named one (WarnIfSilentMonitored). Unknown monitors
-    /// (ended meanwhile) are ignored.
+    /// the CTI Server's CallType where it named one (WarnIfSilentMonitored), once while the
+    /// monitor stays on it. Unknown monitors (ended meanwhile) are ignored.
     pub fn monitor_heard_call(&mut self, heard: &HeardCall) {
-        let Some(agent) = self.monitors.get(&heard.monitor).map(|m| m.agent) else {
+        let Some(m) = self.monitors.get_mut(&heard.monitor) else {
             return;
         };
+        if m.warned_call.as_deref() == Some(heard.call_id.as_str()) {
+            return;
+        }
+        m.warned_call = Some(heard.call_id.clone());
+        let agent = m.agent;
         let event = Event::MonitoredCall {
             monitor: heard.monitor,
             call: heard.call_id.clone(),

@@ -248,6 +248,9 @@ pub(super) struct MonitorRec {
     pub(super) agent: usize,
     pub(super) session: SessionId,
     pub(super) started: Timestamp,
+    /// The call the agent was last warned this monitor hears (an endpoint that attaches late
+    /// makes the router announce the same call again: the agent is not told twice).
+    pub(super) warned_call: Option<String>,
 }
 
 /// The control plane's state.

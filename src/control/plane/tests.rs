@@ -738,6 +738,8 @@ fn a_warned_agent_is_told_each_call_a_monitor_hears_with_its_cti_call_type() {
         call_type,
     };
     p.monitor_heard_call(&heard(of("5001"), "cti-1@5001", Some(1)));
+    // The same call again (an endpoint attaching late re-hears it): no second warning.
+    p.monitor_heard_call(&heard(of("5001"), "cti-1@5001", Some(1)));
     p.monitor_heard_call(&heard(of("5001"), "cti-2@5001", Some(9)));
     p.monitor_heard_call(&heard(of("5001"), "abc@pbx", None));
     // 5002 is not warned (WarnIfSilentMonitored off); an ended monitor is ignored.
