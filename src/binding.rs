@@ -19,7 +19,8 @@
 //! its first dialog ([`Source::Sip`]). It ends when its last dialog leaves (ends, moves its
 //! media elsewhere, or names another party) and lingers briefly for late packets;
 //! [`Bindings::poll_ended`] reports it. Hold keeps a binding; a consult adds one; the next call
-//! binds anew.
+//! binds anew, also on the port of a conversation that still lingers (phones reuse their RTP
+//! port): it never joins an ended conversation, and owns the endpoint over it.
 //!
 //! When two agents claim one endpoint, a claim whose SIP came from the media host itself (the
 //! phone answered, not a B2BUA for it) beats one that did not, then the newest wins. An
@@ -114,6 +115,18 @@ impl Binding {
             (Source::Sip(_), false) | (Source::Static, _) => 2,
             (Source::Explicit, _) => 1,
         }
+    }
+
+    /// Its conversation ended (a SIP binding all of whose dialogs left, a CTI binding past
+    /// RTP_STOPPED or the call's end): it only waits out the linger for late packets.
+    fn lingering(&self) -> bool {
+        self.expires.is_some() && matches!(self.source, Source::Sip(_) | Source::Cti(_))
+    }
+
+    /// What decides between two claims on one endpoint: the rank, then a live conversation
+    /// over one that lingers (the next call on a reused port is not the last one's).
+    fn precedence(&self) -> (u8, bool) {
+        (self.rank(), !self.lingering())
     }
 }
 
@@ -357,6 +370,7 @@ impl Bindings {
                 && b.agent == claim.agent
                 && b.endpoint == claim.endpoint
                 && matches!(b.source, Source::Sip(_))
+                && !b.lingering()
         })
     }
 
@@ -373,6 +387,7 @@ impl Bindings {
             b.agent == claim.agent
                 && b.endpoint == claim.endpoint
                 && matches!(b.source, Source::Sip(_))
+                && !b.lingering()
         }) {
             b.dialogs.push(ds);
             b.direct |= claim.direct;
@@ -451,12 +466,13 @@ impl Bindings {
             .min()
     }
 
-    /// Each endpoint's owner: the strongest claim, the newest among equals.
+    /// Each endpoint's owner: the strongest claim ([`Binding::precedence`]), the newest among
+    /// equals.
     fn reindex(&mut self) {
         self.by_endpoint.clear();
         for (i, b) in self.bindings.iter().enumerate() {
             match self.by_endpoint.get(&b.endpoint) {
-                Some(&j) if self.bindings[j].rank() > b.rank() => {}
+                Some(&j) if self.bindings[j].precedence() > b.precedence() => {}
                 _ => {
                     self.by_endpoint.insert(b.endpoint, i);
                 }

@@ -257,6 +257,51 @@ fn follows_the_agent_through_hold_consult_and_next_call() {
 }
 
 #[test]
+fn the_next_call_on_the_same_phone_port_within_the_linger_is_a_new_conversation() {
+    let mut lab = Lab::new();
+    let call = |lab: &mut Lab, t: f64, cid: &str, gw: &str| {
+        lab.call(
+            t,
+            cid,
+            ("+4930111", GW, gw),
+            ("5001", PHONE_A, "10.0.1.1:30000"),
+            "5001",
+            "5001",
+            "",
+            "",
+        )
+    };
+    call(&mut lab, 0.0, "c1", "10.0.0.1:20000");
+    lab.bye(5.0, "c1", GW, PHONE_A);
+    assert_eq!(lab.ended(), vec![(0, 0)]);
+    // Half a second later (call 1's binding still lingers) the phone takes call 2 on the
+    // same port: a conversation of its own, not call 1 taken up again.
+    call(&mut lab, 5.5, "c2", "10.0.0.1:20002");
+    let hit = |lab: &Lab, src: &str, dst: &str| {
+        let h = lab.bindings.lookup(a(src), a(dst));
+        h.into_iter()
+            .flatten()
+            .map(|h| h.source)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        hit(&lab, "10.0.1.1:30000", "10.0.0.1:20002"),
+        vec![Source::Sip(1)]
+    );
+    assert_eq!(
+        hit(&lab, "10.0.0.1:20002", "10.0.1.1:30000"),
+        vec![Source::Sip(1)]
+    );
+    assert!(lab.ended().is_empty());
+    // Call 1's binding lingers out; call 2's stays until its own BYE.
+    lab.bindings
+        .handle_timeout(Timestamp::from_nanos(7_500_000_000));
+    assert_eq!(lab.bindings.sources(0), vec![Source::Sip(1)]);
+    lab.bye(9.0, "c2", GW, PHONE_A);
+    assert_eq!(lab.ended(), vec![(0, 1)]);
+}
+
+#[test]
 fn mobile_number_static_phone_ip_and_explicit() {
     let mut lab = Lab::new();
     lab.call(

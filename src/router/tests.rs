@@ -236,6 +236,21 @@ fn follows_the_agent_to_the_next_call_and_reports_call_changes() {
 }
 
 #[test]
+fn the_next_call_on_the_same_phone_port_within_the_linger_is_announced() {
+    // What baresip does: the next call half a second after the BYE, on the same RTP port,
+    // while the first call's binding still lingers.
+    let mut lab = Lab::new();
+    lab.r.add_monitor(7, 0);
+    lab.call(0, "c1", 30000);
+    lab.media(20, 30000, 1, 10);
+    lab.bye(100, "c1");
+    lab.call(600, "c2", 30000);
+    lab.media(620, 30000, 2, 40);
+    assert_eq!(lab.kinds(), ["call c1", "ended c1", "call c2"]);
+    assert_eq!(lab.got.len(), 4);
+}
+
+#[test]
 fn a_late_packet_after_the_bye_does_not_announce_the_ended_call_again() {
     let mut lab = Lab::new();
     lab.r.add_monitor(7, 0);
