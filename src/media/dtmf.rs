@@ -4,25 +4,26 @@
 //! once built; the output has exactly as many samples as the input, [`DELAY_MS`] later.
 //!
 //! Detection (after ITU-T Q.23/Q.24): Goertzel power at the 8 DTMF frequencies over 20 ms
-//! windows every 10 ms, at the session's rate. A window holds digit (row, column) when the
+//! windows every 5 ms, at the session's rate. A window holds digit (row, column) when the
 //! strongest row and column tones are each above about -30 dBm0, their twist is within
 //! 8 dB (row louder) to 4 dB (column louder), every other row and column tone is at least
 //! 6 dB below them, and the two tones carry at least 75 % of the window's power (speech and
 //! music spread theirs over harmonics and formants). Two consecutive windows of one digit
-//! (30 ms of tone) make a detection; it is muted from 10 ms before its first window to 20 ms
-//! after its last. The 20 ms window resolves the 73 Hz between rows 697 and 770 Hz, but does
+//! (25 ms of tone) make a detection; it is muted from 5 ms before its first window (a window
+//! starts at most one hop after the tone) to 20 ms after its last, so the line is 30 ms. The 20 ms window resolves the 73 Hz between rows 697 and 770 Hz, but does
 //! not reject tones 1.5-3.5 % off as strictly as Q.24 asks: here a doubtful tone is muted.
 
 use std::collections::VecDeque;
 
-/// How much later the output is than the input.
-pub const DELAY_MS: u32 = 40;
+/// How much later the output is than the input: a detection needs the guard, the first
+/// window and the hops to the confirming one before its first muted sample leaves the line.
+pub const DELAY_MS: u32 = GUARD_BEFORE_MS + WINDOW_MS + (CONFIRM_WINDOWS - 1) * HOP_MS;
 /// Analysis window.
 const WINDOW_MS: u32 = 20;
 /// Step between windows.
-const HOP_MS: u32 = 10;
-/// Silence before a digit's first window.
-const GUARD_BEFORE_MS: u32 = 10;
+const HOP_MS: u32 = 5;
+/// Silence before a digit's first window: a window starts at most one hop after a tone does.
+const GUARD_BEFORE_MS: u32 = HOP_MS;
 /// Silence after a digit's last window.
 const GUARD_AFTER_MS: u32 = 20;
 /// Consecutive windows of one digit that make a detection.

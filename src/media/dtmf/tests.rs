@@ -109,7 +109,7 @@ fn sixteen_digits_are_muted_with_their_guards_and_the_rest_passes_delayed() {
             "digit at {s} heard"
         );
     }
-    // Speech away from the digits comes out unchanged, 40 ms later.
+    // Speech away from the digits comes out unchanged, DELAY_MS later.
     let (s0, _) = spans[0];
     assert_eq!(
         &out[delay..s0 - per_ms(20) + delay],
@@ -118,6 +118,31 @@ fn sixteen_digits_are_muted_with_their_guards_and_the_rest_passes_delayed() {
     let (_, last) = spans[15];
     let after = last + per_ms(40);
     assert_eq!(&out[after + delay..], &input[after..input.len() - delay]);
+}
+
+#[test]
+fn a_digit_is_muted_from_its_first_sample_whatever_its_phase_to_the_windows() {
+    for rate in [8000u32, 16_000, 48_000] {
+        let hop = (rate * HOP_MS / 1000) as usize;
+        let delay = (rate * DELAY_MS / 1000) as usize;
+        // Every start within a hop (every sample at 8 kHz, every third above), after speech.
+        for offset in (0..hop).step_by((rate / 8000) as usize) {
+            let start = (rate / 2) as usize + offset;
+            let mut input = speech(rate, 1);
+            let t = tone('8', rate, 45, 5000.0, 5000.0);
+            input[start..start + t.len()].copy_from_slice(&t);
+            let (out, muted) = run(rate, &input);
+            assert_eq!(muted, 1, "{rate} Hz, offset {offset}");
+            let heard = out[start + delay..start + t.len() + delay]
+                .iter()
+                .filter(|&&x| x != 0)
+                .count();
+            assert_eq!(
+                heard, 0,
+                "{rate} Hz, offset {offset}: {heard} samples heard"
+            );
+        }
+    }
 }
 
 #[test]
