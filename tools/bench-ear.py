@@ -13,7 +13,9 @@ Capture -> the agent's sound leaving the sound server, with the real pieces:
   plays into it (defaults, or the extra arguments given, e.g. --device-period-ms 50);
 - `parec --latency-msec=10` records the sink's monitor; its 2.5 ms chunks are stamped as they
   arrive, so a sample's time is its chunk's arrival minus the samples after it (parec's own
-  buffering, at most 10 ms, counts as delay: an upper bound by that much);
+  buffering, at most 10 ms, counts as delay: an upper bound by that much). Long runs also
+  print the first and last minute placed by frame count from the recording's origin
+  (Recorder.origin), a diagnostic: frames the recording loses make it drift;
 - latency = the marker's first sample above -20 dBFS in the sink minus the marker's send time.
 
 Prints p50/p90/p99/max over the markers after a 5 s warm-up, and the endpoint's underruns and
@@ -115,6 +117,14 @@ def sender(sock, seconds, markers, stop):
                 markers.append(now)
 
 
+def watch(ctl, trace, stop):
+    """The endpoint's status every 5 s while the call runs."""
+    while not stop.wait(5):
+        out = subprocess.run(ctl + ["status", "--json"], capture_output=True, text=True).stdout
+        if out:
+            trace.append(json.loads(out))
+
+
 def main():
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 60
     extra = sys.argv[2:]
@@ -127,7 +137,7 @@ def main():
     certs = work / "certs"
     fa.make_pki(certs)
     config, control, metrics = fa.appliance_config(work, certs, '[capture]\ninterfaces = ["smear1"]\n')
-    procs, stop, markers = [], threading.Event(), []
+    procs, stop, markers, trace = [], threading.Event(), [], []
     load = os.environ.get("LOAD")
     try:
         if load:
@@ -152,7 +162,9 @@ def main():
         raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
         raw.bind(("smear0", 0))
         sending = threading.Thread(target=sender, args=(raw, seconds, markers, stop))
+        watching = threading.Thread(target=watch, args=(ctl, trace, stop), daemon=True)
         sending.start()
+        watching.start()
         sending.join()
         time.sleep(1)
         status = json.loads(subprocess.run(ctl + ["status", "--json"], capture_output=True,
@@ -168,26 +180,40 @@ def main():
                 p.kill()
         subprocess.run(["ip", "link", "del", "smear0"], stderr=subprocess.DEVNULL)
     chunks = rec.since(0)
-    delays = []
+    origin = rec.origin()
+    delays, counted = [], []
     for sent in markers:
         if sent - markers[0] < 5:
             continue  # warm-up
-        heard = next((a - (n - loud) / RATE for a, loud, n in chunks
+        # The marker's first loud frame, placed by its chunk's arrival stamp; and, as a
+        # diagnostic, by counting frames from the recording's origin (Recorder.origin).
+        heard = next(((a - (n - loud) / RATE, origin + (b + loud) / RATE)
+                      for a, loud, n, b in chunks
                       if loud is not None and a - (n - loud) / RATE >= sent), None)
-        if heard is not None and heard - sent < 1.0:
-            delays.append((heard - sent) * 1000)
+        if heard is not None and heard[0] - sent < 1.0:
+            delays.append((heard[0] - sent) * 1000)
+            counted.append((heard[1] - sent) * 1000)
     if not delays:
         sys.exit("bench-ear: no marker heard")
     if len(delays) >= 120:
         # Drift over a long run: the first and the last minute apart.
         mid = lambda d: sorted(d)[len(d) // 2]
-        print(f"p50 of the first minute {mid(delays[:60]):.1f} ms, of the last {mid(delays[-60:]):.1f} ms")
+        print(f"p50 of the first minute {mid(delays[:60]):.1f} ms, of the last {mid(delays[-60:]):.1f} ms"
+              f" (placed by frame count: {mid(counted[:60]):.1f} and {mid(counted[-60:]):.1f} ms)")
     delays.sort()
     q = lambda p: delays[min(len(delays) - 1, int(p * len(delays)))]
     print(f"listen latency to the ear, {len(delays)} markers of {len(markers)} "
           f"({' '.join(extra) or 'defaults'}{f', load {load}%' if load else ''}): p50 {q(0.5):.1f}  p90 {q(0.9):.1f}  "
           f"p99 {q(0.99):.1f}  max {delays[-1]:.1f} ms")
-    keys = ("packets", "decoded", "late", "lost", "underruns", "frames_played", "dtmf_muted")
+    if len(trace) >= 12:
+        # Where the time went, minute by minute: the endpoint's queue at its lowest, the
+        # device's own reported delay, underruns so far.
+        for minute in range(0, len(trace), 12):
+            t = trace[minute:minute + 12]
+            print(f"minute {minute // 12 + 1}: queue_low_ms {[s.get('queue_low_ms') for s in t[::3]]} "
+                  f"device_delay_ms {[s.get('device_delay_ms') for s in t[::3]]} "
+                  f"underruns {t[-1].get('underruns')}")
+    keys = ("packets", "decoded", "late", "lost", "underruns", "frames_played", "queued_ms", "queue_low_ms", "queue_fixed_ms", "device_delay_ms", "delay_ms", "dtmf_muted")
     print("endpoint:", {k: status.get(k) for k in keys})
 
 

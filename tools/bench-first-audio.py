@@ -36,6 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SILENTMON = os.environ.get("SILENTMON", str(ROOT / "target/release/silentmon"))
 CAPGEN = os.environ.get("CAPGEN", str(ROOT / "target/release/capgen"))
+# What parec asks PulseAudio for: its buffering counts as delay, up to this much.
+PAREC_LATENCY_MS = int(os.environ.get("PAREC_LATENCY_MS", "10"))
 RATE = 48_000
 CHUNK_FRAMES = 120  # 2.5 ms of stereo s16le
 THRESHOLD = int(32767 * 10 ** (-30 / 20))
@@ -68,14 +70,15 @@ class Recorder:
     def __init__(self, env):
         self.proc = subprocess.Popen(
             ["parec", "-d", "bench.monitor", f"--rate={RATE}", "--channels=2",
-             "--format=s16le", "--raw", "--latency-msec=10"],
+             "--format=s16le", "--raw", f"--latency-msec={PAREC_LATENCY_MS}"],
             stdout=subprocess.PIPE, env=env)
-        self.chunks = []  # (arrival, loud frame index in chunk or None)
+        self.chunks = []  # (arrival, loud frame index in chunk or None, frames, frames before)
         self.lock = threading.Lock()
         threading.Thread(target=self.read, daemon=True).start()
 
     def read(self):
         size = CHUNK_FRAMES * 4
+        before = 0
         while True:
             data = self.proc.stdout.read(size)
             now = time.monotonic()
@@ -84,7 +87,15 @@ class Recorder:
             samples = struct.unpack(f"<{len(data) // 2}h", data)
             loud = next((i // 2 for i, s in enumerate(samples) if abs(s) > THRESHOLD), None)
             with self.lock:
-                self.chunks.append((now, loud, len(samples) // 2))
+                self.chunks.append((now, loud, len(samples) // 2, before))
+            before += len(samples) // 2
+
+    def origin(self):
+        """When the recording's frame 0 left the sink, on the monotonic clock: the earliest
+        chunk arrival minus the frames up to its end (a reader that falls behind only makes
+        later looks larger; the null sink runs on the system clock, so frames count time)."""
+        with self.lock:
+            return min(a - (before + n) / RATE for a, _, n, before in self.chunks)
 
     def since(self, t):
         with self.lock:
@@ -145,7 +156,7 @@ def main():
             heard = None
             deadline = t0 + 5
             while heard is None and time.monotonic() < deadline:
-                for arrival, loud, frames in rec.since(t0):
+                for arrival, loud, frames, _ in rec.since(t0):
                     if loud is not None:
                         heard = arrival - (frames - loud) / RATE
                         break

@@ -67,9 +67,10 @@ pub(crate) struct SupervisorArgs {
     /// loaded desktop or VM (gaps in the sound) at that much latency.
     #[arg(long, value_name = "MS")]
     device_period_ms: Option<u32>,
-    /// Audio queued ahead of the output device beyond one device period, in ms (default 20):
-    /// it absorbs the endpoint's own scheduling delays. Less is that much less latency; too
-    /// little gives gaps (underruns, in `ctl --endpoint status`).
+    /// The least audio the output device's queue holds, just before the endpoint refills it,
+    /// in ms (default 10; the endpoint holds its queue there): it absorbs the endpoint's own
+    /// scheduling delays. Less is that much less latency; too little gives gaps (underruns,
+    /// in `ctl --endpoint status`).
     #[arg(long, value_name = "MS")]
     cushion_ms: Option<u32>,
     /// List the output devices and exit.

@@ -108,10 +108,10 @@ pub struct SupervisorSettings {
     /// PulseAudio). The device buffers two periods: a longer one absorbs stalls of a loaded
     /// desktop or VM, which would otherwise be gaps in the sound, at that much latency.
     pub device_period_ms: Option<u32>,
-    /// Audio queued ahead of the output device beyond one device period, in ms (`None`: the
-    /// endpoint's default, `media::SessionConfig::lead`): it absorbs the endpoint's own
-    /// scheduling delays. Less is that much less latency; too little gives gaps (counted as
-    /// underruns in the endpoint's status).
+    /// The least audio the output device's queue holds, just before the endpoint refills it,
+    /// in ms (`None`: the endpoint's default, `media::SessionConfig::lead`); the endpoint holds
+    /// its queue there. It absorbs the endpoint's own scheduling delays. Less is that much
+    /// less latency; too little gives gaps (counted as underruns in the endpoint's status).
     pub cushion_ms: Option<u32>,
     /// Playback volume (0..=4).
     pub volume: f32,

@@ -183,6 +183,21 @@ pub struct Status {
     pub frames_played: Option<u64>,
     /// Device underruns.
     pub underruns: Option<u64>,
+    /// Sound queued for the device now, ms (the cushion and what the device has not taken
+    /// yet): part of the listen latency.
+    #[serde(default)]
+    pub queued_ms: Option<u32>,
+    /// The least sound the device queue held over the last whole second, ms.
+    #[serde(default)]
+    pub queue_low_ms: Option<u32>,
+    /// Sound left out of (trimmed) and silence added to (padded) the device queue to hold it
+    /// at its target, ms so far.
+    #[serde(default)]
+    pub queue_fixed_ms: [u64; 2],
+    /// The output device's own delay as it last reported it, ms (its buffer and, through
+    /// PulseAudio, the server's): the rest of the way to the ear after the queue.
+    #[serde(default)]
+    pub device_delay_ms: Option<u32>,
     /// What is heard now per direction (agent, caller): RMS on the i16 scale, held and
     /// falling like a meter's needle.
     #[serde(default)]

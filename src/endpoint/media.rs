@@ -22,6 +22,16 @@
 //!   sink gets [`MediaSession::cushion_frames`] of silence first: one device callback plus
 //!   [`SessionConfig::lead`], so the device queue holds a whole callback and the jitter of
 //!   the media loop's tick never starves it.
+//! - Queue level: the shell reports the device queue before each tick
+//!   ([`MediaSession::record_playout`]); over each second of steady playout the session keeps
+//!   its lowest level ([`SessionStats::queue_low_frames`]: the queue's part of the listen
+//!   latency) and holds it at the lead. A level more than 5 ms above (a cushion that landed
+//!   when the device had just been fed, a device clock slower than the system's) is trimmed:
+//!   that many frames are left out of the next silent tick (-50 dBFS); more than 5 ms below
+//!   (a faster device clock) is padded with silence the same way. A correction waits at most
+//!   5 s for silence, then is made on sound. Without it the queue kept whatever surplus the
+//!   start left (15 to 25 ms at its lowest on one machine, run to run, for a 20 ms lead) and
+//!   a drifting sound card's queue would grow to the cap or underrun again and again.
 //! - Calls: [`MediaSession::on_call`] sets the call's payload map and starts a new WAV named
 //!   by agent, call id and start time (finishing the agent's previous one);
 //!   [`MediaSession::on_call_ended`] lets the recording run on for [`SessionConfig::drain`]
@@ -46,9 +56,10 @@ use super::recorder::Recorder;
 pub struct SessionConfig {
     /// The listening pipeline (jitter buffer, layout, volume) of every monitored agent.
     pub listen: ListenConfig,
-    /// The device queue's margin for the media loop's own delays (20 ms; docs/PERFORMANCE.md
-    /// has the underruns and latency of 0 to 50 ms on a loaded machine): the silence queued
-    /// ahead of the first device frames is this plus one device callback
+    /// The device queue's margin for the media loop's own delays: the least the queue holds,
+    /// just before a tick refills it (see the module doc; docs/PERFORMANCE.md has the
+    /// underruns and latency of several leads on a loaded machine). The silence queued ahead
+    /// of the first device frames is this plus one device callback
     /// ([`MediaSession::cushion_frames`]).
     pub lead: Span,
     /// How long a recording runs on after its call ended, for the buffered tail (the jitter
@@ -61,7 +72,7 @@ impl Default for SessionConfig {
         let listen = ListenConfig::default();
         SessionConfig {
             listen,
-            lead: Span::from_millis(20),
+            lead: Span::from_millis(10),
             drain: Span::from_nanos(listen.jitter.max.as_nanos() + 60_000_000),
         }
     }
@@ -119,12 +130,46 @@ pub struct SessionStats {
     pub delay_ms: [u32; 2],
     /// In-band DTMF digits muted in what was played (never which).
     pub dtmf_muted: u64,
+    /// The least the device queue held over the last whole second of steady playout, in
+    /// device frames (0 until then): measured before each tick's frames, so at its lowest.
+    pub queue_low_frames: u64,
+    /// Device frames left out to bring the queue back down to its target (see the module
+    /// doc: a device slower than the system clock, or a queue that started too full).
+    pub queue_trimmed_frames: u64,
+    /// Frames of silence added to bring the queue back up to its target (a faster device).
+    pub queue_padded_frames: u64,
+}
+
+/// How long the device queue is watched for its lowest level.
+const QUEUE_WINDOW: Span = Span::from_millis(1000);
+/// How far the queue's lowest level may stray from [`SessionConfig::lead`] uncorrected.
+const QUEUE_SLACK: Span = Span::from_millis(5);
+/// How long a queue correction waits for a silent tick before it is made on sound.
+const QUEUE_FIX_PATIENCE: Span = Span::from_millis(5000);
+/// The loudest mix (RMS, full scale 1.0) a queue correction counts as silence: -50 dBFS.
+const QUEUE_FIX_QUIET: f32 = 0.00316;
+
+/// A correction of the device queue's level, in device frames.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum QueueFix {
+    /// Leave this many frames out.
+    Trim(usize),
+    /// Add this many frames of silence.
+    Pad(usize),
 }
 
 /// How a level meter falls per tick (10 ms): about 9 dB per 100 ms.
 pub const LEVEL_FALL: f32 = 0.9;
 
 /// The RMS of `pcm` on the i16 scale.
+/// The RMS of device frames (full scale 1.0).
+fn rms_f32(frames: &[f32]) -> f32 {
+    if frames.is_empty() {
+        return 0.0;
+    }
+    (frames.iter().map(|&x| x * x).sum::<f32>() / frames.len() as f32).sqrt()
+}
+
 fn rms(pcm: &[i16]) -> f32 {
     if pcm.is_empty() {
         return 0.0;
@@ -192,6 +237,10 @@ pub struct MediaSession {
     silence: Vec<f32>,
     cushion_due: bool,
     last_cushion: Option<Timestamp>,
+    /// The current second of device-queue watching: its start and lowest level so far.
+    queue_window: Option<(Timestamp, u64)>,
+    /// A correction of the device queue waiting for a silent tick, and since when.
+    queue_fix: Option<(QueueFix, Timestamp)>,
     stats: SessionStats,
     stopped: bool,
 }
@@ -224,6 +273,8 @@ impl MediaSession {
             silence: Vec::new(),
             cushion_due: true,
             last_cushion: None,
+            queue_window: None,
+            queue_fix: None,
             stats: SessionStats::default(),
             stopped: false,
         })
@@ -498,9 +549,80 @@ impl MediaSession {
         let recent = self
             .last_cushion
             .is_some_and(|t| now - t < Span::from_nanos(2 * self.cfg.lead.as_nanos()));
-        if more && !recent && self.monitors.iter().any(|m| m.producing) {
+        let producing = self.monitors.iter().any(|m| m.producing);
+        if more && !recent && producing {
             self.cushion_due = true;
         }
+        let steady = producing && !more && !self.cushion_due && self.queue_fix.is_none();
+        self.watch_queue(playout.queued_frames, now, steady);
+    }
+
+    /// Tracks the device queue's lowest level per second of steady playout (a second with an
+    /// underrun, a cushion or a correction starts over) and, when it strays from the lead by
+    /// more than [`QUEUE_SLACK`], plans the correction.
+    fn watch_queue(&mut self, queued: u64, now: Timestamp, steady: bool) {
+        if !steady {
+            self.queue_window = None;
+            return;
+        }
+        let (start, low) = self.queue_window.get_or_insert((now, queued));
+        *low = (*low).min(queued);
+        if now - *start < QUEUE_WINDOW {
+            return;
+        }
+        let low = *low as usize;
+        self.queue_window = None;
+        self.stats.queue_low_frames = low as u64;
+        let (target, slack) = (self.frames(self.cfg.lead), self.frames(QUEUE_SLACK));
+        let fix = if low > target + slack {
+            QueueFix::Trim(low - target)
+        } else if low + slack < target {
+            QueueFix::Pad(target - low)
+        } else {
+            return;
+        };
+        self.queue_fix = Some((fix, now));
+    }
+
+    /// Applies a planned queue correction to this tick's mix (`n` interleaved samples), on a
+    /// silent tick or once [`QUEUE_FIX_PATIENCE`] has passed. Returns the samples of the mix
+    /// to hand, and the samples of silence it handed `sink` first.
+    fn fix_queue(
+        &mut self,
+        now: Timestamp,
+        n: usize,
+        sink: &mut impl FnMut(&[f32]) -> usize,
+    ) -> (usize, usize) {
+        let Some((fix, since)) = self.queue_fix else {
+            return (n, 0);
+        };
+        let quiet = rms_f32(&self.mix) <= QUEUE_FIX_QUIET;
+        if !quiet && now - since < QUEUE_FIX_PATIENCE {
+            return (n, 0);
+        }
+        self.queue_fix = None;
+        let channels = self.device_channels.max(1) as usize;
+        match fix {
+            QueueFix::Trim(frames) => {
+                let k = frames.min(n / channels);
+                self.stats.queue_trimmed_frames += k as u64;
+                if k < frames {
+                    self.queue_fix = Some((QueueFix::Trim(frames - k), since));
+                }
+                (n - k * channels, 0)
+            }
+            QueueFix::Pad(frames) => {
+                self.silence.clear();
+                self.silence.resize(frames * channels, 0.0);
+                self.stats.queue_padded_frames += frames as u64;
+                (n, self.hand(sink, true))
+            }
+        }
+    }
+
+    /// `span` in device frames.
+    fn frames(&self, span: Span) -> usize {
+        (span.as_nanos() as i128 * self.device_rate as i128 / 1_000_000_000) as usize
     }
 
     /// Renders everything due up to `now` for every agent, writes the recordings, and hands
@@ -561,6 +683,8 @@ impl MediaSession {
         let mut handed = 0;
         if self.cushion_due && n > 0 {
             self.cushion_due = false;
+            self.queue_fix = None;
+            self.queue_window = None;
             self.last_cushion = Some(now);
             self.stats.cushions += 1;
             let frames = self.cushion_frames();
@@ -578,6 +702,9 @@ impl MediaSession {
         for s in &mut self.mix {
             *s = s.clamp(-1.0, 1.0);
         }
+        let (keep, padded) = self.fix_queue(now, n, &mut *sink);
+        self.mix.truncate(keep);
+        handed += padded;
         handed += self.hand(sink, false);
         handed
     }

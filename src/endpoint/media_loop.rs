@@ -371,11 +371,12 @@ pub fn run_media(
                 let frames = ((cfg.max_queue.as_secs_f64() * p.rate() as f64) as usize)
                     .max(session.cushion_frames() + p.rate() as usize / 10);
                 let cap = frames * p.channels() as usize;
+                // Before the tick: the queue at its lowest, before this tick's frames.
+                session.record_playout(p.stats(), now);
                 session.tick(now, &mut |frames: &[f32]| {
                     let room = cap.saturating_sub(p.queued());
                     p.write(&frames[..frames.len().min(room)])
                 });
-                session.record_playout(p.stats(), now);
             }
             None => {
                 session.tick(now, &mut |_: &[f32]| 0);

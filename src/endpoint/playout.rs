@@ -56,6 +56,9 @@ struct Shared {
     callback_frames: AtomicU64,
     stream_errors: AtomicU64,
     errors_since_data: AtomicU64,
+    /// The device's own delay at the last callback, µs (what it reports: its buffer and,
+    /// through PulseAudio, the server's).
+    device_delay_us: AtomicU64,
     started: AtomicBool,
     lost: AtomicBool,
 }
@@ -77,6 +80,12 @@ pub struct PlayoutStats {
     pub frames_dropped: u64,
     /// Errors the stream reported that did not end it.
     pub stream_errors: u64,
+    /// Frames queued for the callback now (a gauge: what the device plays before anything
+    /// written next).
+    pub queued_frames: u64,
+    /// The device's own delay as it reported it at the last callback, µs: from the callback
+    /// to the sound leaving the device (through PulseAudio, the server's latency too).
+    pub device_delay_us: u64,
 }
 
 /// An output device of cpal's default host, as `--list-devices` shows it.
@@ -282,6 +291,8 @@ impl Playout {
             callback_frames: self.shared.callback_frames.load(Ordering::Relaxed),
             frames_dropped: self.dropped,
             stream_errors: self.shared.stream_errors.load(Ordering::Relaxed),
+            queued_frames: (self.queued() / usize::from(self.channels.max(1))) as u64,
+            device_delay_us: self.shared.device_delay_us.load(Ordering::Relaxed),
         }
     }
 }
@@ -306,7 +317,12 @@ where
 {
     let channels = config.channels.max(1) as usize;
     let cb_shared = shared.clone();
-    let data = move |out: &mut [T], _: &cpal::OutputCallbackInfo| {
+    let data = move |out: &mut [T], info: &cpal::OutputCallbackInfo| {
+        let at = info.timestamp();
+        let delay = at.playback.duration_since(at.callback).as_micros();
+        cb_shared
+            .device_delay_us
+            .store(delay.min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
         let n = consumer.slots().min(out.len());
         let mut filled = 0;
         if let Ok(chunk) = consumer.read_chunk(n) {

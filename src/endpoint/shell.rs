@@ -334,6 +334,11 @@ async fn next_service(m: &mut Option<MonitorClient>) -> Result<ServiceEvent, Str
     }
 }
 
+/// Device frames at `rate` in ms.
+fn frames_to_ms(frames: u64, rate: u32) -> u32 {
+    (frames * 1000 / u64::from(rate.max(1))).min(u64::from(u32::MAX)) as u32
+}
+
 /// One line about what was heard.
 pub fn summary(r: &MediaReport) -> String {
     let s = &r.session;
@@ -876,6 +881,21 @@ impl Shell {
             device: media.device.map(|(r, c)| format!("{r} Hz x {c}")),
             frames_played: media.playout.map(|p| p.frames_played),
             underruns: media.playout.map(|p| p.underruns),
+            queued_ms: media
+                .playout
+                .zip(media.device)
+                .map(|(p, (rate, _))| frames_to_ms(p.queued_frames, rate)),
+            queue_low_ms: media
+                .device
+                .map(|(rate, _)| frames_to_ms(media.session.queue_low_frames, rate)),
+            device_delay_ms: media
+                .playout
+                .map(|p| (p.device_delay_us / 1000).min(u64::from(u32::MAX)) as u32),
+            queue_fixed_ms: media.device.map_or([0; 2], |(rate, _)| {
+                let s = &media.session;
+                [s.queue_trimmed_frames, s.queue_padded_frames]
+                    .map(|f| u64::from(frames_to_ms(f, rate)))
+            }),
             levels: s.levels,
             delay_ms: s.delay_ms,
             concealed_ms: s.concealed / 8,

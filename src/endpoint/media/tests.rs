@@ -358,7 +358,7 @@ fn two_agents_are_summed_frame_by_frame() {
     let (a1, c1) = (frames(440.0, 25), frames(1000.0, 25));
     let (a2, c2) = (frames(600.0, 25), frames(800.0, 25));
     let p1 = call(0, &a1, &c1, 0x7000);
-    let p2: Vec<Pkt> = call(2, &a2, &c2, 0x8000);
+    let p2: Vec<Pkt> = call(12, &a2, &c2, 0x8000);
     // Each agent alone, then both in one session.
     let alone = |pkts: &[Pkt], agent: &str| {
         let mut s = stereo_session(None);
@@ -405,7 +405,7 @@ fn two_agents_are_summed_frame_by_frame() {
             })
         })
         .expect("the mix is not the frame-by-frame sum of the two agents");
-    assert!(d > 0, "b started 2 ms after a");
+    assert!(d > 0, "b started 12 ms (a tick and more) after a");
     assert!(mixed.iter().any(|v| v.abs() > 0.3));
 }
 
@@ -559,4 +559,67 @@ fn recording_switched_off_and_on_mid_call_and_the_output_changed() {
     assert_eq!(s.config().listen.layout, Layout::Mono);
     assert_eq!(s.config().listen.volume, 0.5);
     assert_eq!(s.device(), (48_000, 2));
+}
+
+/// Ticks every 10 ms over `[from, to]` with the device queue reported at `queued` frames
+/// before each tick (what the shell does); returns the samples handed per tick.
+fn run_with_queue(
+    s: &mut MediaSession,
+    pkts: &[Pkt],
+    (from, to): (i64, i64),
+    queued: u64,
+) -> Vec<usize> {
+    let mut handed = Vec::new();
+    for t in (from..=to).step_by(10) {
+        for p in pkts.iter().filter(|p| p.0 > t - 10 && p.0 <= t) {
+            s.on_media(at(p.0), AGENT, p.1, &p.2);
+        }
+        let playout = PlayoutStats {
+            queued_frames: queued,
+            callback_frames: 480,
+            ..PlayoutStats::default()
+        };
+        s.record_playout(playout, at(t));
+        handed.push(s.tick(at(t), &mut |f: &[f32]| f.len()));
+    }
+    handed
+}
+
+#[test]
+fn a_device_queue_that_strays_from_the_lead_is_trimmed_or_padded_in_silence() {
+    let silence = vec![vec![0xFFu8; 160]; 400];
+    let pkts = call(0, &silence, &silence, 0x7000);
+    // Lead 50 ms (2400 frames at 48 kHz); the queue stays at 100 ms: 2400 frames too many,
+    // left out of the first tick after a whole second of watching (a 10 ms tick has 480).
+    let mut s = stereo_session(None);
+    let handed = run_with_queue(&mut s, &pkts, (0, 2000), 4800);
+    assert_eq!(s.stats().queue_low_frames, 4800);
+    assert_eq!(s.stats().queue_trimmed_frames, 2400);
+    assert!(
+        handed.iter().filter(|&&n| n == 0).count() >= 5,
+        "{handed:?}"
+    );
+    // Within the slack (5 ms): left alone.
+    let mut s = stereo_session(None);
+    run_with_queue(&mut s, &pkts, (0, 2000), 2400 + 230);
+    let st = s.stats();
+    assert_eq!((st.queue_trimmed_frames, st.queue_padded_frames), (0, 0));
+    // At 20 ms (a device faster than the clock): 1440 frames of silence added, once per
+    // correction (then the queue is watched anew).
+    let mut s = stereo_session(None);
+    let handed = run_with_queue(&mut s, &pkts, (0, 1500), 960);
+    assert_eq!(s.stats().queue_padded_frames, 1440);
+    assert!(handed.contains(&(2 * (1440 + 480))), "{handed:?}");
+}
+
+#[test]
+fn a_queue_correction_waits_for_silence_then_at_most_five_seconds() {
+    let tone = frames(1000.0, 600);
+    let pkts = call(0, &tone, &tone, 0x7100);
+    let mut s = stereo_session(None);
+    // Planned after the first whole second of watching; the call is never silent.
+    run_with_queue(&mut s, &pkts, (0, 5000), 4800);
+    assert_eq!(s.stats().queue_trimmed_frames, 0, "not on sound before 5 s");
+    run_with_queue(&mut s, &pkts, (5010, 7000), 4800);
+    assert!(s.stats().queue_trimmed_frames >= 2400);
 }
