@@ -20,10 +20,13 @@
 //! media elsewhere, or names another party) and lingers briefly for late packets;
 //! [`Bindings::poll_ended`] reports it. Hold keeps a binding; a consult adds one; the next call
 //! binds anew, also on the port of a conversation that still lingers (phones reuse their RTP
-//! port): it never joins an ended conversation, and owns the endpoint over it.
+//! port): it never joins an ended conversation, and owns the endpoint over it, whatever
+//! claimed the ended one (the phone's own SIP, a B2BUA, the CTI Server's RTP events or its
+//! address).
 //!
-//! When two agents claim one endpoint, a claim whose SIP came from the media host itself (the
-//! phone answered, not a B2BUA for it) beats one that did not, then the newest wins. An
+//! When two agents claim one endpoint in live conversations, a claim whose SIP came from the
+//! media host itself (the phone answered, not a B2BUA for it) beats one that did not, then the
+//! newest wins. An
 //! explicit bind never takes an endpoint from a SIP or static binding, and is ignored for a
 //! packet whose other end belongs to another agent (it cannot pull another agent's call to
 //! the binder's monitors). Fed call-table events and `now`; the per-packet question
@@ -123,10 +126,16 @@ impl Binding {
         self.expires.is_some() && matches!(self.source, Source::Sip(_) | Source::Cti(_))
     }
 
-    /// What decides between two claims on one endpoint: the rank, then a live conversation
-    /// over one that lingers (the next call on a reused port is not the last one's).
-    fn precedence(&self) -> (u8, bool) {
-        (self.rank(), !self.lingering())
+    /// What decides between two claims on one endpoint: an explicit bind never wins against
+    /// SIP or the CTI; then a live conversation over one that lingers, whatever their ranks
+    /// (the next call on a reused port is not the last one's, whoever claimed that one);
+    /// then the rank.
+    fn precedence(&self) -> (bool, bool, u8) {
+        (
+            self.source != Source::Explicit,
+            !self.lingering(),
+            self.rank(),
+        )
     }
 }
 
@@ -491,10 +500,15 @@ impl Bindings {
     /// another agent never overrides).
     fn owner(&self, p: SocketAddr) -> Option<(usize, Source)> {
         let bound = self.by_endpoint.get(&p).map(|&i| &self.bindings[i]);
-        // The CTI Server's word on an address beats every claim but its own on the port.
+        // The CTI Server's word on an address beats every claim but its own on the port; once
+        // its call ended (it lingers) it yields to a live conversation there.
         if !self.cti_ips.is_empty() && !bound.is_some_and(|b| matches!(b.source, Source::Cti(_))) {
-            if let Some(&(agent, call, _)) = self.cti_ips.get(&p.ip()) {
-                return Some((agent, Source::Cti(call)));
+            if let Some(&(agent, call, expires)) = self.cti_ips.get(&p.ip()) {
+                let live_here =
+                    bound.is_some_and(|b| b.source != Source::Explicit && !b.lingering());
+                if expires.is_none() || !live_here {
+                    return Some((agent, Source::Cti(call)));
+                }
             }
         }
         let phone = self.by_phone_ip.get(&p.ip()).copied();

@@ -370,7 +370,7 @@ fn check_recording(name: &str, call: &Call, wav: &Path, allowed: u64) {
 }
 
 /// The caller side (right) of the WAV: every digit (with its guard) exactly silent, and every
-/// 20 ms frame clear of the digits equal to the reference decode, 40 ms (the muting delay)
+/// 20 ms frame clear of the digits equal to the reference decode, 30 ms (the muting delay)
 /// later than without muting.
 fn check_dtmf_recording(call: &Call, wav: &Path) {
     let (_, pcm) = read_wav(wav);

@@ -163,6 +163,21 @@ impl Lab {
         );
     }
 
+    /// A customer from the gateway (media `gw`) calls 5001, who answers at PHONE_A (media
+    /// `phone`).
+    fn inbound(&mut self, t: f64, cid: &str, gw: &str, phone: &str) {
+        self.call(
+            t,
+            cid,
+            ("+4930111", GW, gw),
+            ("5001", PHONE_A, phone),
+            "5001",
+            "5001",
+            "",
+            "",
+        )
+    }
+
     fn bye(&mut self, t: f64, cid: &str, from_host: &str, to_host: &str) {
         self.feed(
             t,
@@ -259,18 +274,8 @@ fn follows_the_agent_through_hold_consult_and_next_call() {
 #[test]
 fn the_next_call_on_the_same_phone_port_within_the_linger_is_a_new_conversation() {
     let mut lab = Lab::new();
-    let call = |lab: &mut Lab, t: f64, cid: &str, gw: &str| {
-        lab.call(
-            t,
-            cid,
-            ("+4930111", GW, gw),
-            ("5001", PHONE_A, "10.0.1.1:30000"),
-            "5001",
-            "5001",
-            "",
-            "",
-        )
-    };
+    let call =
+        |lab: &mut Lab, t: f64, cid: &str, gw: &str| lab.inbound(t, cid, gw, "10.0.1.1:30000");
     call(&mut lab, 0.0, "c1", "10.0.0.1:20000");
     lab.bye(5.0, "c1", GW, PHONE_A);
     assert_eq!(lab.ended(), vec![(0, 0)]);
@@ -299,6 +304,47 @@ fn the_next_call_on_the_same_phone_port_within_the_linger_is_a_new_conversation(
     assert_eq!(lab.bindings.sources(0), vec![Source::Sip(1)]);
     lab.bye(9.0, "c2", GW, PHONE_A);
     assert_eq!(lab.ended(), vec![(0, 1)]);
+}
+
+#[test]
+fn an_ended_conversation_yields_its_port_whatever_claimed_it() {
+    let src = |lab: &Lab, from: &str, to: &str| {
+        let h = lab.bindings.lookup(a(from), a(to));
+        h.into_iter()
+            .flatten()
+            .map(|h| h.source)
+            .collect::<Vec<_>>()
+    };
+    // The CTI Server bound the phone's port (rank above SIP) for CTI call 77, then said its
+    // RTP stopped: the next call's SIP on the same port owns it during the linger.
+    for mode in [CtiEndpoint::AddressAndPort, CtiEndpoint::Address] {
+        let mut lab = Lab::new();
+        let phone = a("10.0.1.1:30000");
+        lab.bindings
+            .cti_bind(Timestamp::from_nanos(0), 0, 77, phone, mode);
+        assert_eq!(
+            src(&lab, "10.0.1.1:30000", "10.0.0.1:20000"),
+            [Source::Cti(77)]
+        );
+        lab.bindings
+            .cti_unbind(Timestamp::from_nanos(1_000_000_000), 77, phone, mode);
+        lab.inbound(1.5, "c2", "10.0.0.1:20002", "10.0.1.1:30000");
+        assert_eq!(
+            src(&lab, "10.0.1.1:30000", "10.0.0.1:20002"),
+            [Source::Sip(0)],
+            "{mode:?}"
+        );
+    }
+    // An explicit bind still never takes the port of an ended SIP conversation.
+    let mut lab = Lab::new();
+    lab.inbound(0.0, "c1", "10.0.0.1:20000", "10.0.1.1:30000");
+    lab.bye(1.0, "c1", GW, PHONE_A);
+    let t = Timestamp::from_nanos(1_100_000_000);
+    lab.bindings.bind(t, 1, a("10.0.1.1:30000"), None);
+    assert_eq!(
+        src(&lab, "10.0.1.1:30000", "10.0.0.1:20000"),
+        [Source::Sip(0)]
+    );
 }
 
 #[test]

@@ -118,7 +118,7 @@ pub struct SupervisorSettings {
     /// An agent to monitor as soon as the endpoint is up.
     pub monitor: Option<String>,
     /// Mute in-band DTMF digits in playout and recordings (`[privacy] mute_dtmf`, default on;
-    /// adds 40 ms to what the supervisor hears).
+    /// adds 30 ms to what the supervisor hears).
     pub mute_dtmf: bool,
 }
 

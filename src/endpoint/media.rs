@@ -25,10 +25,11 @@
 //! - Queue level: the shell reports the device queue before each tick
 //!   ([`MediaSession::record_playout`]); over each second of steady playout the session keeps
 //!   its lowest level ([`SessionStats::queue_low_frames`]: the queue's part of the listen
-//!   latency) and holds it at the lead. A level more than 5 ms above (a cushion that landed
-//!   when the device had just been fed, a device clock slower than the system's) is trimmed:
-//!   that many frames are left out of the next silent tick (-50 dBFS); more than 5 ms below
-//!   (a faster device clock) is padded with silence the same way. A correction waits at most
+//!   latency) and holds it at the lead. Two seconds in a row more than 5 ms above (a cushion
+//!   that landed when the device had just been fed, a device clock slower than the system's)
+//!   are trimmed: the smaller surplus is left out of the next silent tick (-50 dBFS); two more
+//!   than 5 ms below (a faster device clock) are padded with silence the same way (one second
+//!   with a stall pads nothing, so the next cannot trim it back). A correction waits at most
 //!   5 s for silence, then is made on sound. Without it the queue kept whatever surplus the
 //!   start left (15 to 25 ms at its lowest on one machine, run to run, for a 20 ms lead) and
 //!   a drifting sound card's queue would grow to the cap or underrun again and again.
@@ -158,10 +159,10 @@ enum QueueFix {
     Pad(usize),
 }
 
-/// How a level meter falls per tick (10 ms): about 9 dB per 100 ms.
+/// How a level meter falls per tick: about 9 dB per 100 ms at 10 ms ticks, twice that at the
+/// media loop's 5 ms.
 pub const LEVEL_FALL: f32 = 0.9;
 
-/// The RMS of `pcm` on the i16 scale.
 /// The RMS of device frames (full scale 1.0).
 fn rms_f32(frames: &[f32]) -> f32 {
     if frames.is_empty() {
@@ -170,6 +171,7 @@ fn rms_f32(frames: &[f32]) -> f32 {
     (frames.iter().map(|&x| x * x).sum::<f32>() / frames.len() as f32).sqrt()
 }
 
+/// The RMS of `pcm` on the i16 scale.
 fn rms(pcm: &[i16]) -> f32 {
     if pcm.is_empty() {
         return 0.0;
@@ -239,6 +241,9 @@ pub struct MediaSession {
     last_cushion: Option<Timestamp>,
     /// The current second of device-queue watching: its start and lowest level so far.
     queue_window: Option<(Timestamp, u64)>,
+    /// What the last second of watching wanted corrected (a correction needs two seconds in
+    /// a row that want it, so one stall does not pad and the next second trim).
+    queue_verdict: Option<QueueFix>,
     /// A correction of the device queue waiting for a silent tick, and since when.
     queue_fix: Option<(QueueFix, Timestamp)>,
     stats: SessionStats,
@@ -274,6 +279,7 @@ impl MediaSession {
             cushion_due: true,
             last_cushion: None,
             queue_window: None,
+            queue_verdict: None,
             queue_fix: None,
             stats: SessionStats::default(),
             stopped: false,
@@ -541,8 +547,9 @@ impl MediaSession {
         }
     }
 
-    /// The playout's counters (call after each tick). New underruns mean the device queue
-    /// ran dry: a new cushion is queued, at most once per two cushion lengths.
+    /// The playout's counters (call before each tick: the queue is then at its lowest). New
+    /// underruns mean the device queue ran dry: a new cushion is queued, at most once per two
+    /// leads.
     pub fn record_playout(&mut self, playout: PlayoutStats, now: Timestamp) {
         let more = playout.underruns > self.stats.playout.underruns;
         self.stats.playout = playout;
@@ -558,11 +565,12 @@ impl MediaSession {
     }
 
     /// Tracks the device queue's lowest level per second of steady playout (a second with an
-    /// underrun, a cushion or a correction starts over) and, when it strays from the lead by
-    /// more than [`QUEUE_SLACK`], plans the correction.
+    /// underrun, a cushion or a correction starts over) and, when two seconds in a row stray
+    /// from the lead the same way by more than [`QUEUE_SLACK`], plans the correction.
     fn watch_queue(&mut self, queued: u64, now: Timestamp, steady: bool) {
         if !steady {
             self.queue_window = None;
+            self.queue_verdict = None;
             return;
         }
         let (start, low) = self.queue_window.get_or_insert((now, queued));
@@ -574,14 +582,23 @@ impl MediaSession {
         self.queue_window = None;
         self.stats.queue_low_frames = low as u64;
         let (target, slack) = (self.frames(self.cfg.lead), self.frames(QUEUE_SLACK));
-        let fix = if low > target + slack {
-            QueueFix::Trim(low - target)
+        let wanted = if low > target + slack {
+            Some(QueueFix::Trim(low - target))
         } else if low + slack < target {
-            QueueFix::Pad(target - low)
+            Some(QueueFix::Pad(target - low))
         } else {
-            return;
+            None
         };
-        self.queue_fix = Some((fix, now));
+        // Two seconds in a row must want the same direction; the smaller amount is made.
+        let agreed = match (self.queue_verdict, wanted) {
+            (Some(QueueFix::Trim(a)), Some(QueueFix::Trim(b))) => Some(QueueFix::Trim(a.min(b))),
+            (Some(QueueFix::Pad(a)), Some(QueueFix::Pad(b))) => Some(QueueFix::Pad(a.min(b))),
+            _ => None,
+        };
+        self.queue_verdict = if agreed.is_some() { None } else { wanted };
+        if let Some(fix) = agreed {
+            self.queue_fix = Some((fix, now));
+        }
     }
 
     /// Applies a planned queue correction to this tick's mix (`n` interleaved samples), on a
@@ -628,7 +645,7 @@ impl MediaSession {
     /// Renders everything due up to `now` for every agent, writes the recordings, and hands
     /// the mixed device frames (interleaved, [`MediaSession::device`] format) to `sink`, which
     /// returns how many samples it took. Returns the samples handed to `sink`. Call
-    /// periodically (every 10 ms); never blocks.
+    /// periodically (the media loop: every 5 ms); never blocks.
     pub fn tick(&mut self, now: Timestamp, sink: &mut impl FnMut(&[f32]) -> usize) -> usize {
         if self.stopped {
             return 0;

@@ -9,9 +9,11 @@
 //! 8 dB (row louder) to 4 dB (column louder), every other row and column tone is at least
 //! 6 dB below them, and the two tones carry at least 75 % of the window's power (speech and
 //! music spread theirs over harmonics and formants). Two consecutive windows of one digit
-//! (25 ms of tone) make a detection; it is muted from 5 ms before its first window (a window
-//! starts at most one hop after the tone) to 20 ms after its last, so the line is 30 ms. The 20 ms window resolves the 73 Hz between rows 697 and 770 Hz, but does
-//! not reject tones 1.5-3.5 % off as strictly as Q.24 asks: here a doubtful tone is muted.
+//! (at least 25 ms of tone; 30 ms always suffice, whatever the phase) make a detection; it is
+//! muted from 5 ms before its first window (a window starts at most one hop after the tone)
+//! to 20 ms after its last, so the line is 30 ms. The 20 ms window resolves the 73 Hz between
+//! rows 697 and 770 Hz, but does not reject tones 1.5-3.5 % off as strictly as Q.24 asks:
+//! here a doubtful tone is muted.
 
 use std::collections::VecDeque;
 

@@ -590,9 +590,9 @@ fn a_device_queue_that_strays_from_the_lead_is_trimmed_or_padded_in_silence() {
     let silence = vec![vec![0xFFu8; 160]; 400];
     let pkts = call(0, &silence, &silence, 0x7000);
     // Lead 50 ms (2400 frames at 48 kHz); the queue stays at 100 ms: 2400 frames too many,
-    // left out of the first tick after a whole second of watching (a 10 ms tick has 480).
+    // left out of the first ticks after two whole seconds of watching (a 10 ms tick has 480).
     let mut s = stereo_session(None);
-    let handed = run_with_queue(&mut s, &pkts, (0, 2000), 4800);
+    let handed = run_with_queue(&mut s, &pkts, (0, 3000), 4800);
     assert_eq!(s.stats().queue_low_frames, 4800);
     assert_eq!(s.stats().queue_trimmed_frames, 2400);
     assert!(
@@ -601,15 +601,23 @@ fn a_device_queue_that_strays_from_the_lead_is_trimmed_or_padded_in_silence() {
     );
     // Within the slack (5 ms): left alone.
     let mut s = stereo_session(None);
-    run_with_queue(&mut s, &pkts, (0, 2000), 2400 + 230);
+    run_with_queue(&mut s, &pkts, (0, 3000), 2400 + 230);
     let st = s.stats();
     assert_eq!((st.queue_trimmed_frames, st.queue_padded_frames), (0, 0));
     // At 20 ms (a device faster than the clock): 1440 frames of silence added, once per
     // correction (then the queue is watched anew).
     let mut s = stereo_session(None);
-    let handed = run_with_queue(&mut s, &pkts, (0, 1500), 960);
+    let handed = run_with_queue(&mut s, &pkts, (0, 2600), 960);
     assert_eq!(s.stats().queue_padded_frames, 1440);
     assert!(handed.contains(&(2 * (1440 + 480))), "{handed:?}");
+    // One second with a stall (the queue low once) pads nothing: the next would trim it back.
+    let mut s = stereo_session(None);
+    run_with_queue(&mut s, &pkts, (0, 1050), 2400);
+    run_with_queue(&mut s, &pkts, (1060, 1500), 960);
+    run_with_queue(&mut s, &pkts, (1510, 4500), 2400);
+    let st = s.stats();
+    assert_eq!((st.queue_trimmed_frames, st.queue_padded_frames), (0, 0));
+    assert_eq!(st.queue_low_frames, 2400);
 }
 
 #[test]
@@ -617,9 +625,9 @@ fn a_queue_correction_waits_for_silence_then_at_most_five_seconds() {
     let tone = frames(1000.0, 600);
     let pkts = call(0, &tone, &tone, 0x7100);
     let mut s = stereo_session(None);
-    // Planned after the first whole second of watching; the call is never silent.
-    run_with_queue(&mut s, &pkts, (0, 5000), 4800);
+    // Planned after two whole seconds of watching; the call is never silent.
+    run_with_queue(&mut s, &pkts, (0, 6500), 4800);
     assert_eq!(s.stats().queue_trimmed_frames, 0, "not on sound before 5 s");
-    run_with_queue(&mut s, &pkts, (5010, 7000), 4800);
+    run_with_queue(&mut s, &pkts, (6510, 8000), 4800);
     assert!(s.stats().queue_trimmed_frames >= 2400);
 }

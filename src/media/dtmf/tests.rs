@@ -125,7 +125,8 @@ fn a_digit_is_muted_from_its_first_sample_whatever_its_phase_to_the_windows() {
     for rate in [8000u32, 16_000, 48_000] {
         let hop = (rate * HOP_MS / 1000) as usize;
         let delay = (rate * DELAY_MS / 1000) as usize;
-        // Every start within a hop (every sample at 8 kHz, every third above), after speech.
+        // Starts across a whole hop on the 8 kHz grid (every sample at 8 kHz, every 2nd at
+        // 16 kHz, every 6th at 48 kHz), after speech.
         for offset in (0..hop).step_by((rate / 8000) as usize) {
             let start = (rate / 2) as usize + offset;
             let mut input = speech(rate, 1);

@@ -657,7 +657,7 @@ fn in_band_digits_are_muted_when_asked_and_everything_comes_40_ms_later() {
     assert_eq!(plain.stats().caller.dtmf_muted, 0);
     let start = a.caller.iter().position(|&s| s != 0).unwrap();
     let delay = 8 * crate::media::dtmf::DELAY_MS as usize;
-    // The digit (and its guards) is silence; the rest is the plain output, 40 ms later.
+    // The digit (and its guards) is silence; the rest is the plain output, DELAY_MS later.
     assert!(b.caller[start + delay + 3200..start + delay + 4000]
         .iter()
         .all(|&s| s == 0));
