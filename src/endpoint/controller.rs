@@ -8,10 +8,10 @@
 //! Rules: the agent the supervisor asked for is *wanted* until the supervisor stops, or the
 //! monitor ends for good ([`StopReason::is_final`]: the agent logged out, the supervisor stopped
 //! it, StopSMNonACDCall ended it); any other end (the control plane or the monitor service
-//! lost, an appliance's reason) restarts it at the next retry, on the next appliance of the list if this one is lost. A
-//! start that failed is retried [`RETRY_EVERY`] later. A new monitor replaces the running one
-//! only once granted (a refusal leaves the old one running). Media of another monitor than the
-//! running one is not the media loop's.
+//! lost, an appliance's reason) restarts it at the next retry, on the next appliance of the
+//! list if this one is lost. A start that failed is retried [`RETRY_EVERY`] later. A new
+//! monitor replaces the running one only once granted (a refusal leaves the old one running).
+//! Media of another monitor than the running one is not the media loop's.
 
 use std::sync::Arc;
 

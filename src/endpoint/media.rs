@@ -25,10 +25,10 @@
 //! - Queue level: the shell reports the device queue before each tick
 //!   ([`MediaSession::record_playout`]); over each second of steady playout the session keeps
 //!   its lowest level ([`SessionStats::queue_low_frames`]: the queue's part of the listen
-//!   latency) and holds it at the lead. Two seconds in a row more than 5 ms above (a cushion
+//!   latency) and holds it at the lead. Two seconds in a row more than a device callback plus 5 ms above (a cushion
 //!   that landed when the device had just been fed, a device clock slower than the system's)
-//!   are trimmed: the smaller surplus is left out of the next silent tick (-50 dBFS); two more
-//!   than 5 ms below (a faster device clock) are padded with silence the same way (one second
+//!   are trimmed: the smaller surplus is left out of the next silent tick (-50 dBFS); two as far
+//!   below (a faster device clock) are padded with silence the same way (one second
 //!   with a stall pads nothing, so the next cannot trim it back). A correction waits at most
 //!   5 s for silence, then is made on sound. Without it the queue kept whatever surplus the
 //!   start left (15 to 25 ms at its lowest on one machine, run to run, for a 20 ms lead) and
@@ -143,7 +143,8 @@ pub struct SessionStats {
 
 /// How long the device queue is watched for its lowest level.
 const QUEUE_WINDOW: Span = Span::from_millis(1000);
-/// How far the queue's lowest level may stray from [`SessionConfig::lead`] uncorrected.
+/// How far the queue's lowest level may stray from [`SessionConfig::lead`] uncorrected,
+/// beyond one device callback.
 const QUEUE_SLACK: Span = Span::from_millis(5);
 /// How long a queue correction waits for a silent tick before it is made on sound.
 const QUEUE_FIX_PATIENCE: Span = Span::from_millis(5000);
@@ -373,9 +374,7 @@ impl MediaSession {
     /// two callbacks, the old rule, left a 50 ms period's device only 33 ms of margin, and
     /// it underran on a loaded machine).
     pub fn cushion_frames(&self) -> usize {
-        let lead =
-            (self.cfg.lead.as_nanos() as i128 * self.device_rate as i128 / 1_000_000_000) as usize;
-        lead + self.stats.playout.callback_frames as usize
+        self.frames(self.cfg.lead) + self.stats.playout.callback_frames as usize
     }
 
     /// True after [`MediaSession::on_stopped`].
@@ -581,7 +580,14 @@ impl MediaSession {
         let low = *low as usize;
         self.queue_window = None;
         self.stats.queue_low_frames = low as u64;
-        let (target, slack) = (self.frames(self.cfg.lead), self.frames(QUEUE_SLACK));
+        // The cushion is a callback plus the lead, so where it landed against the device's
+        // callbacks leaves the queue anywhere up to a callback above the lead: not worth a
+        // jump in the timeline. Drift and a real shortfall grow past that.
+        let callback = self.stats.playout.callback_frames as usize;
+        let (target, slack) = (
+            self.frames(self.cfg.lead),
+            self.frames(QUEUE_SLACK) + callback,
+        );
         let wanted = if low > target + slack {
             Some(QueueFix::Trim(low - target))
         } else if low + slack < target {

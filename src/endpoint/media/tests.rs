@@ -599,7 +599,7 @@ fn a_device_queue_that_strays_from_the_lead_is_trimmed_or_padded_in_silence() {
         handed.iter().filter(|&&n| n == 0).count() >= 5,
         "{handed:?}"
     );
-    // Within the slack (5 ms): left alone.
+    // Within the slack (5 ms plus a 10 ms callback): left alone.
     let mut s = stereo_session(None);
     run_with_queue(&mut s, &pkts, (0, 3000), 2400 + 230);
     let st = s.stats();
