@@ -22,6 +22,7 @@ Prints p50/p90/p99/max over the markers after a 5 s warm-up, and the endpoint's 
 late/lost packets (`ctl --endpoint status --json`).
 Usage: tools/bench-ear.py SECONDS [supervisor arguments...]
 Environment: SILENTMON (default target/release/silentmon), BENCH_DIR (a fresh temp dir),
+STATUS_EVERY=SECONDS (the status trace's period, 5; 0: no trace, no `ctl` process meanwhile),
 LOAD=PERCENT (a loaded machine: `stress-ng --cpu 0 --cpu-load PERCENT` runs on every CPU
 meanwhile; `apt-get install stress-ng`).
 """
@@ -118,8 +119,9 @@ def sender(sock, seconds, markers, stop):
 
 
 def watch(ctl, trace, stop):
-    """The endpoint's status every 5 s while the call runs."""
-    while not stop.wait(5):
+    """The endpoint's status every STATUS_EVERY s (5; 0: never) while the call runs."""
+    every = float(os.environ.get("STATUS_EVERY", "5"))
+    while every > 0 and not stop.wait(every):
         out = subprocess.run(ctl + ["status", "--json"], capture_output=True, text=True).stdout
         if out:
             trace.append(json.loads(out))
@@ -213,6 +215,10 @@ def main():
             print(f"minute {minute // 12 + 1}: queue_low_ms {[s.get('queue_low_ms') for s in t[::3]]} "
                   f"device_delay_ms {[s.get('device_delay_ms') for s in t[::3]]} "
                   f"underruns {t[-1].get('underruns')}")
+        every = float(os.environ.get("STATUS_EVERY", "5"))
+        grew = [round((i + 1) * every) for i in range(len(trace))
+                if trace[i].get('underruns', 0) > (trace[i - 1].get('underruns', 0) if i else 0)]
+        print(f"underruns first counted in the status of second(s) {grew}")
     keys = ("packets", "decoded", "late", "lost", "underruns", "frames_played", "queued_ms", "queue_low_ms", "queue_fixed_ms", "device_delay_ms", "delay_ms", "dtmf_muted")
     print("endpoint:", {k: status.get(k) for k in keys})
 

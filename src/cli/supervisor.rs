@@ -62,9 +62,9 @@ pub(crate) struct SupervisorArgs {
     /// default: the system's default output).
     #[arg(long, value_name = "NAME")]
     device: Option<String>,
-    /// The output device's period in ms (default: the device's, about 10 ms through
-    /// PulseAudio); two periods are queued in the device, so a longer one absorbs stalls of a
-    /// loaded desktop or VM (gaps in the sound) at that much latency.
+    /// The output device's period in ms (default 8); two periods are queued in the device,
+    /// so a longer one absorbs stalls of a loaded desktop or VM (gaps in the sound) at that
+    /// much latency.
     #[arg(long, value_name = "MS")]
     device_period_ms: Option<u32>,
     /// The least audio the output device's queue holds, just before the endpoint refills it,
@@ -181,7 +181,7 @@ fn settings(a: &SupervisorArgs) -> Result<SupervisorSettings> {
     if let Some(ms) = a.device_period_ms {
         crate::config::supervisor::check_device_period(ms)
             .map_err(|problem| anyhow::anyhow!("--device-period-ms: {problem}"))?;
-        s.device_period_ms = Some(ms);
+        s.device_period_ms = ms;
     }
     if let Some(ms) = a.cushion_ms {
         crate::config::supervisor::check_cushion(ms)

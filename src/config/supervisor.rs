@@ -29,7 +29,7 @@ struct RawSupervisor {
     record: Option<PathBuf>,
     stereo: bool,
     device: Option<String>,
-    device_period_ms: Option<u32>,
+    device_period_ms: u32,
     cushion_ms: Option<u32>,
     volume: f32,
     monitor: Option<String>,
@@ -66,7 +66,7 @@ impl Default for RawSupervisor {
             record: None,
             stereo: false,
             device: None,
-            device_period_ms: None,
+            device_period_ms: DEFAULT_DEVICE_PERIOD_MS,
             cushion_ms: None,
             volume: 1.0,
             monitor: None,
@@ -104,10 +104,10 @@ pub struct SupervisorSettings {
     pub stereo: bool,
     /// Output device name (default device when None).
     pub device: Option<String>,
-    /// The output device's period in ms (`None`: the device's default, about 10 ms through
-    /// PulseAudio). The device buffers two periods: a longer one absorbs stalls of a loaded
-    /// desktop or VM, which would otherwise be gaps in the sound, at that much latency.
-    pub device_period_ms: Option<u32>,
+    /// The output device's period in ms ([`DEFAULT_DEVICE_PERIOD_MS`]). The device buffers
+    /// two periods: a longer one absorbs stalls of a loaded desktop or VM, which would
+    /// otherwise be gaps in the sound, at that much latency.
+    pub device_period_ms: u32,
     /// The least audio the output device's queue holds, just before the endpoint refills it,
     /// in ms (`None`: the endpoint's default, `media::SessionConfig::lead`); the endpoint holds
     /// its queue there. It absorbs the endpoint's own scheduling delays. Less is that much
@@ -185,9 +185,8 @@ impl SupervisorSettings {
                 format!("{} is not within 0..=4", raw.volume),
             ));
         }
-        if let Some(ms) = raw.device_period_ms {
-            check_device_period(ms).map_err(|problem| invalid("device_period_ms", problem))?;
-        }
+        check_device_period(raw.device_period_ms)
+            .map_err(|problem| invalid("device_period_ms", problem))?;
         if let Some(ms) = raw.cushion_ms {
             check_cushion(ms).map_err(|problem| invalid("cushion_ms", problem))?;
         }
@@ -216,6 +215,11 @@ impl SupervisorSettings {
         })
     }
 }
+
+/// The device period asked for by default (ms). Through PulseAudio the device's own default
+/// (10.7 ms) came with a buffer of 21 to 31 ms; asking for 8 ms gives two periods, about
+/// 10 ms (docs/PERFORMANCE.md, latency to the ear).
+pub const DEFAULT_DEVICE_PERIOD_MS: u32 = 8;
 
 /// Device periods accepted (ms): at least 1 ms, at most 250 ms (two of them queued are half
 /// a second of delay).
@@ -303,7 +307,7 @@ mod tests {
         assert!(!s.mute_dtmf);
         assert_eq!(s.servers.len(), 2);
         assert!(s.stereo && s.volume == 0.5);
-        assert_eq!((d.device_period_ms, s.device_period_ms), (None, Some(40)));
+        assert_eq!((d.device_period_ms, s.device_period_ms), (8, 40));
         assert_eq!(s.record.as_deref(), Some(Path::new("/home/s1/recordings")));
     }
 

@@ -25,10 +25,11 @@
 //! - Queue level: the shell reports the device queue before each tick
 //!   ([`MediaSession::record_playout`]); over each second of steady playout the session keeps
 //!   its lowest level ([`SessionStats::queue_low_frames`]: the queue's part of the listen
-//!   latency) and holds it at the lead. Two seconds in a row more than a device callback plus 5 ms above (a cushion
-//!   that landed when the device had just been fed, a device clock slower than the system's)
-//!   are trimmed: the smaller surplus is left out of the next silent tick (-50 dBFS); two as far
-//!   below (a faster device clock) are padded with silence the same way (one second
+//!   latency) and holds it at the lead. Two seconds in a row more than a device callback plus
+//!   5 ms above (a cushion that landed when the device had just been fed, a device clock
+//!   slower than the system's) are trimmed: the smaller surplus is left out of the next silent
+//!   tick (-50 dBFS); two more than 5 ms below (a faster device clock, a queue sinking towards
+//!   an underrun) are padded with silence the same way (one second
 //!   with a stall pads nothing, so the next cannot trim it back). A correction waits at most
 //!   5 s for silence, then is made on sound. Without it the queue kept whatever surplus the
 //!   start left (15 to 25 ms at its lowest on one machine, run to run, for a 20 ms lead) and
@@ -143,8 +144,8 @@ pub struct SessionStats {
 
 /// How long the device queue is watched for its lowest level.
 const QUEUE_WINDOW: Span = Span::from_millis(1000);
-/// How far the queue's lowest level may stray from [`SessionConfig::lead`] uncorrected,
-/// beyond one device callback.
+/// How far the queue's lowest level may fall below [`SessionConfig::lead`] uncorrected (and
+/// rise above it beyond one device callback).
 const QUEUE_SLACK: Span = Span::from_millis(5);
 /// How long a queue correction waits for a silent tick before it is made on sound.
 const QUEUE_FIX_PATIENCE: Span = Span::from_millis(5000);
@@ -160,8 +161,7 @@ enum QueueFix {
     Pad(usize),
 }
 
-/// How a level meter falls per tick: about 9 dB per 100 ms at 10 ms ticks, twice that at the
-/// media loop's 5 ms.
+/// How a level meter falls per 10 ms (about 9 dB per 100 ms), whatever the tick.
 pub const LEVEL_FALL: f32 = 0.9;
 
 /// The RMS of device frames (full scale 1.0).
@@ -181,9 +181,9 @@ fn rms(pcm: &[i16]) -> f32 {
     (sum / pcm.len() as f64).sqrt() as f32
 }
 
-/// A meter's next reading: the new level, or the old one falling.
-fn meter(old: u16, rendered: &[i16], rendered_any: bool) -> u16 {
-    let fallen = f32::from(old) * LEVEL_FALL;
+/// A meter's next reading: the new level, or the old one fallen by `fall`.
+fn meter(old: u16, fall: f32, rendered: &[i16], rendered_any: bool) -> u16 {
+    let fallen = f32::from(old) * fall;
     if !rendered_any {
         return fallen as u16;
     }
@@ -240,6 +240,8 @@ pub struct MediaSession {
     silence: Vec<f32>,
     cushion_due: bool,
     last_cushion: Option<Timestamp>,
+    /// The last tick's time (the meters fall by the time since).
+    last_tick: Option<Timestamp>,
     /// The current second of device-queue watching: its start and lowest level so far.
     queue_window: Option<(Timestamp, u64)>,
     /// What the last second of watching wanted corrected (a correction needs two seconds in
@@ -279,6 +281,7 @@ impl MediaSession {
             silence: Vec::new(),
             cushion_due: true,
             last_cushion: None,
+            last_tick: None,
             queue_window: None,
             queue_verdict: None,
             queue_fix: None,
@@ -582,13 +585,11 @@ impl MediaSession {
         self.stats.queue_low_frames = low as u64;
         // The cushion is a callback plus the lead, so where it landed against the device's
         // callbacks leaves the queue anywhere up to a callback above the lead: not worth a
-        // jump in the timeline. Drift and a real shortfall grow past that.
+        // jump in the timeline. Drift grows past that. Below the lead there is no such phase:
+        // a shortfall beyond the slack is the next underrun coming, and is padded.
         let callback = self.stats.playout.callback_frames as usize;
-        let (target, slack) = (
-            self.frames(self.cfg.lead),
-            self.frames(QUEUE_SLACK) + callback,
-        );
-        let wanted = if low > target + slack {
+        let (target, slack) = (self.frames(self.cfg.lead), self.frames(QUEUE_SLACK));
+        let wanted = if low > target + slack + callback {
             Some(QueueFix::Trim(low - target))
         } else if low + slack < target {
             Some(QueueFix::Pad(target - low))
@@ -651,19 +652,22 @@ impl MediaSession {
     /// Renders everything due up to `now` for every agent, writes the recordings, and hands
     /// the mixed device frames (interleaved, [`MediaSession::device`] format) to `sink`, which
     /// returns how many samples it took. Returns the samples handed to `sink`. Call
-    /// periodically (the media loop: every 5 ms); never blocks.
+    /// periodically (the media loop: every 2 ms); never blocks.
     pub fn tick(&mut self, now: Timestamp, sink: &mut impl FnMut(&[f32]) -> usize) -> usize {
         if self.stopped {
             return 0;
         }
         let mut levels = [0u16; 2];
+        let since = self.last_tick.map_or(Span::from_nanos(0), |t| now - t);
+        self.last_tick = Some(now);
+        let fall = LEVEL_FALL.powf(since.as_nanos().max(0) as f32 / 10_000_000.0);
         for m in &mut self.monitors {
             self.pcm.clear();
             m.audio.render(now, &mut self.pcm);
             self.stats.rendered += self.pcm.len() as u64;
             let any = !self.pcm.is_empty();
             for (i, side) in [&self.pcm.agent, &self.pcm.caller].into_iter().enumerate() {
-                levels[i] = levels[i].max(meter(self.stats.levels[i], side, any));
+                levels[i] = levels[i].max(meter(self.stats.levels[i], fall, side, any));
             }
             if let (Some(rec), Some(archive)) = (m.recorder.as_mut(), m.archive.as_mut()) {
                 self.archive_pcm.clear();

@@ -6,7 +6,7 @@
 //! listening pipeline per monitored agent, output stage, recording, cushion and counters;
 //! no clock, no device), the media loop shell around it (`media_loop`: the event channel and
 //! the channel that returns spent RTP buffers (nothing allocated per packet), the clock, the
-//! 5 ms tick against a real device, device-loss recovery), sound output through cpal
+//! 2 ms tick against a real device, device-loss recovery), sound output through cpal
 //! (`playout`; alsa-lib's own messages go to the log, `alsa_log`) and call recording to WAV
 //! files (`recorder`). Every decision about what to play lives in `media::listen`,
 //! `media::output` and `endpoint::media`; the shells only move samples to a device or a file.

@@ -168,10 +168,11 @@ impl Playout {
     /// format, and starts the stream (silent until the first write).
     ///
     /// `period` asks for the device's period (the callback size; cpal keeps two periods
-    /// queued in the device): `None` takes the device's default (about 10 ms through
-    /// PulseAudio, so a 20 ms device buffer that any longer stall of this process empties,
-    /// which PulseAudio fills with silence), `Some` a longer one that absorbs stalls at the
-    /// cost of that much latency. It is clamped to the range the device reports.
+    /// queued in the device): `None` takes the device's default (through PulseAudio 10.7 ms
+    /// callbacks, but 21 to 31 ms of delay reported), `Some` that period: a short one is less
+    /// delay, but any longer stall of this process empties the device, which PulseAudio fills
+    /// with silence; a longer one absorbs stalls at the cost of that much latency. It is
+    /// clamped to the range the device reports.
     pub fn open(device: Option<&str>, period: Option<Duration>) -> Result<Playout, Error> {
         super::alsa_log::route_alsa_errors();
         let host = cpal::default_host();
