@@ -11,8 +11,8 @@ Capture -> the agent's sound leaving the sound server, with the real pieces:
   is captured within microseconds of being sent on a veth);
 - a private PulseAudio with a null sink; `silentmon supervisor --device pulse --monitor 5001`
   plays into it (defaults, or the extra arguments given, e.g. --device-period-ms 50);
-- `parec --latency-msec=10` records the sink's monitor; its 2.5 ms chunks are stamped as they
-  arrive, so a sample's time is its chunk's arrival minus the samples after it (parec's own
+- `parec --latency-msec=10` records the sink's monitor; what each read returns is stamped as it
+  arrives, so a sample's time is that arrival minus the samples after it (parec's own
   buffering, at most 10 ms, counts as delay: an upper bound by that much). Long runs also
   print the first and last minute placed by frame count from the recording's origin
   (Recorder.origin), a diagnostic: frames the recording loses make it drift;
@@ -42,7 +42,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SILENTMON = os.environ.get("SILENTMON", str(ROOT / "target/release/silentmon"))
 RATE = 48_000
-CHUNK_FRAMES = 120
 THRESHOLD = int(32767 * 10 ** (-20 / 20))
 GW, PHONE = ("10.77.0.1", 20000), ("10.77.0.2", 30000)
 MAC_GW, MAC_PHONE = bytes.fromhex("020000770001"), bytes.fromhex("020000770002")
@@ -118,13 +117,30 @@ def sender(sock, seconds, markers, stop):
                 markers.append(now)
 
 
-def watch(ctl, trace, stop):
-    """The endpoint's status every STATUS_EVERY s (5; 0: never) while the call runs."""
+def pulse_latency_ms(env):
+    """PulseAudio's own view (pactl): the playback stream's buffer and sink latency, the
+    recording stream's buffer and source latency, ms (None where pactl shows none)."""
+    def grab(kind, keys):
+        out = subprocess.run(["pactl", "list", kind], env=env, capture_output=True, text=True).stdout
+        vals = []
+        for key in keys:
+            line = next((l for l in out.splitlines() if l.strip().startswith(key + ":")), None)
+            vals.append(round(int(line.split(":")[1].split()[0]) / 1000, 1) if line else None)
+        return vals
+    return grab("sink-inputs", ["Buffer Latency", "Sink Latency"]) + \
+        grab("source-outputs", ["Buffer Latency", "Source Latency"])
+
+
+def watch(ctl, trace, stop, env):
+    """The endpoint's status (and PulseAudio's latencies) every STATUS_EVERY s (5; 0: never)
+    while the call runs."""
     every = float(os.environ.get("STATUS_EVERY", "5"))
     while every > 0 and not stop.wait(every):
         out = subprocess.run(ctl + ["status", "--json"], capture_output=True, text=True).stdout
         if out:
-            trace.append(json.loads(out))
+            status = json.loads(out)
+            status["pulse_ms"] = pulse_latency_ms(env)
+            trace.append(status)
 
 
 def main():
@@ -164,7 +180,7 @@ def main():
         raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
         raw.bind(("smear0", 0))
         sending = threading.Thread(target=sender, args=(raw, seconds, markers, stop))
-        watching = threading.Thread(target=watch, args=(ctl, trace, stop), daemon=True)
+        watching = threading.Thread(target=watch, args=(ctl, trace, stop, env), daemon=True)
         sending.start()
         watching.start()
         sending.join()
@@ -202,6 +218,9 @@ def main():
         mid = lambda d: sorted(d)[len(d) // 2]
         print(f"p50 of the first minute {mid(delays[:60]):.1f} ms, of the last {mid(delays[-60:]):.1f} ms"
               f" (placed by frame count: {mid(counted[:60]):.1f} and {mid(counted[-60:]):.1f} ms)")
+    if len(delays) >= 120:
+        mid = lambda d: sorted(d)[len(d) // 2]
+        print("p50 per minute:", [round(mid(delays[i:i + 60]), 1) for i in range(0, len(delays), 60)])
     delays.sort()
     q = lambda p: delays[min(len(delays) - 1, int(p * len(delays)))]
     print(f"listen latency to the ear, {len(delays)} markers of {len(markers)} "
@@ -214,7 +233,8 @@ def main():
             t = trace[minute:minute + 12]
             print(f"minute {minute // 12 + 1}: queue_low_ms {[s.get('queue_low_ms') for s in t[::3]]} "
                   f"device_delay_ms {[s.get('device_delay_ms') for s in t[::3]]} "
-                  f"underruns {t[-1].get('underruns')}")
+                  f"underruns {t[-1].get('underruns')} "
+                  f"pulse play buffer/sink, record buffer/source ms {[s.get('pulse_ms') for s in t[::6]]}")
         every = float(os.environ.get("STATUS_EVERY", "5"))
         grew = [round((i + 1) * every) for i in range(len(trace))
                 if trace[i].get('underruns', 0) > (trace[i - 1].get('underruns', 0) if i else 0)]

@@ -9,9 +9,9 @@ agent's audio leaving the sound server, on a call in progress, STARTS times (def
   the caller 400 Hz) over TLS 1.3 with a private CA made for the run, at real time;
 - a private PulseAudio with a null sink; `silentmon supervisor --device pulse` plays into it
   (default settings: jitter target 40 ms, cushion one device period plus 50 ms);
-- `parec --latency-msec=10` records the sink's monitor; a reader thread stamps every 2.5 ms
-  chunk with the monotonic clock as it arrives, so a sample's time is its chunk's arrival minus
-  the samples after it in the chunk (parec's own buffering, at most its 10 ms latency, counts as
+- `parec --latency-msec=10` records the sink's monitor; a reader thread stamps what each read
+  returns with the monotonic clock as it arrives, so a sample's time is its read's arrival minus
+  the samples after it in that read (parec's own buffering, at most its 10 ms latency, counts as
   delay: the figure is an upper bound by that much);
 - each start: wait for silence, note the time, run `ctl --endpoint monitor 5001` (its process
   start, about 5 ms, is included, as it is for a user), find the first chunk whose samples
@@ -21,10 +21,10 @@ Prints p50/p90/p99/max in ms. Usage: tools/bench-first-audio.py [STARTS]
 Environment: SILENTMON, CAPGEN (default target/release/...), BENCH_DIR (a fresh temp dir).
 """
 
+import array
 import os
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -39,7 +39,6 @@ CAPGEN = os.environ.get("CAPGEN", str(ROOT / "target/release/capgen"))
 # What parec asks PulseAudio for: its buffering counts as delay, up to this much.
 PAREC_LATENCY_MS = int(os.environ.get("PAREC_LATENCY_MS", "10"))
 RATE = 48_000
-CHUNK_FRAMES = 120  # 2.5 ms of stereo s16le
 THRESHOLD = int(32767 * 10 ** (-30 / 20))
 
 
@@ -77,15 +76,26 @@ class Recorder:
         threading.Thread(target=self.read, daemon=True).start()
 
     def read(self):
-        size = CHUNK_FRAMES * 4
-        before = 0
+        """Takes whatever parec has written at each wakeup, stamped on arrival. (Reading one
+        fixed chunk per wakeup, as this did before 2026-12-07, fell behind under load and
+        never caught up: every later sample was stamped that much late, and the pipe's
+        backlog made PulseAudio drop recorded frames.)"""
+        fd = self.proc.stdout.fileno()
+        before, partial = 0, b""
         while True:
-            data = self.proc.stdout.read(size)
+            data = os.read(fd, 1 << 16)
             now = time.monotonic()
             if not data:
                 return
-            samples = struct.unpack(f"<{len(data) // 2}h", data)
-            loud = next((i // 2 for i, s in enumerate(samples) if abs(s) > THRESHOLD), None)
+            data = partial + data
+            whole = len(data) - len(data) % 4
+            data, partial = data[:whole], data[whole:]
+            if not data:
+                continue
+            samples = array.array("h", data)  # s16le; this bench runs on little-endian hosts
+            loud = None
+            if max(samples) > THRESHOLD or min(samples) < -THRESHOLD:
+                loud = next(i // 2 for i, s in enumerate(samples) if abs(s) > THRESHOLD)
             with self.lock:
                 self.chunks.append((now, loud, len(samples) // 2, before))
             before += len(samples) // 2
