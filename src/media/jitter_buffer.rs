@@ -15,6 +15,11 @@
 //!   pipeline does for a silent frame, or after a second of sound without one for a sound frame
 //!   it merges into the next with a crossfade (progressive discard, as in PJSIP's jitter buffer,
 //!   with the splice of NetEq's "accelerate").
+//! - An anchor that came late (the first packet after a stall, its followers then coming in a
+//!   burst; a slow first packet) leaves every later packet early against its schedule: real
+//!   buffering beyond `delay` that `delay` does not show. The least earliness of each second's
+//!   packets is watched, and when a whole second's packets all came at least a frame early,
+//!   shortening moves the anchor earlier by that frame the same way (one frame a second).
 //!
 //! Reordering is fixed by timestamp; duplicates and packets arriving after their playout time
 //! are dropped and counted; a gap is reported as `Missing` so the decoder conceals it.
@@ -138,6 +143,11 @@ pub struct JitterBuffer {
     last_change: Option<Timestamp>,
     /// The packet the last `pop` returned: (timestamp, samples, playout time).
     popped: Option<(i64, u32, Timestamp)>,
+    /// How much earlier than the anchor's schedule every packet of the last whole second came
+    /// (zero or more): buffering beyond `delay`, which shortening may take back.
+    early: Span,
+    /// The second being watched for it: its start and the least earliness so far.
+    early_window: Option<(Timestamp, Span)>,
 }
 
 impl JitterBuffer {
@@ -158,6 +168,8 @@ impl JitterBuffer {
             measured_since: None,
             last_change: None,
             popped: None,
+            early: Span::from_nanos(0),
+            early_window: None,
         }
     }
 
@@ -239,6 +251,8 @@ impl JitterBuffer {
         } else if self.base.is_none() {
             self.base = Some((arrival, ext));
             self.next_ts = Some(ext);
+            self.early = Span::from_nanos(0);
+            self.early_window = None;
         } else if self.may_adapt(arrival) && self.wanted_delay() >= self.delay + GROW_STEP {
             // Within a talkspurt the jitter outgrew the delay: grow now (what is queued plays
             // later, the gap is concealed downstream).
@@ -250,6 +264,7 @@ impl JitterBuffer {
             self.stats.late += 1;
             return;
         }
+        self.watch_earliness(arrival, ext);
         if self.held.contains_key(&ext) {
             self.stats.duplicates += 1;
             return;
@@ -270,10 +285,32 @@ impl JitterBuffer {
         self.delay = self.wanted_delay();
         self.base = Some((arrival, ts));
         self.next_ts = Some(ts);
+        self.early = Span::from_nanos(0);
+        self.early_window = None;
+    }
+
+    /// Tracks how much earlier than the anchor's schedule packets come, per second: an anchor
+    /// that came late (the first packet after a stall, whose followers then come in a burst,
+    /// or a slow first packet) would otherwise keep that lateness as extra delay for the
+    /// rest of the stream, unseen by `delay`.
+    fn watch_earliness(&mut self, arrival: Timestamp, ts: i64) {
+        let Some((base_arrival, base_ts)) = self.base else {
+            return;
+        };
+        let earliness = base_arrival + self.rtp_to_span(ts - base_ts) - arrival;
+        let (start, least) = self.early_window.get_or_insert((arrival, earliness));
+        if earliness < *least {
+            *least = earliness;
+        }
+        if arrival - *start >= ADAPT_INTERVAL {
+            self.early = (*least).max(Span::from_nanos(0));
+            self.early_window = None;
+        }
     }
 
     /// Drops the packet the last [`JitterBuffer::pop`] returned, to shorten the delay by its
-    /// length, if the measured jitter leaves that much to spare, adaptation is due (see the
+    /// length, if the measured jitter leaves that much to spare (or the last second's packets
+    /// all came that much earlier than the anchor's schedule), adaptation is due (see the
     /// module doc) and the next packet is already here (so the drop cannot starve the stream).
     /// Returns whether it did: then the caller must not play the packet, and the next one is
     /// due at once. The listening pipeline calls this for silent frames only.
@@ -286,7 +323,17 @@ impl JitterBuffer {
         };
         let by = self.rtp_to_span(samples as i64);
         self.popped = None;
-        self.delay = self.delay - by;
+        if self.delay >= self.wanted_delay() + by {
+            self.delay = self.delay - by;
+        } else if let Some((arrival, ts)) = self.base {
+            // The anchor came late: move it earlier instead (every packet then came that
+            // much less early).
+            self.base = Some((arrival - by, ts));
+            self.early = self.early - by;
+            if let Some((_, least)) = self.early_window.as_mut() {
+                *least = *least - by;
+            }
+        }
         self.last_change = Some(due);
         self.stats.shortened += 1;
         true
@@ -303,7 +350,7 @@ impl JitterBuffer {
         self.next_ts == Some(next)
             && self.held.contains_key(&next)
             && self.may_adapt(due)
-            && self.delay >= self.wanted_delay() + by
+            && (self.delay >= self.wanted_delay() + by || self.early >= by)
     }
 
     /// When the next `pop` can return something.
@@ -507,6 +554,53 @@ mod tests {
         assert!((1..=3).contains(&grown), "grew {grown} times in 3 s");
         // Once grown, late packets stop.
         assert_eq!(late[249], late[200], "late packets after growing: {late:?}");
+    }
+
+    #[test]
+    fn a_late_anchor_after_a_stall_is_taken_back_a_frame_a_second() {
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        // Packets 100 to 104 are held up until 2085 ms (85 ms after 100 was sent), then come in
+        // a burst; the buffer runs dry and re-anchors on 100, so its followers, on time again,
+        // all come 85 ms early against that anchor.
+        let arrival = |i: i64| {
+            if (100..=104).contains(&i) {
+                2085
+            } else {
+                20 * i
+            }
+        };
+        let mut lag = Vec::new();
+        for t in 0..12_000 {
+            for i in (0..550).filter(|&i| arrival(i) == t) {
+                jb.push(ms(t), 160 * i as u32, 0, i == 0, &frame(0));
+            }
+            while let Some(p) = jb.pop(ms(t)) {
+                if let Playout::Packet { ts, .. } = p {
+                    if !jb.shorten_by_popped() {
+                        lag.push((ts / 160, t - ts / 8));
+                    }
+                }
+            }
+        }
+        let at = |i: i64| lag.iter().find(|(j, _)| *j >= i).map(|&(_, l)| l);
+        assert_eq!(at(90), Some(20), "{lag:?}");
+        // Re-anchored 85 ms late at the wanted delay (the burst raised the jitter: 25.x ms).
+        let delay = (jb.delay().as_nanos() + 999_999) / 1_000_000;
+        assert_eq!(delay, 26);
+        // One frame at a time, at most one a second, once a whole second has shown it:
+        // 85 -> 5 ms early after four (less than a frame is left).
+        let mut steps: Vec<(i64, usize)> = Vec::new();
+        for &(_, l) in lag.iter().filter(|(i, _)| *i >= 100) {
+            match steps.last_mut() {
+                Some((v, n)) if *v == l => *n += 1,
+                _ => steps.push((l, 1)),
+            }
+        }
+        let values: Vec<i64> = steps.iter().map(|s| s.0).collect();
+        assert_eq!(values, [85, 65, 45, 25, 5].map(|e| e + delay), "{steps:?}");
+        assert!(steps[..4].iter().all(|s| s.1 >= 49), "{steps:?}");
+        assert_eq!(jb.stats().late, 0);
+        assert_eq!(jb.stats().shortened, 1 + 4);
     }
 
     #[test]
