@@ -62,7 +62,8 @@ pub(crate) struct SupervisorArgs {
     /// default: the system's default output).
     #[arg(long, value_name = "NAME")]
     device: Option<String>,
-    /// The output device's period in ms (default 8); two periods are queued in the device,
+    /// The output device's period in ms (default 8; 0: the device's own default, through
+    /// PulseAudio 10.7 ms but about 25 ms of delay); two periods are queued in the device,
     /// so a longer one absorbs stalls of a loaded desktop or VM (gaps in the sound) at that
     /// much latency.
     #[arg(long, value_name = "MS")]

@@ -104,9 +104,9 @@ pub struct SupervisorSettings {
     pub stereo: bool,
     /// Output device name (default device when None).
     pub device: Option<String>,
-    /// The output device's period in ms ([`DEFAULT_DEVICE_PERIOD_MS`]). The device buffers
-    /// two periods: a longer one absorbs stalls of a loaded desktop or VM, which would
-    /// otherwise be gaps in the sound, at that much latency.
+    /// The output device's period in ms ([`DEFAULT_DEVICE_PERIOD_MS`]; 0: the device's own
+    /// default). The device buffers two periods: a longer one absorbs stalls of a loaded
+    /// desktop or VM, which would otherwise be gaps in the sound, at that much latency.
     pub device_period_ms: u32,
     /// The least audio the output device's queue holds, just before the endpoint refills it,
     /// in ms (`None`: the endpoint's default, `media::SessionConfig::lead`); the endpoint holds
@@ -225,8 +225,12 @@ pub const DEFAULT_DEVICE_PERIOD_MS: u32 = 8;
 /// a second of delay).
 pub const DEVICE_PERIOD_MS: std::ops::RangeInclusive<u32> = 1..=250;
 
-/// Checks a device period in ms (the file's `device_period_ms`, `--device-period-ms`).
+/// Checks a device period in ms (the file's `device_period_ms`, `--device-period-ms`); 0
+/// means the device's own default.
 pub fn check_device_period(ms: u32) -> Result<(), String> {
+    if ms == 0 {
+        return Ok(());
+    }
     within(ms, &DEVICE_PERIOD_MS)
 }
 
@@ -308,6 +312,8 @@ mod tests {
         assert_eq!(s.servers.len(), 2);
         assert!(s.stereo && s.volume == 0.5);
         assert_eq!((d.device_period_ms, s.device_period_ms), (8, 40));
+        // 0: the device's own default.
+        assert_eq!(parse("device_period_ms = 0").unwrap().device_period_ms, 0);
         assert_eq!(s.record.as_deref(), Some(Path::new("/home/s1/recordings")));
     }
 
@@ -318,7 +324,6 @@ mod tests {
             ("listen = \"0.0.0.0:42228\"", "listen"),
             ("cert = \"/x.pem\"", "cert"),
             ("volume = 9.0", "volume"),
-            ("device_period_ms = 0", "device_period_ms"),
             ("device_period_ms = 1000", "device_period_ms"),
             ("cushion_ms = 501", "cushion_ms"),
             ("voume = 1.0", "voume"),

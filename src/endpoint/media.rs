@@ -27,8 +27,8 @@
 //!   its lowest level ([`SessionStats::queue_low_frames`]: the queue's part of the listen
 //!   latency) and holds it at the lead. Two seconds in a row more than a device callback plus
 //!   5 ms above (a cushion that landed when the device had just been fed, a device clock
-//!   slower than the system's) are trimmed: the smaller surplus is left out of the next silent
-//!   tick (-50 dBFS); two more than 5 ms below (a faster device clock, a queue sinking towards
+//!   slower than the system's) are trimmed to a callback above the lead: the smaller surplus
+//!   is left out of the next silent tick (-50 dBFS); two more than 5 ms below (a faster device clock, a queue sinking towards
 //!   an underrun) are padded with silence the same way (one second
 //!   with a stall pads nothing, so the next cannot trim it back). A correction waits at most
 //!   5 s for silence, then is made on sound. Without it the queue kept whatever surplus the
@@ -590,7 +590,9 @@ impl MediaSession {
         let callback = self.stats.playout.callback_frames as usize;
         let (target, slack) = (self.frames(self.cfg.lead), self.frames(QUEUE_SLACK));
         let wanted = if low > target + slack + callback {
-            Some(QueueFix::Trim(low - target))
+            // Down to the top of the allowance, not the lead: after a pad for a stall the
+            // queue would otherwise end below where the start left it.
+            Some(QueueFix::Trim(low - target - callback))
         } else if low + slack < target {
             Some(QueueFix::Pad(target - low))
         } else {

@@ -300,7 +300,8 @@ fn shuffle(v: &mut [String]) {
 fn media_config(s: &SupervisorSettings) -> MediaLoopConfig {
     let mut cfg = MediaLoopConfig {
         device: s.device.clone(),
-        device_period: Some(Duration::from_millis(s.device_period_ms.into())),
+        device_period: (s.device_period_ms > 0)
+            .then(|| Duration::from_millis(s.device_period_ms.into())),
         record_dir: s.record.clone(),
         ..MediaLoopConfig::default()
     };

@@ -18,8 +18,11 @@
 //! - An anchor that came late (the first packet after a stall, its followers then coming in a
 //!   burst; a slow first packet) leaves every later packet early against its schedule: real
 //!   buffering beyond `delay` that `delay` does not show. The least earliness of each second's
-//!   packets is watched, and when a whole second's packets all came at least a frame early,
-//!   shortening moves the anchor earlier by that frame the same way (one frame a second).
+//!   packets is watched, and when a whole second's packets (and the current one's so far) all
+//!   came at least a frame early, shortening moves the anchor earlier by that frame the same
+//!   way (one frame a second), but only [`EARLY_HOLD`] (30 s) after the buffer last ran dry,
+//!   got a packet too late, or one a frame later than the last second's latest: stalls that
+//!   recur are absorbed by what the last one left.
 //!
 //! Reordering is fixed by timestamp; duplicates and packets arriving after their playout time
 //! are dropped and counted; a gap is reported as `Missing` so the decoder conceals it.
@@ -31,6 +34,11 @@ use crate::time::{Span, Timestamp};
 /// Least time between two delay changes within a talkspurt, and the jitter measurement a stream
 /// needs before the first.
 pub const ADAPT_INTERVAL: Span = Span::from_millis(1000);
+/// How long after the buffer last ran dry and re-anchored, got a packet too late to play, or
+/// one a frame later than the last second's latest, a late anchor is kept: stalls that come
+/// back would otherwise find the buffer short again each time, and the buffering they left
+/// is what absorbs the next one.
+pub const EARLY_HOLD: Span = Span::from_millis(30_000);
 /// Least growth within a talkspurt: smaller wants wait, so the delay does not creep up by
 /// concealed slivers.
 const GROW_STEP: Span = Span::from_millis(5);
@@ -148,6 +156,9 @@ pub struct JitterBuffer {
     early: Span,
     /// The second being watched for it: its start and the least earliness so far.
     early_window: Option<(Timestamp, Span)>,
+    /// When the buffer last re-anchored after running dry, got a packet too late to play, or
+    /// one a frame later than the last second's latest (a stall the late anchor absorbed).
+    disturbed: Option<Timestamp>,
 }
 
 impl JitterBuffer {
@@ -170,6 +181,7 @@ impl JitterBuffer {
             popped: None,
             early: Span::from_nanos(0),
             early_window: None,
+            disturbed: None,
         }
     }
 
@@ -207,7 +219,8 @@ impl JitterBuffer {
     }
 
     fn rtp_to_span(&self, units: i64) -> Span {
-        Span::from_nanos(units * 1_000_000_000 / self.cfg.clock_rate.max(1) as i64)
+        let nanos = units as i128 * 1_000_000_000 / self.cfg.clock_rate.max(1) as i128;
+        Span::from_nanos(nanos.clamp(i64::MIN as i128 / 2, i64::MAX as i128 / 2) as i64)
     }
 
     fn extend_ts(&mut self, ts: u32) -> i64 {
@@ -246,6 +259,9 @@ impl JitterBuffer {
         // queued: the moment to move the delay at once (once there is a jitter measurement;
         // the first talkspurt starts at the target).
         let resumed = self.base.is_none() && self.next_ts.is_none() && self.stats.underruns > 0;
+        if resumed {
+            self.disturbed = Some(arrival);
+        }
         if (marker || resumed) && measured && self.held.is_empty() {
             self.adapt(arrival, ext);
         } else if self.base.is_none() {
@@ -260,11 +276,12 @@ impl JitterBuffer {
             self.last_change = Some(arrival);
             self.stats.lengthened += 1;
         }
+        self.watch_earliness(arrival, ext);
         if self.next_ts.is_some_and(|n| ext < n) {
             self.stats.late += 1;
+            self.disturbed = Some(arrival);
             return;
         }
-        self.watch_earliness(arrival, ext);
         if self.held.contains_key(&ext) {
             self.stats.duplicates += 1;
             return;
@@ -297,7 +314,16 @@ impl JitterBuffer {
         let Some((base_arrival, base_ts)) = self.base else {
             return;
         };
+        if (ts - base_ts).unsigned_abs() > u64::from(self.cfg.clock_rate) * 3600 {
+            // A timestamp an hour away from the anchor's: no schedule to measure against.
+            return;
+        }
         let earliness = base_arrival + self.rtp_to_span(ts - base_ts) - arrival;
+        let frame = self.frame_samples.unwrap_or(self.cfg.clock_rate / 50);
+        if earliness + self.rtp_to_span(frame as i64) < self.early {
+            // A frame later than the last second's latest: a stall the late anchor absorbed.
+            self.disturbed = Some(arrival);
+        }
         let (start, least) = self.early_window.get_or_insert((arrival, earliness));
         if earliness < *least {
             *least = earliness;
@@ -350,7 +376,16 @@ impl JitterBuffer {
         self.next_ts == Some(next)
             && self.held.contains_key(&next)
             && self.may_adapt(due)
-            && (self.delay >= self.wanted_delay() + by || self.early >= by)
+            && (self.delay >= self.wanted_delay() + by || self.anchor_is_late(due, by))
+    }
+
+    /// Whether the anchor may move `by` earlier at `now`: the last whole second's packets and
+    /// the current second's so far all came that much early, and nothing disturbed the
+    /// buffer for [`EARLY_HOLD`].
+    fn anchor_is_late(&self, now: Timestamp, by: Span) -> bool {
+        self.early >= by
+            && self.early_window.is_none_or(|(_, least)| least >= by)
+            && self.disturbed.is_none_or(|t| now >= t + EARLY_HOLD)
     }
 
     /// When the next `pop` can return something.
@@ -556,6 +591,46 @@ mod tests {
         assert_eq!(late[249], late[200], "late packets after growing: {late:?}");
     }
 
+    /// Plays `packets` 20 ms packets arriving at `arrival(i)` ms (in order of arrival),
+    /// offering every packet for shortening; returns (packet, ms from its send to its
+    /// playout) of those played.
+    fn play_arrivals(
+        jb: &mut JitterBuffer,
+        packets: i64,
+        arrival: impl Fn(i64) -> i64,
+    ) -> Vec<(i64, i64)> {
+        let mut order: Vec<(i64, i64)> = (0..packets).map(|i| (arrival(i), i)).collect();
+        order.sort();
+        let (mut next, mut lag) = (0, Vec::new());
+        for t in 0..=order.last().map_or(0, |o| o.0) + 300 {
+            while next < order.len() && order[next].0 == t {
+                let i = order[next].1;
+                jb.push(ms(t), 160 * i as u32, 0, i == 0, &frame(0));
+                next += 1;
+            }
+            while let Some(p) = jb.pop(ms(t)) {
+                if let Playout::Packet { ts, .. } = p {
+                    if !jb.shorten_by_popped() {
+                        lag.push((ts / 160, t - ts / 8));
+                    }
+                }
+            }
+        }
+        lag
+    }
+
+    /// Runs of equal values: (value, how many in a row).
+    fn runs(values: impl Iterator<Item = i64>) -> Vec<(i64, usize)> {
+        let mut steps: Vec<(i64, usize)> = Vec::new();
+        for v in values {
+            match steps.last_mut() {
+                Some((w, n)) if *w == v => *n += 1,
+                _ => steps.push((v, 1)),
+            }
+        }
+        steps
+    }
+
     #[test]
     fn a_late_anchor_after_a_stall_is_taken_back_a_frame_a_second() {
         let mut jb = JitterBuffer::new(JitterConfig::default());
@@ -569,38 +644,61 @@ mod tests {
                 20 * i
             }
         };
-        let mut lag = Vec::new();
-        for t in 0..12_000 {
-            for i in (0..550).filter(|&i| arrival(i) == t) {
-                jb.push(ms(t), 160 * i as u32, 0, i == 0, &frame(0));
-            }
-            while let Some(p) = jb.pop(ms(t)) {
-                if let Playout::Packet { ts, .. } = p {
-                    if !jb.shorten_by_popped() {
-                        lag.push((ts / 160, t - ts / 8));
-                    }
-                }
-            }
-        }
-        let at = |i: i64| lag.iter().find(|(j, _)| *j >= i).map(|&(_, l)| l);
-        assert_eq!(at(90), Some(20), "{lag:?}");
+        let lag = play_arrivals(&mut jb, 2000, arrival);
+        assert_eq!(lag.iter().find(|l| l.0 == 90).map(|l| l.1), Some(20));
         // Re-anchored 85 ms late at the wanted delay (the burst raised the jitter: 25.x ms).
         let delay = (jb.delay().as_nanos() + 999_999) / 1_000_000;
         assert_eq!(delay, 26);
-        // One frame at a time, at most one a second, once a whole second has shown it:
-        // 85 -> 5 ms early after four (less than a frame is left).
-        let mut steps: Vec<(i64, usize)> = Vec::new();
-        for &(_, l) in lag.iter().filter(|(i, _)| *i >= 100) {
-            match steps.last_mut() {
-                Some((v, n)) if *v == l => *n += 1,
-                _ => steps.push((l, 1)),
-            }
-        }
+        // Kept for 30 s (a stall may come back), then taken back one frame at a time, at most
+        // one a second: 85 -> 5 ms early after four (less than a frame is left).
+        let steps = runs(lag.iter().filter(|l| l.0 >= 100).map(|l| l.1));
         let values: Vec<i64> = steps.iter().map(|s| s.0).collect();
         assert_eq!(values, [85, 65, 45, 25, 5].map(|e| e + delay), "{steps:?}");
-        assert!(steps[..4].iter().all(|s| s.1 >= 49), "{steps:?}");
+        assert!(steps[0].1 >= 29 * 50, "{steps:?}");
+        assert!(steps[1..4].iter().all(|s| s.1 >= 49), "{steps:?}");
         assert_eq!(jb.stats().late, 0);
         assert_eq!(jb.stats().shortened, 1 + 4);
+    }
+
+    #[test]
+    fn stalls_that_come_back_keep_the_buffering_the_first_left() {
+        // A 60 ms stall every 7 s: what the first one left absorbs the others; taking it
+        // back would run the buffer dry (a gap) at each one.
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        let stalled = |i: i64| i >= 100 && (i - 100) % 350 < 3;
+        let arrival = |i: i64| {
+            let first = i - (i - 100).rem_euclid(350);
+            if stalled(i) {
+                20 * first + 60
+            } else {
+                20 * i
+            }
+        };
+        let lag = play_arrivals(&mut jb, 3000, arrival);
+        assert_eq!(
+            jb.stats().underruns,
+            1 + 1,
+            "{:?}",
+            runs(lag.iter().map(|l| l.1))
+        );
+        assert_eq!(jb.stats().late, 0);
+        assert_eq!(jb.stats().shortened, 1);
+        let after: Vec<i64> = lag.iter().filter(|l| l.0 >= 100).map(|l| l.1).collect();
+        assert!(
+            after.iter().all(|&l| l == after[0]),
+            "{:?}",
+            runs(after.into_iter())
+        );
+    }
+
+    #[test]
+    fn earliness_ignores_timestamps_an_hour_away_and_never_overflows() {
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        for k in 0..40i64 {
+            let ts = (k * 0x7FFF_FFFF) as u32;
+            jb.push(ms(20 * k), ts, 0, false, &frame(0));
+            run(&mut jb, 20 * k, 20 * k + 19);
+        }
     }
 
     #[test]

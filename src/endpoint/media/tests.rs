@@ -589,14 +589,15 @@ fn run_with_queue(
 fn a_device_queue_that_strays_from_the_lead_is_trimmed_or_padded_in_silence() {
     let silence = vec![vec![0xFFu8; 160]; 400];
     let pkts = call(0, &silence, &silence, 0x7000);
-    // Lead 50 ms (2400 frames at 48 kHz); the queue stays at 100 ms: 2400 frames too many,
-    // left out of the first ticks after two whole seconds of watching (a 10 ms tick has 480).
+    // Lead 50 ms (2400 frames at 48 kHz); the queue stays at 100 ms: 1920 frames more than
+    // the lead and a 10 ms callback, left out of the first ticks after two whole seconds of
+    // watching (a 10 ms tick has 480).
     let mut s = stereo_session(None);
     let handed = run_with_queue(&mut s, &pkts, (0, 3000), 4800);
     assert_eq!(s.stats().queue_low_frames, 4800);
-    assert_eq!(s.stats().queue_trimmed_frames, 2400);
+    assert_eq!(s.stats().queue_trimmed_frames, 1920);
     assert!(
-        handed.iter().filter(|&&n| n == 0).count() >= 5,
+        handed.iter().filter(|&&n| n == 0).count() >= 4,
         "{handed:?}"
     );
     // Within the slack (above: 5 ms plus a 10 ms callback; below: 5 ms): left alone.
@@ -640,5 +641,5 @@ fn a_queue_correction_waits_for_silence_then_at_most_five_seconds() {
     run_with_queue(&mut s, &pkts, (0, 6500), 4800);
     assert_eq!(s.stats().queue_trimmed_frames, 0, "not on sound before 5 s");
     run_with_queue(&mut s, &pkts, (6510, 8000), 4800);
-    assert!(s.stats().queue_trimmed_frames >= 2400);
+    assert!(s.stats().queue_trimmed_frames >= 1920);
 }
