@@ -265,10 +265,7 @@ impl JitterBuffer {
         if (marker || resumed) && measured && self.held.is_empty() {
             self.adapt(arrival, ext);
         } else if self.base.is_none() {
-            self.base = Some((arrival, ext));
-            self.next_ts = Some(ext);
-            self.early = Span::from_nanos(0);
-            self.early_window = None;
+            self.anchor(arrival, ext);
         } else if self.may_adapt(arrival) && self.wanted_delay() >= self.delay + GROW_STEP {
             // Within a talkspurt the jitter outgrew the delay: grow now (what is queued plays
             // later, the gap is concealed downstream).
@@ -300,10 +297,20 @@ impl JitterBuffer {
     /// New delay from the jitter estimate; re-anchors so `ts` plays `delay` after `arrival`.
     fn adapt(&mut self, arrival: Timestamp, ts: i64) {
         self.delay = self.wanted_delay();
+        self.anchor(arrival, ts);
+    }
+
+    /// Plays `ts` next, `delay` after `arrival`; earliness is watched against this anchor anew.
+    fn anchor(&mut self, arrival: Timestamp, ts: i64) {
         self.base = Some((arrival, ts));
         self.next_ts = Some(ts);
         self.early = Span::from_nanos(0);
         self.early_window = None;
+    }
+
+    /// The packet duration in samples: the smallest step seen, else 20 ms.
+    fn frame_len(&self) -> u32 {
+        self.frame_samples.unwrap_or(self.cfg.clock_rate / 50)
     }
 
     /// Tracks how much earlier than the anchor's schedule packets come, per second: an anchor
@@ -319,8 +326,7 @@ impl JitterBuffer {
             return;
         }
         let earliness = base_arrival + self.rtp_to_span(ts - base_ts) - arrival;
-        let frame = self.frame_samples.unwrap_or(self.cfg.clock_rate / 50);
-        if earliness + self.rtp_to_span(frame as i64) < self.early {
+        if earliness + self.rtp_to_span(self.frame_len() as i64) < self.early {
             // A frame later than the last second's latest: a stall the late anchor absorbed.
             self.disturbed = Some(arrival);
         }
@@ -419,7 +425,7 @@ impl JitterBuffer {
                         self.frame_samples = Some(self.frame_samples.map_or(step, |f| f.min(step)));
                     }
                 }
-                let len = self.frame_samples.unwrap_or(self.cfg.clock_rate / 50);
+                let len = self.frame_len();
                 self.next_ts = Some(ts + len as i64);
                 self.popped = self.playout_time(ts).map(|due| (ts, len, due));
                 Some(Playout::Packet {
@@ -430,7 +436,7 @@ impl JitterBuffer {
             }
             Some(ts) => {
                 // A hole before the next held packet: at most one frame of concealment at a time.
-                let frame = self.frame_samples.unwrap_or(self.cfg.clock_rate / 50);
+                let frame = self.frame_len();
                 let samples = ((ts - next) as u32).min(frame);
                 self.next_ts = Some(next + samples as i64);
                 self.stats.missing += 1;
