@@ -182,6 +182,8 @@ pub struct Bindings {
     cti_ips: FxHashMap<IpAddr, (usize, u32, Option<Timestamp>)>,
     /// Times a SIP claim and a CTI binding named different agents for one endpoint.
     disagreements: u64,
+    /// Bumped whenever bindings are added or removed (positions in `bindings` shift).
+    generation: u64,
 }
 
 fn digits(s: &str) -> &str {
@@ -215,6 +217,7 @@ impl Bindings {
             by_number,
             bindings: Vec::new(),
             by_endpoint: FxHashMap::default(),
+            generation: 0,
             linger,
             ended: VecDeque::new(),
             cti_ips: FxHashMap::default(),
@@ -478,6 +481,7 @@ impl Bindings {
     /// Each endpoint's owner: the strongest claim ([`Binding::precedence`]), the newest among
     /// equals.
     fn reindex(&mut self) {
+        self.generation += 1;
         self.by_endpoint.clear();
         for (i, b) in self.bindings.iter().enumerate() {
             match self.by_endpoint.get(&b.endpoint) {
@@ -553,6 +557,12 @@ impl Bindings {
         [hit(from, Direction::FromAgent), hit(to, Direction::ToAgent)]
     }
 
+    /// Changes whenever a binding is added or removed (a binding's position in
+    /// [`Bindings::all`] may then differ); a walk over the bindings spread over time checks it.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Every live binding (shadowed ones included; see [`Bindings::is_effective`]).
     pub fn all(&self) -> &[Binding] {
         &self.bindings
@@ -560,11 +570,19 @@ impl Bindings {
 
     /// The agents a call (by call-table index) is effectively bound to.
     pub fn agents_of_call(&self, call: u32) -> impl Iterator<Item = usize> + '_ {
+        self.call_agents()
+            .filter(move |&(c, _)| c == call)
+            .map(|(_, agent)| agent)
+    }
+
+    /// Every (call index, agent) pair the effective bindings name, in one pass over the
+    /// bindings (an agent once per binding and dialog).
+    pub fn call_agents(&self) -> impl Iterator<Item = (u32, usize)> + '_ {
         self.bindings
             .iter()
             .enumerate()
-            .filter(move |(i, b)| b.dialogs.iter().any(|d| d.0 == call) && self.is_effective(*i))
-            .map(|(_, b)| b.agent)
+            .filter(|&(i, _)| self.is_effective(i))
+            .flat_map(|(_, b)| b.dialogs.iter().map(move |d| (d.0, b.agent)))
     }
 
     /// The first agent a packet from `src` to `dst` belongs to, and its direction. Per packet.

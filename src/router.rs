@@ -23,7 +23,7 @@ use crate::codec::PayloadMap;
 use crate::engine::{Engine, EngineConfig, FrameVerdict};
 use crate::flow::StreamId;
 use crate::packet::LinkType;
-use crate::sip::{CallEvent, CallState};
+use crate::sip::CallEvent;
 use crate::time::{Span, Timestamp};
 
 /// A monitor's id (the control plane's UniqueObjectID of the monitor).
@@ -260,17 +260,6 @@ pub struct View {
     pub flows: Vec<FlowView>,
     /// Agent bindings.
     pub bindings: Vec<BindingView>,
-}
-
-fn state_name(s: CallState) -> String {
-    match s {
-        CallState::Calling => "Calling".into(),
-        CallState::Ringing => "Ringing".into(),
-        CallState::Answered => "Answered".into(),
-        CallState::Ended => "Ended".into(),
-        CallState::Cancelled => "Cancelled".into(),
-        CallState::Failed(code) => format!("Failed {code}"),
-    }
 }
 
 impl Router {
@@ -612,165 +601,12 @@ impl Router {
     pub fn stats(&self) -> &RouterStats {
         &self.stats
     }
-
-    /// A snapshot for the control plane (taken every few hundred ms, not per packet). A call
-    /// is listed once per agent in it (an agent-to-agent call twice, so each supervisor sees
-    /// their own agent's row), and stays its agents' after their bindings lingered out, as
-    /// long as the call table keeps the call. A flow is listed once per agent it belongs to.
-    pub fn view(&mut self) -> View {
-        self.remember_call_agents();
-        let agents = self.bindings.agents();
-        let mut calls = Vec::new();
-        for c in self.engine.calls().calls() {
-            let bound = self.call_agents.get(&c.index).map(|x| &x.1[..]);
-            let rows: &[usize] = bound.unwrap_or(&[]);
-            let mut row = |agent: Option<usize>| {
-                calls.push(CallView {
-                    agent,
-                    agent_id: agent.map(|i| agents[i].id.clone()),
-                    uid: format!("call.{}", c.index),
-                    call_id: c.call_id.clone(),
-                    from: c.from.user().to_owned(),
-                    to: crate::sip::message::uri_user(&c.request_uri).to_owned(),
-                    state: state_name(c.state),
-                    hold: c.on_hold(),
-                    started: c.started.as_secs_f64(),
-                    media: [c.caller_media, c.callee_media]
-                        .into_iter()
-                        .flatten()
-                        .map(|m| m.addr.to_string())
-                        .collect(),
-                    appliance: None,
-                })
-            };
-            if rows.is_empty() {
-                row(None);
-            }
-            for &a in rows {
-                row(Some(a));
-            }
-        }
-        calls.extend(self.cti_views());
-        let flows = self.flow_views();
-        let bindings = self.binding_views();
-        View {
-            calls,
-            flows,
-            bindings,
-        }
-    }
-
-    /// Notes which agents each call's effective bindings name, so a call stays listed as its
-    /// agents' after the bindings linger out; forgets calls the call table dropped.
-    fn remember_call_agents(&mut self) {
-        let calls = self.engine.calls();
-        for c in calls.calls() {
-            let now: Vec<usize> = self.bindings.agents_of_call(c.index).collect();
-            if now.is_empty() {
-                continue;
-            }
-            let entry = self
-                .call_agents
-                .entry(c.index)
-                .or_insert_with(|| (c.call_id.clone(), Vec::new()));
-            for a in now {
-                if !entry.1.contains(&a) {
-                    entry.1.push(a);
-                }
-            }
-            entry.1.sort_unstable();
-        }
-        self.call_agents
-            .retain(|i, (id, _)| calls.call(*i).is_some_and(|c| c.call_id == *id));
-    }
-
-    /// The flow table as the control plane lists it: a row per agent a stream belongs to
-    /// (none: one row without an agent).
-    fn flow_views(&self) -> Vec<FlowView> {
-        let agents = self.bindings.agents();
-        let mut flows = Vec::new();
-        for s in self.engine.flows().streams() {
-            let hits = self.bindings.lookup(s.key.src, s.key.dst);
-            let mut row = |hit: Option<crate::binding::Hit>| {
-                flows.push(FlowView {
-                    agent: hit.map(|h| h.agent),
-                    agent_id: hit.map(|h| agents[h.agent].id.clone()),
-                    direction: hit.map(|h| {
-                        match h.direction {
-                            Direction::FromAgent => "from_agent",
-                            Direction::ToAgent => "to_agent",
-                        }
-                        .to_owned()
-                    }),
-                    src: s.key.src.to_string(),
-                    dst: s.key.dst.to_string(),
-                    ssrc: format!("0x{:08X}", s.key.ssrc),
-                    payloads: s.payload_names(),
-                    packets: s.stats.packets,
-                    lost: s.stats.lost(),
-                    jitter_ms: s.stats.jitter_ms,
-                    vlans: s.vlans.ids().collect(),
-                    last_seen: s.stats.last_ts.as_secs_f64(),
-                })
-            };
-            if hits.iter().all(Option::is_none) {
-                row(None);
-            }
-            for h in hits.into_iter().flatten() {
-                row(Some(h));
-            }
-        }
-        flows
-    }
-
-    /// The effective bindings (another agent's stronger claim hides a binding) and the static
-    /// phone IPs, as the control plane lists them.
-    fn binding_views(&self) -> Vec<BindingView> {
-        let agents = self.bindings.agents();
-        let mut bindings: Vec<BindingView> = self
-            .bindings
-            .all()
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| self.bindings.is_effective(*i))
-            .map(|(_, b)| BindingView {
-                agent: b.agent,
-                agent_id: agents[b.agent].id.clone(),
-                endpoint: b.endpoint.to_string(),
-                source: match b.source {
-                    Source::Static => "static",
-                    Source::Sip(_) => "sip",
-                    Source::Explicit => "explicit",
-                    Source::Cti(_) => "cti",
-                }
-                .to_owned(),
-                call_id: match b.source {
-                    Source::Sip(i) => self.engine.calls().call(i).map(|c| c.call_id.clone()),
-                    _ => None,
-                },
-                since: Some(b.since.as_secs_f64()),
-                expires: b.expires.map(|t| t.as_secs_f64()),
-            })
-            .collect();
-        for (i, a) in agents.iter().enumerate() {
-            for ip in &a.phone_ips {
-                bindings.push(BindingView {
-                    agent: i,
-                    agent_id: a.id.clone(),
-                    endpoint: ip.to_string(),
-                    source: "static".to_owned(),
-                    call_id: None,
-                    since: None,
-                    expires: None,
-                });
-            }
-        }
-        bindings
-    }
 }
 
 pub mod cti;
 pub mod remote;
+pub mod view;
+pub use view::ViewBuild;
 
 #[cfg(test)]
 pub(crate) mod tests;

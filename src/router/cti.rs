@@ -278,30 +278,32 @@ impl Router {
         });
     }
 
-    /// The CTI calls as the control plane lists them.
-    pub(super) fn cti_views(&self) -> Vec<CallView> {
+    /// The CTI calls' keys, in the order the control plane lists them.
+    pub(super) fn cti_keys(&self, out: &mut Vec<u32>) {
+        out.extend(self.cti.calls.keys().copied());
+    }
+
+    /// CTI call `key` as the control plane lists it (None: it ended since its key was taken).
+    pub(super) fn cti_view(&self, key: u32) -> Option<CallView> {
         let agents = self.bindings.agents();
-        self.cti
-            .calls
-            .values()
-            .map(|c| CallView {
-                agent: c.agent,
-                agent_id: c.agent.map(|a| agents[a].id.clone()),
-                uid: format!("cti.{}", c.call.id),
-                call_id: call_id(&c.call),
-                from: c.ani.clone(),
-                to: c.dnis.clone(),
-                state: if c.phones.is_empty() {
-                    "Delivered".into()
-                } else {
-                    "Answered".into()
-                },
-                hold: false,
-                started: c.started.as_secs_f64(),
-                media: c.phones.iter().map(|p| p.to_string()).collect(),
-                appliance: None,
-            })
-            .collect()
+        let c = self.cti.calls.get(&key)?;
+        Some(CallView {
+            agent: c.agent,
+            agent_id: c.agent.map(|a| agents[a].id.clone()),
+            uid: format!("cti.{}", c.call.id),
+            call_id: call_id(&c.call),
+            from: c.ani.clone(),
+            to: c.dnis.clone(),
+            state: if c.phones.is_empty() {
+                "Delivered".into()
+            } else {
+                "Answered".into()
+            },
+            hold: false,
+            started: c.started.as_secs_f64(),
+            media: c.phones.iter().map(|p| p.to_string()).collect(),
+            appliance: None,
+        })
     }
 }
 
