@@ -447,7 +447,7 @@ async fn bench(o: &Options, server: &Server) -> Result<(), BoxError> {
         );
     }
     println!(
-        "{:>8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>12} {:>12} {:>14} {:>14}",
+        "{:>8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>12} {:>12} {:>14} {:>14} {:>7}",
         "monitors",
         "frames",
         "p50 ms",
@@ -458,6 +458,7 @@ async fn bench(o: &Options, server: &Server) -> Result<(), BoxError> {
         "srv dropped",
         "srv write p50",
         "srv write p99",
+        "batch",
     );
     if o.hop {
         println!("(link: bytes per second and monitored agent over the peer link)");
@@ -465,7 +466,7 @@ async fn bench(o: &Options, server: &Server) -> Result<(), BoxError> {
     for &count in &o.counts {
         let r = forwarding(o, server, count).await?;
         println!(
-            "{:>8} {:>10} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>12.0} {:>12.0} {:>14} {:>14}",
+            "{:>8} {:>10} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>12.0} {:>12.0} {:>14} {:>14} {:>7.1}",
             count,
             r.delays.len(),
             pct(&r.delays, 0.50),
@@ -475,7 +476,8 @@ async fn bench(o: &Options, server: &Server) -> Result<(), BoxError> {
             r.forwarded,
             r.dropped,
             r.write_p50,
-            r.write_p99
+            r.write_p99,
+            r.batch_frames
         );
         if let Some(b) = r.link_per_agent {
             println!("{:>8} link {b:.0} B/s per monitored agent", "");
@@ -626,6 +628,9 @@ struct Forwarding {
     /// With HOP=1: bytes the asking side received over the peer link per second and per
     /// monitored agent, over the measuring window.
     link_per_agent: Option<f64>,
+    /// Frames per batch the replaying capture thread handed its engine (each hand-over wakes
+    /// the engine and, through it, the writers).
+    batch_frames: f64,
 }
 
 /// The asking side's bytes received from the serving appliance.
@@ -682,10 +687,12 @@ async fn forwarding(o: &Options, server: &Server, count: u32) -> Result<Forwardi
     }
     tokio::time::sleep_until(measure_from.into()).await;
     let before = scrape(server.metrics)?;
+    let replay_before = scrape(server.replaying_metrics())?;
     measuring.store(true, Ordering::Relaxed);
     tokio::time::sleep_until(end.into()).await;
     measuring.store(false, Ordering::Relaxed);
     let after = scrape(server.metrics)?;
+    let replay_after = scrape(server.replaying_metrics())?;
     let mut timed = Vec::new();
     for t in tasks {
         let (d, error) = t.await?;
@@ -714,8 +721,16 @@ async fn forwarding(o: &Options, server: &Server, count: u32) -> Result<Forwardi
         write_p50: histogram_quantile(&before, &after, WRITE_DELAY, 0.50),
         write_p99: histogram_quantile(&before, &after, WRITE_DELAY, 0.99),
         link_per_agent: o.hop.then(|| d(LINK_BYTES) / o.seconds as f64 / agents),
+        batch_frames: {
+            let r = |name| metric(&replay_after, name) - metric(&replay_before, name);
+            r(REPLAY_FRAMES) / r(REPLAY_BATCHES).max(1.0)
+        },
     })
 }
+
+/// The replaying appliance's capture counters (the mean batch it hands its engine).
+const REPLAY_FRAMES: &str = "silentmon_capture_frames_total{interface=\"replay\"}";
+const REPLAY_BATCHES: &str = "silentmon_capture_batches_total{interface=\"replay\"}";
 
 /// The server's own share: capture_ts -> end of the socket write (a histogram).
 const WRITE_DELAY: &str = "silentmon_monitor_write_delay_seconds";

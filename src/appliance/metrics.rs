@@ -70,7 +70,7 @@ fn load(a: &std::sync::atomic::AtomicU64) -> u64 {
 
 /// Per capture input: the kernel's, the capture thread's and the pipeline's counters.
 fn capture_lines(out: &mut String, inputs: &[(String, Arc<PipelineStats>)]) {
-    let per_input: [InputMetric; 6] = [
+    let per_input: [InputMetric; 7] = [
         (
             "silentmon_capture_received_total",
             "Frames the kernel saw on the interface (pcap_stats ps_recv; frames read for a replay).",
@@ -94,6 +94,11 @@ fn capture_lines(out: &mut String, inputs: &[(String, Arc<PipelineStats>)]) {
             "silentmon_capture_frames_total",
             "Frames the capture thread read.",
             |p| p.frames.load(Ordering::Relaxed),
+        ),
+        (
+            "silentmon_capture_batches_total",
+            "Batches the capture thread handed to the engine (frames_total / batches_total is the mean batch).",
+            |p| p.batches.load(Ordering::Relaxed),
         ),
         (
             "silentmon_pipeline_dropped_total",
