@@ -9,6 +9,8 @@
 //!   stages walking the bindings by position begin again when a binding came or went meanwhile
 //!   ([`Bindings::generation`](crate::binding::Bindings::generation)); the stages walking calls
 //!   take their keys when they begin and skip a call that ended since; flows only ever grow.
+//!   A stage that had to begin again [`MAX_REWINDS`] times finishes at once, so the view is
+//!   published however fast bindings change.
 //! - A call is listed once per agent in it (an agent-to-agent call twice, so each supervisor
 //!   sees their own agent's row), and stays its agents' after their bindings lingered out, as
 //!   long as the call table keeps the call. A flow is listed once per agent it belongs to.
@@ -16,6 +18,10 @@
 use super::{BindingView, CallView, FlowView, Router, View};
 use crate::binding::{Direction, Source};
 use crate::sip::CallState;
+
+/// A stage walking the bindings that had to begin again this often finishes in one go, so a
+/// view is published however fast bindings come and go.
+pub const MAX_REWINDS: u32 = 2;
 
 /// Where a [`ViewBuild`] is.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -45,6 +51,8 @@ pub struct ViewBuild {
     keys: Vec<u32>,
     /// The bindings' generation when a stage walking them began (None: it has not begun).
     generation: Option<u64>,
+    /// Times the current stage began again.
+    rewinds: u32,
     view: View,
 }
 
@@ -66,6 +74,17 @@ impl ViewBuild {
         self.next = 0;
         self.keys.clear();
         self.generation = None;
+        self.rewinds = 0;
+    }
+
+    /// What a stage walking the bindings may do now: `budget`, or all of it once it began
+    /// again [`MAX_REWINDS`] times (bindings changing faster than a sliced walk ends).
+    fn walk_budget(&self, budget: usize) -> usize {
+        if self.rewinds >= MAX_REWINDS {
+            usize::MAX
+        } else {
+            budget
+        }
     }
 
     /// True when a stage walking the bindings must (re)begin: it has not begun, or a binding
@@ -73,6 +92,9 @@ impl ViewBuild {
     fn rewind_on(&mut self, generation: u64) -> bool {
         if self.generation == Some(generation) {
             return false;
+        }
+        if self.generation.is_some() {
+            self.rewinds += 1;
         }
         self.generation = Some(generation);
         self.next = 0;
@@ -117,7 +139,7 @@ impl Router {
         }
         let calls = self.engine.calls();
         let all = self.bindings.all();
-        let end = all.len().min(b.next.saturating_add(budget));
+        let end = all.len().min(b.next.saturating_add(b.walk_budget(budget)));
         for (i, bd) in all.iter().enumerate().take(end).skip(b.next) {
             if !self.bindings.is_effective(i) {
                 continue;
@@ -252,7 +274,7 @@ impl Router {
         }
         let agents = self.bindings.agents();
         let all = self.bindings.all();
-        let end = all.len().min(b.next.saturating_add(budget));
+        let end = all.len().min(b.next.saturating_add(b.walk_budget(budget)));
         for (i, bd) in all.iter().enumerate().take(end).skip(b.next) {
             if !self.bindings.is_effective(i) {
                 continue;
@@ -374,6 +396,21 @@ mod tests {
             let now = lab.r.view();
             assert_eq!(sliced.bindings, now.bindings, "changed after slice {when}");
         }
+    }
+
+    #[test]
+    fn bindings_changing_after_every_slice_still_let_the_view_finish() {
+        let mut lab = busy_lab();
+        let mut b = ViewBuild::default();
+        let mut slices = 0u16;
+        while !lab.r.build_view(&mut b, 1) {
+            slices += 1;
+            assert!(slices < 1000, "the view never finishes");
+            let port = 7000 + slices;
+            lab.r.bind(ms(600), 0, a(&format!("10.5.5.7:{port}")), None);
+        }
+        let sliced = b.take();
+        assert_eq!(sliced.bindings, lab.r.view().bindings);
     }
 
     #[test]
