@@ -69,6 +69,17 @@ fn call(start: i64, agent: &[Vec<u8>], caller: &[Vec<u8>], ssrc: u32) -> Vec<Pkt
 /// Delivers `pkts` at their arrival times and ticks every 10 ms over `[from, to]` ms;
 /// returns the samples the sink received at each tick.
 fn run(s: &mut MediaSession, pkts: &[Pkt], from: i64, to: i64, out: &mut Vec<f32>) -> Vec<usize> {
+    run_every(s, pkts, (from, to), 10, out)
+}
+
+/// [`run`] ticking every `every` ms.
+fn run_every(
+    s: &mut MediaSession,
+    pkts: &[Pkt],
+    (from, to): (i64, i64),
+    every: i64,
+    out: &mut Vec<f32>,
+) -> Vec<usize> {
     let mut per_tick = Vec::new();
     let mut next = pkts.iter().position(|p| p.0 >= from).unwrap_or(pkts.len());
     for t in from..=to {
@@ -76,7 +87,7 @@ fn run(s: &mut MediaSession, pkts: &[Pkt], from: i64, to: i64, out: &mut Vec<f32
             s.on_media(at(pkts[next].0), AGENT, pkts[next].1, &pkts[next].2);
             next += 1;
         }
-        if t % 10 == 0 {
+        if t % every == 0 {
             let before = out.len();
             s.tick(at(t), &mut |f: &[f32]| {
                 out.extend_from_slice(f);
@@ -518,6 +529,33 @@ fn the_meters_follow_what_is_heard_and_fall_to_still_in_silence() {
     // The call's audio ends at 1 s; a second of silence later the needles rest.
     run(&mut s, &pkts, 901, 2200, &mut out);
     assert_eq!(s.stats().levels, [0, 0]);
+}
+
+#[test]
+fn the_meters_fall_by_the_time_that_passed_whatever_the_tick() {
+    let pkts = call(0, &frames(1000.0, 50), &frames(400.0, 50), 10);
+    let mut levels = Vec::new();
+    for every in [2, 10] {
+        let mut s = stereo_session(None);
+        s.on_call("c1", PayloadMap::default(), at(0), AGENT);
+        let mut out = Vec::new();
+        let mut seen = Vec::new();
+        // The audio ends about 1.05 s in; the needles then fall for 100 ms and 150 ms.
+        for (from, to) in [(0, 1150), (1151, 1200)] {
+            run_every(&mut s, &pkts, (from, to), every, &mut out);
+            seen.push(s.stats().levels[0]);
+        }
+        levels.push(seen);
+    }
+    let (fast, slow) = (&levels[0], &levels[1]);
+    for (f, s) in fast.iter().zip(slow) {
+        // Within a 10 ms step of each other (a fall of 0.9 per tick would leave the 2 ms
+        // ticks' needle at a few percent of the other's).
+        assert!(*s > 500 && *f > 500, "{levels:?}");
+        let ratio = f64::from(*f) / f64::from(*s);
+        assert!((0.8..1.25).contains(&ratio), "{levels:?}");
+    }
+    assert!(fast[1] < fast[0] && slow[1] < slow[0], "{levels:?}");
 }
 
 #[test]
