@@ -16,6 +16,7 @@
 #   BENCH_DIR=/tmp/silentmon-bench-monitor (capture, config, certs, server log)
 #   SERVER_CPUS=0 CLIENT_CPUS=1: the servers on CPU 0, the bench's clients on CPU 1 (taskset),
 #   so the clients' share of the delay is apart from the server's
+#   FLOOR_SECONDS=5: first measure the host's wake-up floor that long (tools/wake-floor.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
@@ -23,6 +24,8 @@ echo "building release binaries ..." >&2
 cargo build --release --locked -q --bin silentmon
 cargo build --release --locked -q -p silentmon-capgen
 echo "load before: $(uptime)"
+# The host's own stalls, measured with nothing of ours running (see tools/wake-floor.py).
+python3 tools/wake-floor.py "${FLOOR_SECONDS:-5}"
 if [ -n "${CLIENT_CPUS:-}" ]; then
   cargo bench --locked -q --bench monitor_latency --no-run
   taskset -c "$CLIENT_CPUS" cargo bench --locked -q --bench monitor_latency
