@@ -182,7 +182,8 @@ pub struct Bindings {
     cti_ips: FxHashMap<IpAddr, (usize, u32, Option<Timestamp>)>,
     /// Times a SIP claim and a CTI binding named different agents for one endpoint.
     disagreements: u64,
-    /// Bumped whenever bindings are added or removed (positions in `bindings` shift).
+    /// Bumped at every reindex: bindings added, removed, moved or re-owned (a walk over
+    /// `bindings` spread over time begins again when it changed).
     generation: u64,
 }
 
@@ -557,8 +558,9 @@ impl Bindings {
         [hit(from, Direction::FromAgent), hit(to, Direction::ToAgent)]
     }
 
-    /// Changes whenever a binding is added or removed (a binding's position in
-    /// [`Bindings::all`] may then differ); a walk over the bindings spread over time checks it.
+    /// Changes whenever bindings are reindexed: one added, removed or moved, or an endpoint's
+    /// owner changed (on every call event). A walk over [`Bindings::all`] spread over time
+    /// checks it: positions and owners may differ once it changed.
     pub fn generation(&self) -> u64 {
         self.generation
     }
@@ -570,19 +572,11 @@ impl Bindings {
 
     /// The agents a call (by call-table index) is effectively bound to.
     pub fn agents_of_call(&self, call: u32) -> impl Iterator<Item = usize> + '_ {
-        self.call_agents()
-            .filter(move |&(c, _)| c == call)
-            .map(|(_, agent)| agent)
-    }
-
-    /// Every (call index, agent) pair the effective bindings name, in one pass over the
-    /// bindings (an agent once per binding and dialog).
-    pub fn call_agents(&self) -> impl Iterator<Item = (u32, usize)> + '_ {
         self.bindings
             .iter()
             .enumerate()
-            .filter(|&(i, _)| self.is_effective(i))
-            .flat_map(|(_, b)| b.dialogs.iter().map(move |d| (d.0, b.agent)))
+            .filter(move |(i, b)| b.dialogs.iter().any(|d| d.0 == call) && self.is_effective(*i))
+            .map(|(_, b)| b.agent)
     }
 
     /// The first agent a packet from `src` to `dst` belongs to, and its direction. Per packet.

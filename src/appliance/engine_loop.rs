@@ -27,7 +27,7 @@ use crate::router::remote::{RemoteCall, RemotePacket};
 use crate::router::{Forward, MonitorId, Notice, Router, View, ViewBuild};
 use crate::time::{Span, Timestamp};
 
-/// How often the view and the counters are published.
+/// How long after a view (and the counters) was published the next one is begun.
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 /// Rows of the view built between two looks at the capture channels (tens of microseconds:
 /// a whole view of 1000 calls is about 5 ms of work, which packets must not wait behind).
@@ -323,9 +323,12 @@ impl<O: MonitorOutput> Loop<O> {
                 // Attaches are applied here too when no traffic flows.
                 self.flush_output();
                 self.view_build = Some(ViewBuild::default());
-                next_publish = now + PUBLISH_EVERY;
             }
-            self.view_slice();
+            if self.view_slice() {
+                // Counted from the publish, so a build that takes longer than the period
+                // never runs into the next one.
+                next_publish = Instant::now() + PUBLISH_EVERY;
+            }
             let wall = (self.clock)();
             // One look at the timers per turn (the bindings' is a walk over them).
             let mut due = self.router.poll_timeout();
@@ -335,10 +338,11 @@ impl<O: MonitorOutput> Loop<O> {
             }
             // Wait for a batch or a command, at most until the next publish or timer (or the
             // next slice of the view being built).
-            let mut wait = next_publish.saturating_duration_since(Instant::now());
-            if self.view_build.is_some() {
-                wait = wait.min(VIEW_SLICE_GAP);
-            }
+            let mut wait = if self.view_build.is_some() {
+                VIEW_SLICE_GAP
+            } else {
+                next_publish.saturating_duration_since(Instant::now())
+            };
             if let Some(due) = due {
                 let until = (due - wall).as_nanos().max(0) as u64;
                 wait = wait.min(Duration::from_nanos(until));
@@ -511,16 +515,18 @@ impl<O: MonitorOutput> Loop<O> {
         }
     }
 
-    /// Builds a slice of the view being built; publishes it when complete.
-    fn view_slice(&mut self) {
+    /// Builds a slice of the view being built; publishes it when complete (true).
+    fn view_slice(&mut self) -> bool {
         let Some(b) = self.view_build.as_mut() else {
-            return;
+            return false;
         };
-        if self.router.build_view(b, VIEW_SLICE_ROWS) {
-            let view = b.take();
-            self.view_build = None;
-            self.publish(view);
+        if !self.router.build_view(b, VIEW_SLICE_ROWS) {
+            return false;
         }
+        let view = b.take();
+        self.view_build = None;
+        self.publish(view);
+        true
     }
 
     /// Publishes a complete view and the counters.
