@@ -87,6 +87,7 @@ impl Site {
             heartbeat_interval: Duration::from_secs(5),
             heartbeat_timeout: Duration::from_secs(15),
             queue_frames: 64,
+            queue_most: 64,
             stats: mstats.clone(),
             audit: Arc::new(|_, _| {}),
         });

@@ -41,6 +41,8 @@ pub(crate) struct Context {
     pub(crate) heartbeat_interval: Duration,
     pub(crate) heartbeat_timeout: Duration,
     pub(crate) queue_frames: usize,
+    /// The most a connection's queue grows to with many monitors on it.
+    pub(crate) queue_most: usize,
     pub(crate) stats: Arc<MonitorStats>,
     /// Where refused attaches are recorded.
     pub(crate) audit: AuditSink,
@@ -104,7 +106,11 @@ impl EndpointConn {
         MonitorStats::add_one(&ctx.stats.endpoints);
         let session = EndpointConn {
             id: ctx.registry.connection_id(),
-            sub: Arc::new(Subscriber::new(ctx.queue_frames, ctx.stats.clone())),
+            sub: Arc::new(Subscriber::growing(
+                ctx.queue_frames,
+                ctx.queue_most,
+                ctx.stats.clone(),
+            )),
             next_beat: now + ctx.heartbeat_interval,
             ctx,
             peer,
@@ -350,6 +356,7 @@ mod tests {
             heartbeat_interval: Duration::from_secs(5),
             heartbeat_timeout: Duration::from_secs(15),
             queue_frames: 8,
+            queue_most: 8,
             stats: stats.clone(),
             audit: Arc::new(move |e: &AuditEvent, _| seen.lock().unwrap().push(e.clone())),
         });

@@ -8,6 +8,11 @@
 //!   `ArrayQueue`s, `free` and `full`. A packet is encoded into a free slot; when none is free,
 //!   the oldest queued frame is taken back and counted as dropped. A packet whose RTP is longer
 //!   than a slot grows that slot once (the slot keeps its capacity when recycled).
+//! - A subscriber's queue holds its base number of frames, or [`FRAMES_PER_MONITOR`] per
+//!   monitor routed to it when that is more, up to its most (fixed when it is made): one
+//!   connection may carry 1000 monitors, and a queue sized for one would hold a few ms of them.
+//!   The publisher adds the slots when it applies an attach (it allocates then, never per
+//!   packet); they stay until the subscriber goes.
 //! - A slow endpoint loses its oldest frames, counted per subscriber and in [`MonitorStats`];
 //!   the publisher and the other subscribers never wait for it.
 //! - Control frames (notices, replies, heartbeats) have their own bounded queue per subscriber,
@@ -16,7 +21,7 @@
 //!   drains. Call `flush` once per captured batch: it first wakes, at most once each, the
 //!   connections that got frames since the last flush, then applies the commands.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
@@ -34,6 +39,9 @@ use crate::time::Timestamp;
 pub const SLOT_PREALLOC: usize = 512;
 /// The largest media frame a writer gathers in one piece (a large RTP packet and its header).
 pub const SLOT_CAPACITY: usize = 2048;
+/// Media frames a subscriber's queue holds per monitor routed to it (beyond its base): 160 ms
+/// of both directions of a call sending every 20 ms.
+pub const FRAMES_PER_MONITOR: usize = 16;
 /// Control frames queued towards one endpoint before the oldest is dropped.
 pub const CONTROL_FRAMES: usize = 256;
 /// Commands queued towards the publisher.
@@ -89,6 +97,8 @@ pub struct SubscriberStats {
     pub control_dropped: u64,
     /// Media frames waiting now.
     pub queued: u64,
+    /// Media frames the queue holds now (see the module rules).
+    pub room: u64,
 }
 
 /// One endpoint connection's queues: filled by the publisher (and the service, for control
@@ -97,6 +107,13 @@ pub struct Subscriber {
     free: ArrayQueue<Vec<u8>>,
     full: ArrayQueue<Vec<u8>>,
     control: ArrayQueue<Vec<u8>>,
+    /// Media slots made (in `free`, in `full` or in the writer's hands): the queue's bound.
+    /// Only the publisher changes it (and `routes`), so relaxed loads suffice.
+    slots: AtomicUsize,
+    /// The bound with no monitor routed.
+    base: usize,
+    /// Monitors routed here.
+    routes: AtomicUsize,
     pending: AtomicBool,
     closed: AtomicBool,
     notify: Notify,
@@ -107,17 +124,29 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
-    /// A subscriber holding up to `frames` media frames (at least 1), all slots preallocated.
+    /// A subscriber holding up to `frames` media frames (at least 1), all slots preallocated;
+    /// it does not grow.
     pub fn new(frames: usize, stats: Arc<MonitorStats>) -> Subscriber {
-        let frames = frames.max(1);
-        let free = ArrayQueue::new(frames);
-        for _ in 0..frames {
+        Subscriber::growing(frames, frames, stats)
+    }
+
+    /// A subscriber holding `base` media frames (at least 1, preallocated), growing by
+    /// [`FRAMES_PER_MONITOR`] per routed monitor up to `most` frames. Its rings take 64 bytes
+    /// per frame of `most` at once; the slots, [`SLOT_PREALLOC`] bytes each, come as it grows.
+    pub fn growing(base: usize, most: usize, stats: Arc<MonitorStats>) -> Subscriber {
+        let base = base.max(1);
+        let most = most.max(base);
+        let free = ArrayQueue::new(most);
+        for _ in 0..base {
             let _ = free.push(Vec::with_capacity(SLOT_PREALLOC));
         }
         Subscriber {
             free,
-            full: ArrayQueue::new(frames),
+            full: ArrayQueue::new(most),
             control: ArrayQueue::new(CONTROL_FRAMES),
+            slots: AtomicUsize::new(base),
+            base,
+            routes: AtomicUsize::new(0),
             pending: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             notify: Notify::new(),
@@ -126,6 +155,26 @@ impl Subscriber {
             control_dropped: AtomicU64::new(0),
             stats,
         }
+    }
+
+    /// One more monitor routed here: grows the queue to its bound for that many (allocates).
+    fn route_added(&self) {
+        let routes = self.routes.fetch_add(1, Ordering::Relaxed) + 1;
+        let want = routes
+            .saturating_mul(FRAMES_PER_MONITOR)
+            .clamp(self.base, self.full.capacity());
+        while self.slots.load(Ordering::Relaxed) < want {
+            // Fewer slots than the ring holds exist, so `free` has room for one more.
+            if self.free.push(Vec::with_capacity(SLOT_PREALLOC)).is_err() {
+                break;
+            }
+            self.slots.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// One monitor fewer routed here (the slots stay: see the module rules).
+    fn route_removed(&self) {
+        self.routes.fetch_sub(1, Ordering::Relaxed);
     }
 
     fn count_drop(&self) {
@@ -256,6 +305,7 @@ impl Subscriber {
             dropped: self.dropped.load(Ordering::Relaxed),
             control_dropped: self.control_dropped.load(Ordering::Relaxed),
             queued: self.full.len() as u64,
+            room: self.slots.load(Ordering::Relaxed) as u64,
         }
     }
 }
@@ -364,14 +414,19 @@ impl Publisher {
                     wire,
                     subscriber,
                 } => {
-                    self.routes.insert(monitor, (subscriber, wire));
+                    subscriber.route_added();
+                    if let Some((old, _)) = self.routes.insert(monitor, (subscriber, wire)) {
+                        old.route_removed();
+                    }
                     self.attached.push(monitor);
                     // Room for every route's subscriber: `publish` never grows the list.
                     let room = self.routes.len().saturating_sub(self.woken.len());
                     self.woken.reserve(room);
                 }
                 FanoutCommand::Detach { monitor } => {
-                    self.routes.remove(&monitor);
+                    if let Some((old, _)) = self.routes.remove(&monitor) {
+                        old.route_removed();
+                    }
                 }
             }
         }
@@ -447,7 +502,8 @@ mod tests {
                 forwarded: 10,
                 dropped: 6,
                 control_dropped: 0,
-                queued: 4
+                queued: 4,
+                room: 4,
             }
         );
         assert_eq!(MonitorStats::get(&stats.unrouted_total), 2);
@@ -473,6 +529,58 @@ mod tests {
         tx.send(FanoutCommand::Detach { monitor: 1 }).unwrap();
         p.flush();
         assert_eq!(p.routed(), 0);
+    }
+
+    #[test]
+    fn the_queue_grows_with_the_monitors_routed_to_it() {
+        const PER: usize = FRAMES_PER_MONITOR;
+        let stats = Arc::new(MonitorStats::default());
+        let (tx, rx) = commands();
+        let mut p = Publisher::new(rx, stats.clone());
+        let sub = Arc::new(Subscriber::growing(4, 3 * PER, stats.clone()));
+        let other = Arc::new(Subscriber::growing(4, 64, stats));
+        let attach = |monitor: MonitorId, to: &Arc<Subscriber>| {
+            let subscriber = to.clone();
+            tx.send(FanoutCommand::Attach {
+                monitor,
+                wire: monitor as u32,
+                subscriber,
+            })
+            .unwrap();
+        };
+        assert_eq!(sub.stats().room, 4);
+        attach(1, &sub);
+        attach(2, &sub);
+        p.flush();
+        assert_eq!(sub.stats().room, 2 * PER as u64);
+        for i in 0..2 * PER + 5 {
+            p.publish(&forward(1, &[i as u8]));
+        }
+        let s = sub.stats();
+        assert_eq!((s.queued, s.dropped), (2 * PER as u64, 5));
+        // More monitors than its most holds: it stops there.
+        for monitor in 3..=10 {
+            attach(monitor, &sub);
+        }
+        p.flush();
+        assert_eq!(sub.stats().room, 3 * PER as u64);
+        // A route moved elsewhere and a detach: the counts follow, the slots stay.
+        attach(3, &other);
+        tx.send(FanoutCommand::Detach { monitor: 4 }).unwrap();
+        p.flush();
+        assert_eq!(sub.routes.load(Ordering::Relaxed), 8);
+        assert_eq!(other.routes.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            (sub.stats().room, other.stats().room),
+            (3 * PER as u64, PER as u64)
+        );
+        // Every slot still cycles: a drained queue takes its whole room again without a drop.
+        let mut out = Vec::new();
+        sub.drain_into(&mut out, usize::MAX);
+        for i in 0..3 * PER {
+            p.publish(&forward(1, &[i as u8]));
+        }
+        assert_eq!(sub.stats().dropped, 5);
     }
 
     #[test]

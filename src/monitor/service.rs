@@ -49,6 +49,10 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Default media frames queued per endpoint connection (about 10 s of a two-way G.711 call).
 pub const DEFAULT_QUEUE_FRAMES: usize = 1024;
+/// The most media frames one endpoint connection's queue grows to with many monitors on it
+/// ([`crate::monitor::fanout::FRAMES_PER_MONITOR`] each: 512 monitors or more get 82 ms of
+/// 1000 two-way calls). Its rings cost 64 bytes a frame, 512 KiB per connection.
+pub const MAX_QUEUE_FRAMES: usize = 8192;
 /// Default TOS byte of media sockets (DSCP EF).
 pub const DEFAULT_TOS: u8 = 0xB8;
 /// Kernel send buffer of an endpoint connection (about 3 s of one two-way G.711 call; Linux
@@ -74,7 +78,8 @@ pub struct MonitorServer {
     pub heartbeat_interval: Duration,
     /// Silence after which an endpoint is given up; also the attach deadline of a grant.
     pub heartbeat_timeout: Duration,
-    /// Media frames queued per endpoint connection.
+    /// Media frames queued per endpoint connection (more with many monitors on it, up to
+    /// [`MAX_QUEUE_FRAMES`]).
     pub queue_frames: usize,
     /// TOS byte of accepted sockets.
     pub tos: u8,
@@ -123,6 +128,7 @@ pub async fn run(listener: TcpListener, server: MonitorServer, shutdown: impl Fu
         heartbeat_interval,
         heartbeat_timeout,
         queue_frames,
+        queue_most: MAX_QUEUE_FRAMES,
         stats,
         audit,
     });

@@ -36,8 +36,12 @@ use crate::router::{MonitorId, View};
 use crate::security::audit::{AuditEvent, AuditSink};
 use crate::time::Span;
 
-/// Media frames queued towards one peer before the oldest is dropped.
+/// Media frames queued towards one peer before the oldest is dropped, with up to 256
+/// monitors on the link.
 pub const PEER_QUEUE_FRAMES: usize = 4096;
+/// What a peer link's queue grows to with more monitors on it (see
+/// [`crate::monitor::fanout::FRAMES_PER_MONITOR`]); its rings cost 1 MiB.
+pub const PEER_MAX_QUEUE_FRAMES: usize = 16384;
 /// The first id of the router monitors that serve peers (the control plane's are small).
 pub const RELAY_MONITOR_BASE: MonitorId = 1 << 40;
 /// What the serving shell needs.
@@ -157,7 +161,11 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     shared: Arc<Shared>,
 ) {
     let s = &shared.server;
-    let sub = Arc::new(Subscriber::new(PEER_QUEUE_FRAMES, s.stats.clone()));
+    let sub = Arc::new(Subscriber::growing(
+        PEER_QUEUE_FRAMES,
+        PEER_MAX_QUEUE_FRAMES,
+        s.stats.clone(),
+    ));
     let timeout = Span::from_nanos(s.timeout.as_nanos() as i64);
     // On plaintext the name is taken from the Hello (checked against the list there).
     let claimed = name.clone().unwrap_or_default();
