@@ -12,7 +12,10 @@
 //!   monitor routed to it when that is more, up to its most (fixed when it is made): one
 //!   connection may carry 1000 monitors, and a queue sized for one would hold a few ms of them.
 //!   The publisher adds the slots when it applies an attach (it allocates then, never per
-//!   packet); they stay until the subscriber goes.
+//!   packet); they stay until the subscriber goes. The bound counts monitors, not calls: a
+//!   connection of many idle monitors and one live call may hold that call's frames longer.
+//! - A route to a closed subscriber (its connection ended; a Detach lost to a full command
+//!   queue) is removed when its next packet comes and at every attach.
 //! - A slow endpoint loses its oldest frames, counted per subscriber and in [`MonitorStats`];
 //!   the publisher and the other subscribers never wait for it.
 //! - Control frames (notices, replies, heartbeats) have their own bounded queue per subscriber,
@@ -35,7 +38,7 @@ use crate::time::Timestamp;
 
 /// Bytes preallocated per media slot: an 18-byte header, its prefix and an RTP packet of up to
 /// 40 ms of G.711 (or a typical Opus packet). A longer packet grows its slot once; 1024 slots
-/// make 512 KiB per endpoint connection.
+/// make 512 KiB per endpoint connection (and its rings 64 bytes per frame of its most).
 pub const SLOT_PREALLOC: usize = 512;
 /// The largest media frame a writer gathers in one piece (a large RTP packet and its header).
 pub const SLOT_CAPACITY: usize = 2048;
@@ -344,6 +347,11 @@ impl Publisher {
             MonitorStats::add_one(&self.stats.unrouted_total);
             return;
         };
+        if sub.is_closed() {
+            self.unroute(f.monitor);
+            MonitorStats::add_one(&self.stats.unrouted_total);
+            return;
+        }
         sub.push_media(&Media {
             monitor: wire,
             stream: f.stream.0,
@@ -414,22 +422,35 @@ impl Publisher {
                     wire,
                     subscriber,
                 } => {
+                    self.unroute(monitor);
+                    self.unroute_closed();
                     subscriber.route_added();
-                    if let Some((old, _)) = self.routes.insert(monitor, (subscriber, wire)) {
-                        old.route_removed();
-                    }
+                    self.routes.insert(monitor, (subscriber, wire));
                     self.attached.push(monitor);
                     // Room for every route's subscriber: `publish` never grows the list.
                     let room = self.routes.len().saturating_sub(self.woken.len());
                     self.woken.reserve(room);
                 }
-                FanoutCommand::Detach { monitor } => {
-                    if let Some((old, _)) = self.routes.remove(&monitor) {
-                        old.route_removed();
-                    }
-                }
+                FanoutCommand::Detach { monitor } => self.unroute(monitor),
             }
         }
+    }
+
+    fn unroute(&mut self, monitor: MonitorId) {
+        if let Some((old, _)) = self.routes.remove(&monitor) {
+            old.route_removed();
+        }
+    }
+
+    /// Removes the routes to closed subscribers (a walk over every route: attaches only).
+    fn unroute_closed(&mut self) {
+        self.routes.retain(|_, (sub, _)| {
+            let open = !sub.is_closed();
+            if !open {
+                sub.route_removed();
+            }
+            open
+        });
     }
 
     /// Monitors attached by the flushes since the last call (their endpoint needs to hear the
@@ -550,6 +571,9 @@ mod tests {
         };
         assert_eq!(sub.stats().room, 4);
         attach(1, &sub);
+        attach(1, &sub); // the same monitor again: still one route
+        p.flush();
+        assert_eq!(sub.stats().room, PER as u64);
         attach(2, &sub);
         p.flush();
         assert_eq!(sub.stats().room, 2 * PER as u64);
@@ -581,6 +605,46 @@ mod tests {
             p.publish(&forward(1, &[i as u8]));
         }
         assert_eq!(sub.stats().dropped, 5);
+        // A base above what its monitors ask for is not grown.
+        let big = Arc::new(Subscriber::growing(4 * PER, 8 * PER, Default::default()));
+        attach(20, &big);
+        p.flush();
+        assert_eq!(big.stats().room, 4 * PER as u64);
+    }
+
+    #[test]
+    fn routes_to_a_closed_subscriber_go_without_a_detach() {
+        let stats = Arc::new(MonitorStats::default());
+        let (tx, rx) = commands();
+        let mut p = Publisher::new(rx, stats.clone());
+        let gone = Arc::new(Subscriber::new(4, stats.clone()));
+        let live = Arc::new(Subscriber::new(4, stats.clone()));
+        for (monitor, sub) in [(1, &gone), (2, &gone), (3, &live)] {
+            let subscriber = sub.clone();
+            tx.send(FanoutCommand::Attach {
+                monitor,
+                wire: 1,
+                subscriber,
+            })
+            .unwrap();
+        }
+        p.flush();
+        gone.close();
+        // Its next packet unroutes monitor 1 (counted as unrouted, not queued).
+        p.publish(&forward(1, &[1]));
+        assert!(!p.is_routed(1) && p.is_routed(2));
+        assert_eq!(gone.stats().forwarded, 0);
+        assert_eq!(MonitorStats::get(&stats.unrouted_total), 1);
+        // The next attach anywhere sweeps monitor 2.
+        tx.send(FanoutCommand::Attach {
+            monitor: 4,
+            wire: 4,
+            subscriber: live.clone(),
+        })
+        .unwrap();
+        p.flush();
+        assert!(!p.is_routed(2) && p.is_routed(3) && p.is_routed(4));
+        assert_eq!(gone.routes.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -50,9 +50,10 @@ pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Default media frames queued per endpoint connection (about 10 s of a two-way G.711 call).
 pub const DEFAULT_QUEUE_FRAMES: usize = 1024;
 /// The most media frames one endpoint connection's queue grows to with many monitors on it
-/// ([`crate::monitor::fanout::FRAMES_PER_MONITOR`] each: 512 monitors or more get 82 ms of
-/// 1000 two-way calls). Its rings cost 64 bytes a frame, 512 KiB per connection.
-pub const MAX_QUEUE_FRAMES: usize = 8192;
+/// ([`crate::monitor::fanout::FRAMES_PER_MONITOR`] each: 256 monitors or more get 41 ms of
+/// 1000 two-way calls). Its rings cost 64 bytes a frame, 256 KiB per connection at once; the
+/// slots, 512 bytes each, only as it grows.
+pub const MAX_QUEUE_FRAMES: usize = 4096;
 /// Default TOS byte of media sockets (DSCP EF).
 pub const DEFAULT_TOS: u8 = 0xB8;
 /// Kernel send buffer of an endpoint connection (about 3 s of one two-way G.711 call; Linux
