@@ -1,6 +1,7 @@
 //! Classic pcap files (the libpcap format, microsecond or nanosecond, either byte order) read
-//! without libpcap: a regular file is mapped into memory (no copy; the kernel reads ahead),
-//! anything else is read in large reads into one buffer; records are parsed in place and frames
+//! without libpcap: a regular file is mapped into memory (no copy; the kernel reads ahead, and a
+//! [`Pager`] thread maps the pages ahead of the reader and releases those behind it), anything
+//! else is read in large reads into one buffer; records are parsed in place and frames
 //! borrowed from the map or the buffer. It reads what libpcap's own file reader reads and refuses records as it does
 //! (a captured length over the larger of the file's snap length and 262144; a record cut short
 //! at the end of the file), with the same words. pcapng files, and any file read with a BPF
@@ -12,8 +13,11 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use memmap2::{Advice, Mmap, UncheckedAdvice};
+use std::sync::Arc;
 
+use memmap2::{Advice, Mmap};
+
+use super::pager::{release_behind, Pager};
 use super::Frame;
 use crate::time::Timestamp;
 
@@ -21,9 +25,6 @@ use crate::time::Timestamp;
 const READ_SIZE: usize = 4 << 20;
 /// The first read: a whole largest record fits.
 const FIRST_READ: usize = 512 << 10;
-/// A mapped file's pages already read are released in steps of this (a multiple of every page
-/// size), so the process holds about this much of the file, not all of it.
-const RELEASE_STEP: usize = 64 << 20;
 /// libpcap's largest snap length (MAXIMUM_SNAPLEN).
 const MAXIMUM_SNAPLEN: u32 = 262_144;
 const HEADER_LEN: usize = 24;
@@ -57,8 +58,8 @@ pub enum ReadError {
 
 /// Where the file's bytes are.
 enum Bytes {
-    /// The whole file, mapped.
-    Mapped(Mmap),
+    /// The whole file, mapped (shared with its pager).
+    Mapped(Arc<Mmap>),
     /// What the reads brought so far.
     Read(Vec<u8>),
 }
@@ -80,8 +81,10 @@ pub struct ClassicPcap<R = File> {
     start: usize,
     end: usize,
     eof: bool,
-    /// A mapped file's bytes before this are released.
+    /// A mapped file's bytes before this are released (by the reader: no pager).
     released: usize,
+    /// The thread mapping a mapped file's pages ahead and releasing them behind.
+    pager: Option<Pager>,
     swapped: bool,
     nanos: bool,
     snaplen: u32,
@@ -108,6 +111,9 @@ impl ClassicPcap<File> {
             reader.end = map.len();
             reader.start = HEADER_LEN;
             reader.eof = true;
+            let map = Arc::new(map);
+            // No thread (the process is at its limit): the reader releases the pages itself.
+            reader.pager = Pager::start(map.clone(), HEADER_LEN).ok();
             reader.buf = Bytes::Mapped(map);
         }
         Ok(Some(reader))
@@ -144,6 +150,7 @@ impl<R: Read> ClassicPcap<R> {
             end: 0,
             eof: false,
             released: 0,
+            pager: None,
             swapped,
             nanos,
             snaplen: word(16),
@@ -210,24 +217,13 @@ impl<R: Read> ClassicPcap<R> {
         }))
     }
 
-    /// Tells the kernel a mapped file's pages before the current record will not be read again.
+    /// Tells the pager (or, without one, the kernel) that a mapped file's pages before the
+    /// current record will not be read again: no frame handed out earlier is still borrowed.
     fn release_read_pages(&mut self) {
-        let Bytes::Mapped(map) = &self.buf else {
-            return;
-        };
-        let upto = self.start / RELEASE_STEP * RELEASE_STEP;
-        if upto > self.released {
-            // SAFETY: a private read-only map: MADV_DONTNEED drops the pages, a later access
-            // would read them from the file again; nothing before the current record (no frame
-            // handed out earlier: each borrows the reader until the next call) is read again.
-            let _ = unsafe {
-                map.unchecked_advise_range(
-                    UncheckedAdvice::DontNeed,
-                    self.released,
-                    upto - self.released,
-                )
-            };
-            self.released = upto;
+        if let Some(pager) = &mut self.pager {
+            pager.reader_at(self.start);
+        } else if let Bytes::Mapped(map) = &self.buf {
+            release_behind(map, &mut self.released, self.start);
         }
     }
 

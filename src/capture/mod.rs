@@ -1,8 +1,9 @@
 //! Packet sources: the only code that touches libpcap.
 //!
 //! A [`PacketSource`] yields captured frames as `(Timestamp, &[u8])` with the link type of the
-//! capture. [`file::PcapFile`] reads pcap and pcapng files through libpcap (the same library the
-//! live capture uses, so BPF filters behave identically); [`live::LiveCapture`] opens an
+//! capture. [`file::PcapFile`] reads classic pcap files itself ([`classic`], a mapped file's
+//! pages kept by a [`pager`] thread) and pcapng files, or any file with a BPF filter, through
+//! libpcap (the same library the live capture uses, so BPF filters behave identically); [`live::LiveCapture`] opens an
 //! interface, [`reopen::ReopeningCapture`] keeps one open through failures, [`replay::Replay`]
 //! plays a file at its pace, and [`pipeline::Pipeline`] runs any of them on a capture thread.
 //! Nothing here interprets packets.
@@ -15,6 +16,7 @@ use crate::time::Timestamp;
 pub mod classic;
 pub mod file;
 pub mod live;
+pub mod pager;
 pub mod pipeline;
 pub mod reopen;
 pub mod replay;
