@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 
 use crate::flow::{FlowConfig, FlowTable, MediaHint, StreamId, UdpVerdict};
-use crate::packet::{DecapConfig, Decapsulator, LinkType, Transport};
+use crate::packet::{DecapConfig, Decapsulated, Decapsulator, LinkType, Transport};
 use crate::sip::tcp::{TcpSip, TcpSipStats};
 use crate::sip::{self, CallConfig, CallTable};
 use crate::time::Timestamp;
@@ -126,7 +126,8 @@ impl Engine {
             // Offline reading never calls handle_timeout: gaps expire on capture time here.
             self.expire_tcp_gaps(now);
         }
-        let d = self.decap.decapsulate(now, link, frame);
+        let mut d = Decapsulated::empty();
+        self.decap.decapsulate_into(now, link, frame, &mut d);
         let Some(ip) = d.ip else {
             self.stats.undecoded += 1;
             return FrameVerdict::Undecoded;

@@ -191,6 +191,21 @@ impl Decapsulator {
         link: LinkType,
         frame: &'a [u8],
     ) -> Decapsulated<'a> {
+        let mut d = Decapsulated::empty();
+        self.decapsulate_into(now, link, frame, &mut d);
+        d
+    }
+
+    /// [`Decapsulator::decapsulate`] into the caller's `d` (the hot path: a returned result
+    /// is copied whole, and reading its addresses right after the copy stalled on every
+    /// packet). `d` is overwritten.
+    pub fn decapsulate_into<'a>(
+        &'a mut self,
+        now: Timestamp,
+        link: LinkType,
+        frame: &'a [u8],
+        d: &mut Decapsulated<'a>,
+    ) {
         let Decapsulator {
             config,
             fragments,
@@ -198,6 +213,7 @@ impl Decapsulator {
         } = self;
         stats.frames += 1;
         stats.link[link_index(link)] += 1;
+        *d = Decapsulated::empty();
         let mut walk = Walk {
             frame,
             now,
@@ -205,21 +221,13 @@ impl Decapsulator {
             depth: 0,
             fragments: Some(fragments),
             stats,
-            d: Decapsulated {
-                vlans: VlanStack::new(),
-                outer_vlans: VlanStack::new(),
-                tunnels: Tunnels::none(),
-                ethertype: 0,
-                ip: None,
-                transport: Transport::None,
-                stop: None,
-            },
+            d,
         };
         let mut next = walk.link(link);
         while let Ok(n) = next {
             next = walk.step(n);
         }
-        finish(walk.d, walk.stats)
+        count(walk.d, walk.stats);
     }
 }
 
@@ -250,7 +258,7 @@ type Step<'a> = Result<Next<'a>, Done>;
 
 /// One frame's decapsulation in progress: each layer is a step that records what it parsed
 /// in `d` and says what comes next.
-struct Walk<'a> {
+struct Walk<'a, 'w> {
     frame: &'a [u8],
     now: Timestamp,
     max_depth: u8,
@@ -258,11 +266,11 @@ struct Walk<'a> {
     depth: u8,
     /// The reassembler, until a fragment used it (once per frame).
     fragments: Option<&'a mut Reassembler>,
-    stats: &'a mut DecapStats,
-    d: Decapsulated<'a>,
+    stats: &'w mut DecapStats,
+    d: &'w mut Decapsulated<'a>,
 }
 
-impl<'a> Walk<'a> {
+impl<'a> Walk<'a, '_> {
     /// Records that `layer` stopped at `at` for `reason`.
     fn stop(&mut self, layer: Layer, at: &[u8], reason: StopReason) -> Done {
         self.stats.stops[layer.index()][reason.index()] += 1;
@@ -497,7 +505,7 @@ impl<'a> Walk<'a> {
     fn udp_tunnel(&mut self, sp: u16, dp: u16, payload: &'a [u8]) -> Option<Next<'a>> {
         if dp == VXLAN_PORT {
             if let Ok(vx) = VxlanHeader::new_checked(payload) {
-                enter_tunnel(&mut self.d, Tunnels::VXLAN);
+                enter_tunnel(self.d, Tunnels::VXLAN);
                 self.stats.vxlan += 1;
                 return Some(Next::Ethernet(vx.payload()));
             }
@@ -555,12 +563,12 @@ impl<'a> Walk<'a> {
         let payload = gre.payload();
         match gre.protocol() {
             ethertype::TEB => {
-                enter_tunnel(&mut self.d, Tunnels::GRE_TEB);
+                enter_tunnel(self.d, Tunnels::GRE_TEB);
                 self.stats.gre_teb += 1;
                 Ok(Next::Ethernet(payload))
             }
             ethertype::ERSPAN2 => {
-                enter_tunnel(&mut self.d, Tunnels::ERSPAN2);
+                enter_tunnel(self.d, Tunnels::ERSPAN2);
                 self.stats.erspan2 += 1;
                 if !gre.has_sequence() {
                     // ERSPAN type I: no ERSPAN header.
@@ -569,7 +577,7 @@ impl<'a> Walk<'a> {
                 self.erspan(ErspanHeader::new_checked_type2(payload), payload)
             }
             ethertype::ERSPAN3 => {
-                enter_tunnel(&mut self.d, Tunnels::ERSPAN3);
+                enter_tunnel(self.d, Tunnels::ERSPAN3);
                 self.stats.erspan3 += 1;
                 self.erspan(ErspanHeader::new_checked_type3(payload), payload)
             }
@@ -647,7 +655,7 @@ fn plain_udp(buf: &[u8]) -> Option<(u16, u16, &[u8])> {
 }
 
 /// Counts the layers of a finished result.
-fn finish<'a>(d: Decapsulated<'a>, stats: &mut DecapStats) -> Decapsulated<'a> {
+fn count(d: &Decapsulated<'_>, stats: &mut DecapStats) {
     match d.vlans.len() {
         0 => {}
         1 => stats.tagged += 1,
@@ -664,7 +672,6 @@ fn finish<'a>(d: Decapsulated<'a>, stats: &mut DecapStats) -> Decapsulated<'a> {
         Transport::Other => stats.other_ip += 1,
         Transport::None => {}
     }
-    d
 }
 
 #[cfg(test)]

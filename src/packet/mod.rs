@@ -398,3 +398,18 @@ pub struct Decapsulated<'a> {
     /// Set when decoding stopped early.
     pub stop: Option<Stop>,
 }
+
+impl Decapsulated<'_> {
+    /// Nothing decoded yet: no tags, no tunnel, no IP, no transport, no stop.
+    pub const fn empty() -> Self {
+        Decapsulated {
+            vlans: VlanStack::new(),
+            outer_vlans: VlanStack::new(),
+            tunnels: Tunnels::none(),
+            ethertype: 0,
+            ip: None,
+            transport: Transport::None,
+            stop: None,
+        }
+    }
+}
