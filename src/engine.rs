@@ -7,11 +7,11 @@
 
 use std::net::SocketAddr;
 
-use crate::flow::{FlowConfig, FlowTable, MediaHint, StreamId, UdpVerdict};
+use crate::flow::{FlowConfig, FlowTable, MediaHint, StreamId, UdpVerdict, CANDIDATE_IDLE};
 use crate::packet::{DecapConfig, Decapsulated, Decapsulator, LinkType, Transport};
 use crate::sip::tcp::{TcpSip, TcpSipStats};
 use crate::sip::{self, CallConfig, CallTable};
-use crate::time::Timestamp;
+use crate::time::{Span, Timestamp};
 
 /// What the engine made of one frame.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -56,7 +56,13 @@ pub struct EngineConfig {
     pub flows: FlowConfig,
     /// Call table settings.
     pub calls: CallConfig,
+    /// Streams without a packet this long are forgotten ([`FlowTable::prune`], every
+    /// [`PRUNE_EVERY`] from [`Engine::handle_timeout`]); `None` (files): kept to the end.
+    pub stream_idle: Option<Span>,
 }
+
+/// How often a live engine forgets idle streams.
+pub const PRUNE_EVERY: Span = Span::from_secs(10);
 
 /// Engine counters (the decap, flow and call tables keep their own).
 #[derive(Clone, Debug, Default)]
@@ -92,6 +98,9 @@ pub struct Engine {
     flows: FlowTable,
     tcp_sip: TcpSip,
     stats: EngineStats,
+    stream_idle: Option<Span>,
+    /// When the flow table is next pruned (with `stream_idle`).
+    next_prune: Timestamp,
 }
 
 impl Engine {
@@ -103,6 +112,8 @@ impl Engine {
             flows: FlowTable::new(config.flows),
             tcp_sip: TcpSip::default(),
             stats: EngineStats::default(),
+            stream_idle: config.stream_idle,
+            next_prune: Timestamp::ZERO,
         }
     }
 
@@ -169,7 +180,7 @@ impl Engine {
                             src,
                             dst,
                             rtp: payload,
-                            encrypted: self.flows.stream(id).encrypted(),
+                            encrypted: self.flows.stream(id).is_some_and(|s| s.encrypted()),
                         });
                         FrameVerdict::Rtp(id)
                     }
@@ -231,17 +242,29 @@ impl Engine {
 
     /// When [`Engine::handle_timeout`] should next run.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        [self.calls.poll_timeout(), self.tcp_sip.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        let prune = self.stream_idle.map(|_| self.next_prune);
+        [
+            self.calls.poll_timeout(),
+            self.tcp_sip.poll_timeout(),
+            prune,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
-    /// Forgets calls that ended long enough before `now`; gives up on SIP-over-TCP gaps that
-    /// waited long enough and parses the messages behind them.
+    /// Forgets calls that ended long enough before `now`, and idle streams when it is time;
+    /// gives up on SIP-over-TCP gaps that waited long enough and parses the messages behind
+    /// them.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.expire_tcp_gaps(now);
         self.calls.handle_timeout(now);
+        if let Some(idle) = self.stream_idle {
+            if now >= self.next_prune {
+                self.flows.prune(now, idle, CANDIDATE_IDLE);
+                self.next_prune = now + PRUNE_EVERY;
+            }
+        }
     }
 
     fn expire_tcp_gaps(&mut self, now: Timestamp) {
@@ -378,6 +401,43 @@ mod tests {
     }
 
     #[test]
+    fn a_live_engine_forgets_idle_streams_every_prune_period_and_a_file_never() {
+        let at = |s: i64| Timestamp::from_nanos(s * 1_000_000_000);
+        for idle in [Some(Span::from_secs(60)), None] {
+            let mut e = Engine::new(EngineConfig {
+                stream_idle: idle,
+                ..EngineConfig::default()
+            });
+            for seq in 1..=3 {
+                e.handle_frame(at(0), LinkType::Ethernet, &udp(4000, 5000, &rtp(seq)));
+            }
+            assert_eq!(e.flows().live(), 1);
+            assert_eq!(e.poll_timeout().is_some(), idle.is_some());
+            e.handle_timeout(at(30)); // the first prune: nothing idle yet
+            e.handle_timeout(at(65)); // idle, and the next prune is due
+            let pruned = e.flows().stats().streams_pruned;
+            assert_eq!(pruned, u64::from(idle.is_some()), "{idle:?}");
+            if idle.is_some() {
+                assert_eq!(e.poll_timeout(), Some(at(65) + PRUNE_EVERY));
+            }
+        }
+        // Between prunes, nothing is walked even when a stream went idle.
+        let mut e = Engine::new(EngineConfig {
+            stream_idle: Some(Span::from_secs(60)),
+            ..EngineConfig::default()
+        });
+        e.handle_timeout(at(0));
+        for seq in 1..=3 {
+            e.handle_frame(at(0), LinkType::Ethernet, &udp(4000, 5000, &rtp(seq)));
+        }
+        e.handle_timeout(at(52)); // a prune: idle 52 s, kept; the next at 62 s
+        e.handle_timeout(at(61)); // idle 61 s, but no prune is due
+        assert_eq!(e.flows().live(), 1);
+        e.handle_timeout(at(62));
+        assert_eq!(e.flows().live(), 0);
+    }
+
+    #[test]
     fn classifies_sip_rtp_and_counts_garbage() {
         let mut e = Engine::new(EngineConfig::default());
         let at = |ms: i64| Timestamp::from_nanos(ms * 1_000_000);
@@ -399,7 +459,7 @@ mod tests {
             e.handle_frame(at(10), LinkType::Ethernet, &udp(4000, 5000, &rtp(1))),
             FrameVerdict::Rtp(StreamId(0))
         );
-        assert_eq!(e.flows().stream(StreamId(0)).call, Some(0));
+        assert_eq!(e.flows().stream(StreamId(0)).unwrap().call, Some(0));
         // Garbage: truncated, non-IP, a SIP-looking datagram that is not SIP.
         assert_eq!(
             e.handle_frame(at(20), LinkType::Ethernet, &[1, 2, 3]),

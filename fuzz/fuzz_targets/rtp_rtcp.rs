@@ -1,5 +1,6 @@
 //! Arbitrary bytes as RTP and RTCP, and through the flow table (with and without an SDP hint)
-//! as a sequence of datagrams. Must never panic.
+//! as a sequence of datagrams, on a few 5-tuples, with the table pruned now and then (slots
+//! freed and reused). Must never panic; every stream an id names is found by its key.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -8,7 +9,7 @@ use silentmon::flow::{FlowConfig, FlowTable, MediaHint};
 use silentmon::packet::rtcp;
 use silentmon::packet::rtp::RtpPacket;
 use silentmon::packet::VlanStack;
-use silentmon::time::Timestamp;
+use silentmon::time::{Span, Timestamp};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(p) = RtpPacket::new_checked(data) {
@@ -21,7 +22,6 @@ fuzz_target!(|data: &[u8]| {
     // The input as datagrams of varying length on one 5-tuple.
     let mut table = FlowTable::new(FlowConfig::default());
     let hint = MediaHint { call: 0, payloads: PayloadMap::new() };
-    let src = "10.0.0.1:4000".parse().unwrap();
     let dst = "10.0.0.2:5000".parse().unwrap();
     let vlans = VlanStack::new();
     let mut rest = data;
@@ -29,9 +29,20 @@ fuzz_target!(|data: &[u8]| {
     while let Some((&len, tail)) = rest.split_first() {
         let n = (len as usize).min(tail.len());
         let (dgram, after) = tail.split_at(n);
-        t += 20_000_000;
+        // Bits 5-6 of the length byte pick the source; bit 7 skips a minute, bit 1 prunes.
+        t += if len & 0x80 != 0 { 60_000_000_000 } else { 20_000_000 };
+        let now = Timestamp::from_nanos(t);
+        let src = std::net::SocketAddr::from(([10, 0, 0, 1], 4000 + u16::from(len >> 5 & 3)));
+        if len & 2 != 0 {
+            table.prune(now, Span::from_secs(90), Span::from_secs(30));
+        }
         let h = (len & 1 == 1).then_some(&hint);
-        let _ = table.handle_udp(Timestamp::from_nanos(t), &vlans, src, dst, dgram, h);
+        if let silentmon::flow::UdpVerdict::Rtp(id) =
+            table.handle_udp(now, &vlans, src, dst, dgram, h)
+        {
+            let s = table.stream(id).expect("a verdict's stream exists");
+            assert!(table.find(&s.key).is_some_and(|f| f.id == id));
+        }
         rest = after;
     }
     for s in table.streams() {

@@ -31,6 +31,7 @@ use crate::control::plane::{ControlPlane, Directory, SessionLimits};
 use crate::control::server::{self as control_server, ControlHandle, ControlServer, ControlStats};
 use crate::cti::client::{self as cti_client, AgentMatcher, CtiClient, CtiStats};
 use crate::engine::EngineConfig;
+use crate::flow::LIVE_STREAM_IDLE;
 use crate::monitor::fanout::{self, Publisher};
 use crate::monitor::registry::Registry;
 use crate::monitor::service::{self as monitor_service, MonitorServer, DEFAULT_QUEUE_FRAMES};
@@ -238,8 +239,12 @@ fn span(d: std::time::Duration) -> Span {
 
 /// The router: the configured agents, StopSMNonACDCall, the cluster name.
 fn router(settings: &Settings) -> Router {
+    let engine = EngineConfig {
+        stream_idle: Some(LIVE_STREAM_IDLE),
+        ..EngineConfig::default()
+    };
     let mut router = Router::new(
-        EngineConfig::default(),
+        engine,
         settings.agents.iter().map(|a| a.agent.clone()).collect(),
         Span::from_secs(2),
     );

@@ -209,6 +209,8 @@ pub struct EngineMetrics {
     pub forwarded: AtomicU64,
     /// RTP streams in the flow table now.
     pub streams: AtomicU64,
+    /// RTP streams forgotten after [`crate::flow::LIVE_STREAM_IDLE`] without a packet.
+    pub streams_pruned: AtomicU64,
     /// SIP calls in the call table now.
     pub calls: AtomicU64,
     /// SIP calls evicted by the call table's cap (the oldest idle first).
@@ -545,10 +547,9 @@ impl<O: MonitorOutput> Loop<O> {
         set(&m.agent_packets, r.agent_packets);
         set(&m.forwarded, r.forwarded);
         // The tables' sizes (the view lists a call or flow once per agent in it).
-        set(
-            &m.streams,
-            self.router.engine().flows().streams().count() as u64,
-        );
+        let flows = self.router.engine().flows();
+        set(&m.streams, flows.live() as u64);
+        set(&m.streams_pruned, flows.stats().streams_pruned);
         set(
             &m.calls,
             self.router.engine().calls().calls().count() as u64,

@@ -183,6 +183,12 @@ fn engine_lines(out: &mut String, e: &EngineMetrics) {
             load(&e.streams),
         ),
         (
+            "silentmon_streams_pruned_total",
+            "counter",
+            "RTP streams forgotten after 10 minutes without a packet.",
+            load(&e.streams_pruned),
+        ),
+        (
             "silentmon_calls",
             "gauge",
             "SIP calls in the call table.",

@@ -8,7 +8,11 @@
 //! so counts equal tshark's (which takes every packet as RTP from the first).
 //!
 //! Memory is bounded (caps on streams and candidates, counted when hit); after a stream exists
-//! a packet costs one hash lookup and a few arithmetic updates, with no allocation.
+//! a packet costs one hash lookup and a few arithmetic updates, with no allocation. A live
+//! capture runs for months: [`FlowTable::prune`] forgets the streams and candidates idle for
+//! long (never called on a file, so a capture's report keeps every stream); a forgotten
+//! stream's slot is reused under a new [`StreamId`] (the slot's generation goes up), so an id
+//! someone still holds never names another stream.
 
 use rustc_hash::FxHashMap as HashMap;
 use std::net::SocketAddr;
@@ -17,7 +21,7 @@ use crate::codec::PayloadMap;
 use crate::packet::rtcp::{self, RtcpType};
 use crate::packet::rtp::RtpPacket;
 use crate::packet::VlanStack;
-use crate::time::Timestamp;
+use crate::time::{Span, Timestamp};
 
 pub mod cipher;
 mod stats;
@@ -38,9 +42,44 @@ pub struct StreamKey {
     pub ssrc: u32,
 }
 
-/// Index of a stream in its table.
+/// A stream's name in its table: its slot in the low [`SLOT_BITS`] bits, the slot's
+/// generation (counted modulo 2048) in the 11 above; the top bit is clear (peers' streams
+/// set it, `router::remote`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StreamId(pub u32);
+
+/// Bits of a [`StreamId`] that name its slot: the most streams a table holds.
+pub const SLOT_BITS: u32 = 20;
+const SLOT_MASK: u32 = (1 << SLOT_BITS) - 1;
+const GENERATION_MASK: u32 = (1 << 11) - 1;
+/// Set in the id a free slot holds (no live stream's id has it: the top bit is for peers).
+const FREE: u32 = 1 << 31;
+
+impl StreamId {
+    fn new(slot: usize, generation: u32) -> StreamId {
+        StreamId((generation & GENERATION_MASK) << SLOT_BITS | slot as u32 & SLOT_MASK)
+    }
+
+    fn slot(self) -> usize {
+        (self.0 & SLOT_MASK) as usize
+    }
+
+    fn generation(self) -> u32 {
+        self.0 >> SLOT_BITS & GENERATION_MASK
+    }
+
+    /// False for the id a free slot keeps for its next stream.
+    fn is_live(self) -> bool {
+        self.0 & FREE == 0
+    }
+}
+
+/// How long a live capture keeps a stream that sends nothing (a long hold, a call long over):
+/// a stream coming back after it is a new stream (its call found again from the SDP, a
+/// heuristic one confirmed again in [`CONFIRM_PACKETS`] packets).
+pub const LIVE_STREAM_IDLE: Span = Span::from_secs(600);
+/// How long a candidate waits for the packets that would confirm it.
+pub const CANDIDATE_IDLE: Span = Span::from_secs(30);
 
 /// What SDP said about a media endpoint, supplied by the engine.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -71,7 +110,7 @@ pub enum UdpVerdict {
 pub struct FlowConfig {
     /// Recognise RTP without SDP.
     pub heuristic: bool,
-    /// Most streams kept.
+    /// Most streams kept (at most 2^[`SLOT_BITS`]).
     pub max_streams: usize,
     /// Most heuristic candidates pending at once.
     pub max_candidates: usize,
@@ -104,6 +143,10 @@ pub struct FlowStats {
     pub candidates_rejected: u64,
     /// Packets not tracked because a cap was hit.
     pub capacity_drops: u64,
+    /// Streams forgotten after [`LIVE_STREAM_IDLE`] without a packet.
+    pub streams_pruned: u64,
+    /// Candidates forgotten after [`CANDIDATE_IDLE`] without a packet.
+    pub candidates_pruned: u64,
     /// UDPTL (T.38 fax) datagrams on addresses the SDP switched to fax.
     pub fax_packets: u64,
 }
@@ -174,7 +217,13 @@ const MAX_PENDING: usize = 8;
 /// The stream table.
 pub struct FlowTable {
     config: FlowConfig,
+    /// Live streams and, in free slots, forgotten ones (their id the slot's next with
+    /// [`FREE`] set): inline, so a packet's stream costs no pointer chase and no check.
     streams: Vec<Stream>,
+    /// Free slots (reused last freed first).
+    free: Vec<u32>,
+    /// Live streams.
+    live: usize,
     /// Streams of IPv4 addresses by their packed key (16 bytes: more of the table stays in
     /// cache than with whole `StreamKey`s, which the others use).
     index4: HashMap<u128, StreamId>,
@@ -189,6 +238,8 @@ impl FlowTable {
         FlowTable {
             config,
             streams: Vec::new(),
+            free: Vec::new(),
+            live: 0,
             index4: HashMap::default(),
             index: HashMap::default(),
             candidates: HashMap::default(),
@@ -196,19 +247,74 @@ impl FlowTable {
         }
     }
 
-    /// Streams in order of first packet.
+    /// Streams in slot order: the order of their first packets until one was forgotten.
     pub fn streams(&self) -> impl Iterator<Item = &Stream> {
-        self.streams.iter()
+        self.streams_in(0..self.streams.len())
     }
 
-    /// One stream.
-    pub fn stream(&self, id: StreamId) -> &Stream {
-        &self.streams[id.0 as usize]
+    /// The streams in `slots` (a range of [`FlowTable::slots`]), in slot order.
+    pub fn streams_in(&self, slots: std::ops::Range<usize>) -> impl Iterator<Item = &Stream> {
+        let end = slots.end.min(self.streams.len());
+        let start = slots.start.min(end);
+        self.streams[start..end].iter().filter(|s| s.id.is_live())
+    }
+
+    /// Slots in the table (live streams and free slots).
+    pub fn slots(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Streams in the table now.
+    pub fn live(&self) -> usize {
+        self.live
+    }
+
+    /// The stream `id` names, unless it was forgotten.
+    pub fn stream(&self, id: StreamId) -> Option<&Stream> {
+        self.streams
+            .get(id.slot())
+            .filter(|s| s.id == id && id.is_live())
+    }
+
+    /// The stream of an id from the index (which names live streams only).
+    fn indexed_mut(&mut self, id: StreamId) -> &mut Stream {
+        &mut self.streams[id.slot()]
+    }
+
+    fn live_mut(&mut self) -> impl Iterator<Item = &mut Stream> {
+        self.streams.iter_mut().filter(|s| s.id.is_live())
     }
 
     /// The stream with this key, if known.
     pub fn find(&self, key: &StreamKey) -> Option<&Stream> {
-        self.lookup(key).map(|id| self.stream(id))
+        self.lookup(key).and_then(|id| self.stream(id))
+    }
+
+    /// Forgets the streams without a packet for `idle` before `now` and the candidates
+    /// without one for `candidate_idle`; their slots are reused. A walk over the table: call
+    /// it every few seconds, not per packet.
+    pub fn prune(&mut self, now: Timestamp, idle: Span, candidate_idle: Span) {
+        for slot in 0..self.streams.len() {
+            let s = &mut self.streams[slot];
+            if !s.id.is_live() || now - s.stats.last_ts < idle {
+                continue;
+            }
+            s.id = StreamId(StreamId::new(slot, s.id.generation() + 1).0 | FREE);
+            let key = s.key;
+            match packed(&key) {
+                Some(k) => self.index4.remove(&k),
+                None => self.index.remove(&key),
+            };
+            self.free.push(slot as u32);
+            self.live -= 1;
+            self.stats.streams_pruned += 1;
+        }
+        let before = self.candidates.len();
+        self.candidates.retain(|_, c| {
+            let last = c.pending[..c.len].iter().map(|p| p.ts).max();
+            last.is_some_and(|t| now - t < candidate_idle)
+        });
+        self.stats.candidates_pruned += (before - self.candidates.len()) as u64;
     }
 
     /// Counters.
@@ -276,7 +382,7 @@ impl FlowTable {
         };
         let mut hint = Some(hint);
         if let Some(id) = self.lookup(&key) {
-            let stream = &mut self.streams[id.0 as usize];
+            let stream = self.indexed_mut(id);
             if stream.closed {
                 // Switched to fax: fax, unless the SDP says audio again (the stream goes on).
                 if hint
@@ -309,7 +415,7 @@ impl FlowTable {
         };
         if let UdpVerdict::Rtp(id) = verdict {
             // A new stream's first packet: tested before anything of it is forwarded.
-            self.streams[id.0 as usize]
+            self.indexed_mut(id)
                 .cipher
                 .observe(sample.pt, rtp.payload());
         }
@@ -331,7 +437,7 @@ impl FlowTable {
     /// The SDP switched `addr` to fax: its RTP streams (from or to it) end here; a packet on
     /// their keys is fax from now on, unless the SDP switches the address back to audio.
     pub fn end_streams_at(&mut self, addr: SocketAddr) {
-        for s in &mut self.streams {
+        for s in self.live_mut() {
             if s.key.src == addr || s.key.dst == addr {
                 s.closed = true;
             }
@@ -395,17 +501,21 @@ impl FlowTable {
         payloads: PayloadMap,
         samples: &[RtpSample],
     ) -> Option<StreamId> {
-        if self.streams.len() >= self.config.max_streams {
+        if self.live >= self.config.max_streams.min(1 << SLOT_BITS) {
             self.stats.capacity_drops += 1;
             return None;
         }
-        let id = StreamId(self.streams.len() as u32);
+        // Slots = live + free, so without a free one the table is below 2^SLOT_BITS slots.
+        let id = match self.free.pop() {
+            Some(slot) => StreamId(self.streams[slot as usize].id.0 & !FREE),
+            None => StreamId::new(self.streams.len(), 0),
+        };
         let mut stats = StreamStats::new(&samples[0], payloads);
         for s in &samples[1..] {
             stats.update(s);
         }
         self.stats.rtp_packets += samples.len() as u64;
-        self.streams.push(Stream {
+        let stream = Stream {
             id,
             key,
             vlans,
@@ -414,7 +524,12 @@ impl FlowTable {
             rtcp: RtcpSummary::default(),
             cipher: cipher::CipherTest::default(),
             closed: false,
-        });
+        };
+        match self.streams.get_mut(id.slot()) {
+            Some(slot) => *slot = stream,
+            None => self.streams.push(stream),
+        }
+        self.live += 1;
         match packed(&key) {
             Some(k) => self.index4.insert(k, id),
             None => self.index.insert(key, id),
@@ -432,13 +547,13 @@ impl FlowTable {
             };
             if p.packet_type() == RtcpType::SenderReport {
                 if let Some(ssrc) = p.ssrc() {
-                    for s in self.streams.iter_mut().filter(|s| s.key.ssrc == ssrc) {
+                    for s in self.live_mut().filter(|s| s.key.ssrc == ssrc) {
                         s.rtcp.sender_reports += 1;
                     }
                 }
             }
             for block in p.report_blocks() {
-                for s in self.streams.iter_mut().filter(|s| s.key.ssrc == block.ssrc) {
+                for s in self.live_mut().filter(|s| s.key.ssrc == block.ssrc) {
                     s.rtcp.report_blocks += 1;
                     s.rtcp.last_cumulative_lost = Some(block.cumulative_lost);
                     s.rtcp.last_jitter = Some(block.jitter);
@@ -542,7 +657,7 @@ mod tests {
         assert_eq!(verdicts[0], UdpVerdict::Candidate);
         assert_eq!(verdicts[1], UdpVerdict::Candidate);
         assert_eq!(verdicts[2], UdpVerdict::Rtp(StreamId(0)));
-        let s = t.stream(StreamId(0));
+        let s = t.stream(StreamId(0)).unwrap();
         assert_eq!(s.stats.packets, 5);
         assert_eq!(s.stats.lost(), 0);
         assert!((s.stats.max_delta_ms - 20.0).abs() < 1e-9);
@@ -563,7 +678,7 @@ mod tests {
     fn reordered_and_duplicated_first_packets_all_count() {
         // 2 before 1, 2 twice, then in order.
         let t = feed(&[(2, 320), (1, 160), (2, 320), (3, 480), (4, 640)]);
-        let s = t.stream(StreamId(0));
+        let s = t.stream(StreamId(0)).unwrap();
         assert_eq!(s.stats.packets, 5);
         assert_eq!(s.stats.duplicates, 1);
         assert_eq!(t.stats().candidates_rejected, 0);
@@ -580,7 +695,7 @@ mod tests {
             (900, 144000),
         ]);
         assert_eq!(t.streams().count(), 1);
-        let s = t.stream(StreamId(0));
+        let s = t.stream(StreamId(0)).unwrap();
         assert_eq!(s.stats.packets, 5);
         assert_eq!(s.stats.lost(), 891 - 5);
         assert_eq!(t.stats().candidates_rejected, 0);
@@ -593,7 +708,7 @@ mod tests {
         packets.extend((0..4).map(|i| (100 + i, 160 * u32::from(i))));
         let t = feed(&packets);
         assert_eq!(
-            t.stream(StreamId(0)).stats.packets,
+            t.stream(StreamId(0)).unwrap().stats.packets,
             4,
             "every packet of the stream"
         );
@@ -628,7 +743,7 @@ mod tests {
             t.handle_udp(at(20), &v, a, b, &rtp(1, 0, 12, 8), Some(&hint)),
             UdpVerdict::Rtp(StreamId(1))
         );
-        assert_eq!(t.stream(StreamId(1)).call, Some(3));
+        assert_eq!(t.stream(StreamId(1)).unwrap().call, Some(3));
     }
 
     #[test]
@@ -656,8 +771,85 @@ mod tests {
             t.handle_udp(at(5), &v, addr(2, 5001), addr(1, 4001), &rr, None),
             UdpVerdict::Rtcp
         );
-        let s = t.stream(StreamId(0));
+        let s = t.stream(StreamId(0)).unwrap();
         assert_eq!(s.rtcp.report_blocks, 1);
         assert_eq!(s.rtcp.last_cumulative_lost, Some(3));
+    }
+
+    #[test]
+    fn idle_streams_are_forgotten_and_their_slots_reused_under_new_ids() {
+        let config = FlowConfig {
+            max_streams: 2,
+            ..FlowConfig::default()
+        };
+        let mut t = FlowTable::new(config);
+        let v = VlanStack::new();
+        let hint = MediaHint {
+            call: 1,
+            payloads: PayloadMap::new(),
+        };
+        let send = |t: &mut FlowTable, ms: i64, from: u8, ssrc: u32| {
+            t.handle_udp(
+                at(ms),
+                &v,
+                addr(from, 4000),
+                addr(9, 5000),
+                &rtp(1, 0, ssrc, 0),
+                Some(&hint),
+            )
+        };
+        let old = send(&mut t, 0, 1, 11);
+        let kept = send(&mut t, 0, 2, 22);
+        assert_eq!(
+            (old, kept),
+            (UdpVerdict::Rtp(StreamId(0)), UdpVerdict::Rtp(StreamId(1)))
+        );
+        // The table is full: a third stream is not tracked.
+        assert_eq!(send(&mut t, 1000, 3, 33), UdpVerdict::NotMedia);
+        assert_eq!(t.stats().capacity_drops, 1);
+        // Stream 1 goes on; stream 0 falls silent for longer than the idle time.
+        send(&mut t, 5000, 2, 22);
+        t.prune(at(5000), Span::from_secs(4), CANDIDATE_IDLE);
+        assert_eq!((t.live(), t.slots(), t.stats().streams_pruned), (1, 2, 1));
+        assert!(t.stream(StreamId(0)).is_none());
+        assert!(t
+            .find(&StreamKey {
+                src: addr(1, 4000),
+                dst: addr(9, 5000),
+                ssrc: 11
+            })
+            .is_none());
+        // The third stream now fits, in the freed slot under its next generation.
+        let UdpVerdict::Rtp(new) = send(&mut t, 5001, 3, 33) else {
+            panic!("the third stream was not tracked");
+        };
+        assert_eq!((new.slot(), new.generation()), (0, 1));
+        assert_ne!(new, StreamId(0));
+        assert!(t.stream(StreamId(0)).is_none(), "the old id names nothing");
+        assert_eq!(t.stream(new).unwrap().key.ssrc, 33);
+        // The forgotten stream coming back is a new stream; the table is full again.
+        assert_eq!(send(&mut t, 5002, 1, 11), UdpVerdict::NotMedia);
+        let ssrcs: Vec<u32> = t.streams().map(|s| s.key.ssrc).collect();
+        assert_eq!(ssrcs, [33, 22], "slot order");
+        assert_eq!(t.streams_in(1..2).count(), 1);
+        assert_eq!(t.streams_in(2..9).count(), 0);
+    }
+
+    #[test]
+    fn candidates_that_never_confirm_are_forgotten() {
+        let mut t = FlowTable::new(FlowConfig::default());
+        let v = VlanStack::new();
+        let (a, b) = (addr(1, 4000), addr(2, 5000));
+        let first = t.handle_udp(at(0), &v, a, b, &rtp(1, 0, 5, 0), None);
+        assert_eq!(first, UdpVerdict::Candidate);
+        t.prune(at(29_000), LIVE_STREAM_IDLE, CANDIDATE_IDLE);
+        assert_eq!(t.stats().candidates_pruned, 0);
+        t.prune(at(31_000), LIVE_STREAM_IDLE, CANDIDATE_IDLE);
+        assert_eq!(t.stats().candidates_pruned, 1);
+        // Its old packet no longer counts towards a confirmation: two more are candidates.
+        for seq in 2..4 {
+            let v2 = t.handle_udp(at(31_000), &v, a, b, &rtp(seq, 160, 5, 0), None);
+            assert_eq!(v2, UdpVerdict::Candidate);
+        }
     }
 }

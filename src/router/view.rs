@@ -222,7 +222,7 @@ impl Router {
         b.next = end;
         if end == b.keys.len() {
             b.enter(Stage::Flows);
-            b.flows_end = self.engine.flows().streams().count();
+            b.flows_end = self.engine.flows().slots();
         }
         used
     }
@@ -232,15 +232,10 @@ impl Router {
     fn flows_step(&mut self, b: &mut ViewBuild, budget: usize) -> usize {
         let agents = self.bindings.agents();
         let left = b.flows_end.saturating_sub(b.next);
-        let streams = self
-            .engine
-            .flows()
-            .streams()
-            .skip(b.next)
-            .take(budget.min(left));
-        let mut used = 0;
+        // Slots, not streams: a forgotten stream's slot costs its step too.
+        let used = budget.min(left);
+        let streams = self.engine.flows().streams_in(b.next..b.next + used);
         for s in streams {
-            used += 1;
             let hits = self.bindings.lookup(s.key.src, s.key.dst);
             let row = |hit: Option<crate::binding::Hit>| FlowView {
                 agent: hit.map(|h| h.agent),
@@ -270,7 +265,7 @@ impl Router {
                 .extend(hits.into_iter().flatten().map(|h| row(Some(h))));
         }
         b.next += used;
-        if b.next >= b.flows_end || used < budget.min(left) {
+        if b.next >= b.flows_end {
             b.enter(Stage::Bindings);
         }
         used
