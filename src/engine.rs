@@ -261,7 +261,7 @@ impl Engine {
         self.calls.handle_timeout(now);
         if let Some(idle) = self.stream_idle {
             if now >= self.next_prune {
-                self.flows.prune(now, idle, CANDIDATE_IDLE);
+                self.flows.prune(idle, CANDIDATE_IDLE);
                 self.next_prune = now + PRUNE_EVERY;
             }
         }
@@ -403,18 +403,22 @@ mod tests {
     #[test]
     fn a_live_engine_forgets_idle_streams_every_prune_period_and_a_file_never() {
         let at = |s: i64| Timestamp::from_nanos(s * 1_000_000_000);
+        let stream = |e: &mut Engine, port: u16, s: i64| {
+            for seq in 1..=3 {
+                e.handle_frame(at(s), LinkType::Ethernet, &udp(port, 5000, &rtp(seq)));
+            }
+        };
         for idle in [Some(Span::from_secs(60)), None] {
             let mut e = Engine::new(EngineConfig {
                 stream_idle: idle,
                 ..EngineConfig::default()
             });
-            for seq in 1..=3 {
-                e.handle_frame(at(0), LinkType::Ethernet, &udp(4000, 5000, &rtp(seq)));
-            }
-            assert_eq!(e.flows().live(), 1);
+            stream(&mut e, 4000, 0);
             assert_eq!(e.poll_timeout().is_some(), idle.is_some());
             e.handle_timeout(at(30)); // the first prune: nothing idle yet
-            e.handle_timeout(at(65)); // idle, and the next prune is due
+            stream(&mut e, 4002, 65); // capture time moves on
+            e.handle_timeout(at(65)); // the first stream is idle, and a prune is due
+            assert_eq!(e.flows().live(), if idle.is_some() { 1 } else { 2 });
             let pruned = e.flows().stats().streams_pruned;
             assert_eq!(pruned, u64::from(idle.is_some()), "{idle:?}");
             if idle.is_some() {
@@ -427,14 +431,14 @@ mod tests {
             ..EngineConfig::default()
         });
         e.handle_timeout(at(0));
-        for seq in 1..=3 {
-            e.handle_frame(at(0), LinkType::Ethernet, &udp(4000, 5000, &rtp(seq)));
-        }
+        stream(&mut e, 4000, 0);
+        stream(&mut e, 4002, 52);
         e.handle_timeout(at(52)); // a prune: idle 52 s, kept; the next at 62 s
+        stream(&mut e, 4002, 61);
         e.handle_timeout(at(61)); // idle 61 s, but no prune is due
-        assert_eq!(e.flows().live(), 1);
+        assert_eq!(e.flows().live(), 2);
         e.handle_timeout(at(62));
-        assert_eq!(e.flows().live(), 0);
+        assert_eq!(e.flows().live(), 1);
     }
 
     #[test]

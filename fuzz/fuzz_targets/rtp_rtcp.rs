@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
         let now = Timestamp::from_nanos(t);
         let src = std::net::SocketAddr::from(([10, 0, 0, 1], 4000 + u16::from(len >> 5 & 3)));
         if len & 2 != 0 {
-            table.prune(now, Span::from_secs(90), Span::from_secs(30));
+            table.prune(Span::from_secs(90), Span::from_secs(30));
         }
         let h = (len & 1 == 1).then_some(&hint);
         if let silentmon::flow::UdpVerdict::Rtp(id) =

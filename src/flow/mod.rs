@@ -10,11 +10,15 @@
 //! Memory is bounded (caps on streams and candidates, counted when hit); after a stream exists
 //! a packet costs one hash lookup and a few arithmetic updates, with no allocation. A live
 //! capture runs for months: [`FlowTable::prune`] forgets the streams and candidates idle for
-//! long (never called on a file, so a capture's report keeps every stream); a forgotten
-//! stream's slot is reused under a new [`StreamId`] (the slot's generation goes up), so an id
-//! someone still holds never names another stream.
+//! long, idle counted in capture time against the newest packet the table holds (a replay
+//! that stamps every frame alike never ages; a quiet night ages nothing until packets come
+//! again); it is never called on a file, so a capture's report keeps every stream. A
+//! forgotten stream's slot is reused, the longest free first, under a new [`StreamId`] (the
+//! slot's generation goes up, modulo 2048), so an id someone still holds names no other
+//! stream for 2048 reuses of its slot.
 
 use rustc_hash::FxHashMap as HashMap;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use crate::codec::PayloadMap;
@@ -167,7 +171,7 @@ pub struct RtcpSummary {
 /// One RTP stream.
 #[derive(Clone, Debug)]
 pub struct Stream {
-    /// Its index.
+    /// Its name in the table (slot and generation).
     pub id: StreamId,
     /// Its identity.
     pub key: StreamKey,
@@ -211,6 +215,13 @@ struct Candidate {
     vlans: VlanStack,
 }
 
+impl Candidate {
+    /// Its newest packet's capture time.
+    fn last_ts(&self) -> Option<Timestamp> {
+        self.pending[..self.len].iter().map(|p| p.ts).max()
+    }
+}
+
 /// Most packets a candidate holds (the oldest is dropped, counted, to make room).
 const MAX_PENDING: usize = 8;
 
@@ -220,8 +231,8 @@ pub struct FlowTable {
     /// Live streams and, in free slots, forgotten ones (their id the slot's next with
     /// [`FREE`] set): inline, so a packet's stream costs no pointer chase and no check.
     streams: Vec<Stream>,
-    /// Free slots (reused last freed first).
-    free: Vec<u32>,
+    /// Free slots, the longest free first (so generations advance evenly over the slots).
+    free: VecDeque<u32>,
     /// Live streams.
     live: usize,
     /// Streams of IPv4 addresses by their packed key (16 bytes: more of the table stays in
@@ -238,7 +249,7 @@ impl FlowTable {
         FlowTable {
             config,
             streams: Vec::new(),
-            free: Vec::new(),
+            free: VecDeque::new(),
             live: 0,
             index4: HashMap::default(),
             index: HashMap::default(),
@@ -290,10 +301,15 @@ impl FlowTable {
         self.lookup(key).and_then(|id| self.stream(id))
     }
 
-    /// Forgets the streams without a packet for `idle` before `now` and the candidates
-    /// without one for `candidate_idle`; their slots are reused. A walk over the table: call
-    /// it every few seconds, not per packet.
-    pub fn prune(&mut self, now: Timestamp, idle: Span, candidate_idle: Span) {
+    /// Forgets the streams without a packet for `idle` and the candidates without one for
+    /// `candidate_idle`, both before the newest packet the table holds (capture time, see the
+    /// module rules); their slots are reused. Two walks over the table: call it every few
+    /// seconds, not per packet.
+    pub fn prune(&mut self, idle: Span, candidate_idle: Span) {
+        let newest = self.live_stream_times().chain(self.candidate_times()).max();
+        let Some(now) = newest else {
+            return;
+        };
         for slot in 0..self.streams.len() {
             let s = &mut self.streams[slot];
             if !s.id.is_live() || now - s.stats.last_ts < idle {
@@ -305,16 +321,22 @@ impl FlowTable {
                 Some(k) => self.index4.remove(&k),
                 None => self.index.remove(&key),
             };
-            self.free.push(slot as u32);
+            self.free.push_back(slot as u32);
             self.live -= 1;
             self.stats.streams_pruned += 1;
         }
         let before = self.candidates.len();
-        self.candidates.retain(|_, c| {
-            let last = c.pending[..c.len].iter().map(|p| p.ts).max();
-            last.is_some_and(|t| now - t < candidate_idle)
-        });
+        self.candidates
+            .retain(|_, c| c.last_ts().is_some_and(|t| now - t < candidate_idle));
         self.stats.candidates_pruned += (before - self.candidates.len()) as u64;
+    }
+
+    fn live_stream_times(&self) -> impl Iterator<Item = Timestamp> + '_ {
+        self.streams().map(|s| s.stats.last_ts)
+    }
+
+    fn candidate_times(&self) -> impl Iterator<Item = Timestamp> + '_ {
+        self.candidates.values().filter_map(Candidate::last_ts)
     }
 
     /// Counters.
@@ -506,7 +528,7 @@ impl FlowTable {
             return None;
         }
         // Slots = live + free, so without a free one the table is below 2^SLOT_BITS slots.
-        let id = match self.free.pop() {
+        let id = match self.free.pop_front() {
             Some(slot) => StreamId(self.streams[slot as usize].id.0 & !FREE),
             None => StreamId::new(self.streams.len(), 0),
         };
@@ -809,7 +831,7 @@ mod tests {
         assert_eq!(t.stats().capacity_drops, 1);
         // Stream 1 goes on; stream 0 falls silent for longer than the idle time.
         send(&mut t, 5000, 2, 22);
-        t.prune(at(5000), Span::from_secs(4), CANDIDATE_IDLE);
+        t.prune(Span::from_secs(4), CANDIDATE_IDLE);
         assert_eq!((t.live(), t.slots(), t.stats().streams_pruned), (1, 2, 1));
         assert!(t.stream(StreamId(0)).is_none());
         assert!(t
@@ -842,10 +864,17 @@ mod tests {
         let (a, b) = (addr(1, 4000), addr(2, 5000));
         let first = t.handle_udp(at(0), &v, a, b, &rtp(1, 0, 5, 0), None);
         assert_eq!(first, UdpVerdict::Candidate);
-        t.prune(at(29_000), LIVE_STREAM_IDLE, CANDIDATE_IDLE);
+        // Alone, it is the newest packet: it never ages (a replay stamping frames alike).
+        t.prune(CANDIDATE_IDLE, CANDIDATE_IDLE);
         assert_eq!(t.stats().candidates_pruned, 0);
-        t.prune(at(31_000), LIVE_STREAM_IDLE, CANDIDATE_IDLE);
-        assert_eq!(t.stats().candidates_pruned, 1);
+        // Another candidate's packets move capture time on: 29 s, then 31 s later.
+        let other = addr(3, 4002);
+        t.handle_udp(at(29_000), &v, other, b, &rtp(1, 0, 6, 0), None);
+        t.prune(LIVE_STREAM_IDLE, CANDIDATE_IDLE);
+        assert_eq!(t.stats().candidates_pruned, 0);
+        t.handle_udp(at(31_000), &v, other, b, &rtp(900, 0, 6, 0), None);
+        t.prune(LIVE_STREAM_IDLE, CANDIDATE_IDLE);
+        assert_eq!(t.stats().candidates_pruned, 1, "the first, not the other");
         // Its old packet no longer counts towards a confirmation: two more are candidates.
         for seq in 2..4 {
             let v2 = t.handle_udp(at(31_000), &v, a, b, &rtp(seq, 160, 5, 0), None);

@@ -18,8 +18,10 @@ use crate::time::Timestamp;
 /// Highest peer index whose streams can be remapped (127 peers).
 pub const MAX_PEERS: u16 = 127;
 
-/// The stream id a peer's stream gets here: bit 31 set, the peer in bits 24-30, the peer's
-/// own id in the low 24 bits (local flow-table ids stay below 2^31).
+/// The stream id a peer's stream gets here: bit 31 set, the peer in bits 24-30, the low 24
+/// bits of the peer's own id (its slot and the low 4 bits of the slot's generation: ids of
+/// one slot 16 reuses apart meet here, which nothing downstream tells apart; local flow-table
+/// ids stay below 2^31).
 pub fn remote_stream(peer: u16, stream: u32) -> StreamId {
     StreamId(0x8000_0000 | (u32::from(peer.min(MAX_PEERS)) << 24) | (stream & 0x00FF_FFFF))
 }

@@ -8,8 +8,9 @@
 //! - A view built in slices is a view of a slightly longer moment, never a torn one: the
 //!   stages walking the bindings by position begin again when a binding came or went meanwhile
 //!   ([`Bindings::generation`](crate::binding::Bindings::generation)); the stages walking calls
-//!   take their keys when they begin and skip a call that ended since; flows only ever grow,
-//!   and the flows' stage ends where the table ended when it began.
+//!   take their keys when they begin and skip a call that ended since; the flows' stage walks
+//!   the flow table's slots, which never move (a stream forgotten meanwhile is skipped, a
+//!   slot reused shows its new stream), and ends where the slots ended when it began.
 //!   A stage that had to begin again [`MAX_REWINDS`] times finishes at once, so the view is
 //!   published however fast bindings change.
 //! - A call is listed once per agent in it (an agent-to-agent call twice, so each supervisor
@@ -34,7 +35,7 @@ enum Stage {
     Calls,
     /// The CTI calls' rows (walks their keys).
     Cti,
-    /// The flows' rows (walks the flow table, which only grows).
+    /// The flows' rows (walks the flow table's slots, which never move).
     Flows,
     /// The effective bindings' rows, then the static phone IPs (walks the bindings).
     Bindings,
@@ -50,8 +51,8 @@ pub struct ViewBuild {
     next: usize,
     /// The keys the stage walks (call indices), taken when it began.
     keys: Vec<u32>,
-    /// Where the flows' stage ends: the flow table's length when it began (streams added
-    /// since are the next view's, so a flood of new streams cannot keep it going).
+    /// Where the flows' stage ends: the flow table's slots when it began (streams in slots
+    /// added since are the next view's, so a flood of new streams cannot keep it going).
     flows_end: usize,
     /// The bindings' generation when a stage walking them began (None: it has not begun).
     generation: Option<u64>,
