@@ -233,8 +233,6 @@ pub struct FlowTable {
     streams: Vec<Stream>,
     /// Free slots, the longest free first (so generations advance evenly over the slots).
     free: VecDeque<u32>,
-    /// Live streams.
-    live: usize,
     /// Streams of IPv4 addresses by their packed key (16 bytes: more of the table stays in
     /// cache than with whole `StreamKey`s, which the others use).
     index4: HashMap<u128, StreamId>,
@@ -250,7 +248,6 @@ impl FlowTable {
             config,
             streams: Vec::new(),
             free: VecDeque::new(),
-            live: 0,
             index4: HashMap::default(),
             index: HashMap::default(),
             candidates: HashMap::default(),
@@ -277,7 +274,7 @@ impl FlowTable {
 
     /// Streams in the table now.
     pub fn live(&self) -> usize {
-        self.live
+        self.streams.len() - self.free.len()
     }
 
     /// The stream `id` names, unless it was forgotten.
@@ -322,7 +319,6 @@ impl FlowTable {
                 None => self.index.remove(&key),
             };
             self.free.push_back(slot as u32);
-            self.live -= 1;
             self.stats.streams_pruned += 1;
         }
         let before = self.candidates.len();
@@ -523,7 +519,7 @@ impl FlowTable {
         payloads: PayloadMap,
         samples: &[RtpSample],
     ) -> Option<StreamId> {
-        if self.live >= self.config.max_streams.min(1 << SLOT_BITS) {
+        if self.live() >= self.config.max_streams.min(1 << SLOT_BITS) {
             self.stats.capacity_drops += 1;
             return None;
         }
@@ -551,7 +547,6 @@ impl FlowTable {
             Some(slot) => *slot = stream,
             None => self.streams.push(stream),
         }
-        self.live += 1;
         match packed(&key) {
             Some(k) => self.index4.insert(k, id),
             None => self.index.insert(key, id),

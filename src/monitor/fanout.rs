@@ -499,6 +499,20 @@ mod tests {
         out
     }
 
+    /// Routes `monitor` (its frames tagged with the same number) to `sub`.
+    fn attach(
+        tx: &crossbeam_channel::Sender<FanoutCommand>,
+        monitor: MonitorId,
+        sub: &Arc<Subscriber>,
+    ) {
+        tx.send(FanoutCommand::Attach {
+            monitor,
+            wire: monitor as u32,
+            subscriber: sub.clone(),
+        })
+        .unwrap();
+    }
+
     #[test]
     fn routes_frames_and_drops_the_oldest_when_full() {
         let stats = Arc::new(MonitorStats::default());
@@ -506,12 +520,7 @@ mod tests {
         let mut p = Publisher::new(rx, stats.clone());
         let sub = Arc::new(Subscriber::new(4, stats.clone()));
         p.publish(&forward(1, &[9])); // not routed yet
-        tx.send(FanoutCommand::Attach {
-            monitor: 1,
-            wire: 1,
-            subscriber: sub.clone(),
-        })
-        .unwrap();
+        attach(&tx, 1, &sub);
         p.flush();
         for i in 0..10u8 {
             p.publish(&forward(1, &[i; 3]));
@@ -560,15 +569,7 @@ mod tests {
         let mut p = Publisher::new(rx, stats.clone());
         let sub = Arc::new(Subscriber::growing(4, 3 * PER, stats.clone()));
         let other = Arc::new(Subscriber::growing(4, 64, stats));
-        let attach = |monitor: MonitorId, to: &Arc<Subscriber>| {
-            let subscriber = to.clone();
-            tx.send(FanoutCommand::Attach {
-                monitor,
-                wire: monitor as u32,
-                subscriber,
-            })
-            .unwrap();
-        };
+        let attach = |monitor: MonitorId, to: &Arc<Subscriber>| attach(&tx, monitor, to);
         assert_eq!(sub.stats().room, 4);
         attach(1, &sub);
         attach(1, &sub); // the same monitor again: still one route
@@ -620,13 +621,7 @@ mod tests {
         let gone = Arc::new(Subscriber::new(4, stats.clone()));
         let live = Arc::new(Subscriber::new(4, stats.clone()));
         for (monitor, sub) in [(1, &gone), (2, &gone), (3, &live)] {
-            let subscriber = sub.clone();
-            tx.send(FanoutCommand::Attach {
-                monitor,
-                wire: 1,
-                subscriber,
-            })
-            .unwrap();
+            attach(&tx, monitor, sub);
         }
         p.flush();
         gone.close();
@@ -636,12 +631,7 @@ mod tests {
         assert_eq!(gone.stats().forwarded, 0);
         assert_eq!(MonitorStats::get(&stats.unrouted_total), 1);
         // The next attach anywhere sweeps monitor 2.
-        tx.send(FanoutCommand::Attach {
-            monitor: 4,
-            wire: 4,
-            subscriber: live.clone(),
-        })
-        .unwrap();
+        attach(&tx, 4, &live);
         p.flush();
         assert!(!p.is_routed(2) && p.is_routed(3) && p.is_routed(4));
         assert_eq!(gone.routes.load(Ordering::Relaxed), 0);
@@ -676,12 +666,7 @@ mod tests {
         let mut p = Publisher::new(rx, stats.clone());
         let sub = Arc::new(Subscriber::new(8, stats));
         for monitor in [5, 6] {
-            tx.send(FanoutCommand::Attach {
-                monitor,
-                wire: monitor as u32,
-                subscriber: sub.clone(),
-            })
-            .unwrap();
+            attach(&tx, monitor, &sub);
         }
         p.flush();
         p.publish(&forward(5, &[1]));
@@ -713,12 +698,7 @@ mod tests {
         let (tx, rx) = commands();
         let mut p = Publisher::new(rx, stats.clone());
         let sub = Arc::new(Subscriber::new(1, stats.clone()));
-        tx.send(FanoutCommand::Attach {
-            monitor: 1,
-            wire: 1,
-            subscriber: sub.clone(),
-        })
-        .unwrap();
+        attach(&tx, 1, &sub);
         p.flush();
         let big = vec![3u8; SLOT_CAPACITY * 2];
         p.publish(&forward(1, &big));
