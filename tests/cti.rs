@@ -228,15 +228,26 @@ fn a_sip_less_capture_is_heard_through_the_feed_in_versions_19_and_24_and_not_wi
             let a = agents.as_array()?.iter().find(|a| a["agent"] == "5001")?;
             (a["state"] == "Talking").then_some(())
         });
-        let calls = ctl_json(&base, &["calls"]);
-        let call = calls
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["call_id"] == "cti-1000@5001")
-            .unwrap_or_else(|| panic!("the CTI's call: {calls:#}"));
+        // The lists come from the engine's view, published every 250 ms and built between
+        // batches: the call may reach it a little after the state reached the control plane.
+        let call = eventually(
+            Duration::from_secs(3),
+            "the CTI's call in the lists",
+            || {
+                let calls = ctl_json(&base, &["calls"]);
+                let found = calls
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["call_id"] == "cti-1000@5001");
+                found.cloned()
+            },
+        );
         assert_eq!(call["from"], "+49305550000");
-        let bindings = ctl_json(&base, &["bindings"]);
+        let bindings = eventually(Duration::from_secs(3), "the CTI's binding", || {
+            let bindings = ctl_json(&base, &["bindings"]);
+            let bound = bindings.as_array()?.iter().any(|b| b["agent_id"] == "5001");
+            bound.then_some(bindings)
+        });
         assert!(
             bindings
                 .as_array()
